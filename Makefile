@@ -1,0 +1,61 @@
+# django-modelslab: `make demo` and `make test` work from a fresh clone (see README).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON311 ?= $(shell command -v python3)
+PYTHON312 ?= $(shell p=$$(pyenv prefix 3.12 2>/dev/null) && echo $$p/bin/python3.12 || command -v python3.12)
+UV_VERSION := 0.13.8
+UV := .tools/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+export UV_NO_PROGRESS := 1
+
+VENV := .venv
+VENV61 := .venv-dj61
+
+.PHONY: help demo test test-dj52 test-dj61 lint migrations-check docs bench clean
+
+help:
+	@echo "make demo   - set up, generate images offline (bundled emulator), serve the admin"
+	@echo "make test   - set up and run the whole suite on Django 5.2/Py3.11 and 6.1/Py3.12"
+	@echo "make docs   - build the documentation (warnings are errors)"
+	@echo "make bench  - pipeline benchmark against the emulator"
+
+$(UV):
+	python3 -m venv .tools
+	.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+$(VENV)/.synced: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen --group django52 --python "$(PYTHON311)"
+	@touch $@
+
+$(VENV61)/.synced: $(UV) pyproject.toml uv.lock
+	UV_PROJECT_ENVIRONMENT=$(VENV61) $(UV) sync --frozen --group django61 --python "$(PYTHON312)"
+	@touch $@
+
+demo: $(VENV)/.synced
+	$(VENV)/bin/python -m example_project.demo
+
+lint: $(VENV)/.synced
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+migrations-check: $(VENV)/.synced $(VENV61)/.synced
+	DJANGO_SETTINGS_MODULE=tests.settings $(VENV)/bin/django-admin makemigrations --check --dry-run django_modelslab
+	DJANGO_SETTINGS_MODULE=tests.settings $(VENV61)/bin/django-admin makemigrations --check --dry-run django_modelslab
+
+test-dj52: $(VENV)/.synced
+	$(VENV)/bin/python -m pytest
+
+test-dj61: $(VENV61)/.synced
+	$(VENV61)/bin/python -m pytest
+
+docs: $(VENV)/.synced
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
+test: lint migrations-check test-dj52 test-dj61 docs
+
+bench: $(VENV)/.synced
+	$(VENV)/bin/python bench/pipeline.py
+
+clean:
+	rm -rf $(VENV) $(VENV61) .tools site .demo .pytest_cache .ruff_cache

@@ -1,0 +1,141 @@
+"""Pipeline overhead: N images through django-modelslab vs the bare-httpx floor.
+
+Both run against the same bundled emulator in one process and one run:
+- floor: POST text2img, GET the output, sha256 it, write it under its hash (no Django);
+- pipeline: a GenerationRequest per image through ``pipeline.submit`` (SQLite, inline task
+  backend, validation with Pillow, content-addressed storage).
+Each side runs ROUNDS times alternately and the best round counts. Prints the ratio.
+Target: pipeline <= 1.25 x floor.  Usage: python bench/pipeline.py [N]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+N = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+ROUNDS = 3
+SIZE = 256
+TARGET = 1.25
+
+
+def configure_django(workdir: Path, base_url: str) -> None:
+    import django
+    from django.conf import settings
+
+    tasks_module = "django.tasks"
+    installed = []
+    try:
+        import django.tasks
+    except ImportError:
+        tasks_module = "django_tasks"
+        installed.append("django_tasks")
+    settings.configure(
+        INSTALLED_APPS=[
+            "django.contrib.auth",
+            "django.contrib.contenttypes",
+            "django_modelslab",
+            *installed,
+        ],
+        DATABASES={
+            "default": {
+                "ENGINE": "django.db.backends.sqlite3",
+                "NAME": str(workdir / "bench.sqlite3"),
+            }
+        },
+        USE_TZ=True,
+        MEDIA_ROOT=str(workdir / "media"),
+        STORAGES={
+            "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+            "modelslab": {"BACKEND": "django_modelslab.storage.ContentAddressedFileSystemStorage"},
+        },
+        TASKS={"default": {"BACKEND": f"{tasks_module}.backends.immediate.ImmediateBackend"}},
+        MODELSLAB={
+            "API_KEY": "bench",
+            "BASE_URL": base_url,
+            "ALLOWED_DOWNLOAD_HOSTS": ["127.0.0.1"],
+            "CACHE": False,
+        },
+    )
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def floor(base_url: str, outdir: Path, tag: str) -> float:
+    import httpx
+
+    started = time.perf_counter()
+    with httpx.Client(timeout=30) as client:
+        for i in range(N):
+            body = client.post(
+                f"{base_url}/v6/images/text2img",
+                json={
+                    "key": "bench",
+                    "model_id": "flux",
+                    "prompt": f"{tag} floor {i}",
+                    "width": SIZE,
+                    "height": SIZE,
+                    "samples": 1,
+                    "seed": i,
+                },
+            ).json()
+            for url in body["output"]:
+                data = client.get(url).content
+                digest = hashlib.sha256(data).hexdigest()
+                path = outdir / digest[:2] / f"{digest}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+    return time.perf_counter() - started
+
+
+def through_pipeline(tag: str) -> float:
+    from django_modelslab import pipeline
+    from django_modelslab.models import GenerationRequest
+
+    started = time.perf_counter()
+    for i in range(N):
+        request = pipeline.submit(
+            GenerationRequest(prompt=f"{tag} floor {i}", width=SIZE, height=SIZE, seed=i)
+        )
+        if request.status != GenerationRequest.Status.SUCCEEDED:
+            request.refresh_from_db()
+            assert request.status == "succeeded", request.error
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    from django_modelslab.testing import Emulator
+
+    with tempfile.TemporaryDirectory(prefix="modelslab-bench-") as tmp, Emulator() as emulator:
+        workdir = Path(tmp)
+        configure_django(workdir, emulator.base_url)
+        floors, pipelines = [], []
+        for round_ in range(ROUNDS):
+            # Same prompts and seeds on both sides: the emulator draws the same images.
+            floors.append(floor(emulator.base_url, workdir / f"floor{round_}", f"r{round_}"))
+            pipelines.append(through_pipeline(f"r{round_}"))
+        best_floor, best_pipeline = min(floors), min(pipelines)
+        ratio = best_pipeline / best_floor
+        print(
+            f"N={N} images of {SIZE}x{SIZE}, best of {ROUNDS} rounds "
+            f"(python {sys.version.split()[0]}, pid {os.getpid()})"
+        )
+        print(f"floor (bare httpx):  {best_floor:7.3f} s  {best_floor / N * 1000:6.2f} ms/image")
+        print(
+            f"pipeline:            {best_pipeline:7.3f} s  {best_pipeline / N * 1000:6.2f} ms/image"
+        )
+        print(f"ratio: {ratio:.3f}x (target <= {TARGET}x) -> {'OK' if ratio <= TARGET else 'OVER'}")
+    return 0 if ratio <= TARGET else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,526 @@
+"""ModelsLab HTTP client: the v6 image API over httpx, nothing of Django.
+
+Two halves, kept apart so an async client can reuse everything but the transport calls:
+
+* :func:`parse_response` turns one HTTP answer into a :class:`ProviderResponse` or raises the
+  matching :mod:`django_modelslab.exceptions` error. It reads the body's ``status`` whatever
+  the HTTP code (ModelsLab documents 4xx codes but has been seen answering 200 with
+  ``status: "error"``).
+* :class:`_ClientCore` holds configuration, builds payloads, redacts the API key and decides,
+  attempt by attempt, whether to retry; :class:`ModelsLabClient` adds the blocking httpx calls.
+
+The API key travels as the JSON body field ``key`` and is never logged: payloads and responses
+kept on exceptions (and :attr:`ProviderResponse.raw`) are redacted.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Final
+
+import httpx
+
+from django_modelslab import __version__
+from django_modelslab.exceptions import (
+    AmbiguousSubmission,
+    AuthenticationFailed,
+    GenerationFailed,
+    InsufficientCredits,
+    InvalidProviderResponse,
+    ProviderError,
+    ProviderRejected,
+    ProviderTransportError,
+    ProviderUnavailable,
+    RateLimited,
+)
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "ModelsLabClient",
+    "ProviderResponse",
+    "parse_response",
+    "redact",
+]
+
+logger = logging.getLogger("django_modelslab.client")
+
+DEFAULT_BASE_URL: Final = "https://modelslab.com/api"
+TEXT2IMG_PATH: Final = "v6/images/text2img"
+FETCH_PATH: Final = "v6/images/fetch/{id}"
+REDACTED: Final = "[redacted]"
+#: Body fields whose value is a credential wherever they appear.
+SECRET_FIELDS: Final = frozenset({"key", "api_key", "apikey", "authorization"})
+#: How much of a non-JSON body an exception keeps.
+MAX_TEXT: Final = 2048
+USER_AGENT: Final = f"django-modelslab/{__version__}"
+
+_PROVIDER_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+# -- redaction -----------------------------------------------------------------------------
+
+
+def redact(value: Any, secret: str | None = None) -> Any:
+    """Copy ``value`` with credential fields masked and ``secret`` cut out of every string."""
+    if isinstance(value, Mapping):
+        return {
+            k: REDACTED if str(k).lower() in SECRET_FIELDS else redact(v, secret)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [redact(v, secret) for v in value]
+    if isinstance(value, str) and secret:
+        return value.replace(secret, REDACTED)
+    return value
+
+
+# -- parsing -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProviderResponse:
+    """One successful or still-processing ModelsLab answer, normalised."""
+
+    status: str
+    provider_id: str | None = None
+    output_urls: tuple[str, ...] = ()
+    future_urls: tuple[str, ...] = ()
+    proxy_urls: tuple[str, ...] = ()
+    eta: float | None = None
+    fetch_url: str | None = None
+    generation_time: float | None = None
+    seed: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return self.status == "success"
+
+    @property
+    def processing(self) -> bool:
+        return self.status == "processing"
+
+
+def parse_response(
+    body: Any,
+    *,
+    status_code: int,
+    payload: dict[str, Any],
+    headers: Mapping[str, str] | None = None,
+) -> ProviderResponse:
+    """Interpret one answer; raise the matching :class:`ProviderError` unless it is usable.
+
+    ``body`` is the parsed JSON, or the text / bytes when it was not JSON; ``payload`` is
+    what was sent. Both should already be redacted (credential fields are masked again
+    here). ``headers`` is only read for ``Retry-After``.
+    """
+    payload = redact(payload)
+    if isinstance(body, bytes | bytearray):
+        body = body.decode("utf-8", "replace")
+    if isinstance(body, str):
+        try:
+            body = json.loads(body)
+        except ValueError:
+            body = body[:MAX_TEXT]
+    body = redact(body)
+    ctx: dict[str, Any] = {"status_code": status_code, "response": body, "payload": payload}
+    data = body if isinstance(body, dict) else None
+    status = str(data.get("status", "")).strip().lower() if data is not None else ""
+    message = _message(data) if data is not None else ""
+
+    if not 200 <= status_code < 300:
+        text = message or _snippet(body) or f"HTTP {status_code}"
+        if status_code == 429:
+            raise RateLimited(text, retry_after=_retry_after(data, headers), **ctx)
+        if status_code >= 500:
+            raise ProviderUnavailable(f"ModelsLab server error: {text}", **ctx)
+        if status_code == 401:
+            raise AuthenticationFailed(message or "ModelsLab refused the API key", **ctx)
+        if status_code == 402:
+            raise InsufficientCredits(message or "Insufficient ModelsLab credits", **ctx)
+        if status == "failed":
+            raise GenerationFailed(message or "The generation failed", **ctx)
+        if data is not None and (status == "error" or message):
+            raise ProviderRejected(message or "ModelsLab rejected the request", **ctx)
+        raise InvalidProviderResponse(
+            f"Unexpected answer from ModelsLab: {_snippet(body) or 'empty body'}", **ctx
+        )
+
+    if data is None:
+        raise InvalidProviderResponse(
+            f"ModelsLab did not answer JSON: {_snippet(body) or 'empty body'}", **ctx
+        )
+    if status in ("success", "processing"):
+        return _build(status, data, message)
+    if status == "failed":
+        raise GenerationFailed(message or "The generation failed", **ctx)
+    if status == "error":
+        raise _classify_error(data, message, headers, ctx)
+    raise InvalidProviderResponse(
+        f"Unknown ModelsLab status {data.get('status')!r}: {_snippet(body)}", **ctx
+    )
+
+
+def _classify_error(
+    data: dict[str, Any], message: str, headers: Mapping[str, str] | None, ctx: dict[str, Any]
+) -> ProviderError:
+    """Pick the error class for a ``status: "error"`` body that came with HTTP 2xx."""
+    text = message or "ModelsLab rejected the request"
+    lowered = text.lower()
+    if data.get("retry_after") is not None or "rate limit" in lowered:
+        return RateLimited(text, retry_after=_retry_after(data, headers), **ctx)
+    if "api key" in lowered and any(w in lowered for w in ("invalid", "missing", "required")):
+        return AuthenticationFailed(text, **ctx)
+    if "insufficient credit" in lowered:
+        return InsufficientCredits(text, **ctx)
+    return ProviderRejected(text, **ctx)
+
+
+def _build(status: str, data: dict[str, Any], message: str) -> ProviderResponse:
+    meta = data.get("meta")
+    meta = meta if isinstance(meta, dict) else {}
+    raw_id = data.get("id", data.get("request_id"))
+    fetch_url = data.get("fetch_result")
+    return ProviderResponse(
+        status=status,
+        provider_id=None if raw_id in (None, "") else str(raw_id),
+        output_urls=_urls(data.get("output")),
+        future_urls=_urls(data.get("future_links")),
+        proxy_urls=_urls(data.get("proxy_links")),
+        eta=_number(data.get("eta")),
+        fetch_url=fetch_url if isinstance(fetch_url, str) and fetch_url else None,
+        generation_time=_number(data.get("generationTime", data.get("generation_time"))),
+        seed=_integer(meta.get("seed", data.get("seed"))),
+        meta=meta,
+        message=message,
+        raw=data,
+    )
+
+
+def _urls(value: Any) -> tuple[str, ...]:
+    """URLs from a list, an object keyed by position (``{"0": url}``), one string or ``""``."""
+    if isinstance(value, str):
+        return (value,) if value else ()
+    if isinstance(value, Mapping):
+        items = sorted(
+            value.items(), key=lambda kv: (_integer(kv[0]) is None, _integer(kv[0]) or 0)
+        )
+        value = [v for _, v in items]
+    if isinstance(value, list | tuple):
+        return tuple(v for v in value if isinstance(v, str) and v)
+    return ()
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number == number else None  # drop NaN
+
+
+def _integer(value: Any) -> int | None:
+    number = _number(value)
+    return int(number) if number is not None and number.is_integer() else None
+
+
+def _message(data: dict[str, Any]) -> str:
+    """The provider's text: ``message`` or the misspelt ``messege``, flattened if structured."""
+    parts = [_flatten(data.get(k)) for k in ("message", "messege", "error")]
+    text = next((p for p in parts if p), "")
+    errors = _flatten(data.get("errors"))  # Laravel: {"message": "...invalid.", "errors": {...}}
+    if errors and errors not in text:
+        text = f"{text} {errors}".strip()
+    return text
+
+
+def _flatten(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, Mapping):
+        return " ".join(t for t in (_flatten(v) for v in value.values()) if t)
+    if isinstance(value, list | tuple):
+        return " ".join(t for t in (_flatten(v) for v in value) if t)
+    return str(value)
+
+
+def _snippet(body: Any, limit: int = 300) -> str:
+    text = body if isinstance(body, str) else json.dumps(body, default=str) if body else ""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _retry_after(data: dict[str, Any] | None, headers: Mapping[str, str] | None) -> float | None:
+    """Seconds to wait, from the body's ``retry_after`` or a ``Retry-After`` header."""
+    if data is not None:
+        seconds = _number(data.get("retry_after"))
+        if seconds is not None and seconds >= 0:
+            return seconds
+    value = headers.get("retry-after") if headers is not None else None
+    if not value:
+        return None
+    seconds = _number(value)
+    if seconds is not None:
+        return max(seconds, 0.0)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+
+
+# -- retry policy and configuration (shared by sync and async clients) -------------------
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One logical API call: where it goes, what it sends, whether repeating it is safe."""
+
+    path: str
+    payload: dict[str, Any]  # with the key: only ever handed to the transport
+    shown_payload: dict[str, Any]  # redacted: for exceptions and logs
+    idempotent: bool
+
+
+class _ClientCore:
+    """Everything but I/O: configuration, payloads, redaction, retry decisions."""
+
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str = DEFAULT_BASE_URL,
+        *,
+        timeout: float = 60.0,
+        connect_timeout: float = 10.0,
+        max_retries: int = 3,
+        retry_backoff: float = 1.0,
+        retry_backoff_max: float = 30.0,
+    ) -> None:
+        # An empty key is sent as is: the bundled emulator accepts it, the real API answers
+        # 401, and system check django_modelslab.E001 refuses it for any non-loopback BASE_URL.
+        if not isinstance(api_key, str):
+            raise TypeError("The ModelsLab API key must be a string")
+        if max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        self._api_key = api_key
+        self.base_url = base_url.rstrip("/") + "/"
+        self.timeout = httpx.Timeout(timeout, connect=connect_timeout)
+        self.max_retries = max_retries
+        self.retry_backoff = retry_backoff
+        self.retry_backoff_max = retry_backoff_max
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} base_url={self.base_url!r}>"
+
+    # payloads
+
+    def _text2img_call(self, params: Mapping[str, Any]) -> _Call:
+        return self._call(TEXT2IMG_PATH, params, idempotent=False)
+
+    def _fetch_call(self, provider_id: str | int) -> _Call:
+        pid = str(provider_id).strip()
+        if isinstance(provider_id, bool) or not _PROVIDER_ID.match(pid):
+            raise ValueError(f"Not a ModelsLab request id: {provider_id!r}")
+        return self._call(FETCH_PATH.format(id=pid), {}, idempotent=True)
+
+    def _call(self, path: str, params: Mapping[str, Any], *, idempotent: bool) -> _Call:
+        payload = {k: v for k, v in params.items() if str(k).lower() not in SECRET_FIELDS}
+        payload["key"] = self._api_key
+        return _Call(path, payload, self._redact(payload), idempotent)
+
+    def _redact(self, value: Any) -> Any:
+        return redact(value, self._api_key)
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        return {
+            "base_url": self.base_url,
+            "timeout": self.timeout,
+            "headers": {"User-Agent": USER_AGENT, "Accept": "application/json"},
+            "follow_redirects": False,
+        }
+
+    # retry decisions
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with full jitter; ``attempt`` counts from 0."""
+        return min(self.retry_backoff_max, self.retry_backoff * 2**attempt) * random.random()
+
+    def _on_response(
+        self, call: _Call, attempt: int, response: httpx.Response, elapsed: float
+    ) -> ProviderResponse | float:
+        """Parse an answer: the result, or seconds to wait before trying again (or raise)."""
+        logger.debug(
+            "POST %s -> %s in %.3fs (attempt %d)",
+            call.path,
+            response.status_code,
+            elapsed,
+            attempt + 1,
+        )
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = response.text[:MAX_TEXT]
+        try:
+            return parse_response(
+                self._redact(body),
+                status_code=response.status_code,
+                payload=call.shown_payload,
+                headers=response.headers,
+            )
+        except RateLimited as exc:
+            # Rejected before queueing: safe to repeat even for generate calls.
+            delay = self._retry_delay(attempt, exc.retry_after)
+            return self._retry_or_raise(call, attempt, exc, delay)
+        except ProviderUnavailable as exc:
+            if not call.idempotent and response.status_code not in (502, 503):
+                # 500/504 on a generate call: the app may have queued the job before failing.
+                raise AmbiguousSubmission(
+                    f"{exc.message}; the generation may have been queued, not retried",
+                    status_code=exc.status_code,
+                    response=exc.response,
+                    payload=exc.payload,
+                ) from exc
+            return self._retry_or_raise(call, attempt, exc, self._backoff(attempt))
+
+    def _on_transport_error(
+        self, call: _Call, attempt: int, exc: httpx.TransportError, elapsed: float
+    ) -> float:
+        """Seconds to wait before trying again after ``exc``; raise when that is not safe."""
+        reason = self._redact(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        logger.debug(
+            "POST %s failed after %.3fs (attempt %d): %s", call.path, elapsed, attempt + 1, reason
+        )
+        error = ProviderTransportError(
+            f"Could not reach ModelsLab: {reason}", payload=call.shown_payload
+        )
+        if isinstance(exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError):
+            raise error from exc  # our configuration or request is wrong; repeating won't help
+        if not call.idempotent and not isinstance(exc, _NOT_SENT):
+            raise AmbiguousSubmission(
+                f"Lost the answer to a generate call ({reason}); the generation may have been"
+                " queued, not retried",
+                payload=call.shown_payload,
+            ) from exc
+        try:
+            return self._retry_or_raise(call, attempt, error, self._backoff(attempt))
+        except ProviderTransportError as final:
+            raise final from exc
+
+    def _retry_delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is None:
+            return self._backoff(attempt)
+        return min(retry_after, self.retry_backoff_max)
+
+    def _retry_or_raise(self, call: _Call, attempt: int, exc: ProviderError, delay: float) -> float:
+        if attempt >= self.max_retries:
+            raise exc
+        logger.warning(
+            "POST %s: %s; retrying in %.2fs (retry %d of %d)",
+            call.path,
+            self._redact(str(exc)),
+            delay,
+            attempt + 1,
+            self.max_retries,
+        )
+        return delay
+
+
+# Generate calls (text2img) are NOT idempotent: ModelsLab documents no idempotency key, so a
+# repeated call after the provider queued the job would start, and bill, a second one. A
+# generate call is therefore retried only when the provider certainly did not accept it:
+#   * the connection could not be established (ConnectError / ConnectTimeout / PoolTimeout):
+#     not one byte of the request was sent;
+#   * HTTP 429: the request was refused because the queue is full;
+#   * HTTP 502 / 503: a gateway answered that the application is unreachable or unavailable.
+# Everything else that loses the answer (read/write timeout, a connection dropped after
+# sending, HTTP 500 or 504) raises AmbiguousSubmission (may_have_been_accepted=True) and is
+# not retried; the caller decides (e.g. look for the job by track id, or ask a person).
+# Fetch calls are read-only, so every retriable failure is retried.
+_NOT_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+# -- the blocking client -------------------------------------------------------------------
+
+
+class ModelsLabClient(_ClientCore):
+    """Blocking ModelsLab client. Use as a context manager or call :meth:`close`."""
+
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str = DEFAULT_BASE_URL,
+        *,
+        timeout: float = 60.0,
+        connect_timeout: float = 10.0,
+        max_retries: int = 3,
+        retry_backoff: float = 1.0,
+        retry_backoff_max: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__(
+            api_key,
+            base_url,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            max_retries=max_retries,
+            retry_backoff=retry_backoff,
+            retry_backoff_max=retry_backoff_max,
+        )
+        self._sleep = sleep
+        self._http = httpx.Client(transport=transport, **self._client_kwargs())
+
+    def text2img(self, params: Mapping[str, Any]) -> ProviderResponse:
+        """Start a text-to-image generation (``POST v6/images/text2img``)."""
+        return self._send(self._text2img_call(params))
+
+    def fetch(self, provider_id: str | int) -> ProviderResponse:
+        """Ask for the state of a queued generation (``POST v6/images/fetch/{id}``)."""
+        return self._send(self._fetch_call(provider_id))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ModelsLabClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _send(self, call: _Call) -> ProviderResponse:
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            try:
+                response = self._http.post(call.path, json=call.payload)
+            except httpx.TransportError as exc:
+                delay = self._on_transport_error(call, attempt, exc, time.monotonic() - started)
+            else:
+                result = self._on_response(call, attempt, response, time.monotonic() - started)
+                if isinstance(result, ProviderResponse):
+                    return result
+                delay = result
+            self._sleep(delay)
+            attempt += 1

@@ -1,0 +1,85 @@
+"""The ``MODELSLAB`` settings dict: defaults in one place, read at call time.
+
+Everything reads settings through :func:`get_setting` (or :func:`get_settings`), never at
+import time, so ``override_settings(MODELSLAB=...)`` works in tests and a typo'd name fails
+loudly instead of silently using a default.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+SETTINGS_NAME = "MODELSLAB"
+
+#: Hosts ModelsLab has been seen serving outputs from (see docs/settings.md). Exact host
+#: names, or ``.suffix`` to allow every subdomain.
+DEFAULT_ALLOWED_DOWNLOAD_HOSTS: tuple[str, ...] = (
+    ".r2.dev",
+    "modelslab-bom.s3.amazonaws.com",
+    ".stablediffusionapi.com",
+    ".modelslab.com",
+    "d9jy2smsrdjcq.cloudfront.net",
+)
+
+DEFAULTS: dict[str, Any] = {
+    # Provider
+    "API_KEY": "",
+    "BASE_URL": "https://modelslab.com/api",
+    "DEFAULT_MODEL": "flux",
+    # HTTP
+    "TIMEOUT": 60.0,  # seconds to wait for a response (read / write / pool)
+    "CONNECT_TIMEOUT": 10.0,
+    "MAX_RETRIES": 3,  # extra attempts after the first, for retriable failures
+    "RETRY_BACKOFF": 1.0,  # first backoff in seconds; doubles each attempt, with jitter
+    "RETRY_BACKOFF_MAX": 30.0,  # no single wait (Retry-After included) is longer
+    # Waiting for a job in "processing"
+    "POLL_INTERVAL": 2.0,  # shortest pause between fetches
+    "POLL_INTERVAL_MAX": 15.0,
+    "MAX_WAIT": 600.0,  # give up (request fails with a reason) after this many seconds
+    # Copying outputs into storage
+    "STORAGE": "modelslab",  # alias in settings.STORAGES; falls back to "default"
+    "UPLOAD_PREFIX": "modelslab/",
+    "ALLOWED_DOWNLOAD_HOSTS": list(DEFAULT_ALLOWED_DOWNLOAD_HOSTS),
+    "DOWNLOAD_TIMEOUT": 60.0,
+    "MAX_IMAGE_BYTES": 50 * 1024 * 1024,
+    "MAX_IMAGE_PIXELS": 40_000_000,
+    "OUTPUT_URL_TTL": 24 * 60 * 60,  # how long ModelsLab keeps an output URL alive
+    # Pipeline
+    "CACHE": True,  # reuse images of an identical, seeded, succeeded request
+    "TASK_BACKEND": "default",  # alias in settings.TASKS
+}
+
+#: Settings that must be positive numbers, checked at start-up.
+POSITIVE_NUMBERS = (
+    "TIMEOUT",
+    "CONNECT_TIMEOUT",
+    "RETRY_BACKOFF",
+    "RETRY_BACKOFF_MAX",
+    "POLL_INTERVAL",
+    "POLL_INTERVAL_MAX",
+    "MAX_WAIT",
+    "DOWNLOAD_TIMEOUT",
+    "MAX_IMAGE_BYTES",
+    "MAX_IMAGE_PIXELS",
+    "OUTPUT_URL_TTL",
+)
+
+
+def user_settings() -> dict[str, Any]:
+    """The project's ``MODELSLAB`` dict as written (empty when absent)."""
+    value = getattr(settings, SETTINGS_NAME, None)
+    return value if isinstance(value, dict) else {}
+
+
+def get_setting(name: str) -> Any:
+    """One setting: the project's value, else the default. Unknown names raise KeyError."""
+    if name not in DEFAULTS:
+        raise KeyError(f"{SETTINGS_NAME}[{name!r}] is not a django-modelslab setting")
+    return user_settings().get(name, DEFAULTS[name])
+
+
+def get_settings() -> dict[str, Any]:
+    """All settings, defaults filled in."""
+    return {**DEFAULTS, **{k: v for k, v in user_settings().items() if k in DEFAULTS}}

@@ -1,0 +1,118 @@
+"""Errors raised by django-modelslab.
+
+Every provider error keeps the evidence: the HTTP status, the provider's response and the
+payload that was sent, both with the API key redacted. ``str()`` of an error shows the
+provider's own message and never the key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+class ModelsLabError(Exception):
+    """Base class for everything django-modelslab raises."""
+
+
+class ModelsLabConfigurationError(ModelsLabError, ImproperlyConfigured):
+    """The MODELSLAB settings cannot work (the message names the setting)."""
+
+
+class ProviderError(ModelsLabError):
+    """ModelsLab answered, or failed to answer, in a way that ends this call.
+
+    ``retriable`` says whether trying the same call again later can succeed;
+    ``may_have_been_accepted`` says whether the provider may have queued (and charged for)
+    a generation although we saw no answer.
+    """
+
+    retriable = False
+    may_have_been_accepted = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        response: Any = None,
+        payload: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.response = response  # parsed JSON (or text), key redacted
+        self.payload = payload  # what was sent, key redacted
+
+    def __str__(self) -> str:
+        if self.status_code is None:
+            return self.message
+        return f"{self.message} (HTTP {self.status_code})"
+
+
+class ProviderRejected(ProviderError):
+    """ModelsLab refused the request (``status: "error"``): validation, unknown model…"""
+
+
+class AuthenticationFailed(ProviderRejected):
+    """The API key was refused (HTTP 401)."""
+
+
+class InsufficientCredits(ProviderRejected):
+    """The account has no credits left (HTTP 402)."""
+
+
+class GenerationFailed(ProviderError):
+    """The provider accepted the job, then reported it failed (``status: "failed"``)."""
+
+
+class RateLimited(ProviderError):
+    """Too many queued requests (HTTP 429); ``retry_after`` is in seconds when known."""
+
+    retriable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class ProviderUnavailable(ProviderError):
+    """A server error (5xx) that did not clear up within the retries."""
+
+    retriable = True
+
+
+class ProviderTransportError(ProviderError):
+    """No usable answer: connection refused, timed out, cut off."""
+
+    retriable = True
+
+
+class AmbiguousSubmission(ProviderError):
+    """A generate call may have reached ModelsLab, but its answer was lost.
+
+    Not retried automatically: a second call could start (and bill) a second job.
+    """
+
+    may_have_been_accepted = True
+
+
+class InvalidProviderResponse(ProviderError):
+    """The answer was not the JSON shape ModelsLab documents."""
+
+
+class DownloadError(ModelsLabError):
+    """An output image could not be copied into storage (the message says why)."""
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class DownloadRefused(DownloadError):
+    """The URL's host is not allowed (``ALLOWED_DOWNLOAD_HOSTS``) or is private."""
+
+
+class InvalidImage(DownloadError):
+    """The bytes are not an image we accept (format, size, decompression bomb)."""

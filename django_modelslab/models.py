@@ -1,0 +1,176 @@
+"""What was asked of ModelsLab (``GenerationRequest``) and what came back (``GeneratedImage``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from .storage import field_storage
+
+#: Parameters that define a generation's output; two seeded requests equal on all of them
+#: produce the same images, so the second one can reuse the first one's.
+CACHE_KEY_FIELDS = (
+    "kind",
+    "model_id",
+    "prompt",
+    "negative_prompt",
+    "width",
+    "height",
+    "samples",
+    "steps",
+    "guidance",
+    "seed",
+    "extra",
+)
+
+
+class GenerationRequest(models.Model):
+    """One generation: its parameters, its state, and the provider's raw answers."""
+
+    class Kind(models.TextChoices):
+        TEXT2IMG = "text2img", _("Text to image")
+        IMG2IMG = "img2img", _("Image to image")
+        INPAINT = "inpaint", _("Inpaint")
+        UPSCALE = "upscale", _("Upscale")
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        QUEUED = "queued", _("Queued")
+        PROCESSING = "processing", _("Processing")
+        SUCCEEDED = "succeeded", _("Succeeded")
+        FAILED = "failed", _("Failed")
+
+    # What was asked
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.TEXT2IMG)
+    prompt = models.TextField()
+    negative_prompt = models.TextField(blank=True)
+    model_id = models.CharField(
+        max_length=200, blank=True, help_text=_("Blank means the DEFAULT_MODEL setting.")
+    )
+    width = models.PositiveSmallIntegerField(default=512)
+    height = models.PositiveSmallIntegerField(default=512)
+    samples = models.PositiveSmallIntegerField(default=1)
+    steps = models.PositiveSmallIntegerField(null=True, blank=True)
+    guidance = models.FloatField(null=True, blank=True)
+    seed = models.BigIntegerField(
+        null=True, blank=True, help_text=_("Blank lets ModelsLab pick a random seed.")
+    )
+    extra = models.JSONField(
+        default=dict, blank=True, help_text=_("Further ModelsLab parameters, passed through.")
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="modelslab_requests",
+    )
+
+    # Its state
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    error = models.TextField(blank=True, help_text=_("Why the last attempt failed."))
+    attempts = models.PositiveIntegerField(default=0)
+    provider_id = models.CharField(max_length=64, blank=True)
+    track_id = models.CharField(max_length=64, blank=True)
+    eta = models.FloatField(null=True, blank=True)
+    output_urls = models.JSONField(
+        default=list, blank=True, help_text=_("Temporary URLs of the last attempt's outputs.")
+    )
+    outputs_expire_at = models.DateTimeField(null=True, blank=True)
+    provider_responses = models.JSONField(
+        default=list, blank=True, help_text=_("Every raw answer from ModelsLab, key redacted.")
+    )
+    use_cache = models.BooleanField(
+        default=True, help_text=_("Reuse the images of an identical seeded request.")
+    )
+    cost = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    cache_key = models.CharField(max_length=64, blank=True)
+    cached_from = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text=_("The identical earlier request whose images were reused."),
+    )
+
+    # Timings
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at", "-pk")
+        verbose_name = _("generation request")
+        verbose_name_plural = _("generation requests")
+        indexes = [
+            models.Index(fields=["status"], name="modelslab_req_status"),
+            models.Index(fields=["cache_key"], name="modelslab_req_cache_key"),
+            models.Index(fields=["provider_id"], name="modelslab_req_provider_id"),
+        ]
+        permissions = [("generate_images", _("Can generate and regenerate images"))]
+
+    def __str__(self) -> str:
+        prompt = self.prompt if len(self.prompt) <= 60 else self.prompt[:59] + "…"
+        return f"#{self.pk} {prompt}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from the start of the last attempt to its end."""
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+    def compute_cache_key(self) -> str:
+        """A hash of the output-defining parameters; blank unless the seed is fixed."""
+        if self.seed is None:
+            return ""
+        params: dict[str, Any] = {name: getattr(self, name) for name in CACHE_KEY_FIELDS}
+        canonical = json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class GeneratedImage(models.Model):
+    """One image, copied out of ModelsLab into permanent storage under its content hash."""
+
+    request = models.ForeignKey(GenerationRequest, on_delete=models.CASCADE, related_name="images")
+    image = models.FileField(storage=field_storage, max_length=300)
+    sha256 = models.CharField(max_length=64)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    format = models.CharField(max_length=10)
+    bytes = models.PositiveBigIntegerField()
+    source_url = models.URLField(max_length=2000, blank=True)
+    source_expires_at = models.DateTimeField(null=True, blank=True)
+    seed = models.BigIntegerField(null=True, blank=True)
+    attempt = models.PositiveIntegerField(default=1)
+    position = models.PositiveSmallIntegerField(default=0, help_text=_("Index in the output."))
+    superseded = models.BooleanField(
+        default=False, help_text=_("Replaced by a later regeneration; kept for history.")
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("request", "attempt", "position")
+        verbose_name = _("generated image")
+        verbose_name_plural = _("generated images")
+        indexes = [models.Index(fields=["sha256"], name="modelslab_img_sha256")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["request", "attempt", "position"], name="modelslab_img_unique_output"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.image.name

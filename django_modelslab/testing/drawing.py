@@ -1,0 +1,109 @@
+"""Deterministic placeholder images for the emulator, drawn with Pillow.
+
+Same prompt, seed, size and format give identical bytes; a different seed gives different
+bytes. Each picture is a hashed gradient, a few shapes and the prompt text, so a person can
+tell generations apart at a glance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+import textwrap
+from functools import lru_cache
+
+from PIL import Image, ImageDraw, ImageFont
+
+FORMATS = {"png": "image/png", "jpeg": "image/jpeg"}
+EXTENSIONS = {"png": "png", "jpeg": "jpg"}
+
+_MAX_TEXT_LINES = 6
+
+
+def normalize_format(fmt: str) -> str:
+    """``"png"`` or ``"jpeg"`` (``"jpg"`` accepted); anything else is a ValueError."""
+    fmt = fmt.lower()
+    if fmt == "jpg":
+        fmt = "jpeg"
+    if fmt not in FORMATS:
+        raise ValueError(f"image format must be 'png' or 'jpeg', not {fmt!r}")
+    return fmt
+
+
+@lru_cache(maxsize=8)
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # pragma: no cover - Pillow without FreeType
+        return ImageFont.load_default()
+
+
+def _color(rng: random.Random) -> tuple[int, int, int]:
+    return (rng.randrange(256), rng.randrange(256), rng.randrange(256))
+
+
+def _background(rng: random.Random, width: int, height: int) -> Image.Image:
+    if rng.random() < 0.5:
+        mask = Image.linear_gradient("L")
+        mask = mask.transpose(rng.choice(list(Image.Transpose)))
+    else:
+        mask = Image.radial_gradient("L")
+    mask = mask.resize((width, height), Image.Resampling.BILINEAR)
+    start = Image.new("RGB", (width, height), _color(rng))
+    end = Image.new("RGB", (width, height), _color(rng))
+    return Image.composite(start, end, mask)
+
+
+def _shapes(draw: ImageDraw.ImageDraw, rng: random.Random, width: int, height: int) -> None:
+    for _ in range(rng.randint(3, 7)):
+        x0, y0 = rng.randrange(width), rng.randrange(height)
+        size = rng.randint(min(width, height) // 10, min(width, height) // 3)
+        box = (x0 - size, y0 - size, x0 + size, y0 + size)
+        fill, outline = _color(rng), _color(rng)
+        shape = rng.randrange(3)
+        if shape == 0:
+            draw.ellipse(box, fill=fill, outline=outline, width=3)
+        elif shape == 1:
+            draw.rectangle(box, fill=fill, outline=outline, width=3)
+        else:
+            points = [(rng.randrange(width), rng.randrange(height)) for _ in range(3)]
+            draw.polygon(points, fill=fill, outline=outline)
+
+
+def _caption(draw: ImageDraw.ImageDraw, prompt: str, seed: int, width: int, height: int) -> None:
+    font_size = max(10, min(width, height) // 32)
+    font = _font(font_size)
+    chars = max(8, int(width * 0.9 / (font_size * 0.55)))
+    lines = textwrap.wrap(" ".join(prompt.split()), width=chars) or [""]
+    if len(lines) > _MAX_TEXT_LINES:
+        lines = [*lines[: _MAX_TEXT_LINES - 1], lines[_MAX_TEXT_LINES - 1][: chars - 3] + "..."]
+    lines.append(f"seed {seed}")
+    if not isinstance(font, ImageFont.FreeTypeFont):  # pragma: no cover - bitmap font
+        lines = [line.encode("latin-1", "replace").decode("latin-1") for line in lines]
+    text = "\n".join(lines)
+    pad = max(4, font_size // 2)
+    left, top, right, bottom = draw.multiline_textbbox((0, 0), text, font=font)
+    box_h = bottom - top + 2 * pad
+    y = max(0, height - box_h - pad)
+    draw.rectangle(
+        (pad, y, min(width - 1, pad + right - left + 2 * pad), y + box_h), fill=(0, 0, 0)
+    )
+    draw.multiline_text((2 * pad - left, y + pad - top), text, font=font, fill=(255, 255, 255))
+
+
+def draw_image(prompt: str, seed: int, width: int, height: int, fmt: str = "png") -> bytes:
+    """Encoded image bytes (``fmt`` ``"png"`` or ``"jpeg"``) for one emulated sample."""
+    fmt = normalize_format(fmt)
+    digest = hashlib.sha256(f"{seed}\x00{width}x{height}\x00{prompt}".encode()).digest()
+    rng = random.Random(digest)  # pictures, not secrets
+    image = _background(rng, width, height)
+    draw = ImageDraw.Draw(image)
+    _shapes(draw, rng, width, height)
+    _caption(draw, prompt, seed, width, height)
+    out = io.BytesIO()
+    if fmt == "png":
+        image.save(out, format="PNG", compress_level=1)
+    else:
+        image.save(out, format="JPEG", quality=85)
+    return out.getvalue()

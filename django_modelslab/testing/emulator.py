@@ -1,0 +1,933 @@
+"""A local ModelsLab v6 image API: the wire protocol, real images, expiring URLs and faults.
+
+Like stripe-mock or moto: a threaded HTTP server on 127.0.0.1 that answers what the real API
+answers (see the project's modelslab-api notes), so clients are tested over real HTTP. It
+imports nothing from Django.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import random
+import re
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import count
+from typing import Any
+from urllib.parse import urlsplit
+
+from .drawing import EXTENSIONS, FORMATS, draw_image, normalize_format
+from .faults import Fault, FaultQueue
+
+logger = logging.getLogger("django_modelslab.testing")
+
+MODES = ("success", "processing")
+INVALID_KEY = "Invalid API key"
+NOT_FOUND = "Request not found"
+_FIRST_ID = 134_701_497  # real ids are 9-digit integers
+_CORRUPT = b"<html><body>Not an image: the emulator was asked to corrupt this file.</body></html>\n"
+_FLAGS = (
+    "safety_checker",
+    "enhance_prompt",
+    "base64",
+    "temp",
+    "instant_response",
+    "tomesd",
+    "use_karras_sigmas",
+    "multi_lingual",
+    "panorama",
+    "self_attention",
+    "highres_fix",
+)
+_STANDARD = {
+    "key",
+    "prompt",
+    "negative_prompt",
+    "model_id",
+    "width",
+    "height",
+    "samples",
+    "num_inference_steps",
+    "steps",
+    "guidance_scale",
+    "seed",
+    "webhook",
+    "track_id",
+    *_FLAGS,
+}
+
+
+# --- validation (Laravel-style messages, first failing rule wins) -------------------------
+
+
+class ValidationError(Exception):
+    """A request field broke a rule; the message is what the API answers."""
+
+
+def _label(name: str) -> str:
+    return name.replace("_", " ")
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _integer(value: Any, name: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        return int(value)
+    raise ValidationError(f"The {_label(name)} must be an integer.")
+
+
+def _number(value: Any, name: str) -> float:
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if numeric or (isinstance(value, str) and re.fullmatch(r"\s*[+-]?(\d+\.?\d*|\.\d+)\s*", value)):
+        number = float(value)
+    else:
+        raise ValidationError(f"The {_label(name)} must be a number.")
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ValidationError(f"The {_label(name)} must be a number.")
+    return number
+
+
+def _between(number: float, name: str, lo: float, hi: float) -> None:
+    if not lo <= number <= hi:
+        raise ValidationError(f"The {_label(name)} must be between {lo:g} and {hi:g}.")
+
+
+def _size(body: dict[str, Any], name: str) -> int:
+    if _blank(body.get(name)):
+        return 512
+    number = _integer(body[name], name)
+    if number < 256:
+        raise ValidationError(f"The {_label(name)} must be at least 256.")
+    if number > 1024:
+        raise ValidationError(f"The {_label(name)} must not be greater than 1024.")
+    return number
+
+
+def _string(body: dict[str, Any], name: str, *, required: bool) -> str | None:
+    value = body.get(name)
+    if _blank(value):
+        if required:
+            raise ValidationError(f"The {_label(name)} field is required.")
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(f"The {_label(name)} must be a string.")
+    return value
+
+
+def _flag(value: Any, name: str) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, str) and value.strip().lower() in ("yes", "no", "true", "false"):
+        return "yes" if value.strip().lower() in ("yes", "true") else "no"
+    raise ValidationError(f"The selected {_label(name)} is invalid.")
+
+
+def validate_text2img(body: dict[str, Any]) -> dict[str, Any]:
+    """Coerced parameters of a text2img body (no ``key``), or ValidationError."""
+    params: dict[str, Any] = {
+        "prompt": _string(body, "prompt", required=True),
+        "model_id": _string(body, "model_id", required=True),
+        "negative_prompt": _string(body, "negative_prompt", required=False),
+        "width": _size(body, "width"),
+        "height": _size(body, "height"),
+    }
+    samples = 1 if _blank(body.get("samples")) else _integer(body["samples"], "samples")
+    _between(samples, "samples", 1, 4)
+    steps_field = "num_inference_steps" if "num_inference_steps" in body else "steps"
+    steps = 30 if _blank(body.get(steps_field)) else _integer(body[steps_field], steps_field)
+    _between(steps, steps_field, 1, 50)
+    guidance = body.get("guidance_scale")
+    guidance = 7.5 if _blank(guidance) else _number(guidance, "guidance_scale")
+    _between(guidance, "guidance_scale", 1, 20)
+    seed = None if _blank(body.get("seed")) else _integer(body["seed"], "seed")
+    if seed is not None and seed < 0:
+        raise ValidationError("The seed must be at least 0.")
+    params.update(samples=samples, num_inference_steps=steps, guidance_scale=guidance, seed=seed)
+    for name in _FLAGS:
+        if not _blank(body.get(name)):
+            params[name] = _flag(body[name], name)
+    webhook = _string(body, "webhook", required=False)
+    if webhook is not None:
+        parts = urlsplit(webhook)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValidationError("The webhook must be a valid URL.")
+    track_id = body.get("track_id")
+    if isinstance(track_id, (dict, list, bool)):
+        raise ValidationError("The track id must be a string.")
+    params.update(webhook=webhook, track_id=None if track_id == "" else track_id)
+    params.update({k: v for k, v in body.items() if k not in _STANDARD})
+    return params
+
+
+# --- routes -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    """One API endpoint under ``/api/``; add a line to ROUTES to grow the emulator."""
+
+    name: str  # counter / fault key
+    pattern: re.Pattern[str]
+    kind: str  # "generate" | "fetch"
+    validate: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    fetch_path: str = ""  # for generate routes: where its jobs are fetched
+    message_key: str = "messege"  # v6 images misspell it; realtime/image_editing do not
+
+
+ROUTES: list[Route] = [
+    Route(
+        "text2img",
+        re.compile(r"v6/images/text2img/?"),
+        "generate",
+        validate_text2img,
+        fetch_path="v6/images/fetch",
+    ),
+    Route("fetch", re.compile(r"v6/images/fetch(?:/(?P<id>[^/]+))?/?"), "fetch"),
+]
+
+
+def _match_route(path: str) -> tuple[Route, re.Match[str]] | None:
+    if not path.startswith("/api/"):
+        return None
+    rest = path[len("/api/") :]
+    for route in ROUTES:
+        match = route.pattern.fullmatch(rest)
+        if match:
+            return route, match
+    return None
+
+
+# --- jobs ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Job:
+    """One emulated generation, by provider id."""
+
+    id: int
+    route: str
+    params: dict[str, Any]
+    seed: int
+    file_prefix: str
+    image_format: str
+    output_urls: list[str]
+    proxy_urls: list[str]
+    fetch_url: str
+    meta: dict[str, Any]
+    eta: float
+    pending_fetches: int
+    message_key: str = "messege"
+    status: str = "processing"  # processing | success | failed
+    message: str | None = None  # why it failed
+    fail_message: str | None = None  # set by Fault.failed: fail at the next chance
+    never_finish: bool = False
+    fetches: int = 0
+    generation_time: float = 0.0
+    created_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+    _created: float = field(default_factory=time.monotonic, repr=False)
+    _finished: float | None = field(default=None, repr=False)
+
+    @property
+    def webhook(self) -> str | None:
+        return self.params.get("webhook")
+
+    @property
+    def track_id(self) -> Any:
+        return self.params.get("track_id")
+
+
+# --- the emulator -------------------------------------------------------------------------
+
+
+class Emulator:
+    """A threaded local ModelsLab server; knobs are plain attributes, changeable at runtime.
+
+    Knobs: ``mode`` "success" (text2img answers success at once) or "processing" (answers
+    processing; fetch answers the short processing form ``pending_fetches`` times and until
+    ``eta`` seconds have passed, then success); ``latency`` seconds slept in every generate
+    call; ``url_ttl`` seconds an output stays downloadable after the job finished (then 404);
+    ``api_keys`` None (any key) or the accepted keys (body ``key``, header ``key`` or Bearer);
+    ``errors_as_200`` answer validation/auth/not-found errors with HTTP 200;
+    ``image_format`` "png" | "jpeg"; ``webhook_duplicates`` extra copies of each callback;
+    ``webhook_auto_finish`` a processing job that has a webhook finishes by itself after
+    ``eta`` (and calls back) without being fetched.
+
+    Inspect ``calls`` (Counter: text2img, fetch, download, webhook), ``jobs`` (by provider
+    id as a string), ``requests`` (API calls as ``(route, body)``, key redacted) and
+    ``webhook_deliveries``.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        mode: str = "success",
+        eta: float = 0.2,
+        pending_fetches: int = 1,
+        url_ttl: float = 86400.0,
+        api_keys: Iterable[str] | None = None,
+        latency: float = 0.0,
+        image_format: str = "png",
+        errors_as_200: bool = False,
+        webhook_duplicates: int = 0,
+        webhook_auto_finish: bool = True,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self._requested_port = port
+        self.mode = mode
+        self.eta = eta
+        self.pending_fetches = pending_fetches
+        self.url_ttl = url_ttl
+        self.api_keys: set[str] | None = None
+        self.latency = latency
+        self.image_format = image_format
+        self.errors_as_200 = errors_as_200
+        self.webhook_duplicates = webhook_duplicates
+        self.webhook_auto_finish = webhook_auto_finish
+        self.configure(api_keys=api_keys, mode=mode, image_format=image_format)
+        self._defaults = self._knobs()
+
+        self.calls: Counter[str] = Counter()
+        self.jobs: dict[str, Job] = {}
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.webhook_deliveries: list[dict[str, Any]] = []
+        self.faults = FaultQueue()
+        self._lock = threading.RLock()
+        self._ids = count(_FIRST_ID)
+        self._epoch = 0
+        self._outputs: dict[str, tuple[Job, int]] = {}
+        self._images: dict[str, bytes] = {}
+        self._timers: list[threading.Timer] = []
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # lifecycle
+    def start(self) -> Emulator:
+        """Bind and serve in a daemon thread; returns self."""
+        if self._server is not None:
+            return self
+        server = _Server((self.host, self._requested_port), _Handler)
+        server.emulator = self
+        self.port = server.server_address[1]
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"modelslab-emulator-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, close open connections and cancel pending timers."""
+        server, self._server = self._server, None
+        self._cancel_timers()
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        server.close_connections()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<Emulator {self.base_url} mode={self.mode}>"
+
+    @property
+    def origin(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """What ModelsLab calls BASE_URL: ``http://127.0.0.1:<port>/api``."""
+        return f"{self.origin}/api"
+
+    # knobs
+    def _knobs(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "eta": self.eta,
+            "pending_fetches": self.pending_fetches,
+            "url_ttl": self.url_ttl,
+            "api_keys": None if self.api_keys is None else set(self.api_keys),
+            "latency": self.latency,
+            "image_format": self.image_format,
+            "errors_as_200": self.errors_as_200,
+            "webhook_duplicates": self.webhook_duplicates,
+            "webhook_auto_finish": self.webhook_auto_finish,
+        }
+
+    def config(self) -> dict[str, Any]:
+        """The knobs as JSON-able values (keys are counted, never shown)."""
+        knobs = self._knobs()
+        knobs["api_keys"] = None if self.api_keys is None else len(self.api_keys)
+        return knobs
+
+    def configure(self, **knobs: Any) -> None:
+        """Set knobs by name with validation (ValueError for unknown names or bad values)."""
+        unknown = set(knobs) - set(self._knobs())
+        if unknown:
+            raise ValueError(f"unknown knob(s): {', '.join(sorted(unknown))}")
+        for name, value in knobs.items():
+            if name == "mode" and value not in MODES:
+                raise ValueError(f"mode must be one of {MODES}, not {value!r}")
+            if name == "image_format":
+                value = normalize_format(value)
+            if name == "api_keys" and value is not None:
+                if isinstance(value, str):
+                    raise ValueError("api_keys must be a collection of keys, not one string")
+                value = {str(key) for key in value}
+            if name in ("eta", "url_ttl", "latency") and float(value) < 0:
+                raise ValueError(f"{name} must not be negative")
+            if name in ("pending_fetches", "webhook_duplicates") and int(value) < 0:
+                raise ValueError(f"{name} must not be negative")
+            setattr(self, name, value)
+
+    def reset(self) -> None:
+        """Forget jobs, counters, requests, faults and images; restore the constructor knobs."""
+        self._cancel_timers()
+        with self._lock:
+            self._epoch += 1
+            self.calls.clear()
+            self.jobs.clear()
+            self.requests.clear()
+            self.webhook_deliveries.clear()
+            self._outputs.clear()
+            self._images.clear()
+            self.faults.clear()
+            for name, value in self._defaults.items():
+                setattr(self, name, set(value) if isinstance(value, set) else value)
+
+    def add_fault(self, route: str, fault: Fault, times: int = 1) -> None:
+        """Make the next ``times`` calls on ``route`` (or ``"*"``) misbehave as ``fault``."""
+        names = {r.name for r in ROUTES} | {"download", "*"}
+        if route not in names:
+            raise ValueError(f"unknown route {route!r}; known: {', '.join(sorted(names))}")
+        kinds = {r.name: r.kind for r in ROUTES} | {"download": "download"}
+        if route != "*" and not fault.applies_to(kinds[route]):
+            raise ValueError(f"fault {fault.kind!r} does not apply to route {route!r}")
+        self.faults.add(route, fault, times)
+
+    def output_bytes(self, url: str) -> bytes:
+        """The exact bytes served at an output URL (KeyError if the emulator never made it)."""
+        name = urlsplit(url).path.rsplit("/", 1)[-1]
+        with self._lock:
+            job, index = self._outputs[name]
+        return self._image(name, job, index)
+
+    # bookkeeping used by the handler
+    def _begin(self, route: str, kind: str, body: dict[str, Any] | None) -> Fault | None:
+        with self._lock:
+            self.calls[route] += 1
+            if body is not None:
+                self.requests.append((route, {**body, "key": "***"} if "key" in body else body))
+        return self.faults.take(route, kind)
+
+    def _authorized(self, body: dict[str, Any], headers: Any) -> bool:
+        if self.api_keys is None:
+            return True
+        candidates = [body.get("key"), headers.get("key")]
+        auth = headers.get("Authorization") or ""
+        if auth.lower().startswith("bearer "):
+            candidates.append(auth[7:].strip())
+        return any(isinstance(c, str) and c in self.api_keys for c in candidates)
+
+    def _cancel_timers(self) -> None:
+        with self._lock:
+            timers, self._timers = self._timers, []
+        for timer in timers:
+            timer.cancel()
+
+    def _image(self, name: str, job: Job, index: int) -> bytes:
+        data = self._images.get(name)
+        if data is None:
+            params = job.params
+            data = draw_image(
+                params["prompt"] or "",
+                job.seed + index,
+                params["width"],
+                params["height"],
+                job.image_format,
+            )
+            with self._lock:
+                self._images.setdefault(name, data)
+        return data
+
+    def _downloadable(self, name: str) -> tuple[bytes, str] | None:
+        """Bytes and content type for an output file, or None (unknown, unfinished, expired)."""
+        with self._lock:
+            found = self._outputs.get(name)
+            if found is None:
+                return None
+            job, index = found
+            if job.status != "success" or job._finished is None:
+                return None
+            if time.monotonic() - job._finished >= float(self.url_ttl):
+                return None
+        return self._image(name, job, index), FORMATS[job.image_format]
+
+    # jobs
+    def _create_job(self, route: Route, params: dict[str, Any], fault: Fault | None) -> dict:
+        if self.mode not in MODES:
+            raise ValueError(f"emulator mode must be one of {MODES}, not {self.mode!r}")
+        fmt = normalize_format(self.image_format)
+        seed = params["seed"] if params["seed"] is not None else random.randrange(2**32)
+        prefix = str(uuid.uuid4())
+        names = [f"{prefix}-{n}.{EXTENSIONS[fmt]}" for n in range(params["samples"])]
+        with self._lock:
+            job_id = next(self._ids)
+            job = Job(
+                id=job_id,
+                route=route.name,
+                params=params,
+                seed=seed,
+                file_prefix=prefix,
+                image_format=fmt,
+                output_urls=[f"{self.origin}/generations/{n}" for n in names],
+                proxy_urls=[f"{self.origin}/proxy/generations/{n}" for n in names],
+                fetch_url=f"{self.base_url}/{route.fetch_path}/{job_id}",
+                meta=_meta(params, seed, prefix),
+                eta=float(self.eta),
+                pending_fetches=int(self.pending_fetches),
+                message_key=route.message_key,
+                generation_time=round(1.0 + (seed % 300) / 100 + float(self.latency), 2),
+            )
+            if fault is not None and fault.kind == "failed":
+                job.fail_message = fault.message
+            job.never_finish = fault is not None and fault.kind == "never_finish"
+            self.jobs[str(job_id)] = job
+            for index, name in enumerate(names):
+                self._outputs[name] = (job, index)
+            if self.mode == "success" and job.fail_message is None and not job.never_finish:
+                self._succeed(job)
+                body = _success_body(job)
+            else:
+                body = _processing_body(job)
+                if job.webhook and self.webhook_auto_finish and not job.never_finish:
+                    self._schedule(job)
+        if job.status == "success":
+            self._notify(job)
+        return body
+
+    def _schedule(self, job: Job) -> None:
+        epoch = self._epoch
+
+        def finish() -> None:
+            with self._lock:
+                if epoch != self._epoch or job.status != "processing" or job.never_finish:
+                    return
+                if job.fail_message is not None:
+                    self._fail(job, job.fail_message)
+                else:
+                    self._succeed(job)
+            self._notify(job)
+
+        timer = threading.Timer(job.eta, finish)
+        timer.daemon = True
+        self._timers.append(timer)
+        timer.start()
+
+    def _succeed(self, job: Job) -> None:
+        job.status = "success"
+        job._finished = time.monotonic()
+        job.finished_at = time.time()
+
+    def _fail(self, job: Job, message: str) -> None:
+        job.status = "failed"
+        job.message = message
+        job._finished = time.monotonic()
+        job.finished_at = time.time()
+
+    def _fetch(self, raw_id: Any, fault: Fault | None) -> tuple[int, dict[str, Any]]:
+        job_id = str(raw_id).strip() if raw_id is not None else ""
+        notify = False
+        with self._lock:
+            job = self.jobs.get(job_id)
+            if job is None:
+                return 404, {"status": "error", "message": NOT_FOUND}
+            job.fetches += 1
+            if fault is not None and fault.kind == "never_finish":
+                job.never_finish = True
+            if fault is not None and fault.kind == "failed":
+                notify = job.status == "processing"
+                self._fail(job, fault.message)
+            elif job.status == "processing" and not job.never_finish:
+                if job.fail_message is not None:
+                    self._fail(job, job.fail_message)
+                    notify = True
+                elif (
+                    job.fetches > job.pending_fetches and time.monotonic() - job._created >= job.eta
+                ):
+                    self._succeed(job)
+                    notify = True
+            if job.status == "success":
+                body = {
+                    "status": "success",
+                    "id": job.id,
+                    "output": list(job.output_urls),
+                    "proxy_links": list(job.proxy_urls),
+                }
+            elif job.status == "failed":
+                body = {"status": "failed", "id": job.id, "message": job.message}
+            else:
+                body = {
+                    "status": "processing",
+                    job.message_key: "try again later.",
+                    "output": "",
+                    "tip": "Your image is processing in background, fetch it again later.",
+                }
+        if notify:
+            self._notify(job)
+        return 200, body
+
+    # webhooks
+    def _notify(self, job: Job) -> None:
+        """POST the job's outcome to its webhook (best effort, in the background)."""
+        url = job.webhook
+        if not url:
+            return
+        if job.status == "success":
+            body = {**_success_body(job), "track_id": job.track_id}
+        else:
+            body = {
+                "status": "failed",
+                "id": job.id,
+                "message": job.message,
+                "track_id": job.track_id,
+            }
+        copies = 1 + max(0, int(self.webhook_duplicates))
+        epoch = self._epoch
+        thread = threading.Thread(
+            target=self._deliver, args=(url, body, copies, epoch), daemon=True
+        )
+        thread.start()
+
+    def _deliver(self, url: str, body: dict[str, Any], copies: int, epoch: int) -> None:
+        data = json.dumps(body).encode()
+        for _ in range(copies):
+            record: dict[str, Any] = {"url": url, "body": body}
+            request = urllib.request.Request(  # noqa: S310 - http(s) checked by validation
+                url,
+                data=data,
+                method="POST",
+                headers={"Content-Type": "application/json", "User-Agent": "ModelsLabEmulator"},
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+                    record["status"] = response.status
+            except urllib.error.HTTPError as exc:
+                record["status"] = exc.code
+            except (OSError, ValueError) as exc:
+                record["error"] = str(exc)
+            with self._lock:
+                if epoch != self._epoch:
+                    return
+                self.calls["webhook"] += 1
+                self.webhook_deliveries.append(record)
+
+    # control API
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "calls": dict(self.calls),
+                "jobs": len(self.jobs),
+                "jobs_by_status": dict(Counter(job.status for job in self.jobs.values())),
+                "faults": self.faults.pending(),
+                "webhooks": len(self.webhook_deliveries),
+                "config": self.config(),
+            }
+
+
+def _meta(params: dict[str, Any], seed: int, prefix: str) -> dict[str, Any]:
+    extras = {k: v for k, v in params.items() if k not in _STANDARD}
+    flags = {k: params[k] for k in _FLAGS if k in params}
+    return {
+        **extras,
+        **flags,
+        "prompt": params["prompt"],
+        "negative_prompt": params["negative_prompt"],
+        "model_id": params["model_id"],
+        "W": params["width"],
+        "H": params["height"],
+        "steps": params["num_inference_steps"],
+        "n_samples": params["samples"],
+        "guidance_scale": params["guidance_scale"],
+        "seed": seed,
+        "webhook": params["webhook"],
+        "track_id": params["track_id"],
+        "file_prefix": prefix,
+    }
+
+
+def _success_body(job: Job) -> dict[str, Any]:
+    return {
+        "status": "success",
+        "generationTime": job.generation_time,
+        "id": job.id,
+        "output": list(job.output_urls),
+        "proxy_links": list(job.proxy_urls),
+        "nsfw_content_detected": False,
+        "webhook_status": "",
+        "meta": dict(job.meta),
+    }
+
+
+def _processing_body(job: Job) -> dict[str, Any]:
+    return {
+        "status": "processing",
+        "tip": f"Your image is processing in background, you can get this image using fetch "
+        f"API: here is link for fetch api : {job.fetch_url}",
+        "eta": job.eta,
+        job.message_key: "Try to fetch request after seconds estimated",
+        "webhook_status": "",
+        "fetch_result": job.fetch_url,
+        "id": job.id,
+        "output": [],
+        "future_links": list(job.output_urls),
+        "meta": dict(job.meta),
+    }
+
+
+# --- HTTP ---------------------------------------------------------------------------------
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    emulator: Emulator
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+
+    def close_connections(self) -> None:
+        with self.connections_lock:
+            conns, self.connections = self.connections, set()
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as two writes
+    server_version = "ModelsLabEmulator/1.0"
+    timeout = 60  # idle keep-alive connections give their thread back
+    server: _Server
+
+    # plumbing
+    def setup(self) -> None:
+        super().setup()
+        with self.server.connections_lock:
+            self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.connections_lock:
+            self.server.connections.discard(self.connection)
+        with contextlib.suppress(OSError):
+            super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("%s " + format, self.address_string(), *args)
+
+    @property
+    def emu(self) -> Emulator:
+        return self.server.emulator
+
+    def _send(self, status: int, data: bytes, content_type: str, headers: dict | None = None):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _json(self, status: int, body: Any, headers: dict | None = None) -> None:
+        self._send(status, json.dumps(body).encode(), "application/json", headers)
+
+    def _error(self, status: int, message: str) -> None:
+        """A validation/auth/not-found error, as 4xx or, with errors_as_200, as 200."""
+        self._json(
+            200 if self.emu.errors_as_200 else status, {"status": "error", "message": message}
+        )
+
+    def _drop(self) -> None:
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def _read_json(self) -> tuple[dict[str, Any] | None, str | None]:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length > 0 else b""
+        if not raw.strip():
+            return {}, None
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            return None, "The request body must be valid JSON."
+        if not isinstance(body, dict):
+            return None, "The request body must be a JSON object."
+        return body, None
+
+    def _common_fault(self, fault: Fault | None) -> bool:
+        """Apply a fault that pre-empts the answer; True if the request is answered."""
+        if fault is None:
+            return False
+        if fault.kind == "delay":
+            time.sleep(fault.seconds)
+            return False
+        if fault.kind == "drop_connection":
+            self._drop()
+            return True
+        if fault.kind == "rate_limit":
+            retry = fault.retry_after
+            body = {"status": "error", "message": fault.message, "retry_after": retry}
+            self._json(
+                429, body, {"Retry-After": str(int(retry) if retry == int(retry) else retry)}
+            )
+            return True
+        if fault.kind in ("http_error", "error_200"):
+            self._json(fault.status, {"status": "error", "message": fault.message})
+            return True
+        return False
+
+    def _guard(self, action: Callable[[], None]) -> None:
+        try:
+            action()
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception as exc:
+            logger.exception("emulator error")
+            try:
+                self._json(500, {"status": "error", "message": f"emulator error: {exc}"})
+            except OSError:
+                self.close_connection = True
+
+    # methods
+    def do_POST(self) -> None:
+        self._guard(self._post)
+
+    def do_GET(self) -> None:
+        self._guard(self._get)
+
+    def _post(self) -> None:
+        path = urlsplit(self.path).path
+        body, problem = self._read_json()
+        if path.startswith("/_emulator/"):
+            return self._control(path, body, problem)
+        found = _match_route(path)
+        if found is None:
+            return self._json(404, {"status": "error", "message": "Not found."})
+        route, match = found
+        fault = self.emu._begin(route.name, route.kind, body)
+        if route.kind == "generate" and self.emu.latency > 0:
+            time.sleep(float(self.emu.latency))
+        if self._common_fault(fault):
+            return None
+        if body is None:
+            return self._error(400, problem or "Bad request.")
+        if not self.emu._authorized(body, self.headers):
+            return self._error(401, INVALID_KEY)
+        if route.kind == "generate":
+            assert route.validate is not None
+            try:
+                params = route.validate(body)
+            except ValidationError as exc:
+                return self._error(400, str(exc))
+            return self._json(200, self.emu._create_job(route, params, fault))
+        status, answer = self.emu._fetch(match["id"] or body.get("request_id"), fault)
+        if status != 200:
+            return self._error(status, answer["message"])
+        return self._json(200, answer)
+
+    def _get(self) -> None:
+        path = urlsplit(self.path).path
+        match = re.fullmatch(r"/(?:proxy/)?generations/([^/]+)", path)
+        if match:
+            return self._download(match[1])
+        if path == "/_emulator/stats":
+            return self._json(200, self.emu.stats())
+        if _match_route(path):
+            message = "The GET method is not supported for this route. Supported methods: POST."
+            return self._json(405, {"status": "error", "message": message}, {"Allow": "POST"})
+        return self._send(404, b"Not Found", "text/plain")
+
+    def _download(self, name: str) -> None:
+        fault = self.emu._begin("download", "download", None)
+        if self._common_fault(fault):
+            return
+        found = (
+            None if fault is not None and fault.kind == "expired" else self.emu._downloadable(name)
+        )
+        if found is None:
+            return self._send(404, b"Not Found", "text/plain")
+        data, content_type = found
+        if fault is not None and fault.kind == "corrupt":
+            data = _CORRUPT
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "public, max-age=86400")
+        self.end_headers()
+        if fault is not None and fault.kind == "cut_download":
+            self.wfile.write(data[: fault.after_bytes])
+            self.wfile.flush()
+            return self._drop()
+        if fault is not None and fault.kind == "slow_download":
+            rate = fault.bytes_per_second
+            chunk = max(1, rate // 20)
+            for start in range(0, len(data), chunk):
+                self.wfile.write(data[start : start + chunk])
+                self.wfile.flush()
+                time.sleep(chunk / rate)
+            return None
+        self.wfile.write(data)
+        return None
+
+    def _control(self, path: str, body: dict[str, Any] | None, problem: str | None) -> None:
+        if body is None:
+            return self._json(400, {"status": "error", "message": problem})
+        try:
+            if path == "/_emulator/reset":
+                self.emu.reset()
+                return self._json(200, {"status": "ok"})
+            if path == "/_emulator/faults":
+                params = dict(body)
+                route = params.pop("route", "*")
+                times = int(params.pop("times", 1))
+                self.emu.add_fault(route, Fault.from_dict(params), times)
+                return self._json(200, {"status": "ok", "faults": self.emu.faults.pending()})
+            if path == "/_emulator/config":
+                self.emu.configure(**body)
+                return self._json(200, {"status": "ok", "config": self.emu.config()})
+        except (ValueError, TypeError) as exc:
+            return self._json(400, {"status": "error", "message": str(exc)})
+        return self._json(404, {"status": "error", "message": "Not found."})

@@ -1,0 +1,82 @@
+"""Settings for the test suite: SQLite, local content-addressed storage, inline tasks."""
+
+import os
+import tempfile
+from pathlib import Path
+
+SECRET_KEY = "tests-only-not-secret"
+DEBUG = False
+USE_TZ = True
+ROOT_URLCONF = "tests.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_modelslab",
+]
+
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": ":memory:",
+    }
+}
+
+MEDIA_ROOT = Path(os.environ.get("TEST_MEDIA_ROOT") or tempfile.mkdtemp(prefix="modelslab-media-"))
+MEDIA_URL = "/media/"
+STATIC_URL = "/static/"
+
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "modelslab": {"BACKEND": "django_modelslab.storage.ContentAddressedFileSystemStorage"},
+}
+
+TASKS = {"default": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"}}
+try:
+    import django.tasks  # noqa: F401  (Django >= 6.0)
+except ImportError:
+    INSTALLED_APPS.append("django_tasks")
+    TASKS = {"default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend"}}
+
+# The suite points BASE_URL at the bundled emulator per test (see conftest.py); this
+# default makes any test that forgets fail fast instead of reaching the internet.
+MODELSLAB = {
+    "API_KEY": "test-key-5e1f0c9a-never-a-real-one",
+    "BASE_URL": "http://127.0.0.1:9/api",
+    "ALLOWED_DOWNLOAD_HOSTS": ["127.0.0.1"],
+    "RETRY_BACKOFF": 0.01,
+    "RETRY_BACKOFF_MAX": 0.2,
+    "POLL_INTERVAL": 0.05,
+    "POLL_INTERVAL_MAX": 0.2,
+    "MAX_WAIT": 10.0,
+    "TIMEOUT": 5.0,
+    "CONNECT_TIMEOUT": 2.0,
+}

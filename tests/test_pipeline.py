@@ -1,0 +1,244 @@
+"""The pipeline end to end: real HTTP to the emulator, real files in MEDIA_ROOT."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+
+from django_modelslab import pipeline
+from django_modelslab.models import GeneratedImage, GenerationRequest
+from django_modelslab.testing import Fault
+
+from .conftest import TEST_API_KEY
+
+pytestmark = pytest.mark.django_db
+
+Status = GenerationRequest.Status
+
+
+def media_path(image: GeneratedImage) -> Path:
+    return Path(django_settings.MEDIA_ROOT) / image.image.name
+
+
+def make_request(**fields) -> GenerationRequest:
+    fields.setdefault("prompt", "a red fox in snow")
+    fields.setdefault("width", 256)
+    fields.setdefault("height", 256)
+    return GenerationRequest.objects.create(**fields)
+
+
+def generate(django_capture_on_commit_callbacks, **fields) -> GenerationRequest:
+    with django_capture_on_commit_callbacks(execute=True):
+        request = pipeline.submit(make_request(**fields))
+    request.refresh_from_db()
+    return request
+
+
+def test_prompt_becomes_permanent_content_addressed_images(
+    emulator, django_capture_on_commit_callbacks
+):
+    request = generate(django_capture_on_commit_callbacks, seed=11, samples=2)
+
+    assert request.status == Status.SUCCEEDED, request.error
+    assert request.model_id == "flux"
+    assert request.attempts == 1
+    images = list(request.images.order_by("position"))
+    assert len(images) == 2
+    for image in images:
+        served = emulator.output_bytes(image.source_url)
+        on_disk = media_path(image).read_bytes()
+        digest = hashlib.sha256(served).hexdigest()
+        assert on_disk == served
+        assert image.sha256 == digest
+        assert image.image.name == f"modelslab/{digest[:2]}/{digest}.png"
+        assert (image.width, image.height, image.format, image.bytes) == (
+            256,
+            256,
+            "PNG",
+            len(served),
+        )
+        assert image.source_expires_at > request.finished_at
+    assert images[0].sha256 != images[1].sha256
+    assert emulator.calls["text2img"] == 1
+
+
+def test_processing_job_is_polled_until_done(emulator, django_capture_on_commit_callbacks):
+    emulator.mode = "processing"
+    emulator.pending_fetches = 2
+
+    request = generate(django_capture_on_commit_callbacks, seed=3)
+
+    assert request.status == Status.SUCCEEDED, request.error
+    assert request.images.count() == 1
+    assert emulator.calls["text2img"] == 1
+    assert emulator.calls["fetch"] >= 3
+    assert request.provider_id
+    assert request.eta is not None
+    calls = [entry["call"] for entry in request.provider_responses]
+    assert calls[0] == "text2img" and calls[-1] == "fetch"
+    assert request.provider_responses[0]["body"]["status"] == "processing"
+
+
+def test_same_bytes_are_stored_once(emulator, django_capture_on_commit_callbacks, settings):
+    settings.MODELSLAB = {**settings.MODELSLAB, "CACHE": False}
+    first = generate(django_capture_on_commit_callbacks, seed=5)
+    stored = media_path(first.images.get())
+    inode, mtime = stored.stat().st_ino, stored.stat().st_mtime_ns
+
+    second = generate(django_capture_on_commit_callbacks, seed=5)
+
+    assert emulator.calls["text2img"] == 2  # cache off: the provider was called again
+    assert second.images.get().image.name == first.images.get().image.name
+    assert (stored.stat().st_ino, stored.stat().st_mtime_ns) == (inode, mtime)
+    assert len(list(stored.parent.iterdir())) == 1
+
+
+def test_identical_seeded_request_is_never_paid_for_twice(
+    emulator, django_capture_on_commit_callbacks
+):
+    first = generate(django_capture_on_commit_callbacks, seed=21, samples=2)
+    second = generate(django_capture_on_commit_callbacks, seed=21, samples=2)
+
+    assert second.status == Status.SUCCEEDED
+    assert emulator.calls["text2img"] == 1
+    assert second.cached_from == first
+    assert sorted(i.image.name for i in second.images.all()) == sorted(
+        i.image.name for i in first.images.all()
+    )
+
+
+def test_unseeded_requests_are_not_cached(emulator, django_capture_on_commit_callbacks):
+    generate(django_capture_on_commit_callbacks)
+    second = generate(django_capture_on_commit_callbacks)
+
+    assert emulator.calls["text2img"] == 2
+    assert second.cached_from is None
+    assert second.images.get().seed is not None  # the seed ModelsLab picked is recorded
+
+
+def test_run_twice_submits_one_provider_job(emulator):
+    request = make_request(seed=8)
+
+    pipeline.run(request.pk)
+    again = pipeline.run(request.pk)
+
+    assert again.status == Status.SUCCEEDED
+    assert again.attempts == 1
+    assert emulator.calls["text2img"] == 1
+    assert again.images.count() == 1
+
+
+def test_submit_is_idempotent_while_queued(emulator, django_capture_on_commit_callbacks):
+    request = make_request(seed=9)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        pipeline.submit(request)
+        pipeline.submit(request)
+    assert len(callbacks) == 1
+    assert emulator.calls["text2img"] == 1
+
+
+def test_regenerate_keeps_history_and_bypasses_cache(emulator, django_capture_on_commit_callbacks):
+    request = generate(django_capture_on_commit_callbacks, seed=13)
+    first_image = request.images.get()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        pipeline.regenerate(request)
+    request.refresh_from_db()
+
+    assert request.status == Status.SUCCEEDED
+    assert emulator.calls["text2img"] == 2
+    assert request.attempts == 2
+    first_image.refresh_from_db()
+    assert first_image.superseded
+    assert media_path(first_image).exists()
+    current = request.images.get(superseded=False)
+    assert current.attempt == 2
+
+
+def test_provider_error_is_recorded_with_raw_response(emulator, django_capture_on_commit_callbacks):
+    emulator.add_fault("text2img", Fault.error_200("Model not found: nope"))
+
+    request = generate(django_capture_on_commit_callbacks, model_id="nope")
+
+    assert request.status == Status.FAILED
+    assert "Model not found: nope" in request.error
+    assert request.provider_responses[-1]["body"]["message"] == "Model not found: nope"
+    assert request.images.count() == 0
+
+
+def test_failed_job_reports_the_providers_reason(emulator, django_capture_on_commit_callbacks):
+    emulator.add_fault("text2img", Fault.failed("NSFW content detected"))
+
+    request = generate(django_capture_on_commit_callbacks, seed=1)
+
+    assert request.status == Status.FAILED
+    assert "NSFW content detected" in request.error
+    assert request.provider_id == ""  # the job is over: a retry starts a new one
+
+
+def test_lost_answer_is_not_resubmitted(emulator, django_capture_on_commit_callbacks, settings):
+    settings.MODELSLAB = {**settings.MODELSLAB, "TIMEOUT": 0.3}
+    emulator.add_fault("text2img", Fault.delay(1.0))
+
+    request = generate(django_capture_on_commit_callbacks, seed=2)
+
+    assert request.status == Status.FAILED
+    assert "may have" in request.error
+    assert emulator.calls["text2img"] == 1
+
+
+def test_copy_failure_keeps_urls_and_retry_copies_without_a_new_job(
+    emulator, django_capture_on_commit_callbacks
+):
+    emulator.add_fault("download", Fault.cut_download(after_bytes=100))
+
+    request = generate(django_capture_on_commit_callbacks, seed=4)
+
+    assert request.status == Status.FAILED
+    assert request.output_urls
+    assert request.error
+
+    retried = generate_again(request, django_capture_on_commit_callbacks)
+
+    assert retried.status == Status.SUCCEEDED, retried.error
+    assert emulator.calls["text2img"] == 1
+    assert retried.images.get().source_url == request.output_urls[0]
+
+
+def test_max_wait_fails_with_a_reason_and_retry_polls_the_same_job(
+    emulator, django_capture_on_commit_callbacks, settings
+):
+    settings.MODELSLAB = {**settings.MODELSLAB, "MAX_WAIT": 0.5}
+    emulator.mode = "processing"
+    emulator.add_fault("text2img", Fault.never_finish())
+
+    request = generate(django_capture_on_commit_callbacks, seed=6)
+
+    assert request.status == Status.FAILED
+    assert "MAX_WAIT" in request.error
+    assert request.provider_id
+
+    retried = generate_again(request, django_capture_on_commit_callbacks)
+    assert retried.status == Status.FAILED
+    assert emulator.calls["text2img"] == 1  # polled again, never resubmitted
+
+
+def test_api_key_is_never_stored(emulator, django_capture_on_commit_callbacks):
+    emulator.add_fault("text2img", Fault.http_error(status=401, message="Invalid API key"))
+    failed = generate(django_capture_on_commit_callbacks, seed=30)
+    succeeded = generate(django_capture_on_commit_callbacks, seed=31)
+
+    for request in (failed, succeeded):
+        assert TEST_API_KEY not in str(request.provider_responses)
+        assert TEST_API_KEY not in request.error
+    assert emulator.requests, "the emulator saw the calls"
+
+
+def generate_again(request, django_capture_on_commit_callbacks) -> GenerationRequest:
+    with django_capture_on_commit_callbacks(execute=True):
+        pipeline.submit(request)
+    request.refresh_from_db()
+    return request

@@ -1,0 +1,111 @@
+"""Settings are read at call time and checked at start-up with stable ids."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.checks import Error, Warning
+
+from django_modelslab.checks import check_settings
+from django_modelslab.conf import DEFAULTS, get_setting
+
+
+def ids(messages) -> list[str]:
+    return [message.id for message in messages]
+
+
+def test_defaults_fill_what_the_project_leaves_out(settings):
+    settings.MODELSLAB = {"API_KEY": "k"}
+    assert get_setting("BASE_URL") == DEFAULTS["BASE_URL"]
+    assert get_setting("UPLOAD_PREFIX") == "modelslab/"
+
+
+def test_override_settings_is_seen_at_call_time(settings):
+    settings.MODELSLAB = {**settings.MODELSLAB, "DEFAULT_MODEL": "sdxl"}
+    assert get_setting("DEFAULT_MODEL") == "sdxl"
+
+
+def test_unknown_setting_name_raises():
+    with pytest.raises(KeyError, match="NOPE"):
+        get_setting("NOPE")
+
+
+def test_test_settings_pass_the_checks():
+    assert check_settings() == []
+
+
+def test_missing_key_is_an_error_outside_the_emulator(settings):
+    settings.MODELSLAB = {"BASE_URL": "https://modelslab.com/api"}
+    messages = check_settings()
+    assert ids(messages) == ["django_modelslab.E001"]
+    assert isinstance(messages[0], Error)
+
+
+@pytest.mark.parametrize("base_url", ["http://127.0.0.1:8777/api", "http://localhost:1/api"])
+def test_missing_key_is_fine_with_the_emulator(settings, base_url):
+    settings.MODELSLAB = {"BASE_URL": base_url}
+    assert check_settings() == []
+
+
+def test_unknown_storage_alias(settings):
+    settings.MODELSLAB = {**settings.MODELSLAB, "STORAGE": "nowhere"}
+    messages = check_settings()
+    assert ids(messages) == ["django_modelslab.E002"]
+    assert "nowhere" in messages[0].msg
+
+
+def test_default_storage_alias_may_be_absent(settings):
+    settings.STORAGES = {
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+    assert check_settings() == []
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("TIMEOUT", 0),
+        ("MAX_WAIT", -1),
+        ("POLL_INTERVAL", "2"),
+        ("MAX_RETRIES", -1),
+        ("MAX_RETRIES", 1.5),
+        ("MAX_IMAGE_BYTES", True),
+    ],
+)
+def test_bad_numbers(settings, name, value):
+    settings.MODELSLAB = {**settings.MODELSLAB, name: value}
+    messages = check_settings()
+    assert ids(messages) == ["django_modelslab.E003"]
+    assert name in messages[0].msg
+
+
+def test_bad_base_url(settings):
+    settings.MODELSLAB = {**settings.MODELSLAB, "BASE_URL": "modelslab.com/api"}
+    assert ids(check_settings()) == ["django_modelslab.E004"]
+
+
+def test_allowed_hosts_must_be_a_list(settings):
+    settings.MODELSLAB = {**settings.MODELSLAB, "ALLOWED_DOWNLOAD_HOSTS": "127.0.0.1"}
+    assert ids(check_settings()) == ["django_modelslab.E005"]
+
+
+def test_typo_in_a_setting_name_warns(settings):
+    settings.MODELSLAB = {**settings.MODELSLAB, "APIKEY": "x"}
+    messages = check_settings()
+    assert ids(messages) == ["django_modelslab.W001"]
+    assert isinstance(messages[0], Warning)
+    assert "APIKEY" in messages[0].msg
+
+
+def test_settings_must_be_a_dict(settings):
+    settings.MODELSLAB = ["not", "a", "dict"]
+    assert ids(check_settings()) == ["django_modelslab.E010"]
+
+
+def test_checks_run_through_manage_py_check(settings):
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    settings.MODELSLAB = {**settings.MODELSLAB, "TIMEOUT": -5}
+    with pytest.raises(SystemCheckError, match=r"django_modelslab\.E003"):
+        call_command("check")
