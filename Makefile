@@ -40,8 +40,8 @@ lint: $(VENV)/.synced
 	$(VENV)/bin/ruff format --check .
 
 migrations-check: $(VENV)/.synced $(VENV61)/.synced
-	DJANGO_SETTINGS_MODULE=tests.settings $(VENV)/bin/django-admin makemigrations --check --dry-run django_modelslab
-	DJANGO_SETTINGS_MODULE=tests.settings $(VENV61)/bin/django-admin makemigrations --check --dry-run django_modelslab
+	DJANGO_SETTINGS_MODULE=tests.settings $(VENV)/bin/python -m django makemigrations --check --dry-run django_modelslab
+	DJANGO_SETTINGS_MODULE=tests.settings $(VENV61)/bin/python -m django makemigrations --check --dry-run django_modelslab
 
 test-dj52: $(VENV)/.synced
 	$(VENV)/bin/python -m pytest
