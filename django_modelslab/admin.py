@@ -18,10 +18,6 @@ from .models import GeneratedImage, GenerationRequest
 GENERATE_PERMISSION = "django_modelslab.generate_images"
 
 
-def _can_generate(request: HttpRequest) -> bool:
-    return request.user.has_perm(GENERATE_PERMISSION)
-
-
 class GeneratedImageInline(admin.TabularInline):
     model = GeneratedImage
     extra = 0
@@ -100,12 +96,9 @@ class GenerationRequestAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[GenerationRequest]:
         return super().get_queryset(request).prefetch_related("images")
 
-    def get_actions(self, request: HttpRequest) -> dict:
-        actions = super().get_actions(request)
-        if not _can_generate(request):
-            actions.pop("generate", None)
-            actions.pop("regenerate", None)
-        return actions
+    def has_generate_permission(self, request: HttpRequest) -> bool:
+        """Actions with ``permissions=["generate"]`` are hidden without this permission."""
+        return request.user.has_perm(GENERATE_PERMISSION)
 
     def save_model(self, request: HttpRequest, obj: GenerationRequest, form, change) -> None:
         if obj.requested_by_id is None:
@@ -125,17 +118,16 @@ class GenerationRequestAdmin(admin.ModelAdmin):
         text = json.dumps(obj.provider_responses, indent=2, sort_keys=True)
         return format_html("<pre style='white-space: pre-wrap'>{}</pre>", text)
 
-    @admin.action(description=_("Generate selected requests"))
+    @admin.action(description=_("Generate selected requests"), permissions=["generate"])
     def generate(self, request: HttpRequest, queryset: QuerySet[GenerationRequest]) -> None:
-        if not _can_generate(request):
-            return
         started = [pipeline.submit(obj) for obj in queryset]
         self._report(request, started)
 
-    @admin.action(description=_("Regenerate selected requests (keeps earlier images)"))
+    @admin.action(
+        description=_("Regenerate selected requests (keeps earlier images)"),
+        permissions=["generate"],
+    )
     def regenerate(self, request: HttpRequest, queryset: QuerySet[GenerationRequest]) -> None:
-        if not _can_generate(request):
-            return
         done = []
         for obj in queryset:
             try:

@@ -102,6 +102,7 @@ def test_settings_must_be_a_dict(settings):
     assert ids(check_settings()) == ["django_modelslab.E010"]
 
 
+@pytest.mark.django_db
 def test_checks_run_through_manage_py_check(settings):
     from django.core.management import call_command
     from django.core.management.base import SystemCheckError
