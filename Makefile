@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-PYTHON311 ?= $(shell command -v python3)
+PYTHON311 ?= $(shell python3 -c 'import sys; print(sys.executable)')
 PYTHON312 ?= $(shell p=$$(pyenv prefix 3.12 2>/dev/null) && echo $$p/bin/python3.12 || command -v python3.12)
 UV_VERSION := 0.13.8
 UV := .tools/bin/uv

@@ -58,6 +58,7 @@ TEMPLATES = [
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": DATA_DIR / "db.sqlite3"}}
 
 USE_TZ = True
+TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 STATIC_URL = "static/"
 MEDIA_URL = "media/"
@@ -94,6 +95,8 @@ MODELSLAB = {
         # The emulator serves its images on loopback: allowed only when it runs.
         *([_emulator_host] if _emulator_host else []),
     ],
+    # The emulator answers in a fraction of a second; the real API takes seconds.
+    "POLL_INTERVAL": 0.25 if _emulator_host else 2.0,
 }
 
 LOGGING = {
