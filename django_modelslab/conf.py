@@ -46,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_IMAGE_BYTES": 50 * 1024 * 1024,
     "MAX_IMAGE_PIXELS": 40_000_000,
     "OUTPUT_URL_TTL": 24 * 60 * 60,  # how long ModelsLab keeps an output URL alive
+    "THUMBNAIL_SIZE": 256,  # longest side of the stored WebP thumbnail, in pixels
     # Pipeline
     "CACHE": True,  # reuse images of an identical, seeded, succeeded request
     "TASK_BACKEND": "default",  # alias in settings.TASKS
@@ -64,6 +65,7 @@ POSITIVE_NUMBERS = (
     "MAX_IMAGE_BYTES",
     "MAX_IMAGE_PIXELS",
     "OUTPUT_URL_TTL",
+    "THUMBNAIL_SIZE",
 )
 
 

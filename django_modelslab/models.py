@@ -146,6 +146,12 @@ class GeneratedImage(models.Model):
 
     request = models.ForeignKey(GenerationRequest, on_delete=models.CASCADE, related_name="images")
     image = models.FileField(storage=field_storage, max_length=300)
+    thumbnail = models.FileField(
+        storage=field_storage,
+        max_length=300,
+        blank=True,
+        help_text=_("A small WebP copy for lists, content-addressed like the image."),
+    )
     sha256 = models.CharField(max_length=64)
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
@@ -159,6 +165,9 @@ class GeneratedImage(models.Model):
     superseded = models.BooleanField(
         default=False, help_text=_("Replaced by a later regeneration; kept for history.")
     )
+    chosen = models.BooleanField(
+        default=False, help_text=_("The image an editor picked for this request.")
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -169,7 +178,12 @@ class GeneratedImage(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["request", "attempt", "position"], name="modelslab_img_unique_output"
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["request"],
+                condition=models.Q(chosen=True),
+                name="modelslab_img_one_chosen",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -31,6 +31,7 @@ from .exceptions import (
 )
 from .models import GeneratedImage, GenerationRequest
 from .storage import StoredImage, get_image_storage, store_file
+from .thumbnails import make_thumbnail
 
 logger = logging.getLogger("django_modelslab.pipeline")
 
@@ -105,6 +106,16 @@ def regenerate(request: GenerationRequest) -> GenerationRequest:
     return request
 
 
+def choose(image: GeneratedImage) -> GeneratedImage:
+    """Mark ``image`` as the one picked for its request (and no other)."""
+    with transaction.atomic():
+        GenerationRequest.objects.select_for_update().get(pk=image.request_id)
+        image.request.images.exclude(pk=image.pk).filter(chosen=True).update(chosen=False)
+        image.chosen = True
+        image.save(update_fields=["chosen"])
+    return image
+
+
 def _enqueue_on_commit(request_id: int) -> None:
     from .tasks import run_generation
 
@@ -175,6 +186,7 @@ def _reuse_cached_images(request: GenerationRequest) -> bool:
             GeneratedImage.objects.create(
                 request=request,
                 image=image.image.name,
+                thumbnail=image.thumbnail.name,
                 sha256=image.sha256,
                 width=image.width,
                 height=image.height,
@@ -296,8 +308,10 @@ def _provider_params(request: GenerationRequest) -> dict[str, Any]:
     return params
 
 
-def _copy_output(request: GenerationRequest, url: str) -> StoredImage:
+def _copy_output(request: GenerationRequest, url: str) -> tuple[StoredImage, StoredImage]:
+    """Copy one output into storage; returns the image and its thumbnail."""
     conf = get_settings()
+    storage = get_image_storage()
     with download(
         url,
         allowed_hosts=conf["ALLOWED_DOWNLOAD_HOSTS"],
@@ -305,27 +319,42 @@ def _copy_output(request: GenerationRequest, url: str) -> StoredImage:
         timeout=conf["DOWNLOAD_TIMEOUT"],
         connect_timeout=conf["CONNECT_TIMEOUT"],
     ) as fetched:
-        return store_file(
+        image = store_file(
             fetched.file,
             sha256=fetched.sha256,
             size=fetched.size,
-            storage=get_image_storage(),
+            storage=storage,
             prefix=conf["UPLOAD_PREFIX"],
             max_pixels=conf["MAX_IMAGE_PIXELS"],
         )
+        thumbnail = make_thumbnail(
+            fetched.file,
+            size=conf["THUMBNAIL_SIZE"],
+            storage=storage,
+            prefix=conf["UPLOAD_PREFIX"],
+            max_pixels=conf["MAX_IMAGE_PIXELS"],
+        )
+    return image, thumbnail
 
 
-def _finish(request: GenerationRequest, stored: list[StoredImage], *, seed: int | None) -> None:
+def _finish(
+    request: GenerationRequest,
+    stored: list[tuple[StoredImage, StoredImage]],
+    *,
+    seed: int | None,
+) -> None:
     """Record the images and mark success, unless another run finished this attempt first."""
     with transaction.atomic():
         current = GenerationRequest.objects.select_for_update().get(pk=request.pk)
         if current.status != Status.PROCESSING or current.attempts != request.attempts:
             logger.warning("Generation #%s: attempt superseded; results dropped", request.pk)
             return
-        for position, (url, image) in enumerate(zip(request.output_urls, stored, strict=True)):
+        outputs = zip(request.output_urls, stored, strict=True)
+        for position, (url, (image, thumbnail)) in enumerate(outputs):
             GeneratedImage.objects.create(
                 request=request,
                 image=image.key,
+                thumbnail=thumbnail.key,
                 sha256=image.sha256,
                 width=image.info.width,
                 height=image.info.height,

@@ -1,11 +1,13 @@
 from django.conf import settings
 from django.conf.urls.static import static
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/django_modelslab/generationrequest/")),
     path("admin/", admin.site.urls),
+    path("api/modelslab/", include("django_modelslab.api.urls")),
+    path("modelslab/", include("django_modelslab.urls")),
     *static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT),
 ]

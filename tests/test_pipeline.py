@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
+from PIL import Image as PILImage
 
 from django_modelslab import pipeline
 from django_modelslab.models import GeneratedImage, GenerationRequest
@@ -63,6 +65,30 @@ def test_prompt_becomes_permanent_content_addressed_images(
         assert image.source_expires_at > request.finished_at
     assert images[0].sha256 != images[1].sha256
     assert emulator.calls["text2img"] == 1
+
+
+def test_each_image_gets_a_small_content_addressed_thumbnail(
+    emulator, django_capture_on_commit_callbacks, settings
+):
+    settings.MODELSLAB = {**settings.MODELSLAB, "THUMBNAIL_SIZE": 64}
+    request = generate(django_capture_on_commit_callbacks, seed=12, width=512, height=256)
+
+    image = request.images.get()
+    data = (Path(django_settings.MEDIA_ROOT) / image.thumbnail.name).read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    assert image.thumbnail.name == f"modelslab/thumbs/{digest[:2]}/{digest}.webp"
+    with PILImage.open(io.BytesIO(data)) as thumb:
+        assert (thumb.format, thumb.size) == ("WEBP", (64, 32))
+
+
+def test_choose_marks_one_image_per_request(emulator, django_capture_on_commit_callbacks):
+    request = generate(django_capture_on_commit_callbacks, seed=14, samples=3)
+    first, second, _ = request.images.order_by("position")
+
+    pipeline.choose(first)
+    pipeline.choose(second)
+
+    assert list(request.images.filter(chosen=True)) == [second]
 
 
 def test_processing_job_is_polled_until_done(emulator, django_capture_on_commit_callbacks):
