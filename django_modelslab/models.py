@@ -188,3 +188,23 @@ class GeneratedImage(models.Model):
 
     def __str__(self) -> str:
         return self.image.name
+
+
+class IdempotencyKey(models.Model):
+    """An API client's ``Idempotency-Key``: the same key and body return the same request."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    body_hash = models.CharField(max_length=64)
+    request = models.ForeignKey(GenerationRequest, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("idempotency key")
+        verbose_name_plural = _("idempotency keys")
+        constraints = [
+            models.UniqueConstraint(fields=["user", "key"], name="modelslab_idempotency_unique")
+        ]
+
+    def __str__(self) -> str:
+        return self.key
