@@ -1,65 +1,246 @@
-"""Admin for generation requests and their images (a face: it calls the pipeline only)."""
+"""Admin for generation requests and their images (a face: it calls the pipeline only).
+
+Viewing follows Django's view permission; generating, regenerating and choosing an image need
+``django_modelslab.generate_images``. Without it the actions and buttons are hidden and the
+POST endpoints answer 403.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
-from django.http import HttpRequest
-from django.urls import reverse
-from django.utils.html import format_html
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.db.models import Prefetch, QuerySet
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+    JsonResponse,
+)
+from django.template.defaultfilters import filesizeformat
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext
 
 from . import pipeline
+from .forms import GenerationRequestAdminForm
 from .models import GeneratedImage, GenerationRequest
 
 GENERATE_PERMISSION = "django_modelslab.generate_images"
 
+Status = GenerationRequest.Status
+
+#: Statuses during which pages poll for news.
+ACTIVE_STATUSES = (Status.QUEUED, Status.PROCESSING)
+#: Submit-button names of the change form.
+GENERATE_BUTTON = "_generate"
+REGENERATE_BUTTON = "_regenerate"
+#: Most ids one status call answers for.
+STATUS_BATCH = 200
+
+#: The multiplication sign, as in 512 x 512 (written escaped for ruff).
+TIMES = "\u00d7"
+
+STATIC_CSS = "django_modelslab/admin.css"
+STATIC_JS = "django_modelslab/admin.js"
+
+
+def can_generate(request: HttpRequest) -> bool:
+    """Whether the user may generate, regenerate and choose images."""
+    return request.user.has_perm(GENERATE_PERMISSION)
+
+
+# --- small HTML pieces ------------------------------------------------------------------
+
+
+def thumbnail_url(image: GeneratedImage) -> str:
+    """The stored thumbnail's URL; the full image's when no thumbnail was made."""
+    return image.thumbnail.url if image.thumbnail else image.image.url
+
+
+def thumbnail_html(image: GeneratedImage, size: int = 96) -> str:
+    """A thumbnail (never the full image) linking to the full image.
+
+    ``size`` (64, 96, 128 or 256) picks a CSS class, not an inline style: CSP-friendly.
+    """
+    if not image.image:
+        return "—"
+    return format_html(
+        '<a class="modelslab-thumb" href="{}" title="{}">'
+        '<img class="modelslab-thumb--{}" src="{}" alt="{}" loading="lazy"></a>',
+        image.image.url,
+        gettext("Open the full image (%(size)s)") % {"size": f"{image.width}{TIMES}{image.height}"},
+        size,
+        thumbnail_url(image),
+        gettext("Image %(pk)s of request %(request)s")
+        % {"pk": image.pk, "request": image.request_id},
+    )
+
+
+def current_images(request: GenerationRequest) -> list[GeneratedImage]:
+    """The images of the latest attempt, the chosen one first (uses prefetched rows)."""
+    images = [image for image in request.images.all() if not image.superseded]
+    return sorted(images, key=lambda image: (not image.chosen, image.position))
+
+
+def eta_label(obj: GenerationRequest) -> str:
+    """ModelsLab's estimate while the request is queued or processing, else blank."""
+    if obj.status in ACTIVE_STATUSES and obj.eta:
+        return gettext("about %(seconds)d s") % {"seconds": round(obj.eta)}
+    return ""
+
+
+def status_badge(obj: GenerationRequest, *, poll_url: str, poll_interval: float) -> str:
+    """The status as a coloured badge; the admin's script polls ``poll_url`` while active."""
+    return format_html(
+        '<span class="modelslab-status modelslab-status--{}" data-modelslab-id="{}" '
+        'data-modelslab-status="{}" data-modelslab-url="{}" data-modelslab-poll="{}" '
+        'data-modelslab-finished="{}">'
+        '<span class="modelslab-status__label">{}</span></span>'
+        ' <span class="modelslab-eta" data-modelslab-eta-for="{}">{}</span>',
+        obj.status,
+        obj.pk,
+        obj.status,
+        poll_url,
+        poll_interval,
+        gettext("Generation finished. Save or reload the page to see the images."),
+        obj.get_status_display(),
+        obj.pk,
+        eta_label(obj),
+    )
+
+
+# --- requests ---------------------------------------------------------------------------
+
 
 class GeneratedImageInline(admin.TabularInline):
+    """The request's images, newest attempt first; read-only, with a "choose" button."""
+
     model = GeneratedImage
     extra = 0
     can_delete = False
     show_change_link = True
-    fields = (
+    classes = ("modelslab-images",)
+    base_fields = (
         "preview",
-        "image",
-        "width",
-        "height",
+        "dimensions",
         "format",
-        "bytes",
-        "sha256",
+        "size",
+        "sha256_code",
         "seed",
-        "superseded",
+        "attempt",
+        "superseded_label",
+        "chosen_label",
     )
-    readonly_fields = fields
+    readonly_fields = (*base_fields, "choose_button")
 
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        if can_generate(request):
+            return (*self.base_fields, "choose_button")
+        return self.base_fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[GeneratedImage]:
+        return super().get_queryset(request).order_by("-attempt", "position")
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Images are part of their request: whoever may see the request sees them."""
+        opts = GenerationRequest._meta
+        return super().has_view_permission(request, obj) or any(
+            request.user.has_perm(f"{opts.app_label}.{action}_{opts.model_name}")
+            for action in ("view", "change")
+        )
 
     @admin.display(description=_("preview"))
     def preview(self, image: GeneratedImage) -> str:
-        return _thumbnail(image)
+        return thumbnail_html(image)
+
+    @admin.display(description=_("size"))
+    def dimensions(self, image: GeneratedImage) -> str:
+        return f"{image.width}{TIMES}{image.height}"
+
+    @admin.display(description=_("bytes"))
+    def size(self, image: GeneratedImage) -> str:
+        return filesizeformat(image.bytes)
+
+    @admin.display(description="sha256")
+    def sha256_code(self, image: GeneratedImage) -> str:
+        return format_html(
+            '<code class="modelslab-sha" title="{}">{}…</code>', image.sha256, image.sha256[:12]
+        )
+
+    @admin.display(description=_("superseded"))
+    def superseded_label(self, image: GeneratedImage) -> str:
+        if image.superseded:
+            return format_html(
+                '<span class="modelslab-superseded">{}</span>', gettext("Superseded")
+            )
+        return ""
+
+    @admin.display(description=_("chosen"))
+    def chosen_label(self, image: GeneratedImage) -> str:
+        if image.chosen:
+            return format_html('<span class="modelslab-chosen">★ {}</span>', gettext("Chosen"))
+        return ""
+
+    @admin.display(description="")
+    def choose_button(self, image: GeneratedImage) -> str:
+        if image.chosen:
+            return ""
+        # formaction: the change form's CSRF token goes along; the endpoint ignores the rest.
+        return format_html(
+            '<button type="submit" class="button modelslab-choose" formaction="{}" '
+            'formmethod="post" formnovalidate>{}</button>',
+            reverse("admin:django_modelslab_generatedimage_choose", args=[image.pk]),
+            gettext("Mark as chosen"),
+        )
 
 
 @admin.register(GenerationRequest)
 class GenerationRequestAdmin(admin.ModelAdmin):
-    list_display = ("id", "short_prompt", "model_id", "status", "image_count", "created_at")
+    form = GenerationRequestAdminForm
+    change_form_template = "django_modelslab/admin/generationrequest/change_form.html"
+    list_display = (
+        "id",
+        "thumbnails",
+        "short_prompt",
+        "model_id",
+        "status_display",
+        "image_count",
+        "created_at",
+    )
+    list_display_links = ("id", "short_prompt")
     list_filter = ("status", "kind", "model_id", "created_at")
     search_fields = ("prompt", "negative_prompt", "provider_id", "track_id")
     date_hierarchy = "created_at"
     actions = ("generate", "regenerate")
     inlines = (GeneratedImageInline,)
+    #: Seconds between status polls while a request is queued or processing.
+    status_poll_interval = 2.0
     readonly_fields = (
-        "status",
         "error",
         "attempts",
         "provider_id",
         "track_id",
         "eta",
         "cached_from",
+        "requested_by",
         "created_at",
         "submitted_at",
         "started_at",
@@ -70,75 +251,232 @@ class GenerationRequestAdmin(admin.ModelAdmin):
         (None, {"fields": ("prompt", "negative_prompt", "model_id", "width", "height", "samples")}),
         (
             _("Advanced"),
-            {"classes": ("collapse",), "fields": ("kind", "seed", "steps", "guidance", "extra")},
+            {
+                "classes": ("collapse",),
+                "fields": ("kind", "seed", "steps", "guidance", "use_cache", "extra"),
+            },
         ),
         (
-            _("State"),
+            _("Details"),
             {
+                "classes": ("collapse",),
                 "fields": (
-                    "status",
-                    "error",
                     "attempts",
                     "provider_id",
                     "track_id",
                     "eta",
                     "cached_from",
+                    "requested_by",
                     "created_at",
                     "submitted_at",
                     "started_at",
                     "finished_at",
-                )
+                ),
             },
         ),
-        (_("Provider responses"), {"classes": ("collapse",), "fields": ("raw_responses",)}),
+        (
+            _("Provider responses"),
+            {
+                "classes": ("collapse",),
+                "fields": ("raw_responses",),
+                "description": _("Every raw answer from ModelsLab, the API key redacted."),
+            },
+        ),
     )
 
+    class Media:
+        css = {"all": (STATIC_CSS,)}
+        js = (STATIC_JS,)
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[GenerationRequest]:
-        return super().get_queryset(request).prefetch_related("images")
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("requested_by", "cached_from")
+            .prefetch_related(Prefetch("images", queryset=GeneratedImage.objects.order_by()))
+        )
+
+    def get_urls(self) -> list:
+        opts = self.model._meta
+        return [
+            path(
+                "status/",
+                self.admin_site.admin_view(self.status_view),
+                name=f"{opts.app_label}_{opts.model_name}_status",
+            ),
+            *super().get_urls(),
+        ]
 
     def has_generate_permission(self, request: HttpRequest) -> bool:
         """Actions with ``permissions=["generate"]`` are hidden without this permission."""
-        return request.user.has_perm(GENERATE_PERMISSION)
+        return can_generate(request)
 
     def save_model(self, request: HttpRequest, obj: GenerationRequest, form, change) -> None:
         if obj.requested_by_id is None:
             obj.requested_by = request.user
         super().save_model(request, obj, form, change)
 
+    # --- the change form: Generate / Regenerate buttons -----------------------------------
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        pressed = GENERATE_BUTTON in request.POST or REGENERATE_BUTTON in request.POST
+        if request.method == "POST" and pressed and not self.has_generate_permission(request):
+            raise PermissionDenied
+        response = super().changeform_view(request, object_id, form_url, extra_context)
+        # The admin saves inside a transaction; generate once the saved form is committed.
+        start = getattr(request, "_modelslab_start", None)
+        if start is not None:
+            obj, regenerate = start
+            self._start(request, [obj], regenerate=regenerate)
+        return response
+
+    def render_change_form(
+        self, request: HttpRequest, context: dict[str, Any], add=False, change=False, **kwargs
+    ) -> HttpResponse:
+        obj: GenerationRequest | None = context.get("original")
+        allowed = self.has_generate_permission(request) and (
+            add or self.has_change_permission(request, obj)
+        )
+        button = None
+        if allowed and (obj is None or obj.status in (Status.PENDING, Status.FAILED)):
+            button = (GENERATE_BUTTON, gettext("Save and generate"))
+        elif allowed and obj.status == Status.SUCCEEDED:
+            button = (REGENERATE_BUTTON, gettext("Save and regenerate"))
+        context.update(
+            modelslab_button=button,
+            modelslab_badge=self.status_display(obj) if obj is not None and obj.pk else "",
+        )
+        return super().render_change_form(request, context, add, change, **kwargs)
+
+    def response_add(self, request: HttpRequest, obj: GenerationRequest, post_url_continue=None):
+        if GENERATE_BUTTON in request.POST:
+            return self._generate_from_form(request, obj, regenerate=False)
+        return super().response_add(request, obj, post_url_continue)
+
+    def response_change(self, request: HttpRequest, obj: GenerationRequest) -> HttpResponse:
+        for name, regenerate in ((GENERATE_BUTTON, False), (REGENERATE_BUTTON, True)):
+            if name in request.POST:
+                return self._generate_from_form(request, obj, regenerate=regenerate)
+        return super().response_change(request, obj)
+
+    def _generate_from_form(
+        self, request: HttpRequest, obj: GenerationRequest, *, regenerate: bool
+    ) -> HttpResponse:
+        """Saved: say so, and have ``changeform_view`` start the generation after commit."""
+        self.message_user(request, gettext("“%(obj)s” was saved.") % {"obj": obj}, messages.SUCCESS)
+        request._modelslab_start = (obj, regenerate)  # type: ignore[attr-defined]
+        opts = self.model._meta
+        return HttpResponseRedirect(
+            reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+        )
+
+    # --- the status endpoint polled by admin.js -------------------------------------------
+
+    def status_view(self, request: HttpRequest) -> JsonResponse:
+        """``GET status/?id=1&id=2``: the status of a few requests, for the polling script."""
+        if not self.has_view_or_change_permission(request):
+            return JsonResponse({"detail": "Forbidden"}, status=403)
+        ids = [value for value in request.GET.getlist("id") if value.isdigit()][:STATUS_BATCH]
+        rows = self.get_queryset(request).filter(pk__in=ids)
+        return JsonResponse(
+            {
+                "requests": [
+                    {
+                        "id": obj.pk,
+                        "status": obj.status,
+                        "label": obj.get_status_display(),
+                        "active": obj.status in ACTIVE_STATUSES,
+                        "eta": obj.eta,
+                        "eta_label": eta_label(obj),
+                        "error": obj.error,
+                        "images": len(current_images(obj)),
+                    }
+                    for obj in rows
+                ]
+            }
+        )
+
+    # --- columns --------------------------------------------------------------------------
+
+    @admin.display(description=_("images"))
+    def thumbnails(self, obj: GenerationRequest) -> str:
+        images = current_images(obj)[:4]
+        if not images:
+            return "—"
+        return format_html(
+            '<span class="modelslab-thumbs">{}</span>',
+            format_html_join("", "{}", ((thumbnail_html(image, 64),) for image in images)),
+        )
+
     @admin.display(description=_("prompt"))
     def short_prompt(self, obj: GenerationRequest) -> str:
         return obj.prompt if len(obj.prompt) <= 80 else obj.prompt[:79] + "…"
 
-    @admin.display(description=_("images"))
+    @admin.display(description=_("status"), ordering="status")
+    def status_display(self, obj: GenerationRequest) -> str:
+        return status_badge(
+            obj,
+            poll_url=reverse("admin:django_modelslab_generationrequest_status"),
+            poll_interval=self.status_poll_interval,
+        )
+
+    @admin.display(description=_("count"))
     def image_count(self, obj: GenerationRequest) -> int:
-        return sum(1 for image in obj.images.all() if not image.superseded)
+        return len(current_images(obj))
 
     @admin.display(description=_("raw responses (API key redacted)"))
     def raw_responses(self, obj: GenerationRequest) -> str:
         text = json.dumps(obj.provider_responses, indent=2, sort_keys=True)
-        return format_html("<pre style='white-space: pre-wrap'>{}</pre>", text)
+        return format_html('<pre class="modelslab-raw">{}</pre>', text)
+
+    # --- actions --------------------------------------------------------------------------
 
     @admin.action(description=_("Generate selected requests"), permissions=["generate"])
     def generate(self, request: HttpRequest, queryset: QuerySet[GenerationRequest]) -> None:
-        started = [pipeline.submit(obj) for obj in queryset]
-        self._report(request, started)
+        self._start(request, queryset, regenerate=False)
 
     @admin.action(
         description=_("Regenerate selected requests (keeps earlier images)"),
         permissions=["generate"],
     )
     def regenerate(self, request: HttpRequest, queryset: QuerySet[GenerationRequest]) -> None:
-        done = []
-        for obj in queryset:
-            try:
-                done.append(pipeline.regenerate(obj))
-            except pipeline.GenerationInProgress as exc:
-                self.message_user(request, str(exc), messages.WARNING)
-        self._report(request, done)
+        self._start(request, queryset, regenerate=True)
 
-    def _report(self, request: HttpRequest, results: list[GenerationRequest]) -> None:
-        succeeded = sum(1 for obj in results if obj.status == GenerationRequest.Status.SUCCEEDED)
-        failed = [obj for obj in results if obj.status == GenerationRequest.Status.FAILED]
+    def _start(
+        self, request: HttpRequest, objs: Iterable[GenerationRequest], *, regenerate: bool
+    ) -> None:
+        """Submit (or regenerate) each request through the pipeline and report counts."""
+        results: list[GenerationRequest] = []
+        busy: list[GenerationRequest] = []
+        done_before: list[GenerationRequest] = []
+        for obj in objs:
+            if obj.status in ACTIVE_STATUSES:
+                busy.append(obj)
+            elif not regenerate and obj.status == Status.SUCCEEDED:
+                done_before.append(obj)
+            else:
+                try:
+                    results.append(pipeline.regenerate(obj) if regenerate else pipeline.submit(obj))
+                except pipeline.GenerationInProgress:
+                    busy.append(obj)
+        self._report(request, results, busy=busy, done_before=done_before)
+
+    def _report(
+        self,
+        request: HttpRequest,
+        results: list[GenerationRequest],
+        *,
+        busy: list[GenerationRequest],
+        done_before: list[GenerationRequest],
+    ) -> None:
+        succeeded = sum(1 for obj in results if obj.status == Status.SUCCEEDED)
+        failed = [obj for obj in results if obj.status == Status.FAILED]
         waiting = len(results) - succeeded - len(failed)
         if succeeded:
             self.message_user(
@@ -149,65 +487,218 @@ class GenerationRequestAdmin(admin.ModelAdmin):
         if waiting:
             self.message_user(
                 request,
-                ngettext("%d request is queued.", "%d requests are queued.", waiting) % waiting,
+                ngettext(
+                    "%d request is queued; this page updates when it finishes.",
+                    "%d requests are queued; this page updates when they finish.",
+                    waiting,
+                )
+                % waiting,
                 messages.INFO,
             )
-        for obj in failed:
-            self.message_user(request, f"#{obj.pk} failed: {obj.error}", messages.ERROR)
+        if failed:
+            reasons = "; ".join(f"#{obj.pk}: {obj.error}" for obj in failed)
+            self.message_user(
+                request,
+                ngettext(
+                    "%(n)d request failed: %(why)s", "%(n)d requests failed: %(why)s", len(failed)
+                )
+                % {"n": len(failed), "why": reasons},
+                messages.ERROR,
+            )
+        if busy:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(n)d request skipped: it is still in progress (%(ids)s).",
+                    "%(n)d requests skipped: they are still in progress (%(ids)s).",
+                    len(busy),
+                )
+                % {"n": len(busy), "ids": _ids(busy)},
+                messages.WARNING,
+            )
+        if done_before:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(n)d request skipped: it already has images (%(ids)s); "
+                    "use Regenerate for new ones.",
+                    "%(n)d requests skipped: they already have images (%(ids)s); "
+                    "use Regenerate for new ones.",
+                    len(done_before),
+                )
+                % {"n": len(done_before), "ids": _ids(done_before)},
+                messages.WARNING,
+            )
+
+
+def _ids(objs: list[GenerationRequest]) -> str:
+    return ", ".join(f"#{obj.pk}" for obj in objs)
+
+
+# --- images -----------------------------------------------------------------------------
 
 
 @admin.register(GeneratedImage)
 class GeneratedImageAdmin(admin.ModelAdmin):
+    """A gallery of every stored image: previews, filters, search by prompt, choose."""
+
+    change_form_template = "django_modelslab/admin/generatedimage/change_form.html"
     list_display = (
+        "preview",
         "id",
-        "preview",
         "request_link",
-        "width",
-        "height",
+        "prompt",
+        "model",
+        "dimensions",
         "format",
-        "bytes",
+        "size",
+        "seed",
+        "chosen",
         "superseded",
+        "created_at",
     )
-    list_filter = ("format", "superseded", "request__model_id", "created_at")
-    search_fields = ("request__prompt", "sha256")
+    list_display_links = ("preview", "id")
+    list_filter = ("request__model_id", "format", "created_at", "chosen", "superseded")
+    search_fields = ("request__prompt",)
     list_select_related = ("request",)
-    readonly_fields = (
-        "preview",
-        "request",
-        "image",
-        "sha256",
-        "width",
-        "height",
+    list_per_page = 50
+    date_hierarchy = "created_at"
+    actions = ("choose",)
+    fields = (
+        "large_preview",
+        "request_link",
+        "prompt",
+        "full_image",
+        "dimensions",
         "format",
-        "bytes",
-        "source_url",
-        "source_expires_at",
+        "size",
+        "sha256",
         "seed",
         "attempt",
         "position",
+        "chosen",
+        "superseded",
+        "source_url",
+        "source_expires_at",
         "created_at",
     )
-    fields = (*readonly_fields, "superseded")
+    readonly_fields = fields
+
+    class Media:
+        css = {"all": (STATIC_CSS,)}
+
+    def get_urls(self) -> list:
+        opts = self.model._meta
+        return [
+            path(
+                "<path:object_id>/choose/",
+                self.admin_site.admin_view(self.choose_view),
+                name=f"{opts.app_label}_{opts.model_name}_choose",
+            ),
+            *super().get_urls(),
+        ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # images are records of what came back; only "choose" changes them
+
+    def has_generate_permission(self, request: HttpRequest) -> bool:
+        return can_generate(request)
+
+    def render_change_form(
+        self, request: HttpRequest, context: dict[str, Any], add=False, change=False, **kwargs
+    ) -> HttpResponse:
+        obj = context.get("original")
+        context["modelslab_choose_url"] = (
+            reverse("admin:django_modelslab_generatedimage_choose", args=[obj.pk])
+            if obj is not None and not obj.chosen and self.has_generate_permission(request)
+            else ""
+        )
+        return super().render_change_form(request, context, add, change, **kwargs)
+
+    def choose_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """``POST <id>/choose/``: make this image the chosen one of its request."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_generate_permission(request):
+            raise PermissionDenied
+        image = self.get_object(request, unquote(object_id))
+        if image is None:
+            raise Http404(gettext("No such image."))
+        pipeline.choose(image)
+        self.message_user(
+            request,
+            gettext("Image #%(image)s is now the chosen image of request #%(request)s.")
+            % {"image": image.pk, "request": image.request_id},
+            messages.SUCCESS,
+        )
+        target = request.POST.get("next", "")
+        if not url_has_allowed_host_and_scheme(
+            target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        ):
+            target = reverse(
+                "admin:django_modelslab_generationrequest_change", args=[image.request_id]
+            )
+        return HttpResponseRedirect(target)
+
+    @admin.action(
+        description=_("Mark as the chosen image of its request"), permissions=["generate"]
+    )
+    def choose(self, request: HttpRequest, queryset: QuerySet[GeneratedImage]) -> None:
+        by_request: dict[int, list[GeneratedImage]] = {}
+        for image in queryset:
+            by_request.setdefault(image.request_id, []).append(image)
+        chosen = [pipeline.choose(images[0]) for images in by_request.values() if len(images) == 1]
+        ambiguous = [pk for pk, images in by_request.items() if len(images) > 1]
+        if chosen:
+            self.message_user(
+                request,
+                ngettext("%d image marked as chosen.", "%d images marked as chosen.", len(chosen))
+                % len(chosen),
+                messages.SUCCESS,
+            )
+        if ambiguous:
+            self.message_user(
+                request,
+                gettext("Pick one image per request; nothing changed for %(ids)s.")
+                % {"ids": ", ".join(f"#{pk}" for pk in ambiguous)},
+                messages.WARNING,
+            )
+
+    # --- columns --------------------------------------------------------------------------
+
     @admin.display(description=_("preview"))
     def preview(self, image: GeneratedImage) -> str:
-        return _thumbnail(image)
+        return thumbnail_html(image, 128)
+
+    @admin.display(description=_("preview"))
+    def large_preview(self, image: GeneratedImage) -> str:
+        return thumbnail_html(image, 256)
+
+    @admin.display(description=_("full image"))
+    def full_image(self, image: GeneratedImage) -> str:
+        return format_html('<a href="{}">{}</a>', image.image.url, image.image.name)
 
     @admin.display(description=_("request"), ordering="request")
     def request_link(self, image: GeneratedImage) -> str:
         url = reverse("admin:django_modelslab_generationrequest_change", args=[image.request_id])
-        return format_html('<a href="{}">{}</a>', url, image.request)
+        return format_html('<a href="{}">#{}</a>', url, image.request_id)
 
+    @admin.display(description=_("prompt"), ordering="request__prompt")
+    def prompt(self, image: GeneratedImage) -> str:
+        text = image.request.prompt
+        return text if len(text) <= 60 else text[:59] + "…"
 
-def _thumbnail(image: GeneratedImage, size: int = 96) -> str:
-    if not image.image:
-        return "—"
-    return format_html(
-        '<a href="{0}"><img src="{0}" alt="" loading="lazy" '
-        'style="max-width:{1}px;max-height:{1}px"></a>',
-        image.image.url,
-        size,
-    )
+    @admin.display(description=_("model"), ordering="request__model_id")
+    def model(self, image: GeneratedImage) -> str:
+        return image.request.model_id
+
+    @admin.display(description=_("size"))
+    def dimensions(self, image: GeneratedImage) -> str:
+        return f"{image.width}{TIMES}{image.height}"
+
+    @admin.display(description=_("bytes"), ordering="bytes")
+    def size(self, image: GeneratedImage) -> str:
+        return filesizeformat(image.bytes)

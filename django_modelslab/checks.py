@@ -9,10 +9,15 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.urls import NoReverseMatch, reverse
 
 from .conf import DEFAULTS, POSITIVE_NUMBERS, SETTINGS_NAME, get_settings, user_settings
 
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
+#: Settings that must be whole numbers, with their minimum.
+WHOLE_NUMBERS = {"MAX_RETRIES": 0, "MAX_ATTEMPTS": 1}
+MIN_SECRET_LENGTH = 24
+NEW_SECRET_HINT = "Make one with: python -c 'import secrets; print(secrets.token_urlsafe())'"  # noqa: S105  (a hint, not a secret)
 
 
 def is_loopback_url(url: str) -> bool:
@@ -43,6 +48,8 @@ def check_settings(app_configs: Iterable[Any] | None = None, **kwargs: Any) -> l
     messages += _check_storage(conf)
     messages += _check_numbers(conf)
     messages += _check_hosts(conf)
+    messages += _check_webhooks(conf)
+    messages += _check_api(conf)
     return messages
 
 
@@ -120,13 +127,70 @@ def _check_numbers(conf: dict[str, Any]) -> list[CheckMessage]:
                     id="django_modelslab.E003",
                 )
             )
-    retries = conf["MAX_RETRIES"]
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        messages.append(
+    for name, minimum in WHOLE_NUMBERS.items():
+        value = conf[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            messages.append(
+                Error(
+                    f"{SETTINGS_NAME}[{name!r}] must be a whole number >= {minimum}, "
+                    f"got {value!r}.",
+                    hint=f"The default is {DEFAULTS[name]!r}.",
+                    id="django_modelslab.E003",
+                )
+            )
+    return messages
+
+
+def _check_webhooks(conf: dict[str, Any]) -> list[CheckMessage]:
+    base_url, secrets = conf["PUBLIC_BASE_URL"], conf["WEBHOOK_SECRETS"]
+    if not isinstance(secrets, list | tuple) or not all(
+        isinstance(secret, str) and secret for secret in secrets
+    ):
+        return [
             Error(
-                f"{SETTINGS_NAME}['MAX_RETRIES'] must be a whole number >= 0, got {retries!r}.",
-                hint=f"The default is {DEFAULTS['MAX_RETRIES']!r}.",
-                id="django_modelslab.E003",
+                f"{SETTINGS_NAME}['WEBHOOK_SECRETS'] must be a list of non-empty strings.",
+                hint=NEW_SECRET_HINT,
+                id="django_modelslab.E006",
+            )
+        ]
+    messages: list[CheckMessage] = []
+    if base_url:
+        parts = urlsplit(base_url) if isinstance(base_url, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            messages.append(
+                Error(
+                    f"{SETTINGS_NAME}['PUBLIC_BASE_URL'] must be an http(s) URL, got {base_url!r}.",
+                    hint="The site's public origin, e.g. https://www.example.com",
+                    id="django_modelslab.E007",
+                )
+            )
+        elif not secrets:
+            messages.append(
+                Warning(
+                    f"{SETTINGS_NAME}['PUBLIC_BASE_URL'] is set but WEBHOOK_SECRETS is empty: "
+                    "webhooks stay off and requests are polled.",
+                    hint="Add a long random secret to WEBHOOK_SECRETS to turn webhooks on.",
+                    id="django_modelslab.W002",
+                )
+            )
+        else:
+            try:
+                reverse("modelslab:webhook", kwargs={"secret": "x"})
+            except NoReverseMatch:
+                messages.append(
+                    Error(
+                        "Webhooks are on but the webhook view has no URL.",
+                        hint='Add path("modelslab/", include("django_modelslab.urls")) to '
+                        "your ROOT_URLCONF.",
+                        id="django_modelslab.E008",
+                    )
+                )
+    if any(len(secret) < MIN_SECRET_LENGTH for secret in secrets):
+        messages.append(
+            Warning(
+                f"A WEBHOOK_SECRETS entry is shorter than {MIN_SECRET_LENGTH} characters.",
+                hint=NEW_SECRET_HINT,
+                id="django_modelslab.W003",
             )
         )
     return messages
@@ -147,3 +211,62 @@ def _check_hosts(conf: dict[str, Any]) -> list[CheckMessage]:
             )
         ]
     return []
+
+
+def _check_api(conf: dict[str, Any]) -> list[CheckMessage]:
+    """The REST API's settings: ALLOWED_MODELS, MODEL_ALIASES and BUDGET_HOOK."""
+    messages: list[CheckMessage] = []
+    allowed = conf["ALLOWED_MODELS"]
+    if allowed is not None and (
+        isinstance(allowed, str)
+        or not isinstance(allowed, list | tuple | set | frozenset)
+        or not all(isinstance(model, str) and model.strip() for model in allowed)
+    ):
+        messages.append(
+            Error(
+                f"{SETTINGS_NAME}['ALLOWED_MODELS'] must be None or a list of model ids.",
+                hint='None accepts any model id; e.g. ["flux", "sdxl"] accepts only those.',
+                id="django_modelslab.E020",
+            )
+        )
+    aliases = conf["MODEL_ALIASES"]
+    if not isinstance(aliases, dict) or not all(
+        isinstance(name, str) and isinstance(model, str) for name, model in aliases.items()
+    ):
+        messages.append(
+            Error(
+                f"{SETTINGS_NAME}['MODEL_ALIASES'] must be a dict of OpenAI model names to "
+                "ModelsLab model ids.",
+                hint='e.g. {"dall-e-3": "flux"}; "" maps a name to DEFAULT_MODEL.',
+                id="django_modelslab.E021",
+            )
+        )
+    hook = conf["BUDGET_HOOK"]
+    if hook is not None:
+        messages += _check_budget_hook(hook)
+    return messages
+
+
+def _check_budget_hook(hook: Any) -> list[CheckMessage]:
+    from django.utils.module_loading import import_string
+
+    problem = ""
+    if not isinstance(hook, str):
+        problem = f"must be a dotted path to a callable, got {type(hook).__name__}"
+    else:
+        try:
+            target = import_string(hook)
+        except ImportError as exc:
+            problem = f"cannot be imported ({exc})"
+        else:
+            if not callable(target):
+                problem = f"names {hook!r}, which is not callable"
+    if not problem:
+        return []
+    return [
+        Error(
+            f"{SETTINGS_NAME}['BUDGET_HOOK'] {problem}.",
+            hint='e.g. "myproject.budget.allow_generation"; None disables the hook.',
+            id="django_modelslab.E022",
+        )
+    ]

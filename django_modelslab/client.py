@@ -42,6 +42,7 @@ from django_modelslab.exceptions import (
     ProviderUnavailable,
     RateLimited,
 )
+from django_modelslab.tls import shared_context
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -354,6 +355,7 @@ class _ClientCore:
             "timeout": self.timeout,
             "headers": {"User-Agent": USER_AGENT, "Accept": "application/json"},
             "follow_redirects": False,
+            "verify": shared_context(),
         }
 
     # retry decisions

@@ -47,9 +47,28 @@ DEFAULTS: dict[str, Any] = {
     "MAX_IMAGE_PIXELS": 40_000_000,
     "OUTPUT_URL_TTL": 24 * 60 * 60,  # how long ModelsLab keeps an output URL alive
     "THUMBNAIL_SIZE": 256,  # longest side of the stored WebP thumbnail, in pixels
+    # Cache-Control of stored objects (S3); "" sends none. Keys never change meaning.
+    "CACHE_CONTROL": "public, max-age=31536000, immutable",
+    "STORE_PROMPT_METADATA": False,  # put the prompt in object metadata (prompts can be private)
     # Pipeline
     "CACHE": True,  # reuse images of an identical, seeded, succeeded request
     "TASK_BACKEND": "default",  # alias in settings.TASKS
+    "STALE_AFTER": 300.0,  # seconds without progress before a queued/processing request is stuck
+    "MAX_ATTEMPTS": 5,  # a stuck request picked up this many times fails with a reason
+    # Webhooks: on when both are set. ModelsLab POSTs to
+    # PUBLIC_BASE_URL + reverse("modelslab:webhook", secret=WEBHOOK_SECRETS[0]).
+    "PUBLIC_BASE_URL": "",  # e.g. "https://www.example.com"
+    "WEBHOOK_SECRETS": [],  # the first is sent; all are accepted (rotation)
+    # REST API (django_modelslab.api; see docs/api.md)
+    "MAX_PROMPT_LENGTH": 2000,  # characters, for prompt and negative_prompt
+    "ALLOWED_MODELS": None,  # None: any model id; else the list of ModelsLab ids the API accepts
+    # OpenAI model names -> ModelsLab model ids ("" means DEFAULT_MODEL). A name not listed
+    # here is used as a ModelsLab id as it is.
+    "MODEL_ALIASES": {"dall-e-2": "", "dall-e-3": "", "gpt-image-1": ""},
+    "OPENAI_WAIT_TIMEOUT": 120.0,  # seconds v1/images/generations waits for the images
+    # Dotted path to ``hook(user, generation) -> None | bool | str``; False or a message
+    # refuses the generation with HTTP 429 (see docs/api.md).
+    "BUDGET_HOOK": None,
 }
 
 #: Settings that must be positive numbers, checked at start-up.
@@ -66,6 +85,9 @@ POSITIVE_NUMBERS = (
     "MAX_IMAGE_PIXELS",
     "OUTPUT_URL_TTL",
     "THUMBNAIL_SIZE",
+    "STALE_AFTER",
+    "MAX_PROMPT_LENGTH",
+    "OPENAI_WAIT_TIMEOUT",
 )
 
 

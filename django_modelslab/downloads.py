@@ -20,6 +20,7 @@ import httpx
 
 from . import __version__
 from .exceptions import DownloadError, DownloadRefused
+from .tls import shared_context
 
 #: Bytes kept in memory before the download spills to a temporary file on disk.
 SPOOL_MAX_MEMORY = 1024 * 1024
@@ -184,7 +185,9 @@ def download(
     shown = _shown(url)
     own_client = client is None
     if client is None:
-        client = httpx.Client(follow_redirects=False, headers={"User-Agent": USER_AGENT})
+        client = httpx.Client(
+            follow_redirects=False, headers={"User-Agent": USER_AGENT}, verify=shared_context()
+        )
     request_timeout = httpx.Timeout(timeout, connect=connect_timeout)
     deadline = time.monotonic() + timeout
     try:

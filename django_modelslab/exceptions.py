@@ -116,3 +116,29 @@ class DownloadRefused(DownloadError):
 
 class InvalidImage(DownloadError):
     """The bytes are not an image we accept (format, size, decompression bomb)."""
+
+
+class StorageError(ModelsLabError):
+    """The image could not be written to (or read from) storage: credentials, missing bucket,
+    unreachable endpoint, full disk. ``code`` and ``status_code`` are S3's when known."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: str | None = None,
+        code: str | None = None,
+        status_code: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.key = key
+        self.code = code
+        self.status_code = status_code
+
+
+class GenerationInProgress(ModelsLabError):
+    """The request is queued or processing; it cannot be regenerated until it finishes."""
+
+
+class WaitTimedOut(ModelsLabError):
+    """ModelsLab was still processing the job when ``MAX_WAIT`` ran out."""

@@ -29,6 +29,12 @@ CACHE_KEY_FIELDS = (
 )
 
 
+def request_id_from_track_id(track_id: str) -> int | None:
+    """The request a track id (``"<request id>-<attempt>"``) belongs to, if it is one of ours."""
+    head, _, attempt = track_id.partition("-")
+    return int(head) if head.isdigit() and attempt.isdigit() else None
+
+
 class GenerationRequest(models.Model):
     """One generation: its parameters, its state, and the provider's raw answers."""
 
@@ -90,6 +96,11 @@ class GenerationRequest(models.Model):
     )
     cost = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
     cache_key = models.CharField(max_length=64, blank=True)
+    regeneration_batch = models.CharField(
+        max_length=32,
+        blank=True,
+        help_text=_("The regenerate_images run that last regenerated this request."),
+    )
     cached_from = models.ForeignKey(
         "self",
         null=True,
@@ -114,12 +125,18 @@ class GenerationRequest(models.Model):
             models.Index(fields=["status"], name="modelslab_req_status"),
             models.Index(fields=["cache_key"], name="modelslab_req_cache_key"),
             models.Index(fields=["provider_id"], name="modelslab_req_provider_id"),
+            models.Index(fields=["track_id"], name="modelslab_req_track_id"),
+            models.Index(fields=["regeneration_batch"], name="modelslab_req_batch"),
         ]
         permissions = [("generate_images", _("Can generate and regenerate images"))]
 
     def __str__(self) -> str:
         prompt = self.prompt if len(self.prompt) <= 60 else self.prompt[:59] + "…"
         return f"#{self.pk} {prompt}"
+
+    def new_track_id(self) -> str:
+        """The track id of the current attempt, echoed by ModelsLab in webhooks."""
+        return f"{self.pk}-{self.attempts}"
 
     @property
     def is_finished(self) -> bool:
@@ -208,3 +225,39 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class WebhookDelivery(models.Model):
+    """One POST from ModelsLab to the webhook view, kept whatever happened to it."""
+
+    class Outcome(models.TextChoices):
+        REJECTED = "rejected", _("Rejected (bad secret or body)")
+        UNKNOWN = "unknown", _("No matching request")
+        DUPLICATE = "duplicate", _("Already handled")
+        ACCEPTED = "accepted", _("Accepted: result being confirmed")
+        ERROR = "error", _("Error while handling")
+
+    received_at = models.DateTimeField(auto_now_add=True)
+    valid = models.BooleanField(default=False, help_text=_("The URL carried a known secret."))
+    outcome = models.CharField(max_length=20, choices=Outcome.choices)
+    error = models.TextField(blank=True)
+    body = models.JSONField(null=True, blank=True, help_text=_("The payload, key redacted."))
+    raw_body = models.TextField(blank=True, help_text=_("The payload when it was not JSON."))
+    remote_addr = models.GenericIPAddressField(null=True, blank=True)
+    provider_id = models.CharField(max_length=64, blank=True)
+    track_id = models.CharField(max_length=64, blank=True)
+    request = models.ForeignKey(
+        GenerationRequest,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="webhook_deliveries",
+    )
+
+    class Meta:
+        ordering = ("-received_at", "-pk")
+        verbose_name = _("webhook delivery")
+        verbose_name_plural = _("webhook deliveries")
+
+    def __str__(self) -> str:
+        return f"{self.received_at:%Y-%m-%d %H:%M:%S} {self.outcome} {self.track_id}"

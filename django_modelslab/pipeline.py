@@ -10,27 +10,33 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from datetime import timedelta
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
+from django.urls import reverse
 from django.utils import timezone
 
-from .client import ModelsLabClient, ProviderResponse
+from .client import ModelsLabClient, ProviderResponse, redact
 from .conf import get_setting, get_settings
 from .downloads import download
 from .exceptions import (
+    AmbiguousSubmission,
     DownloadError,
     GenerationFailed,
+    GenerationInProgress,
     ModelsLabError,
     ProviderError,
     ProviderRejected,
+    StorageError,
+    WaitTimedOut,
 )
 from .models import GeneratedImage, GenerationRequest
-from .storage import StoredImage, get_image_storage, store_file
+from .storage import StoredImage, get_image_storage, image_metadata, store_file
 from .thumbnails import make_thumbnail
 
 logger = logging.getLogger("django_modelslab.pipeline")
@@ -41,14 +47,6 @@ Status = GenerationRequest.Status
 SUBMITTABLE = (Status.PENDING, Status.FAILED)
 #: Statuses from which ``run`` may claim a request.
 CLAIMABLE = (Status.PENDING, Status.QUEUED)
-
-
-class GenerationInProgress(ModelsLabError):
-    """The request is queued or processing; it cannot be regenerated until it finishes."""
-
-
-class WaitTimedOut(ModelsLabError):
-    """The provider was still processing when MAX_WAIT ran out."""
 
 
 def build_client() -> ModelsLabClient:
@@ -68,25 +66,32 @@ def build_client() -> ModelsLabClient:
 # --- faces call these -------------------------------------------------------------------
 
 
-def submit(request: GenerationRequest) -> GenerationRequest:
+def submit(request: GenerationRequest, *, enqueue: bool = True) -> GenerationRequest:
     """Queue ``request`` (saving it first if new); the task starts once the transaction commits.
 
     Idempotent: a request already queued, processing or succeeded is returned unchanged.
     A failed request is retried: a job the provider may still finish is polled, not resubmitted.
+    ``enqueue=False`` only marks it queued, for callers that :func:`run` it themselves.
     """
     if request.pk is None:
         request.save()
     queued = GenerationRequest.objects.filter(pk=request.pk, status__in=SUBMITTABLE).update(
         status=Status.QUEUED, submitted_at=timezone.now(), updated_at=timezone.now()
     )
-    if queued:
+    if queued and enqueue:
         _enqueue_on_commit(request.pk)
     request.refresh_from_db()
     return request
 
 
-def regenerate(request: GenerationRequest) -> GenerationRequest:
-    """Start a fresh provider job; earlier images stay, marked superseded. Bypasses the cache."""
+def regenerate(
+    request: GenerationRequest, *, batch: str = "", enqueue: bool = True
+) -> GenerationRequest:
+    """Start a fresh provider job; earlier images stay, marked superseded. Bypasses the cache.
+
+    ``batch`` names the ``regenerate_images`` run doing it; ``enqueue=False`` as for
+    :func:`submit`.
+    """
     with transaction.atomic():
         locked = GenerationRequest.objects.select_for_update().get(pk=request.pk)
         if locked.status in (Status.QUEUED, Status.PROCESSING):
@@ -99,9 +104,11 @@ def regenerate(request: GenerationRequest) -> GenerationRequest:
         locked.error = ""
         locked.cached_from = None
         locked.use_cache = False
+        locked.regeneration_batch = batch
         locked.submitted_at = timezone.now()
         locked.save()
-        _enqueue_on_commit(locked.pk)
+        if enqueue:
+            _enqueue_on_commit(locked.pk)
     request.refresh_from_db()
     return request
 
@@ -127,24 +134,159 @@ def _enqueue_on_commit(request_id: int) -> None:
 
 
 def run(request_id: int, *, sleep: Callable[[float], None] = time.sleep) -> GenerationRequest:
-    """Drive one request to ``succeeded`` or ``failed``. Safe to call twice."""
+    """Drive one request to ``succeeded`` or ``failed``. Safe to call twice.
+
+    With webhooks on, a job ModelsLab queues leaves the request ``processing`` and frees the
+    worker: the webhook (or, if it never comes, :func:`sweep_stale`) continues it.
+    """
     request = _claim(request_id)
     if request is None:
         return GenerationRequest.objects.get(pk=request_id)
     logger.info("Generation #%s: attempt %s started", request.pk, request.attempts)
-    try:
+    with _failures_recorded(request):
         if _reuse_cached_images(request):
             return request
         with build_client() as client:
-            response = _provider_result(request, client, sleep)
-            stored = [_copy_output(request, url) for url in request.output_urls]
-        _finish(request, stored, seed=response.seed if response else None)
-    except (ProviderError, DownloadError, WaitTimedOut) as exc:
+            response = _provider_result(request, client)
+            if response is not None and response.processing:
+                if webhook_url() is not None:
+                    logger.info("Generation #%s: waiting for the webhook", request.pk)
+                    return request
+                response = _wait(request, client, response, sleep)
+            _complete(request, response)
+    return request
+
+
+def resume(request_id: int) -> GenerationRequest:
+    """Finish a request whose job may be done (a webhook said so).
+
+    Works on ``processing`` requests, and on ``failed`` ones whose job is known (say, failed by
+    MAX_WAIT just before the webhook came): images that arrive late still count.
+
+    The news is confirmed through the fetch endpoint before anything is stored; a job still
+    processing is left alone. Never submits a job, so duplicate or concurrent calls are harmless:
+    the first to finish records the images, the others find the attempt finished.
+    """
+    request = GenerationRequest.objects.get(pk=request_id)
+    if request.status not in (Status.PROCESSING, Status.FAILED) or not request.provider_id:
+        return request
+    with _failures_recorded(request), build_client() as client:
+        fetch = partial(client.fetch, request.provider_id)
+        response = _call(request, "fetch", fetch, keep=False)
+        if response.processing:
+            request.save(update_fields=["updated_at"])
+            return request
+        _complete(request, response)
+    return request
+
+
+def sweep_stale(*, now: datetime | None = None) -> list[int]:
+    """Pick up requests stuck in ``queued`` or ``processing``; returns the ids re-queued.
+
+    Stuck means no progress for ``STALE_AFTER`` seconds past the provider's eta (a worker
+    died, a task or webhook was lost). Each is queued again (its job is polled, never
+    resubmitted) or, after ``MAX_ATTEMPTS`` attempts, failed with the reason.
+    """
+    now = now or timezone.now()
+    requeued = []
+    for request in stale_requests(now=now):
+        if request.attempts >= get_setting("MAX_ATTEMPTS"):
+            GenerationRequest.objects.filter(
+                pk=request.pk, status=request.status, updated_at=request.updated_at
+            ).update(
+                status=Status.FAILED,
+                finished_at=now,
+                updated_at=now,
+                error=f"Stuck in {request.status} after {request.attempts} attempt(s) "
+                f"(MAX_ATTEMPTS); submit it again to keep polling job "
+                f"{request.provider_id or '(none)'}, or regenerate it.",
+            )
+        elif requeue(request):
+            requeued.append(request.pk)
+    if requeued:
+        logger.warning("Re-queued %s stuck generation request(s): %s", len(requeued), requeued)
+    return requeued
+
+
+def stale_requests(*, now: datetime | None = None) -> list[GenerationRequest]:
+    """Requests queued or processing with no progress for STALE_AFTER s past their eta."""
+    now = now or timezone.now()
+    limit = now - timedelta(seconds=get_setting("STALE_AFTER"))
+    candidates = GenerationRequest.objects.filter(
+        status__in=(Status.QUEUED, Status.PROCESSING), updated_at__lt=limit
+    )
+    return [r for r in candidates if r.updated_at + timedelta(seconds=r.eta or 0) < limit]
+
+
+def requeue(request: GenerationRequest, *, enqueue: bool = True) -> bool:
+    """Queue a queued or processing request again, if nobody touched it since it was read.
+
+    For a request whose worker is gone: the next run polls its job or copies its outputs,
+    never submitting a second job for a job that may exist.
+    """
+    requeued = GenerationRequest.objects.filter(
+        pk=request.pk,
+        status__in=(Status.QUEUED, Status.PROCESSING),
+        status=request.status,
+        updated_at=request.updated_at,
+    ).update(status=Status.QUEUED, updated_at=timezone.now())
+    if requeued and enqueue:
+        _enqueue_on_commit(request.pk)
+    return bool(requeued)
+
+
+def requests_with_missing_files(requests: QuerySet[GenerationRequest]) -> list[int]:
+    """Ids of ``requests`` with a current image whose file is absent from storage.
+
+    Asks the storage once per distinct key (a HEAD request on S3).
+    """
+    images = GeneratedImage.objects.filter(request__in=requests, superseded=False)
+    missing: dict[str, bool] = {}
+    found = set()
+    for request_id, name in images.values_list("request_id", "image").order_by("request_id"):
+        if name not in missing:
+            missing[name] = not get_image_storage().exists(name)
+        if missing[name]:
+            found.add(request_id)
+    return sorted(found)
+
+
+def webhook_url() -> str | None:
+    """Where ModelsLab should POST when a job finishes; None while webhooks are off."""
+    conf = get_settings()
+    if not (conf["PUBLIC_BASE_URL"] and conf["WEBHOOK_SECRETS"]):
+        return None
+    path = reverse("modelslab:webhook", kwargs={"secret": conf["WEBHOOK_SECRETS"][0]})
+    return conf["PUBLIC_BASE_URL"].rstrip("/") + path
+
+
+@contextmanager
+def _failures_recorded(request: GenerationRequest) -> Iterator[None]:
+    """Record any failure on the request; unexpected errors are re-raised after that."""
+    try:
+        yield
+    except (ProviderError, DownloadError, StorageError, WaitTimedOut) as exc:
         _fail(request, exc)
     except Exception as exc:
         _fail(request, exc)
         raise
-    return request
+
+
+def _complete(request: GenerationRequest, response: ProviderResponse | None) -> None:
+    """Copy the outputs into storage and record them (``response`` None: URLs already known)."""
+    if response is not None:
+        if not response.output_urls:
+            raise GenerationFailed(
+                "ModelsLab reported success but returned no output URLs.", response=response.raw
+            )
+        request.output_urls = list(response.output_urls)
+        ttl = timedelta(seconds=get_setting("OUTPUT_URL_TTL"))
+        request.outputs_expire_at = timezone.now() + ttl
+        request.save(
+            update_fields=["output_urls", "outputs_expire_at", "provider_responses", "updated_at"]
+        )
+    stored = [_copy_output(request, url) for url in request.output_urls]
+    _finish(request, stored, seed=response.seed if response else None)
 
 
 def _claim(request_id: int) -> GenerationRequest | None:
@@ -205,32 +347,32 @@ def _reuse_cached_images(request: GenerationRequest) -> bool:
 
 
 def _provider_result(
-    request: GenerationRequest, client: ModelsLabClient, sleep: Callable[[float], None]
+    request: GenerationRequest, client: ModelsLabClient
 ) -> ProviderResponse | None:
-    """Get the output URLs onto the request: resume what a failed attempt left, else a new job.
+    """Continue what an earlier attempt left, else submit a new job; None: URLs are known.
 
-    Resuming is what keeps a retry from paying twice: URLs that are still alive are copied
-    again, and a job that was still processing is polled rather than resubmitted.
+    This is what keeps a retry from paying twice: output URLs still alive are copied again,
+    a job still processing is polled, and a submission whose answer was lost (track id saved,
+    no provider id) is never sent again: it fails with the reason until a person regenerates.
     """
     if request.output_urls and not _outputs_expired(request):
         return None
-    if request.output_urls or not request.provider_id:
-        _forget_provider_job(request)
-        request.track_id = f"{request.pk}-{request.attempts}"
-        response = _call(request, "text2img", lambda: client.text2img(_provider_params(request)))
-        request.provider_id = response.provider_id or ""
-        request.eta = response.eta
-        request.save(
-            update_fields=["provider_id", "track_id", "eta", "provider_responses", "updated_at"]
+    if request.provider_id and not request.output_urls:
+        return _call(request, "fetch", partial(client.fetch, request.provider_id))
+    if request.track_id and not request.provider_id:
+        raise AmbiguousSubmission(
+            f"An earlier attempt submitted job {request.track_id!r} and its answer was lost; "
+            "ModelsLab may have accepted (and billed) it, so it is not sent again. "
+            "Regenerate the request to start a new job."
         )
-    else:
-        response = _call(request, "fetch", lambda: client.fetch(request.provider_id))
-    response = _wait(request, client, response, sleep)
-    request.output_urls = list(response.output_urls)
-    request.outputs_expire_at = timezone.now() + timedelta(seconds=get_setting("OUTPUT_URL_TTL"))
-    request.save(
-        update_fields=["output_urls", "outputs_expire_at", "provider_responses", "updated_at"]
-    )
+    _forget_provider_job(request)
+    # Saved before the call: if this process dies mid-call, the next attempt knows.
+    request.track_id = request.new_track_id()
+    request.save(update_fields=["provider_id", "track_id", "output_urls", "eta", "updated_at"])
+    response = _call(request, "text2img", lambda: client.text2img(_provider_params(request)))
+    request.provider_id = response.provider_id or ""
+    request.eta = response.eta
+    request.save(update_fields=["provider_id", "eta", "provider_responses", "updated_at"])
     return response
 
 
@@ -240,7 +382,11 @@ def _wait(
     response: ProviderResponse,
     sleep: Callable[[float], None],
 ) -> ProviderResponse:
-    """Poll fetch until the job is done, pausing ``eta`` first and backing off up to MAX_WAIT."""
+    """Poll fetch until the job is done, pausing ``eta`` first and backing off up to MAX_WAIT.
+
+    Each poll touches ``updated_at``: a request whose poller died stops moving, and
+    :func:`sweep_stale` picks it up.
+    """
     conf = get_settings()
     deadline = time.monotonic() + conf["MAX_WAIT"]
     pause = max(conf["POLL_INTERVAL"], response.eta or 0.0)
@@ -258,11 +404,8 @@ def _wait(
         sleep(pause)
         # Short "still processing" answers are not kept: only the final one (or an error).
         response = _call(request, "fetch", partial(client.fetch, request.provider_id), keep=False)
+        request.save(update_fields=["updated_at"])
         pause = min(conf["POLL_INTERVAL_MAX"], pause * 1.5)
-    if not response.output_urls:
-        raise GenerationFailed(
-            "ModelsLab reported success but returned no output URLs.", response=response.raw
-        )
     return response
 
 
@@ -273,13 +416,20 @@ def _call(
     *,
     keep: bool = True,
 ) -> ProviderResponse:
-    """Make one provider call, keeping its raw answer (or its error's) on the request."""
+    """Make one provider call, keeping its raw answer (or its error's) on the request.
+
+    After an error, the job is forgotten (so a retry starts a new one) when it is over or
+    certainly never started; it is kept when ModelsLab may still have it.
+    """
     try:
         response = send()
     except ProviderError as exc:
         _record(request, call, exc.response, status_code=exc.status_code)
-        if isinstance(exc, ProviderRejected | GenerationFailed):
-            request.provider_id = ""  # the job is over; a retry starts a new one
+        job_over = isinstance(exc, ProviderRejected | GenerationFailed)
+        never_started = call == "text2img" and not exc.may_have_been_accepted
+        if job_over or never_started:
+            request.provider_id = ""
+            request.track_id = ""
         raise
     if keep or not response.processing:
         _record(request, call, response.raw)
@@ -298,6 +448,9 @@ def _provider_params(request: GenerationRequest) -> dict[str, Any]:
         samples=request.samples,
         track_id=request.track_id,
     )
+    webhook = webhook_url()
+    if webhook is not None:
+        params["webhook"] = webhook
     optional = {
         "negative_prompt": request.negative_prompt or None,
         "num_inference_steps": request.steps,
@@ -326,6 +479,10 @@ def _copy_output(request: GenerationRequest, url: str) -> tuple[StoredImage, Sto
             storage=storage,
             prefix=conf["UPLOAD_PREFIX"],
             max_pixels=conf["MAX_IMAGE_PIXELS"],
+            metadata=image_metadata(
+                request_id=request.pk, model_id=request.model_id, prompt=request.prompt
+            ),
+            known=partial(_recorded, fetched.sha256),
         )
         thumbnail = make_thumbnail(
             fetched.file,
@@ -337,6 +494,11 @@ def _copy_output(request: GenerationRequest, url: str) -> tuple[StoredImage, Sto
     return image, thumbnail
 
 
+def _recorded(sha256: str, key: str) -> bool:
+    """Whether a row already records ``key``: then the storage is not even asked (no HEAD)."""
+    return GeneratedImage.objects.filter(sha256=sha256, image=key).exists()
+
+
 def _finish(
     request: GenerationRequest,
     stored: list[tuple[StoredImage, StoredImage]],
@@ -345,9 +507,8 @@ def _finish(
 ) -> None:
     """Record the images and mark success, unless another run finished this attempt first."""
     with transaction.atomic():
-        current = GenerationRequest.objects.select_for_update().get(pk=request.pk)
-        if current.status != Status.PROCESSING or current.attempts != request.attempts:
-            logger.warning("Generation #%s: attempt superseded; results dropped", request.pk)
+        if not _still_current(request, allow_failed=True):
+            logger.warning("Generation #%s: attempt already finished; results dropped", request.pk)
             return
         outputs = zip(request.output_urls, stored, strict=True)
         for position, (url, (image, thumbnail)) in enumerate(outputs):
@@ -372,8 +533,23 @@ def _finish(
 
 def _fail(request: GenerationRequest, exc: BaseException) -> None:
     request.error = _reason(exc)
-    _mark(request, Status.FAILED)
+    with transaction.atomic():
+        if not _still_current(request):
+            logger.warning("Generation #%s: attempt already finished: %s", request.pk, exc)
+            return
+        _mark(request, Status.FAILED)
     logger.warning("Generation #%s failed: %s", request.pk, request.error)
+
+
+def _still_current(request: GenerationRequest, *, allow_failed: bool = False) -> bool:
+    """Lock the row; True while this attempt is the one in progress.
+
+    Images that arrive after the same attempt was failed (say, by MAX_WAIT while a webhook
+    was on its way) still count: the failure is replaced by the success.
+    """
+    current = GenerationRequest.objects.select_for_update().get(pk=request.pk)
+    statuses = (Status.PROCESSING, Status.FAILED) if allow_failed else (Status.PROCESSING,)
+    return current.status in statuses and current.attempts == request.attempts
 
 
 def _mark(request: GenerationRequest, status: str) -> None:
@@ -394,6 +570,8 @@ def _reason(exc: BaseException) -> str:
 def _record(
     request: GenerationRequest, call: str, body: Any, *, status_code: int | None = None
 ) -> None:
+    for secret in get_setting("WEBHOOK_SECRETS"):
+        body = redact(body, secret)  # ModelsLab echoes the webhook URL, secret included
     entry: dict[str, Any] = {"at": timezone.now().isoformat(), "call": call, "body": body}
     if status_code is not None:
         entry["status_code"] = status_code

@@ -7,10 +7,11 @@ nothing. :func:`store_file` works with any Django storage; the
 saved through a ``FileField``.
 
 Storage hook: what gets saved is a :class:`VerifiedImage` (a Django ``File``) carrying
-``.info`` (an :class:`ImageInfo`) and ``.content_type`` (from the real format). django-storages'
-``S3Storage`` already reads ``content.content_type`` for ``ContentType``; an S3 subclass adds
-``Cache-Control`` in ``get_object_parameters`` and may override :meth:`put_if_absent` (for
-example with a conditional ``IfNoneMatch="*"`` PUT).
+``.info`` (an :class:`ImageInfo`), ``.content_type`` (from the real format) and ``.metadata``
+(``sha256`` plus what the caller adds). :class:`ContentAddressedS3Storage` (django-storages'
+``S3Storage``) turns these into the object's ``Content-Type``, ``Cache-Control`` and
+``x-amz-meta-*`` headers and writes with a conditional ``If-None-Match: *`` PUT. It is
+imported lazily: projects on the filesystem storage never import boto3.
 """
 
 from __future__ import annotations
@@ -22,8 +23,13 @@ import os
 import re
 import secrets
 import struct
-from dataclasses import dataclass
+import sys
+import threading
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import IO, Any
+from urllib.parse import quote
 
 from django.conf import settings
 from django.core.exceptions import SuspiciousFileOperation
@@ -35,8 +41,8 @@ from django.dispatch import receiver
 from django.utils.functional import LazyObject, empty
 from PIL import Image, UnidentifiedImageError
 
-from .conf import get_setting
-from .exceptions import InvalidImage
+from .conf import DEFAULTS, get_setting
+from .exceptions import InvalidImage, StorageError
 
 #: Pillow format -> (extension, content type). Nothing else is accepted.
 FORMATS: dict[str, tuple[str, str]] = {
@@ -45,8 +51,13 @@ FORMATS: dict[str, tuple[str, str]] = {
     "WEBP": ("webp", "image/webp"),
     "GIF": ("gif", "image/gif"),
 }
-#: A year, immutable: a content-addressed key never changes meaning.
-CACHE_CONTROL = "public, max-age=31536000, immutable"
+#: A year, immutable: a content-addressed key never changes meaning (``CACHE_CONTROL``).
+CACHE_CONTROL: str = DEFAULTS["CACHE_CONTROL"]
+#: Images with more pixels are checked without decoding them whole, so memory stays
+#: bounded (RGBA at this size is 10 MB): see :func:`inspect_image`.
+FULL_DECODE_PIXELS = 2_500_000
+#: S3 allows 2 KB of user metadata in all; a prompt (when allowed) is cut to fit.
+MAX_PROMPT_METADATA = 1024
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 64 * 1024
 
@@ -71,6 +82,7 @@ class StoredImage:
     size: int
     info: ImageInfo
     uploaded: bool  # False when the key was already stored (nothing written)
+    metadata: dict[str, str] = field(default_factory=dict)  # what the object was given
 
 
 class VerifiedImage(File):
@@ -82,10 +94,12 @@ class VerifiedImage(File):
         info: ImageInfo,
         name: str | None = None,
         size: int | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(file, name)
         self.info = info
         self.content_type = info.content_type
+        self.metadata: dict[str, str] = dict(metadata or {})
         if size is not None:
             self.size = size
 
@@ -94,9 +108,14 @@ def inspect_image(file: IO[bytes], *, max_pixels: int) -> ImageInfo:
     """Identify and verify an image; raise :class:`InvalidImage` when it is not acceptable.
 
     Only PNG, JPEG, WebP and GIF are accepted. The pixel count is checked from the header
-    before anything is decoded (Pillow's own ``Image.MAX_IMAGE_PIXELS`` guard applies too),
-    then the image is verified and fully decoded, so truncated files are refused. The file
-    is rewound.
+    before anything is decoded (Pillow's own ``Image.MAX_IMAGE_PIXELS`` guard applies too).
+    Then truncated or corrupt files are refused with memory bounded by
+    :data:`FULL_DECODE_PIXELS` whatever the image size: up to that many pixels the image
+    is fully decoded; above it, PNG is checked chunk by chunk (every CRC through ``IEND``)
+    and its pixel data inflated piece by piece to exactly the size the header promises,
+    JPEG is decoded at 1/8 scale (every byte of entropy-coded data is still read, so a
+    truncated file fails), WebP's RIFF chunk sizes must add up to the file and GIF must end
+    with its trailer. The file is rewound.
     """
     file.seek(0)
     try:
@@ -111,10 +130,13 @@ def inspect_image(file: IO[bytes], *, max_pixels: int) -> ImageInfo:
                 raise InvalidImage(f"Invalid image size {width}x{height}")
             if width * height > max_pixels:
                 raise _bomb(width * height, max_pixels, f"{width}x{height} ")
-            img.verify()
+            img.verify()  # PNG: every chunk's CRC, through IEND; others: little or nothing
         file.seek(0)
-        with Image.open(file, formats=[fmt]) as img:
-            img.load()  # decode: verify() does not catch truncated JPEG/WebP data
+        if width * height <= FULL_DECODE_PIXELS:
+            with Image.open(file, formats=[fmt]) as img:
+                img.load()  # decode: verify() does not catch truncated JPEG/WebP data
+        else:
+            _check_large_image(file, fmt, width, height)
     except InvalidImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -127,6 +149,92 @@ def inspect_image(file: IO[bytes], *, max_pixels: int) -> ImageInfo:
         file.seek(0)
     extension, content_type = FORMATS[fmt]
     return ImageInfo(fmt, extension, content_type, width, height)
+
+
+def _check_large_image(file: IO[bytes], fmt: str, width: int, height: int) -> None:
+    """Validate an image too large to decode whole (memory stays a few MB)."""
+    if fmt == "JPEG":
+        with Image.open(file, formats=[fmt]) as img:
+            img.draft(img.mode, (-(-width // 8), -(-height // 8)))
+            img.load()
+    elif fmt == "WEBP":
+        _check_riff(file)
+    elif fmt == "GIF":
+        file.seek(-1, os.SEEK_END)
+        if file.read(1) != b";":
+            raise InvalidImage("Unreadable or corrupt image: GIF trailer missing (truncated?)")
+    elif fmt == "PNG":  # verify() has checked every chunk's CRC; now the pixel data
+        _check_png_data(file, width, height)
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2))
+_ADAM7 += ((0, 1, 1, 2),)
+
+
+def _check_png_data(file: IO[bytes], width: int, height: int) -> None:
+    """Inflate the IDAT stream in bounded pieces: it must end, with exactly the bytes the
+    header promises (zlib checks its Adler-32). Nothing is kept but counters."""
+    file.seek(8)
+    length, kind = struct.unpack(">I4s", file.read(8))
+    ihdr = file.read(length)
+    if kind != b"IHDR" or len(ihdr) < 13:
+        raise InvalidImage("Unreadable or corrupt image: PNG header missing")
+    depth, color, interlace = ihdr[8], ihdr[9], ihdr[12]
+    bits = _PNG_CHANNELS.get(color, 0) * depth
+    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+    expected = 0
+    for x0, y0, dx, dy in passes:
+        columns, rows = -(-(width - x0) // dx), -(-(height - y0) // dy)
+        if columns > 0 and rows > 0:
+            expected += rows * (1 + -(-columns * bits // 8))
+    file.seek(8 + 8 + length + 4)
+    inflate = zlib.decompressobj()
+    produced = 0
+    while header := file.read(8):
+        length, kind = struct.unpack(">I4s", header)
+        if kind == b"IEND":
+            break
+        if kind != b"IDAT":
+            file.seek(length + 4, os.SEEK_CUR)
+            continue
+        remaining = length
+        while remaining:
+            data = file.read(min(remaining, _CHUNK))
+            remaining -= len(data)
+            while data and not inflate.eof:
+                produced += len(inflate.decompress(data, _CHUNK))
+                data = inflate.unconsumed_tail
+        file.seek(4, os.SEEK_CUR)
+    while not inflate.eof and (out := inflate.decompress(b"", _CHUNK)):
+        produced += len(out)
+    if not inflate.eof or produced != expected:
+        raise InvalidImage(
+            f"Unreadable or corrupt image: PNG pixel data is {produced} bytes, {expected} expected"
+        )
+
+
+def _check_riff(file: IO[bytes]) -> None:
+    """WebP: the RIFF size must match the file, and the chunks must tile it exactly."""
+    file.seek(0, os.SEEK_END)
+    total = file.tell()
+    file.seek(0)
+    header = file.read(12)
+    if len(header) < 12 or header[:4] != b"RIFF" or header[8:] != b"WEBP":
+        raise InvalidImage("Unreadable or corrupt image: not a RIFF/WEBP file")
+    end = 8 + struct.unpack("<I", header[4:8])[0]
+    if end > total:
+        raise InvalidImage(f"Unreadable or corrupt image: WebP truncated ({total} of {end} bytes)")
+    position = 12
+    while position < end:
+        file.seek(position)
+        chunk = file.read(8)
+        if len(chunk) < 8:
+            raise InvalidImage("Unreadable or corrupt image: WebP chunk header cut off")
+        length = struct.unpack("<I", chunk[4:])[0]
+        position += 8 + length + (length & 1)
+    if position != end:
+        raise InvalidImage("Unreadable or corrupt image: WebP chunk sizes do not add up")
 
 
 def _bomb(pixels: int, max_pixels: int, size: str = "") -> InvalidImage:
@@ -157,6 +265,67 @@ def _hash_file(file: IO[bytes]) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+def image_metadata(
+    *, request_id: object = None, model_id: str = "", prompt: str = ""
+) -> dict[str, str]:
+    """Object metadata for a generated image: request id, model id, and the prompt only
+    when ``STORE_PROMPT_METADATA`` allows it (prompts can be private).
+
+    Values are ASCII (S3 sends metadata as HTTP headers): the prompt is percent-encoded
+    (UTF-8) and cut to :data:`MAX_PROMPT_METADATA` characters.
+    """
+    metadata: dict[str, str] = {}
+    if request_id is not None:
+        metadata["request-id"] = str(request_id)
+    if model_id:
+        metadata["model-id"] = quote(model_id, safe="/:@._-")
+    if prompt and get_setting("STORE_PROMPT_METADATA"):
+        encoded = quote(prompt, safe=" ,.;:!?'()/_-")[:MAX_PROMPT_METADATA]
+        metadata["prompt"] = re.sub(r"%[0-9A-F]?$", "", encoded)  # no half escape at the end
+    return metadata
+
+
+def _storage_error_types() -> tuple[type[BaseException], ...]:
+    """OSError, plus boto's errors when boto is loaded (it is whenever S3 is in use)."""
+    types: list[type[BaseException]] = [OSError]
+    botocore = sys.modules.get("botocore.exceptions")
+    if botocore is not None:
+        types += [botocore.BotoCoreError, botocore.ClientError]
+    boto3 = sys.modules.get("boto3.exceptions")
+    if boto3 is not None:
+        types.append(boto3.Boto3Error)
+    return tuple(types)
+
+
+_HINTS = {
+    "403": "check the storage credentials and the bucket's permissions",
+    "AccessDenied": "check the storage credentials and the bucket's permissions",
+    "InvalidAccessKeyId": "check the storage access key",
+    "SignatureDoesNotMatch": "check the storage secret key",
+}
+
+
+@contextlib.contextmanager
+def _storage_errors(key: str, storage: Storage, action: str = "Storing") -> Iterator[None]:
+    """Turn a storage backend's failure into :class:`StorageError` naming key and reason."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except _storage_error_types() as exc:
+        error = getattr(exc, "response", None) or {}
+        code = str(error.get("Error", {}).get("Code", "")) or None
+        status = error.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        hint = _HINTS.get(code or "", "")
+        bucket = getattr(storage, "bucket_name", None)
+        where = f"bucket {bucket!r}" if bucket else type(storage).__name__
+        reason = str(exc) if code else f"{type(exc).__name__}: {exc}"
+        message = f"{action} {key} in {where} failed: {reason}"
+        raise StorageError(
+            f"{message} ({hint})" if hint else message, key=key, code=code, status_code=status
+        ) from exc
+
+
 def store_file(
     file: IO[bytes],
     *,
@@ -165,12 +334,18 @@ def store_file(
     storage: Storage | None = None,
     prefix: str | None = None,
     max_pixels: int | None = None,
+    metadata: Mapping[str, str] | None = None,
+    known: Callable[[str], bool] | None = None,
 ) -> StoredImage:
     """Verify ``file`` as an image and store it under its content key unless already there.
 
     ``sha256`` and ``size`` are what the download computed while streaming (both are
     computed here when omitted). Settings fill in ``storage`` (:data:`image_storage`),
     ``prefix`` (``UPLOAD_PREFIX``) and ``max_pixels`` (``MAX_IMAGE_PIXELS``).
+    ``metadata`` goes onto the stored object with ``sha256`` (storages that keep object
+    metadata, such as S3). ``known(key)`` returning True means the database already records
+    that key: the storage is not asked at all (no HEAD). A failing storage (credentials,
+    missing bucket, unreachable endpoint, full disk) raises :class:`StorageError`.
     """
     if sha256 is None or size is None:
         sha256, size = _hash_file(file)
@@ -180,19 +355,53 @@ def store_file(
     info = inspect_image(file, max_pixels=max_pixels)
     key = content_key(sha256, info.extension, prefix)
     validate_file_name(key, allow_relative_path=True)  # a bad UPLOAD_PREFIX ("../") fails here
-    content = VerifiedImage(file, info, name=key, size=size)
-    if isinstance(storage, ContentAddressedStorageMixin):
-        uploaded = storage.put_if_absent(key, content)
-    elif storage.exists(key):
+    object_metadata = {**(metadata or {}), "sha256": sha256}
+    content = VerifiedImage(file, info, name=key, size=size, metadata=object_metadata)
+    if known is not None and known(key):
         uploaded = False
     else:
-        saved = storage.save(key, content)
-        uploaded = True
-        if saved != key:  # a renaming storage lost a race: the key holds the same bytes
-            storage.delete(saved)
-            uploaded = False
+        with _storage_errors(key, storage):
+            uploaded = _put(storage, key, content)
     file.seek(0)
-    return StoredImage(key=key, sha256=sha256, size=size, info=info, uploaded=uploaded)
+    return StoredImage(
+        key=key, sha256=sha256, size=size, info=info, uploaded=uploaded, metadata=object_metadata
+    )
+
+
+def _put(storage: Storage, key: str, content: VerifiedImage) -> bool:
+    if isinstance(storage, ContentAddressedStorageMixin):
+        return storage.put_if_absent(key, content)
+    if storage.exists(key):
+        return False
+    saved = storage.save(key, content)
+    if saved != key:  # a renaming storage lost a race: the key holds the same bytes
+        storage.delete(saved)
+        return False
+    return True
+
+
+def stored_digest(storage: Storage, name: str) -> tuple[str, int] | None:
+    """SHA-256 and size of the bytes stored under ``name``, read in chunks.
+
+    None when nothing is stored there; :class:`StorageError` when the storage fails.
+    """
+    with _storage_errors(name, storage, "Reading"):
+        try:
+            if isinstance(storage, ContentAddressedStorageMixin):
+                return storage.digest(name)
+            with storage.open(name, "rb") as stored:
+                return _hash_chunks(stored.chunks(_CHUNK))
+        except FileNotFoundError:
+            return None
+
+
+def _hash_chunks(chunks: Any) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    for chunk in chunks:
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
 
 
 class ContentAddressedStorageMixin:
@@ -201,8 +410,6 @@ class ContentAddressedStorageMixin:
     ``get_available_name`` never adds a random suffix, and saving a name that already exists
     writes nothing and returns that name. Subclasses write new keys in :meth:`put_if_absent`.
     """
-
-    cache_control = CACHE_CONTROL
 
     def get_available_name(self, name: str, max_length: int | None = None) -> str:
         name = str(name).replace("\\", "/")
@@ -223,6 +430,11 @@ class ContentAddressedStorageMixin:
             return False
         super()._save(name, content)  # type: ignore[misc]
         return True
+
+    def digest(self, name: str) -> tuple[str, int]:
+        """SHA-256 and size of the stored bytes (``FileNotFoundError`` when absent)."""
+        with self.open(name, "rb") as stored:  # type: ignore[attr-defined]
+            return _hash_chunks(stored.chunks(_CHUNK))
 
 
 class ContentAddressedFileSystemStorage(ContentAddressedStorageMixin, FileSystemStorage):
@@ -283,6 +495,127 @@ class ContentAddressedFileSystemStorage(ContentAddressedStorageMixin, FileSystem
                 continue
             if mode is not None:
                 os.chmod(path, mode)
+
+
+#: Multipart settings for S3 uploads: images up to 64 MB go in one PUT streamed straight
+#: from the spooled file; larger ones go up in 5 MiB parts, one at a time, one read ahead
+#: (boto3 copies each part into memory: ~13 MB at most, measured).
+S3_TRANSFER: dict[str, Any] = {
+    "multipart_threshold": 64 * 1024 * 1024,
+    "multipart_chunksize": 5 * 1024 * 1024,
+    "max_concurrency": 1,
+    "max_in_memory_upload_chunks": 1,
+}
+
+
+def s3_transfer_config(**overrides: Any) -> Any:
+    """The bounded-memory ``TransferConfig`` S3 uploads use unless ``transfer_config`` is set
+    (``overrides`` replace :data:`S3_TRANSFER` entries)."""
+    from boto3.s3.transfer import TransferConfig
+
+    options = {**S3_TRANSFER, **overrides}
+    in_memory = options.pop("max_in_memory_upload_chunks")
+    config = TransferConfig(**options)
+    config.max_in_memory_upload_chunks = in_memory  # not a boto3 argument, but honoured
+    return config
+
+
+def _if_none_match(params: dict[str, Any], **kwargs: Any) -> None:
+    params.setdefault("IfNoneMatch", "*")
+
+
+def _build_s3_storage() -> type[Storage]:
+    """Define :class:`ContentAddressedS3Storage` (imports boto3 and django-storages)."""
+    from botocore.exceptions import ClientError
+    from storages.backends.s3 import S3Storage
+    from storages.utils import clean_name
+
+    class ContentAddressedS3Storage(ContentAddressedStorageMixin, S3Storage):
+        """django-storages' ``S3Storage``, content-addressed: keys are final, never overwritten.
+
+        Options are ``S3Storage``'s (``bucket_name``, ``endpoint_url``, ``custom_domain``,
+        ``querystring_auth``, ``default_acl``, ``location``, ``object_parameters`` …) plus
+        ``conditional_writes`` (default True): write with ``If-None-Match: *`` so two
+        workers storing the same key at once leave one object; turn it off for an S3
+        clone that rejects the header. Every object gets the decoded format's
+        ``ContentType``, ``MODELSLAB["CACHE_CONTROL"]`` (unless ``object_parameters`` sets
+        ``CacheControl``) and the metadata :func:`store_file` passes (``sha256`` …).
+        """
+
+        def get_default_settings(self) -> dict[str, Any]:
+            defaults = super().get_default_settings()
+            defaults["conditional_writes"] = True
+            if defaults["transfer_config"] is None:
+                defaults["transfer_config"] = s3_transfer_config()
+            return defaults
+
+        @property
+        def connection(self) -> Any:
+            new = getattr(self._connections, "connection", None) is None
+            connection = super().connection
+            if new and self.conditional_writes:
+                events = connection.meta.client.meta.events
+                for operation in ("PutObject", "CompleteMultipartUpload"):
+                    events.register(f"before-parameter-build.s3.{operation}", _if_none_match)
+            return connection
+
+        def get_object_parameters(self, name: str) -> dict[str, Any]:
+            params = super().get_object_parameters(name)
+            cache_control = get_setting("CACHE_CONTROL")
+            if cache_control:
+                params.setdefault("CacheControl", cache_control)
+            return params
+
+        def _get_write_parameters(self, name: str, content: Any = None) -> dict[str, Any]:
+            params = super()._get_write_parameters(name, content)
+            if isinstance(content, VerifiedImage):
+                params["ContentType"] = content.content_type
+                params["Metadata"] = {**params.get("Metadata", {}), **content.metadata}
+            return params
+
+        def put_if_absent(self, name: str, content: File) -> bool:
+            """HEAD, then a conditional PUT; losing a race to the same key is not an error."""
+            try:
+                return super().put_if_absent(name, content)
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                if code in ("PreconditionFailed", "412"):
+                    return False  # another writer stored these bytes first
+                if code in ("ConditionalRequestConflict", "409") and self.exists(name):
+                    return False
+                raise
+
+        def digest(self, name: str) -> tuple[str, int]:
+            """Stream the object's body through SHA-256 (never the whole object in memory)."""
+            key = self._normalize_name(clean_name(name))
+            try:
+                response = self.connection.meta.client.get_object(Bucket=self.bucket_name, Key=key)
+            except ClientError as exc:
+                if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                    raise FileNotFoundError(f"No object {key!r} in {self.bucket_name}") from exc
+                raise
+            body = response["Body"]
+            try:
+                return _hash_chunks(body.iter_chunks(_CHUNK))
+            finally:
+                body.close()
+
+    ContentAddressedS3Storage.__module__ = __name__
+    ContentAddressedS3Storage.__qualname__ = "ContentAddressedS3Storage"
+    return ContentAddressedS3Storage
+
+
+_lazy_lock = threading.Lock()
+
+
+def __getattr__(name: str) -> Any:
+    """``ContentAddressedS3Storage`` is built on first access, so boto3 loads only for S3."""
+    if name == "ContentAddressedS3Storage":
+        with _lazy_lock:
+            if name not in globals():
+                globals()[name] = _build_s3_storage()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def get_image_storage() -> Storage:

@@ -1,4 +1,4 @@
-"""The Django Tasks entry point: generation runs wherever settings.TASKS says.
+"""The Django Tasks entry points: generation runs wherever settings.TASKS says.
 
 ``django.tasks`` on Django 6.x, the ``django-tasks`` backport on Django 5.2.
 """
@@ -17,3 +17,19 @@ def run_generation(request_id: int) -> str:
     from .pipeline import run
 
     return run(request_id).status
+
+
+@task()
+def resume_generation(request_id: int) -> str:
+    """Finish a request a webhook said is done (confirmed through the API first)."""
+    from .pipeline import resume
+
+    return resume(request_id).status
+
+
+@task()
+def sweep_stale_generations() -> list[int]:
+    """Re-queue requests stuck in queued/processing; schedule it every few minutes."""
+    from .pipeline import sweep_stale
+
+    return sweep_stale()

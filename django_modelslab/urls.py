@@ -1,4 +1,14 @@
-"""The ModelsLab webhook receiver; the host project includes it, e.g. under ``modelslab/``."""
+"""The ModelsLab webhook receiver; the host project includes it, e.g. under ``modelslab/``.
+
+``path("modelslab/", include("django_modelslab.urls"))`` keeps the ``modelslab`` namespace
+the pipeline reverses when it builds the webhook URL.
+"""
+
+from django.urls import path
+
+from . import views
 
 app_name = "modelslab"
-urlpatterns: list = []
+urlpatterns = [
+    path("webhook/<str:secret>/", views.webhook, name="webhook"),
+]

@@ -58,7 +58,19 @@ TEMPLATES = [
     }
 ]
 
-DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": DATA_DIR / "db.sqlite3"}}
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": DATA_DIR / "db.sqlite3",
+        # Concurrent writers (the dev server's threads, regenerate_images --concurrency)
+        # wait for each other instead of failing with "database is locked".
+        "OPTIONS": {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        },
+    }
+}
 
 USE_TZ = True
 TIME_ZONE = "UTC"
@@ -73,6 +85,20 @@ STORAGES = {
     # Generated images: named by their sha256 under MEDIA_ROOT/modelslab/.
     "modelslab": {"BACKEND": "django_modelslab.storage.ContentAddressedFileSystemStorage"},
 }
+# ...or in a bucket when the environment names one (docs/storage.md). Credentials come from
+# the standard AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY variables (or an instance role).
+if os.environ.get("MODELSLAB_S3_BUCKET"):
+    STORAGES["modelslab"] = {
+        "BACKEND": "django_modelslab.storage.ContentAddressedS3Storage",
+        "OPTIONS": {
+            "bucket_name": os.environ["MODELSLAB_S3_BUCKET"],
+            "endpoint_url": os.environ.get("MODELSLAB_S3_ENDPOINT_URL") or None,
+            "region_name": os.environ.get("MODELSLAB_S3_REGION") or None,
+            "custom_domain": os.environ.get("MODELSLAB_S3_CUSTOM_DOMAIN") or None,
+            # A public custom domain (a CDN) needs no signature; a private bucket does.
+            "querystring_auth": not os.environ.get("MODELSLAB_S3_CUSTOM_DOMAIN"),
+        },
+    }
 
 # Generation runs inline (ImmediateBackend); see docs/tasks.md for a worker backend.
 try:

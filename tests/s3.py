@@ -148,6 +148,7 @@ def running_s3_server() -> Iterator[S3Server]:
         "-ip.bind=127.0.0.1",
         "-webdav=false",
         "-admin.ui=false",
+        "-s3.autoCreateBucket=false",  # a missing bucket is an error, as on AWS
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
         f"-s3.localSocket={data / 's3.sock'}",

@@ -45,14 +45,25 @@ TEMPLATES = [
     }
 ]
 
+_TMP = Path(tempfile.mkdtemp(prefix="modelslab-tests-"))
+
+# A file, not :memory:: worker threads (the live server, regenerate_images --concurrency)
+# each open their own connection. IMMEDIATE transactions + a busy timeout let SQLite
+# serialise their writes instead of failing with "database is locked".
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": ":memory:",
+        "NAME": _TMP / "db.sqlite3",
+        "TEST": {"NAME": str(_TMP / "test.sqlite3")},
+        "OPTIONS": {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        },
     }
 }
 
-MEDIA_ROOT = Path(os.environ.get("TEST_MEDIA_ROOT") or tempfile.mkdtemp(prefix="modelslab-media-"))
+MEDIA_ROOT = Path(os.environ.get("TEST_MEDIA_ROOT") or _TMP / "media")
 MEDIA_URL = "/media/"
 STATIC_URL = "/static/"
 
@@ -83,3 +94,15 @@ MODELSLAB = {
     "TIMEOUT": 5.0,
     "CONNECT_TIMEOUT": 2.0,
 }
+
+# The REST API: sessions and DRF tokens ("Token <key>"; the API adds "Bearer <key>"), no
+# throttling unless a test sets DEFAULT_THROTTLE_RATES.
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_RATES": {},
+}
+SPECTACULAR_SETTINGS = {"TITLE": "django-modelslab tests", "VERSION": "1"}

@@ -1,12 +1,18 @@
-"""The admin lists requests and images and runs the pipeline from its actions."""
+"""The admin lists requests and images and runs the pipeline from its actions and buttons."""
 
 from __future__ import annotations
 
+import html
+import json
+
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from django_modelslab.models import GenerationRequest
+from django_modelslab.models import GeneratedImage, GenerationRequest
+from django_modelslab.testing import Fault
 
 from .conftest import TEST_API_KEY
 
@@ -14,70 +20,426 @@ from .conftest import TEST_API_KEY
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CHANGELIST = reverse("admin:django_modelslab_generationrequest_changelist")
+ADD = reverse("admin:django_modelslab_generationrequest_add")
+STATUS = reverse("admin:django_modelslab_generationrequest_status")
+IMAGES = reverse("admin:django_modelslab_generatedimage_changelist")
+Status = GenerationRequest.Status
+
+VIEW_PERMS = ["view_generationrequest", "view_generatedimage"]
+EDIT_PERMS = [*VIEW_PERMS, "add_generationrequest", "change_generationrequest"]
+
+
+def staff(username: str, codenames: list[str], password: str | None = None) -> User:
+    """A staff user with these permissions (no password unless given: hashing is slow)."""
+    user = User.objects.create_user(username, password=password, is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    return user
+
+
+def change_url(obj: GenerationRequest) -> str:
+    return reverse("admin:django_modelslab_generationrequest_change", args=[obj.pk])
+
+
+def choose_url(image: GeneratedImage) -> str:
+    return reverse("admin:django_modelslab_generatedimage_choose", args=[image.pk])
+
+
+def make_request(**fields) -> GenerationRequest:
+    return GenerationRequest.objects.create(
+        **{"prompt": "a lighthouse", "width": 256, "height": 256, **fields}
+    )
+
+
+def form_data(**fields) -> dict:
+    """What the add/change form posts (the images inline included)."""
+    data = {
+        "prompt": "a red kite over hills",
+        "negative_prompt": "",
+        "model_id": "",
+        "width": "256",
+        "height": "256",
+        "samples": "1",
+        "kind": "text2img",
+        "seed": "7",
+        "steps": "",
+        "guidance": "",
+        "use_cache": "on",
+        "extra": "{}",
+        "images-TOTAL_FORMS": "0",
+        "images-INITIAL_FORMS": "0",
+        "images-MIN_NUM_FORMS": "0",
+        "images-MAX_NUM_FORMS": "1000",
+    }
+    data.update(fields)
+    return data
+
+
+def messages_of(response) -> list[str]:
+    return [str(message) for message in response.context["messages"]]
+
+
+def run_action(client, action: str, *objs, url: str = CHANGELIST):
+    """Post a changelist action and follow the redirect (which shows, and clears, messages)."""
+    data = {"action": action, "_selected_action": [obj.pk for obj in objs]}
+    return client.post(url, data, follow=True)
 
 
 @pytest.fixture
 def editor(client) -> User:
-    user = User.objects.create_user("editor", password="pw", is_staff=True)
-    user.user_permissions.set(
-        Permission.objects.filter(
-            codename__in=[
-                "view_generationrequest",
-                "add_generationrequest",
-                "change_generationrequest",
-                "view_generatedimage",
-                "generate_images",
-            ]
-        )
-    )
+    user = staff("editor", [*EDIT_PERMS, "generate_images"])
     client.force_login(user)
     return user
 
 
-def test_generate_action_stores_images_and_pages_show_them(client, editor, emulator):
-    request = GenerationRequest.objects.create(prompt="a lighthouse", seed=3, width=256, height=256)
+@pytest.fixture
+def viewer(client) -> User:
+    user = staff("viewer", VIEW_PERMS)
+    client.force_login(user)
+    return user
+
+
+def test_generate_action_stores_images_and_pages_show_thumbnails(client, editor, emulator):
+    request = make_request(seed=3, samples=2)
 
     response = client.post(
         CHANGELIST, {"action": "generate", "_selected_action": [request.pk]}, follow=True
     )
+
+    assert messages_of(response) == ["1 request succeeded."]
+    request.refresh_from_db()
+    images = list(request.images.all())
+    assert len(images) == 2 and all(image.thumbnail for image in images)
+    changelist = client.get(CHANGELIST).content.decode()
+    for image in images:
+        # the list shows the small WebP and links to the full image; never loads the full one
+        assert f'src="{image.thumbnail.url}"' in changelist
+        assert f'href="{image.image.url}"' in changelist
+        assert f'src="{image.image.url}"' not in changelist
+    detail = client.get(change_url(request)).content.decode()
+    for image in images:
+        assert f'title="{image.sha256}"' in detail
+        assert f'href="{image.image.url}"' in detail
+    assert "256\u00d7256" in detail
+    assert "modelslab-status--succeeded" in detail
+
+
+def test_changelist_falls_back_to_the_image_when_there_is_no_thumbnail(client, editor):
+    request = make_request(status=Status.SUCCEEDED)
+    image = GeneratedImage.objects.create(
+        request=request, image="modelslab/ab/abc.png", sha256="a" * 64, width=256, height=256,
+        format="PNG", bytes=1000,
+    )  # fmt: skip
+
+    changelist = client.get(CHANGELIST).content.decode()
+
+    assert f'src="{image.image.url}"' in changelist
+
+
+def test_the_api_key_appears_on_no_admin_page(client, editor, emulator):
+    request = make_request(seed=5)
+    run_action(client, "generate", request)
+    failing = make_request(prompt="doomed")
+    emulator.add_fault("text2img", Fault.error_200("Insufficient credits."))
+    run_action(client, "generate", failing)
+    image = GeneratedImage.objects.get()
+
+    pages = [
+        CHANGELIST,
+        change_url(request),
+        change_url(failing),
+        IMAGES,
+        reverse("admin:django_modelslab_generatedimage_change", args=[image.pk]),
+        f"{STATUS}?id={request.pk}&id={failing.pk}",
+    ]
+    for url in pages:
+        response = client.get(url)
+        assert response.status_code == 200, url
+        assert TEST_API_KEY not in response.content.decode(), url
+    # the raw answers are there, in a collapsed section
+    detail = client.get(change_url(request)).content.decode()
+    request.refresh_from_db()
+    assert request.provider_responses
+    assert html.escape(json.dumps(request.provider_responses, indent=2, sort_keys=True)) in detail
+    assert "collapse" in detail.split("Provider responses")[0].rsplit("<fieldset", 1)[1]
+
+
+def test_failure_is_reported_with_its_reason(client, editor, emulator):
+    emulator.add_fault("text2img", Fault.error_200("Insufficient credits."))
+    request = make_request()
+
+    response = client.post(
+        CHANGELIST, {"action": "generate", "_selected_action": [request.pk]}, follow=True
+    )
+
+    assert messages_of(response) == [
+        f"1 request failed: #{request.pk}: Insufficient credits. (HTTP 200)"
+    ]
+    detail = client.get(change_url(request)).content.decode()
+    assert "modelslab-status--failed" in detail
+    assert "Insufficient credits." in detail
+    assert 'name="_generate"' in detail  # a failed request can be tried again
+
+
+def test_regenerate_keeps_history_and_counts(client, editor, emulator):
+    done = [make_request(seed=1), make_request(seed=2)]
+    busy = make_request(status=Status.PROCESSING)
+    ids = [obj.pk for obj in done]
+    run_action(client, "generate", *done)
+
+    response = client.post(
+        CHANGELIST,
+        {"action": "regenerate", "_selected_action": [*ids, busy.pk]},
+        follow=True,
+    )
+
+    assert messages_of(response) == [
+        "2 requests succeeded.",
+        f"1 request skipped: it is still in progress (#{busy.pk}).",
+    ]
+    for obj in done:
+        old, new = obj.images.order_by("attempt")
+        assert (old.attempt, old.superseded) == (1, True)
+        assert (new.attempt, new.superseded) == (2, False)
+    detail = client.get(change_url(done[0])).content.decode()
+    assert detail.count('class="modelslab-superseded"') == 1
+    assert detail.count('class="modelslab-thumb"') == 2
+
+
+def test_generate_skips_requests_that_already_have_images(client, editor, emulator):
+    request = make_request(seed=4)
+    run_action(client, "generate", request)
+
+    response = client.post(
+        CHANGELIST, {"action": "generate", "_selected_action": [request.pk]}, follow=True
+    )
+
+    assert messages_of(response) == [
+        f"1 request skipped: it already has images (#{request.pk}); use Regenerate for new ones."
+    ]
+    assert request.images.count() == 1
+
+
+def test_save_and_generate_from_the_add_form(client, editor, emulator):
+    page = client.get(ADD).content.decode()
+    assert 'name="_generate"' in page
+
+    response = client.post(ADD, form_data(_generate="Save and generate"), follow=True)
+
+    request = GenerationRequest.objects.get()
+    assert response.redirect_chain[-1][0] == change_url(request)
+    assert request.status == Status.SUCCEEDED
+    assert request.requested_by == editor
+    assert request.images.count() == 1
+    assert "1 request succeeded." in messages_of(response)
+
+
+def test_save_and_regenerate_from_the_change_form(client, editor, emulator):
+    request = make_request(seed=9)
+    run_action(client, "generate", request)
+    page = client.get(change_url(request)).content.decode()
+    assert 'name="_regenerate"' in page and 'name="_generate"' not in page
+
+    response = client.post(
+        change_url(request),
+        form_data(prompt="a lighthouse at dusk", seed="9", _regenerate="Save and regenerate"),
+        follow=True,
+    )
+
+    assert "1 request succeeded." in messages_of(response)
+    request.refresh_from_db()
+    assert request.prompt == "a lighthouse at dusk"
+    assert [image.superseded for image in request.images.order_by("attempt")] == [True, False]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"width": "300"}, "Use a multiple of 8 pixels, e.g. 296 or 304 (got 300)."),
+        ({"height": "2048"}, "Use 256 to 1024 pixels (got 2048)."),
+        ({"width": "128"}, "Use 256 to 1024 pixels (got 128)."),
+        ({"samples": "5"}, "Ask for 1 to 4 images at a time (got 5)."),
+        ({"samples": "0"}, "Ask for 1 to 4 images at a time (got 0)."),
+    ],
+)
+def test_the_form_checks_sizes_and_samples(client, editor, fields, message):
+    response = client.post(ADD, form_data(_generate="Save and generate", **fields))
 
     assert response.status_code == 200
-    assert "1 request succeeded." in response.content.decode()
-    request.refresh_from_db()
-    image = request.images.get()
-    changelist = client.get(CHANGELIST).content.decode()
-    assert "a lighthouse" in changelist
-    detail = client.get(
-        reverse("admin:django_modelslab_generationrequest_change", args=[request.pk])
-    ).content.decode()
-    assert image.image.url in detail
-    assert image.sha256 in detail
-    images_page = client.get(reverse("admin:django_modelslab_generatedimage_changelist"))
-    assert image.image.url in images_page.content.decode()
-    for page in (changelist, detail):
-        assert TEST_API_KEY not in page
+    assert message in response.content.decode()
+    assert not GenerationRequest.objects.exists()
 
 
-def test_actions_are_hidden_without_the_permission(client, emulator):
-    user = User.objects.create_user("viewer", password="pw", is_staff=True)
-    user.user_permissions.set(Permission.objects.filter(codename="view_generationrequest"))
-    client.force_login(user)
-    GenerationRequest.objects.create(prompt="x")
+def test_without_the_permission_actions_and_buttons_are_hidden(client, emulator):
+    client.force_login(staff("writer", EDIT_PERMS))
+    request = make_request(seed=8)
 
-    page = client.get(CHANGELIST).content.decode()
+    for url in (CHANGELIST, change_url(request), ADD):
+        page = client.get(url).content.decode()
+        assert 'value="generate"' not in page, url
+        assert 'value="regenerate"' not in page, url
+        assert 'name="_generate"' not in page, url
+        assert 'name="_regenerate"' not in page, url
 
-    assert 'value="generate"' not in page
-    assert 'value="regenerate"' not in page
 
+def test_without_the_permission_posts_are_refused(client, emulator):
+    client.force_login(staff("writer", EDIT_PERMS))
+    request = make_request(seed=8)
+    other = make_request(prompt="done", status=Status.SUCCEEDED)
+    image = GeneratedImage.objects.create(
+        request=other, image="modelslab/ab/abc.png", sha256="a" * 64, width=256, height=256,
+        format="PNG", bytes=1000,
+    )  # fmt: skip
 
-def test_failure_is_reported_to_the_editor(client, editor, emulator):
-    from django_modelslab.testing import Fault
-
-    emulator.add_fault("text2img", Fault.error_200("Insufficient credits."))
-    request = GenerationRequest.objects.create(prompt="x", width=256, height=256)
-
-    response = client.post(
+    action = client.post(
         CHANGELIST, {"action": "generate", "_selected_action": [request.pk]}, follow=True
     )
+    button = client.post(change_url(request), form_data(_generate="Save and generate"))
+    added = client.post(ADD, form_data(_generate="Save and generate"))
+    chosen = client.post(choose_url(image))
 
-    assert "Insufficient credits." in response.content.decode()
+    assert action.status_code == 200
+    assert (button.status_code, added.status_code, chosen.status_code) == (403, 403, 403)
+    request.refresh_from_db()
+    image.refresh_from_db()
+    assert (request.status, request.prompt, image.chosen) == (Status.PENDING, "a lighthouse", False)
+    assert GenerationRequest.objects.count() == 2
+
+
+def test_viewing_follows_the_view_permission(client, viewer, emulator):
+    request = make_request(status=Status.SUCCEEDED)
+    GeneratedImage.objects.create(
+        request=request, image="modelslab/ab/abc.png", sha256="b" * 64, width=256, height=256,
+        format="PNG", bytes=1000,
+    )  # fmt: skip
+
+    detail = client.get(change_url(request)).content.decode()
+
+    assert "b" * 64 in detail  # the images inline
+    assert "Mark as chosen" not in detail
+    assert client.get(f"{STATUS}?id={request.pk}").status_code == 200
+    client.force_login(staff("stranger", []))
+    assert client.get(CHANGELIST).status_code == 403
+    assert client.get(f"{STATUS}?id={request.pk}").status_code == 403
+
+
+def test_status_endpoint_reports_what_the_polling_script_needs(client, viewer):
+    queued = make_request(status=Status.QUEUED, eta=12.0)
+    failed = make_request(status=Status.FAILED, error="Insufficient credits.")
+
+    data = client.get(f"{STATUS}?id={queued.pk}&id={failed.pk}&id=nope").json()
+
+    by_id = {item["id"]: item for item in data["requests"]}
+    assert by_id[queued.pk] == {
+        "id": queued.pk,
+        "status": "queued",
+        "label": "Queued",
+        "active": True,
+        "eta": 12.0,
+        "eta_label": "about 12 s",
+        "error": "",
+        "images": 0,
+    }
+    assert by_id[failed.pk]["active"] is False
+    assert by_id[failed.pk]["error"] == "Insufficient credits."
+    page = client.get(CHANGELIST).content.decode()
+    assert f'data-modelslab-url="{STATUS}"' in page
+    assert "about 12 s" in page
+    assert "django_modelslab/admin.js" in page
+
+
+def test_mark_as_chosen(client, editor, emulator):
+    request = make_request(seed=6, samples=2)
+    run_action(client, "generate", request)
+    first, second = request.images.order_by("position")
+    assert client.get(choose_url(first)).status_code == 405
+
+    response = client.post(choose_url(first), follow=True)
+
+    assert response.redirect_chain[-1][0] == change_url(request)
+    assert f"Image #{first.pk} is now the chosen image of request #{request.pk}." in (
+        messages_of(response)
+    )
+    detail = response.content.decode()
+    assert detail.count("★ Chosen") == 1
+    assert detail.count("Mark as chosen") == 1  # only the other image offers it
+    client.post(choose_url(second))
+    assert list(request.images.filter(chosen=True)) == [second]
+
+
+def test_the_image_page_offers_choose_only_with_the_permission(client, editor, emulator):
+    request = make_request(seed=6)
+    run_action(client, "generate", request)
+    image = request.images.get()
+    image_page = reverse("admin:django_modelslab_generatedimage_change", args=[image.pk])
+
+    page = client.get(image_page).content.decode()
+    assert f'action="{choose_url(image)}"' in page
+    assert f'href="{change_url(request)}"' in page
+    client.post(choose_url(image), {"next": image_page})
+    assert f'action="{choose_url(image)}"' not in client.get(image_page).content.decode()
+    client.force_login(staff("viewer", VIEW_PERMS))
+    image.chosen = False
+    image.save()
+    assert f'action="{choose_url(image)}"' not in client.get(image_page).content.decode()
+
+
+def test_choose_action_on_the_image_list(client, editor, emulator):
+    request = make_request(seed=6, samples=2)
+    run_action(client, "generate", request)
+    first, second = request.images.order_by("position")
+
+    both = client.post(
+        IMAGES, {"action": "choose", "_selected_action": [first.pk, second.pk]}, follow=True
+    )
+    one = client.post(IMAGES, {"action": "choose", "_selected_action": [second.pk]}, follow=True)
+
+    assert messages_of(both) == [f"Pick one image per request; nothing changed for #{request.pk}."]
+    assert messages_of(one) == ["1 image marked as chosen."]
+    assert list(request.images.filter(chosen=True)) == [second]
+
+
+def test_image_list_filters_searches_and_links_back(client, editor):
+    kite = make_request(prompt="a kite", model_id="flux", status=Status.SUCCEEDED)
+    boat = make_request(prompt="a boat", model_id="sdxl", status=Status.SUCCEEDED)
+    for n, request in enumerate((kite, boat)):
+        GeneratedImage.objects.create(
+            request=request, image=f"modelslab/{n}.webp", thumbnail=f"modelslab/thumbs/{n}.webp",
+            sha256=str(n) * 64, width=256, height=256, format="WEBP" if n else "PNG", bytes=10,
+        )  # fmt: skip
+
+    searched = client.get(IMAGES, {"q": "kite"}).content.decode()
+    by_model = client.get(IMAGES, {"request__model_id": "sdxl"}).content.decode()
+    by_format = client.get(IMAGES, {"format": "PNG"}).content.decode()
+
+    assert "a kite" in searched and "a boat" not in searched
+    assert "a boat" in by_model and "a kite" not in by_model
+    assert "a kite" in by_format and "a boat" not in by_format
+    assert f'href="{change_url(kite)}"' in searched
+    assert 'src="/media/modelslab/thumbs/0.webp"' in searched
+
+
+def _rows(count: int) -> None:
+    for n in range(count):
+        request = make_request(prompt=f"row {n}", status=Status.SUCCEEDED, model_id="flux")
+        for position in range(2):
+            GeneratedImage.objects.create(
+                request=request, image=f"modelslab/{n}-{position}.png",
+                thumbnail=f"modelslab/thumbs/{n}-{position}.webp",
+                sha256=f"{n:032d}{position:032d}", width=256, height=256, format="PNG",
+                bytes=10, position=position,
+            )  # fmt: skip
+
+
+@pytest.mark.parametrize("url", [CHANGELIST, IMAGES])
+def test_changelists_run_a_constant_number_of_queries(
+    client, editor, django_assert_max_num_queries, url
+):
+    _rows(5)
+    with CaptureQueriesContext(connection) as five:
+        assert client.get(url).status_code == 200
+
+    _rows(45)
+    with django_assert_max_num_queries(len(five)):
+        page = client.get(url).content.decode()
+
+    assert page.count('class="modelslab-thumb"') == (100 if url == CHANGELIST else 50)

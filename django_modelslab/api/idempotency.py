@@ -1,0 +1,75 @@
+"""``Idempotency-Key``: one key and body, one generation, even when two calls race."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils.translation import gettext_lazy as _
+from rest_framework.exceptions import ValidationError
+
+from ..models import GenerationRequest, IdempotencyKey
+from .exceptions import IdempotencyKeyReused
+
+HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 255
+
+
+def body_hash(data: Any) -> str:
+    """A hash of the parsed body; key order and whitespace do not matter."""
+    if hasattr(data, "lists"):  # a QueryDict (form data)
+        data = {key: values for key, values in data.lists()}
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def header_key(request: Any) -> str | None:
+    """The request's Idempotency-Key, or None; 400 for an empty or overlong one."""
+    key = request.headers.get(HEADER)
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise ValidationError(
+            {HEADER: [_("Must be 1 to %(max)d characters.") % {"max": MAX_KEY_LENGTH}]}
+        )
+    return key
+
+
+def replayed(user: Any, key: str, digest: str) -> GenerationRequest | None:
+    """The request an earlier call with this key made; 422 if that call's body differed."""
+    record = IdempotencyKey.objects.filter(user=user, key=key).select_related("request").first()
+    if record is None:
+        return None
+    if record.body_hash != digest:
+        raise IdempotencyKeyReused()
+    return record.request
+
+
+def create_once(
+    user: Any, key: str | None, digest: str, create: Callable[[], GenerationRequest]
+) -> tuple[GenerationRequest, bool]:
+    """Run ``create`` unless ``key`` was seen; returns ``(request, replayed)``.
+
+    The key row is written in the same transaction as the request: if another call with the
+    same key commits first, the unique constraint rolls this one back (its request and its
+    queued task with it) and the winner's request is returned.
+    """
+    if key is None:
+        return create(), False
+    earlier = replayed(user, key, digest)
+    if earlier is not None:
+        return earlier, True
+    try:
+        with transaction.atomic():
+            generation = create()
+            IdempotencyKey.objects.create(user=user, key=key, body_hash=digest, request=generation)
+    except IntegrityError:
+        winner = replayed(user, key, digest)
+        if winner is None:
+            raise
+        return winner, True
+    return generation, False

@@ -1,0 +1,71 @@
+"""The OpenAPI 3 schema of this API (drf-spectacular), served at ``schema/``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.generators import SchemaGenerator
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import extend_schema
+from drf_spectacular.views import SpectacularAPIView
+from rest_framework.permissions import AllowAny
+
+API_MODULE = __name__.rpartition(".")[0]
+
+
+def documented(**kwargs: Any) -> Callable[[Any], Any]:
+    """``extend_schema`` on drf-spectacular's AutoSchema, whatever the project's
+    ``DEFAULT_SCHEMA_CLASS`` (method annotations otherwise build on that setting)."""
+
+    def decorator(target: Any) -> Any:
+        if getattr(target, "schema", None) is None:
+            target.schema = AutoSchema
+        return extend_schema(**kwargs)(target)
+
+    return decorator
+
+
+class BearerTokenScheme(OpenApiAuthenticationExtension):
+    target_class = "django_modelslab.api.auth.BearerTokenAuthentication"
+    name = "bearerAuth"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A DRF token (rest_framework.authtoken), as OpenAI clients send keys.",
+        }
+
+
+class ModelsLabSchemaGenerator(SchemaGenerator):
+    """Only this API's endpoints, at the paths the host project mounted them on."""
+
+    def _initialise_endpoints(self) -> None:
+        super()._initialise_endpoints()
+        self.endpoints = [
+            endpoint
+            for endpoint in self.endpoints
+            if getattr(endpoint[3], "cls", None) is not None
+            and endpoint[3].cls.__module__.startswith(API_MODULE + ".")
+            and endpoint[3].cls is not ModelsLabSchemaView
+        ]
+
+
+class ModelsLabSchemaView(SpectacularAPIView):
+    """The schema is public; the endpoints it describes are not."""
+
+    generator_class = ModelsLabSchemaGenerator
+    permission_classes = (AllowAny,)
+    authentication_classes = ()
+    custom_settings = {
+        "TITLE": "django-modelslab API",
+        "DESCRIPTION": (
+            "Generation requests and their stored images, and an OpenAI-compatible "
+            "image generation endpoint. Authenticate with a session or a DRF token "
+            "(Authorization: Bearer <key>, or Token <key>)."
+        ),
+        "VERSION": "1",
+        "COMPONENT_SPLIT_REQUEST": True,
+    }

@@ -1,0 +1,207 @@
+"""REST endpoints for generation requests and their images. They call the pipeline only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Prefetch, QuerySet
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+from rest_framework import mixins, status, viewsets
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.decorators import action
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import BaseThrottle
+
+from .. import pipeline
+from ..models import GeneratedImage, GenerationRequest
+from . import idempotency
+from .auth import api_authenticators
+from .budget import check_budget
+from .exceptions import Conflict
+from .filters import GenerationFilter, ImageFilter, filtered
+from .pagination import ModelsLabPagination
+from .permissions import IsOwnerOrStaff, visible_images, visible_requests
+from .schema import documented
+from .serializers import (
+    VALIDATION_ERROR_SCHEMA,
+    ErrorSerializer,
+    GenerationCreateSerializer,
+    GenerationSerializer,
+    ImageSerializer,
+)
+from .throttling import api_throttles
+
+ERRORS: dict[int, Any] = {
+    401: OpenApiResponse(ErrorSerializer, description="Not authenticated."),
+    403: OpenApiResponse(ErrorSerializer, description="Authenticated but not allowed."),
+    429: OpenApiResponse(ErrorSerializer, description="Throttled, or the budget is used up."),
+}
+NOT_FOUND = {404: OpenApiResponse(ErrorSerializer, description="No such object, or not yours.")}
+NO_PAGE = {404: OpenApiResponse(ErrorSerializer, description="No such page.")}
+BAD_REQUEST = {400: OpenApiResponse(VALIDATION_ERROR_SCHEMA, description="Invalid input.")}
+IDEMPOTENCY_HEADER = OpenApiParameter(
+    idempotency.HEADER,
+    str,
+    OpenApiParameter.HEADER,
+    description=(
+        "Any unique string (up to 255 characters). Sending the same key and body again "
+        "returns the original request instead of starting another generation."
+    ),
+)
+
+
+class ModelsLabAPIMixin:
+    """Authentication (Bearer tokens added), throttling scopes, pagination and permissions."""
+
+    permission_classes = (IsAuthenticated, IsOwnerOrStaff)
+    schema = AutoSchema()  # whatever the project's DEFAULT_SCHEMA_CLASS
+    pagination_class = ModelsLabPagination
+    #: Actions that start a generation (counted in the ``modelslab_generate`` scope too).
+    generating_actions: tuple[str, ...] = ()
+
+    def get_authenticators(self) -> list[BaseAuthentication]:
+        return api_authenticators(super().get_authenticators())  # type: ignore[misc]
+
+    def get_throttles(self) -> list[BaseThrottle]:
+        generating = getattr(self, "action", None) in self.generating_actions
+        return api_throttles(super().get_throttles(), generating=generating)  # type: ignore[misc]
+
+
+def _images_in_order() -> Prefetch:
+    return Prefetch("images", queryset=GeneratedImage.objects.order_by("attempt", "position"))
+
+
+@documented(tags=["generations"])
+class GenerationViewSet(
+    ModelsLabAPIMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Generation requests: create, list (newest first), retrieve, regenerate."""
+
+    serializer_class = GenerationSerializer
+    generating_actions = ("create", "regenerate")
+
+    def get_queryset(self) -> QuerySet[GenerationRequest]:
+        if getattr(self, "swagger_fake_view", False):  # drf-spectacular inspecting types
+            return GenerationRequest.objects.none()
+        queryset = visible_requests(self.request.user).prefetch_related(_images_in_order())
+        if self.action == "list":
+            queryset = filtered(GenerationFilter, self.request.query_params, queryset)
+        return queryset.order_by("-created_at", "-pk")
+
+    def _fresh(self, generation: GenerationRequest) -> GenerationRequest:
+        """Re-read after the pipeline ran (with an inline task backend it may have finished)."""
+        return GenerationRequest.objects.prefetch_related(_images_in_order()).get(pk=generation.pk)
+
+    @documented(
+        summary="List generation requests",
+        parameters=[GenerationFilter],
+        responses={200: GenerationSerializer(many=True), **BAD_REQUEST, **NO_PAGE, **ERRORS},
+    )
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().list(request, *args, **kwargs)
+
+    @documented(
+        summary="Get a generation request with its images",
+        responses={200: GenerationSerializer, **NOT_FOUND, **ERRORS},
+    )
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().retrieve(request, *args, **kwargs)
+
+    @documented(
+        summary="Start a generation",
+        request=GenerationCreateSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={
+            202: GenerationSerializer,
+            **BAD_REQUEST,
+            **ERRORS,
+            422: OpenApiResponse(
+                ErrorSerializer, description="The Idempotency-Key was used with another body."
+            ),
+        },
+    )
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        key = idempotency.header_key(request)
+        digest = idempotency.body_hash(request.data)
+        if key is not None:
+            earlier = idempotency.replayed(request.user, key, digest)
+            if earlier is not None:
+                return self._accepted(earlier, replayed=True)
+        serializer = GenerationCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        generation = GenerationRequest(requested_by=request.user, **serializer.validated_data)
+        check_budget(request.user, generation)
+        generation, replayed = idempotency.create_once(
+            request.user, key, digest, lambda: pipeline.submit(generation)
+        )
+        return self._accepted(generation, replayed=replayed)
+
+    def _accepted(self, generation: GenerationRequest, *, replayed: bool) -> Response:
+        data = self.get_serializer(self._fresh(generation)).data
+        headers = {"Location": data["links"]["self"]}
+        if replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return Response(data, status=status.HTTP_202_ACCEPTED, headers=headers)
+
+    @documented(
+        summary="Generate again (earlier images are kept, marked superseded)",
+        request=None,
+        responses={
+            202: GenerationSerializer,
+            **NOT_FOUND,
+            **ERRORS,
+            409: OpenApiResponse(ErrorSerializer, description="Still queued or processing."),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def regenerate(self, request: Request, pk: str | None = None) -> Response:
+        generation = self.get_object()
+        check_budget(request.user, generation)
+        try:
+            generation = pipeline.regenerate(generation)
+        except pipeline.GenerationInProgress as exc:
+            raise Conflict(str(exc)) from exc
+        return self._accepted(generation, replayed=False)
+
+
+@documented(tags=["images"])
+class ImageViewSet(ModelsLabAPIMixin, viewsets.ReadOnlyModelViewSet):
+    """Stored images, with permanent absolute URLs; an editor can pick the chosen one."""
+
+    serializer_class = ImageSerializer
+
+    def get_queryset(self) -> QuerySet[GeneratedImage]:
+        if getattr(self, "swagger_fake_view", False):
+            return GeneratedImage.objects.none()
+        queryset = visible_images(self.request.user).select_related("request")
+        if self.action == "list":
+            queryset = filtered(ImageFilter, self.request.query_params, queryset)
+        return queryset.order_by("-created_at", "-pk")
+
+    @documented(
+        summary="List images",
+        parameters=[ImageFilter],
+        responses={200: ImageSerializer(many=True), **BAD_REQUEST, **NO_PAGE, **ERRORS},
+    )
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().list(request, *args, **kwargs)
+
+    @documented(summary="Get an image", responses={200: ImageSerializer, **NOT_FOUND, **ERRORS})
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().retrieve(request, *args, **kwargs)
+
+    @documented(
+        summary="Make this the chosen image of its request (and no other)",
+        request=None,
+        responses={200: ImageSerializer, **NOT_FOUND, **ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def choose(self, request: Request, pk: str | None = None) -> Response:
+        image = pipeline.choose(self.get_object())
+        return Response(self.get_serializer(image).data)

@@ -1,0 +1,317 @@
+"""``manage.py regenerate_images``: re-run generation requests in bulk.
+
+Selected requests that have finished are regenerated (a new provider job; earlier images
+stay, marked superseded). Requests still queued or processing are continued instead: their
+job is polled or their outputs copied, never submitted a second time. Every run is a batch
+with an id printed first; ``--resume BATCH`` continues an interrupted run without starting
+a second provider job for anything the first run already sent.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import datetime, time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connection
+from django.db.models import Count, QuerySet, Sum
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+
+from django_modelslab import pipeline
+from django_modelslab.exceptions import GenerationInProgress
+from django_modelslab.models import GeneratedImage, GenerationRequest
+
+Status = GenerationRequest.Status
+#: Above this many requests the command asks before spending money (``--yes`` skips it).
+CONFIRM_ABOVE = 10
+
+
+def moment(value: str) -> datetime:
+    """An ISO date (midnight, current time zone) or datetime, for --created-before/--after."""
+    parsed = parse_datetime(value)
+    if parsed is None:
+        day = parse_date(value)
+        if day is None:
+            raise ValueError(value)
+        parsed = datetime.combine(day, time.min)
+    if timezone.is_naive(parsed):
+        parsed = timezone.make_aware(parsed)
+    return parsed
+
+
+def positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(value)
+    return number
+
+
+@dataclass
+class Summary:
+    """What the run did, for the closing report and the exit code."""
+
+    outcomes: Counter[str] = field(default_factory=Counter)
+    failures: dict[int, str] = field(default_factory=dict)
+    images: int = 0
+    bytes: int = 0
+
+    def add(self, request: GenerationRequest) -> None:
+        self.outcomes[request.status] += 1
+        if request.status == Status.FAILED:
+            self.failures[request.pk] = request.error
+        if request.status == Status.SUCCEEDED:
+            current = GeneratedImage.objects.filter(request=request, attempt=request.attempts)
+            totals = current.aggregate(count=Count("pk"), size=Sum("bytes"))
+            self.images += totals["count"] or 0
+            self.bytes += totals["size"] or 0
+
+
+class Progress:
+    """A bar redrawn in place on a terminal; one plain line per request otherwise."""
+
+    def __init__(self, total: int, write: Callable[[str], Any], tty: bool) -> None:
+        self.total, self.done, self.write, self.tty = total, 0, write, tty
+
+    def step(self, request: GenerationRequest, summary: Summary) -> None:
+        self.done += 1
+        if not self.tty:
+            detail = f": {request.error}" if request.status == Status.FAILED else ""
+            self.write(f"[{self.done}/{self.total}] #{request.pk} {request.status}{detail}\n")
+            return
+        width = 30
+        filled = width * self.done // self.total
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.outcomes.items()))
+        bar = "#" * filled + "." * (width - filled)
+        self.write(f"\r[{bar}] {self.done}/{self.total} {counts}")
+        if self.done == self.total:
+            self.write("\n")
+
+
+class Command(BaseCommand):
+    help = (
+        "Regenerate generation requests in bulk (earlier images are kept). Requests still "
+        "queued or processing are continued, never submitted twice."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        select = parser.add_argument_group("which requests")
+        select.add_argument(
+            "--id",
+            dest="ids",
+            type=int,
+            action="append",
+            metavar="ID",
+            help="This request (repeatable).",
+        )
+        select.add_argument(
+            "--status",
+            dest="statuses",
+            action="append",
+            choices=Status.values,
+            help="With this status (repeatable).",
+        )
+        select.add_argument("--model", help="With this model id.")
+        select.add_argument(
+            "--created-before",
+            type=moment,
+            metavar="DATE",
+            help="Created before this ISO date or datetime.",
+        )
+        select.add_argument(
+            "--created-after",
+            type=moment,
+            metavar="DATE",
+            help="Created at or after this ISO date or datetime.",
+        )
+        select.add_argument(
+            "--prompt-contains",
+            metavar="TEXT",
+            help="Whose prompt contains TEXT (case-insensitive).",
+        )
+        select.add_argument(
+            "--missing-files",
+            action="store_true",
+            help="Whose current images are missing from storage.",
+        )
+        select.add_argument(
+            "--stale",
+            action="store_true",
+            help="Stuck in queued/processing (no progress for STALE_AFTER s).",
+        )
+        select.add_argument(
+            "--resume",
+            metavar="BATCH",
+            help="Continue an interrupted run: its unfinished requests.",
+        )
+        select.add_argument("--limit", type=positive, metavar="N", help="At most N requests.")
+        run = parser.add_argument_group("how")
+        run.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="List what would run; call nothing, change nothing.",
+        )
+        mode = run.add_mutually_exclusive_group()
+        mode.add_argument(
+            "--enqueue",
+            action="store_true",
+            help="Hand the work to the task backend instead of running it here.",
+        )
+        mode.add_argument(
+            "--concurrency",
+            type=positive,
+            default=4,
+            metavar="N",
+            help="Requests run at once in this process (default 4).",
+        )
+        run.add_argument(
+            "--yes",
+            action="store_true",
+            help=f"Do not ask before running more than {CONFIRM_ABOVE} requests.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        requests = list(self.select(options))
+        if not requests:
+            self.stdout.write("No generation request matches.")
+            return
+        if options["dry_run"]:
+            self.list_plan(requests)
+            return
+        self.confirm(len(requests), options["yes"])
+        batch = options["resume"] or uuid.uuid4().hex[:12]
+        self.stdout.write(
+            f"Batch {batch}: {len(requests)} request(s). If interrupted, continue with "
+            f"--resume {batch}"
+        )
+        summary = Summary()
+        try:
+            if options["enqueue"]:
+                self.enqueue(requests, batch, summary)
+            else:
+                self.run_here(requests, batch, options["concurrency"], summary)
+        except KeyboardInterrupt:
+            self.stderr.write(f"\nInterrupted. Continue with: --resume {batch}")
+            self.report(summary)
+            sys.exit(130)
+        self.report(summary)
+        if summary.failures:
+            raise CommandError(f"{len(summary.failures)} request(s) failed.")
+
+    # selection -----------------------------------------------------------------------
+
+    def select(self, options: dict[str, Any]) -> Iterable[GenerationRequest]:
+        requests: QuerySet[GenerationRequest] = GenerationRequest.objects.order_by("pk")
+        if options["resume"]:
+            requests = requests.filter(regeneration_batch=options["resume"]).exclude(
+                status=Status.SUCCEEDED
+            )
+        if options["ids"]:
+            requests = requests.filter(pk__in=options["ids"])
+        if options["statuses"]:
+            requests = requests.filter(status__in=options["statuses"])
+        if options["model"]:
+            requests = requests.filter(model_id=options["model"])
+        if options["created_before"]:
+            requests = requests.filter(created_at__lt=options["created_before"])
+        if options["created_after"]:
+            requests = requests.filter(created_at__gte=options["created_after"])
+        if options["prompt_contains"]:
+            requests = requests.filter(prompt__icontains=options["prompt_contains"])
+        if options["stale"]:
+            stale = [request.pk for request in pipeline.stale_requests()]
+            requests = requests.filter(pk__in=stale)
+        if options["missing_files"]:
+            requests = requests.filter(pk__in=pipeline.requests_with_missing_files(requests))
+        if options["limit"]:
+            requests = requests[: options["limit"]]
+        return requests
+
+    def list_plan(self, requests: list[GenerationRequest]) -> None:
+        self.stdout.write(f"Dry run: {len(requests)} request(s) would run; nothing was called.")
+        for request in requests:
+            action = (
+                "continue"
+                if request.status in (Status.QUEUED, Status.PROCESSING)
+                else (
+                    "retry"
+                    if request.regeneration_batch and request.status == Status.FAILED
+                    else "regenerate"
+                )
+            )
+            prompt = request.prompt if len(request.prompt) <= 50 else request.prompt[:49] + "…"
+            self.stdout.write(
+                f"  #{request.pk:<6} {request.status:<10} {request.model_id or '-':<16} "
+                f"{action:<10} {prompt}"
+            )
+
+    def confirm(self, count: int, yes: bool) -> None:
+        if yes or count <= CONFIRM_ABOVE:
+            return
+        question = f"Run {count} generation requests? ModelsLab bills each new job. [y/N] "
+        if not sys.stdin.isatty():
+            raise CommandError(f"{count} requests selected: pass --yes to run them unattended.")
+        if input(question).strip().lower() not in ("y", "yes"):
+            raise CommandError("Cancelled; nothing was run.")
+
+    # running -------------------------------------------------------------------------
+
+    def start(self, request: GenerationRequest, batch: str, *, enqueue: bool) -> bool:
+        """Queue one request the right way; False when it cannot be started now."""
+        if request.status in (Status.QUEUED, Status.PROCESSING):
+            return pipeline.requeue(request, enqueue=enqueue)
+        if request.status == Status.FAILED and request.regeneration_batch == batch:
+            pipeline.submit(request, enqueue=enqueue)  # a retry: polls or copies if it can
+            return True
+        try:
+            pipeline.regenerate(request, batch=batch, enqueue=enqueue)
+        except GenerationInProgress:
+            return False
+        return True
+
+    def enqueue(self, requests: list[GenerationRequest], batch: str, summary: Summary) -> None:
+        for request in requests:
+            queued = self.start(request, batch, enqueue=True)
+            summary.outcomes["enqueued" if queued else "skipped"] += 1
+
+    def run_here(
+        self, requests: list[GenerationRequest], batch: str, concurrency: int, summary: Summary
+    ) -> None:
+        started = [request.pk for request in requests if self.start(request, batch, enqueue=False)]
+        if len(started) < len(requests):
+            summary.outcomes["skipped"] += len(requests) - len(started)
+        progress = Progress(len(started), self.stdout.write, self.stdout.isatty())
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            futures = [pool.submit(run_in_thread, pk) for pk in started]
+            try:
+                for future in as_completed(futures):
+                    request = future.result()
+                    summary.add(request)
+                    progress.step(request, summary)
+            except KeyboardInterrupt:
+                for future in futures:
+                    future.cancel()
+                raise
+
+    def report(self, summary: Summary) -> None:
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.outcomes.items()))
+        self.stdout.write(f"Done: {counts or 'nothing ran'}.")
+        self.stdout.write(f"Images stored: {summary.images} ({summary.bytes:,} bytes).")
+        reasons = Counter(summary.failures.values())
+        for reason, n in reasons.most_common():
+            ids = [str(pk) for pk, why in summary.failures.items() if why == reason]
+            self.stdout.write(f"Failed ({n}): {reason} [#{', #'.join(ids)}]")
+
+
+def run_in_thread(request_id: int) -> GenerationRequest:
+    """Run one request on this thread's own database connection, closed afterwards."""
+    try:
+        return pipeline.run(request_id)
+    finally:
+        connection.close()

@@ -1,0 +1,133 @@
+"""ModelsLab webhook deliveries: authenticate, record, and hand over to the pipeline.
+
+A delivery is a hint, never trusted as a result: an accepted one queues
+:func:`~django_modelslab.pipeline.resume`, which confirms through the fetch endpoint before
+storing anything. ModelsLab signs nothing, so the URL carries a secret (compared in constant
+time against every entry of ``WEBHOOK_SECRETS``, for rotation). Every delivery is kept as a
+:class:`~django_modelslab.models.WebhookDelivery` row, whatever its outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from typing import Any
+
+from django.core.exceptions import SuspiciousOperation
+from django.db import transaction
+from django.utils.crypto import constant_time_compare
+
+from .client import redact
+from .conf import get_setting
+from .models import GenerationRequest, WebhookDelivery, request_id_from_track_id
+
+logger = logging.getLogger("django_modelslab.webhooks")
+
+Outcome = WebhookDelivery.Outcome
+#: How much of a body that is not JSON is kept.
+MAX_RAW_BODY = 4096
+
+
+class WebhookRejected(SuspiciousOperation):
+    """Bad secret or unreadable body: answered with 400 (Django's SuspiciousOperation)."""
+
+
+def secret_is_valid(secret: str) -> bool:
+    """Constant-time comparison with every configured secret (all are checked)."""
+    matches = [constant_time_compare(secret, known) for known in get_setting("WEBHOOK_SECRETS")]
+    return any(matches)
+
+
+def receive(secret: str, body: bytes, *, remote_addr: str | None = None) -> WebhookDelivery:
+    """Record one delivery and act on it; raises WebhookRejected for a bad secret or body."""
+    delivery = WebhookDelivery(remote_addr=remote_addr or None)
+    if not secret_is_valid(secret):
+        _save(delivery, Outcome.REJECTED, error="Unknown webhook secret.")
+        raise WebhookRejected("Unknown ModelsLab webhook secret.")
+    delivery.valid = True
+    try:
+        payload = json.loads(body)
+        if not isinstance(payload, dict):
+            raise ValueError("the body is not a JSON object")
+    except ValueError as exc:
+        delivery.raw_body = _redacted(body.decode("utf-8", "replace")[:MAX_RAW_BODY])
+        _save(delivery, Outcome.REJECTED, error=f"Unreadable body: {exc}")
+        raise WebhookRejected("ModelsLab webhook body is not a JSON object.") from exc
+    delivery.body = _redacted(payload)
+    delivery.track_id = str(payload.get("track_id") or _meta(payload).get("track_id") or "")[:64]
+    delivery.provider_id = str(payload.get("id") or "")[:64]
+    try:
+        with transaction.atomic():
+            outcome, error = _handle(delivery)
+            _save(delivery, outcome, error=error)
+    except Exception:
+        _save(delivery, Outcome.ERROR, error=traceback.format_exc())
+        raise
+    return delivery
+
+
+def _handle(delivery: WebhookDelivery) -> tuple[str, str]:
+    """Decide what the delivery means for its request (row locked); returns (outcome, why)."""
+    request = _find_request(delivery)
+    if request is None:
+        return Outcome.UNKNOWN, "No generation request has this track id or provider id."
+    delivery.request = request
+    if delivery.track_id and delivery.track_id != request.track_id:
+        return Outcome.DUPLICATE, "For an earlier attempt of this request: ignored."
+    if request.status == GenerationRequest.Status.SUCCEEDED:
+        return Outcome.DUPLICATE, "The request has already succeeded."
+    if request.webhook_deliveries.filter(
+        track_id=delivery.track_id, outcome=Outcome.ACCEPTED
+    ).exists():
+        return Outcome.DUPLICATE, "An earlier delivery for this attempt is being handled."
+    if not request.provider_id and delivery.provider_id:
+        # The answer to the generate call was lost; the authenticated callback tells the id.
+        request.provider_id = delivery.provider_id
+        request.save(update_fields=["provider_id", "updated_at"])
+    if not request.provider_id:
+        return Outcome.UNKNOWN, "The delivery names no provider id to confirm."
+    _resume_on_commit(request.pk)
+    return Outcome.ACCEPTED, ""
+
+
+def _find_request(delivery: WebhookDelivery) -> GenerationRequest | None:
+    """By the current track id, else the provider id, else the request a track id names."""
+    requests = GenerationRequest.objects.select_for_update()
+    if delivery.track_id:
+        found = requests.filter(track_id=delivery.track_id).first()
+        if found is not None:
+            return found
+    if delivery.provider_id:
+        found = requests.filter(provider_id=delivery.provider_id).first()
+        if found is not None:
+            return found
+    request_id = request_id_from_track_id(delivery.track_id)
+    return requests.filter(pk=request_id).first() if request_id else None
+
+
+def _resume_on_commit(request_id: int) -> None:
+    from .tasks import resume_generation
+
+    task = resume_generation.using(backend=get_setting("TASK_BACKEND"))
+    transaction.on_commit(lambda: task.enqueue(request_id))
+
+
+def _save(delivery: WebhookDelivery, outcome: str, *, error: str = "") -> None:
+    delivery.outcome = outcome
+    delivery.error = error
+    delivery.save()
+    if outcome in (Outcome.REJECTED, Outcome.ERROR):
+        logger.warning("ModelsLab webhook %s: %s", outcome, error.splitlines()[-1] if error else "")
+
+
+def _meta(payload: dict[str, Any]) -> dict[str, Any]:
+    meta = payload.get("meta")
+    return meta if isinstance(meta, dict) else {}
+
+
+def _redacted(value: Any) -> Any:
+    value = redact(value, get_setting("API_KEY") or None)
+    for secret in get_setting("WEBHOOK_SECRETS"):
+        value = redact(value, secret)
+    return value

@@ -1,0 +1,165 @@
+"""The editors' admin in headless Chromium, against the live server and the emulator.
+
+Screenshots of the changelist and of a request page are written to ``docs/images/`` when
+``UPDATE_SCREENSHOTS=1`` is set (check them in when they change); otherwise to a tmp dir.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.test import Client
+from django.urls import reverse
+
+from django_modelslab import pipeline
+from django_modelslab.models import GenerationRequest
+
+from .test_admin import EDIT_PERMS, VIEW_PERMS, staff
+
+# reset_sequences: ids start at 1, so the screenshots do not depend on the tests run before.
+pytestmark = pytest.mark.django_db(transaction=True, reset_sequences=True)
+
+DOCS_IMAGES = Path(__file__).resolve().parent.parent / "docs" / "images"
+CHANGELIST = reverse("admin:django_modelslab_generationrequest_changelist")
+ADD = reverse("admin:django_modelslab_generationrequest_add")
+
+ALL_DECODED = """selector => {
+    const images = [...document.querySelectorAll(selector)];
+    return images.length > 0 && images.every(img => img.complete && img.naturalWidth > 0);
+}"""
+NATURAL_WIDTHS = "images => images.map(img => img.naturalWidth)"
+
+
+@pytest.fixture
+def screenshots(tmp_path: Path) -> Path:
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+        DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+        return DOCS_IMAGES
+    return tmp_path
+
+
+def log_in(page, live_server, username: str, password: str) -> None:
+    page.goto(f"{live_server.url}/admin/login/?next=/admin/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("input[type=submit]")
+    page.wait_for_url(f"{live_server.url}/admin/")
+
+
+def log_in_as(page, live_server, user) -> None:
+    """Reuse a test client's session (no password hashing, no login form)."""
+    client = Client()
+    client.force_login(user)
+    cookie = client.cookies[settings.SESSION_COOKIE_NAME]
+    page.context.add_cookies([{"name": cookie.key, "value": cookie.value, "url": live_server.url}])
+
+
+def change_url(live_server, obj: GenerationRequest) -> str:
+    path = reverse("admin:django_modelslab_generationrequest_change", args=[obj.pk])
+    return f"{live_server.url}{path}"
+
+
+def decoded_widths(page, selector: str) -> list[int]:
+    page.wait_for_function(ALL_DECODED, arg=selector)
+    return page.eval_on_selector_all(selector, NATURAL_WIDTHS)
+
+
+def test_editor_generates_chooses_and_regenerates(page, live_server, emulator, screenshots):
+    staff("editor", [*EDIT_PERMS, "generate_images"], password="correct horse")
+    for prompt, seed in (("a red kite over green hills", 11), ("a harbour at night", 12)):
+        GenerationRequest.objects.create(prompt=prompt, seed=seed, width=256, height=256)
+    # Screenshots for the docs: a wide window, the admin's app sidebar folded away.
+    page.set_viewport_size({"width": 1440, "height": 900})
+    page.add_init_script("localStorage.setItem('django.admin.navSidebarIsOpen', 'false')")
+    log_in(page, live_server, "editor", "correct horse")
+
+    # Create a request and press Generate on the form.
+    page.goto(f"{live_server.url}{ADD}")
+    page.fill("#id_prompt", "a lighthouse on a cliff at dawn, watercolour")
+    page.fill("#id_width", "384")
+    page.fill("#id_height", "256")
+    page.fill("#id_samples", "2")
+    page.click("input[name=_generate]")
+    page.wait_for_selector(".modelslab-status--succeeded")
+    request = GenerationRequest.objects.get(prompt__startswith="a lighthouse")
+    assert page.url == change_url(live_server, request)
+    assert decoded_widths(page, ".modelslab-images img") == [256, 256]  # the WebP thumbnails
+    assert page.locator(".messagelist").inner_text().count("1 request succeeded.") == 1
+
+    # Mark the second image as chosen.
+    page.locator("button.modelslab-choose").nth(1).click()
+    page.wait_for_selector(".modelslab-chosen")
+    chosen = request.images.get(chosen=True)
+    assert chosen.position == 1
+
+    # Generate the other two, then Regenerate the first, from the changelist.
+    page.goto(f"{live_server.url}{CHANGELIST}")
+    others = GenerationRequest.objects.exclude(pk=request.pk)
+    for obj in others:
+        page.check(f"input[name=_selected_action][value='{obj.pk}']")
+    page.select_option("select[name=action]", "generate")
+    page.click("button[name=index]")
+    page.wait_for_selector("text=2 requests succeeded.")
+    page.check(f"input[name=_selected_action][value='{request.pk}']")
+    page.select_option("select[name=action]", "regenerate")
+    page.click("button[name=index]")
+    page.wait_for_selector("text=1 request succeeded.")
+    widths = decoded_widths(page, "#result_list .modelslab-thumb img")
+    assert len(widths) == 4 and all(widths)  # 2 + 1 + 1 current images, decoded
+    page.screenshot(path=screenshots / "admin-changelist.png")
+
+    # Both image sets are on the request; the first set is marked superseded.
+    page.goto(change_url(live_server, request))
+    assert len(decoded_widths(page, ".modelslab-images img")) == 4
+    assert page.locator(".modelslab-superseded").count() == 2
+    assert page.locator(".modelslab-chosen").count() == 1
+    page.screenshot(path=screenshots / "admin-request.png", full_page=True)
+
+    # Enter in a field saves the form; it does not press the first button on the page.
+    page.press("#id_model_id", "Enter")
+    page.wait_for_selector("text=was changed successfully")
+    assert request.images.count() == 4
+
+
+def test_the_page_follows_a_queued_request_until_it_finishes(page, live_server, emulator):
+    """The polling script: a worker finishes the job; the page shows it without a reload."""
+    editor = staff("editor", [*EDIT_PERMS, "generate_images"])
+    request = GenerationRequest.objects.create(prompt="a paper boat", width=256, height=256)
+    GenerationRequest.objects.filter(pk=request.pk).update(
+        status=GenerationRequest.Status.QUEUED, eta=4
+    )  # as if a task queue had it and no worker had picked it up yet
+    log_in_as(page, live_server, editor)
+    page.clock.install()  # the page's timers run only when the test says so
+
+    page.goto(change_url(live_server, request))
+    assert page.locator(".modelslab-panel .modelslab-status").inner_text() == "Queued"
+    assert page.locator(".modelslab-panel .modelslab-eta").inner_text() == "about 4 s"
+    assert page.locator(".modelslab-images img").count() == 0
+    assert page.locator("input[name=_generate], input[name=_regenerate]").count() == 0
+
+    pipeline.run(request.pk)  # the worker
+    page.clock.run_for(2_100)  # one poll interval: the script asks, sees it done, reloads
+
+    page.wait_for_selector(".modelslab-panel .modelslab-status--succeeded")
+    assert decoded_widths(page, ".modelslab-images img") == [256]
+
+
+def test_without_the_permission_there_is_nothing_to_press(page, live_server, emulator):
+    request = GenerationRequest.objects.create(prompt="a quiet pond", seed=5, width=256, height=256)
+    pipeline.submit(request)
+    log_in_as(page, live_server, staff("viewer", VIEW_PERMS))
+
+    page.goto(f"{live_server.url}{CHANGELIST}")
+    assert page.locator("#result_list").inner_text().count("a quiet pond") == 1
+    assert all(decoded_widths(page, "#result_list .modelslab-thumb img"))
+    assert page.locator("select[name=action] option[value=generate]").count() == 0
+    assert page.locator("select[name=action] option[value=regenerate]").count() == 0
+
+    page.goto(change_url(live_server, request))
+    assert page.locator(".modelslab-panel .modelslab-status").inner_text() == "Succeeded"
+    assert len(decoded_widths(page, ".modelslab-images img")) == 1
+    assert page.locator("input[name=_generate], input[name=_regenerate]").count() == 0
+    assert page.locator("button.modelslab-choose").count() == 0

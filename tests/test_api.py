@@ -1,0 +1,551 @@
+"""The REST API: what a frontend sees, who may see it, and what it refuses."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+
+import httpx
+import pytest
+from django.contrib.auth.models import User
+from django.core.cache import cache
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from django_modelslab.models import GeneratedImage, GenerationRequest, IdempotencyKey
+
+from .conftest import TEST_API_KEY
+
+Status = GenerationRequest.Status
+
+
+def url(name: str, *args: object) -> str:
+    return reverse(f"modelslab-api:{name}", args=args)
+
+
+def api_client(user: User | None) -> APIClient:
+    """A client sending the user's DRF token the way OpenAI clients do (Bearer)."""
+    client = APIClient()
+    if user is not None:
+        token, _ = Token.objects.get_or_create(user=user)
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token.key}")
+    return client
+
+
+def make_request(user: User | None, *, images: int = 2, **fields: object) -> GenerationRequest:
+    """A finished request with image rows (files are not read by these tests)."""
+    fields = {"prompt": "a red fox", "status": Status.SUCCEEDED, "model_id": "flux", **fields}
+    generation = GenerationRequest.objects.create(requested_by=user, **fields)
+    for position in range(images):
+        digest = hashlib.sha256(f"{generation.pk}-{position}".encode()).hexdigest()
+        GeneratedImage.objects.create(
+            request=generation,
+            image=f"modelslab/{digest[:2]}/{digest}.png",
+            thumbnail=f"modelslab/{digest[:2]}/{digest}.webp",
+            sha256=digest,
+            width=512,
+            height=512,
+            format="PNG",
+            bytes=1234,
+            source_url=f"http://provider.invalid/out/{digest}.png",
+            position=position,
+        )
+    return generation
+
+
+@pytest.fixture
+def owner(db) -> User:
+    return User.objects.create_user("owner")
+
+
+@pytest.fixture
+def other(db) -> User:
+    return User.objects.create_user("other")
+
+
+@pytest.fixture
+def staff(db) -> User:
+    return User.objects.create_user("staff", is_staff=True)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttle_cache():
+    cache.clear()
+
+
+# --- the whole way through ------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_create_generates_and_answers_with_permanent_absolute_urls(owner, emulator):
+    client = api_client(owner)
+
+    response = client.post(
+        url("generation-list"),
+        {"prompt": "a lighthouse at dusk", "width": 256, "height": 320, "samples": 2, "seed": 7},
+        format="json",
+    )
+
+    assert response.status_code == 202
+    body = response.json()
+    generation = GenerationRequest.objects.get()
+    assert body["id"] == generation.pk
+    assert generation.requested_by == owner
+    assert response["Location"] == body["links"]["self"]
+    assert body["links"]["self"] == f"http://testserver{url('generation-detail', generation.pk)}"
+    # The inline task backend ran the generation when the request was committed.
+    assert body["status"] == "succeeded"
+    assert body["finished"] is True
+    assert (body["width"], body["height"], body["samples"], body["seed"]) == (256, 320, 2, 7)
+    assert len(body["images"]) == 2
+    for shown, stored in zip(body["images"], generation.images.order_by("position"), strict=True):
+        assert shown["id"] == stored.pk
+        assert shown["url"] == f"http://testserver{stored.image.url}"
+        assert shown["thumbnail_url"] == f"http://testserver{stored.thumbnail.url}"
+        assert shown["sha256"] == stored.sha256
+        assert (shown["width"], shown["height"]) == (256, 320)
+        assert shown["chosen"] is False
+        assert shown["superseded"] is False
+        with stored.image.open("rb") as file:
+            assert hashlib.sha256(file.read()).hexdigest() == shown["sha256"]
+    text = response.content.decode()
+    assert emulator.origin not in text  # never ModelsLab's temporary URLs
+    assert TEST_API_KEY not in text
+    assert "source_url" not in text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_regenerate_keeps_earlier_images_as_superseded(owner, emulator):
+    client = api_client(owner)
+    created = client.post(url("generation-list"), {"prompt": "a kite", "width": 256}, format="json")
+    first_image = created.json()["images"][0]
+
+    response = client.post(created.json()["links"]["regenerate"])
+
+    assert response.status_code == 202
+    images = response.json()["images"]
+    assert [image["superseded"] for image in images] == [True, False]
+    assert images[0]["id"] == first_image["id"]
+    assert emulator.calls["text2img"] == 2
+
+
+@pytest.mark.django_db
+def test_regenerate_while_in_progress_is_a_conflict(owner):
+    generation = make_request(owner, status=Status.PROCESSING, images=0)
+
+    response = api_client(owner).post(url("generation-regenerate", generation.pk))
+
+    assert response.status_code == 409
+    assert "processing" in response.json()["detail"]
+    generation.refresh_from_db()
+    assert generation.status == Status.PROCESSING
+
+
+@pytest.mark.django_db
+def test_choose_marks_one_image_and_unmarks_the_rest(owner):
+    generation = make_request(owner, images=3)
+    first, second, _ = generation.images.order_by("position")
+    client = api_client(owner)
+    client.post(url("image-choose", first.pk))
+
+    response = client.post(url("image-choose", second.pk))
+
+    assert response.status_code == 200
+    assert response.json()["chosen"] is True
+    detail = client.get(url("generation-detail", generation.pk)).json()
+    assert [image["chosen"] for image in detail["images"]] == [False, True, False]
+
+
+# --- who may do what ----------------------------------------------------------------------
+
+ACTORS = ("anonymous", "owner", "other", "staff")
+
+
+def _call(client: APIClient, endpoint: str, generation: GenerationRequest):
+    image = generation.images.first()
+    calls = {
+        "list generations": lambda: client.get(url("generation-list")),
+        "create generation": lambda: client.post(
+            url("generation-list"), {"prompt": "x"}, format="json"
+        ),
+        "get generation": lambda: client.get(url("generation-detail", generation.pk)),
+        "regenerate": lambda: client.post(url("generation-regenerate", generation.pk)),
+        "list images": lambda: client.get(url("image-list")),
+        "get image": lambda: client.get(url("image-detail", image.pk)),
+        "choose image": lambda: client.post(url("image-choose", image.pk)),
+    }
+    return calls[endpoint]()
+
+
+#: Expected status per endpoint for (anonymous, owner, other, staff).
+MATRIX = {
+    "list generations": (401, 200, 200, 200),
+    "create generation": (401, 202, 202, 202),
+    "get generation": (401, 200, 404, 200),
+    "regenerate": (401, 202, 404, 202),
+    "list images": (401, 200, 200, 200),
+    "get image": (401, 200, 404, 200),
+    "choose image": (401, 200, 404, 200),
+}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("endpoint", MATRIX)
+@pytest.mark.parametrize("actor", ACTORS)
+def test_permission_matrix(endpoint, actor, owner, other, staff):
+    generation = make_request(owner)
+    user = {"anonymous": None, "owner": owner, "other": other, "staff": staff}[actor]
+
+    response = _call(api_client(user), endpoint, generation)
+
+    assert response.status_code == MATRIX[endpoint][ACTORS.index(actor)]
+    if actor == "anonymous":
+        assert response["WWW-Authenticate"] == "Bearer"
+    elif endpoint.startswith("list"):
+        ids = [item["id"] for item in response.json()["results"]]
+        mine = generation.pk if endpoint == "list generations" else generation.images.first().pk
+        assert (mine in ids) == (actor in ("owner", "staff"))
+    generation.refresh_from_db()
+    if endpoint == "regenerate" and actor == "other":
+        assert generation.status == Status.SUCCEEDED  # untouched
+    if endpoint == "choose image" and actor == "other":
+        assert not generation.images.filter(chosen=True).exists()
+
+
+@pytest.mark.django_db
+def test_session_and_token_keywords_authenticate_too(client, owner):
+    make_request(owner)
+    client.force_login(owner)
+    assert client.get(url("generation-list")).status_code == 200
+
+    token = Token.objects.create(user=owner)
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    assert api.get(url("generation-list")).status_code == 200
+    api.credentials(HTTP_AUTHORIZATION="Bearer not-a-token")
+    assert api.get(url("generation-list")).status_code == 401
+
+
+@pytest.mark.django_db
+def test_session_posts_need_the_csrf_token(owner):
+    client = APIClient(enforce_csrf_checks=True)
+    client.force_login(owner)
+
+    response = client.post(url("generation-list"), {"prompt": "x"}, format="json")
+
+    assert response.status_code == 403
+    assert "CSRF" in response.json()["detail"]
+
+
+# --- validation ---------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ({}, "prompt", "This field is required."),
+        ({"prompt": "   "}, "prompt", "may not be blank"),
+        ({"prompt": "x" * 2001}, "prompt", "no more than 2000 characters"),
+        ({"prompt": "x", "negative_prompt": "x" * 2001}, "negative_prompt", "2000"),
+        ({"prompt": "x", "width": 248}, "width", "greater than or equal to 256"),
+        ({"prompt": "x", "height": 1032}, "height", "less than or equal to 1024"),
+        ({"prompt": "x", "width": 300}, "width", "multiple of 8"),
+        ({"prompt": "x", "width": "wide"}, "width", "valid integer"),
+        ({"prompt": "x", "samples": 0}, "samples", "greater than or equal to 1"),
+        ({"prompt": "x", "samples": 5}, "samples", "less than or equal to 4"),
+        ({"prompt": "x", "steps": 51}, "steps", "less than or equal to 50"),
+        ({"prompt": "x", "guidance": 0.5}, "guidance", "greater than or equal to 1"),
+        ({"prompt": "x", "seed": -1}, "seed", "greater than or equal to 0"),
+        ({"prompt": "x", "webhook": "http://evil.invalid"}, "webhook", "Unknown field."),
+        ({"prompt": "x", "status": "succeeded"}, "status", "Unknown field."),
+        ({"prompt": "x\x00y"}, "prompt", "Null characters are not allowed."),
+    ],
+)
+def test_invalid_bodies_get_clear_400s(owner, body, field, message):
+    response = api_client(owner).post(url("generation-list"), body, format="json")
+
+    assert response.status_code == 400
+    assert message in " ".join(response.json()[field])
+    assert not GenerationRequest.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_body_that_is_not_an_object_is_refused(owner):
+    response = api_client(owner).post(url("generation-list"), ["prompt"], format="json")
+
+    assert response.status_code == 400
+    assert "non_field_errors" in response.json()
+
+
+@pytest.mark.django_db
+def test_prompt_length_and_models_follow_the_settings(owner, settings):
+    settings.MODELSLAB = {**settings.MODELSLAB, "MAX_PROMPT_LENGTH": 10, "ALLOWED_MODELS": ["sdxl"]}
+    client = api_client(owner)
+
+    too_long = client.post(url("generation-list"), {"prompt": "x" * 11}, format="json")
+    unknown = client.post(
+        url("generation-list"), {"prompt": "x", "model_id": "flux"}, format="json"
+    )
+    known = client.post(url("generation-list"), {"prompt": "x", "model_id": "sdxl"}, format="json")
+    default = client.post(url("generation-list"), {"prompt": "x"}, format="json")
+
+    assert too_long.status_code == 400
+    assert "no more than 10 characters" in too_long.json()["prompt"][0]
+    assert unknown.status_code == 400
+    assert unknown.json()["model_id"] == ["Unknown model 'flux'; allowed: sdxl."]
+    assert (known.status_code, known.json()["model_id"]) == (202, "sdxl")
+    assert default.status_code == 202  # blank: DEFAULT_MODEL, the project's own choice
+
+
+# --- idempotency ----------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_idempotency_key_replays_the_original_request(owner):
+    client = api_client(owner)
+    body = {"prompt": "a boat", "samples": 2}
+
+    first = client.post(url("generation-list"), body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    again = client.post(
+        url("generation-list"), {"samples": 2, "prompt": "a boat"}, format="json",
+        HTTP_IDEMPOTENCY_KEY="k-1",
+    )  # fmt: skip
+
+    assert first.status_code == again.status_code == 202
+    assert again.json()["id"] == first.json()["id"]
+    assert again["Idempotent-Replayed"] == "true"
+    assert not first.has_header("Idempotent-Replayed")
+    assert GenerationRequest.objects.count() == 1
+    assert IdempotencyKey.objects.get().request_id == first.json()["id"]
+
+
+@pytest.mark.django_db
+def test_idempotency_key_with_another_body_is_422(owner):
+    client = api_client(owner)
+    client.post(url("generation-list"), {"prompt": "a"}, format="json", HTTP_IDEMPOTENCY_KEY="k")
+
+    response = client.post(
+        url("generation-list"), {"prompt": "b"}, format="json", HTTP_IDEMPOTENCY_KEY="k"
+    )
+
+    assert response.status_code == 422
+    assert "different request body" in response.json()["detail"]
+    assert GenerationRequest.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_idempotency_keys_are_scoped_to_the_user(owner, other):
+    body = {"prompt": "same"}
+    mine = api_client(owner).post(url("generation-list"), body, HTTP_IDEMPOTENCY_KEY="k")
+    theirs = api_client(other).post(url("generation-list"), body, HTTP_IDEMPOTENCY_KEY="k")
+
+    assert mine.status_code == theirs.status_code == 202
+    assert mine.json()["id"] != theirs.json()["id"]
+    assert GenerationRequest.objects.get(pk=theirs.json()["id"]).requested_by == other
+
+
+@pytest.mark.django_db
+def test_an_overlong_idempotency_key_is_refused(owner):
+    response = api_client(owner).post(
+        url("generation-list"), {"prompt": "x"}, format="json", HTTP_IDEMPOTENCY_KEY="k" * 256
+    )
+
+    assert response.status_code == 400
+    assert "Idempotency-Key" in response.json()
+
+
+# --- lists ------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_list_is_newest_first_paginated_and_filtered(owner):
+    old = make_request(owner, images=0, model_id="sdxl")
+    GenerationRequest.objects.filter(pk=old.pk).update(
+        created_at=timezone.now() - timedelta(days=3)
+    )
+    failed = make_request(owner, images=0, status=Status.FAILED)
+    newest = make_request(owner, images=0)
+    client = api_client(owner)
+
+    def ids(**params: object) -> list[int]:
+        response = client.get(url("generation-list"), params)
+        assert response.status_code == 200, response.json()
+        return [item["id"] for item in response.json()["results"]]
+
+    assert ids() == [newest.pk, failed.pk, old.pk]
+    assert ids(status="failed") == [failed.pk]
+    assert ids(model="sdxl") == [old.pk]
+    yesterday = (timezone.now() - timedelta(days=1)).date().isoformat()
+    assert ids(created_after=yesterday) == [newest.pk, failed.pk]
+    assert ids(created_before=yesterday) == [old.pk]
+    page = client.get(url("generation-list"), {"page_size": 2, "page": 2}).json()
+    assert page["count"] == 3
+    assert [item["id"] for item in page["results"]] == [old.pk]
+    assert page["previous"].startswith("http://testserver/")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"status": "done"}, "status"),
+        ({"created_after": "last tuesday"}, "created_after"),
+        ({"created_before": "2024-13-45"}, "created_before"),
+    ],
+)
+def test_bad_filters_are_400(owner, params, field):
+    response = api_client(owner).get(url("generation-list"), params)
+
+    assert response.status_code == 400
+    assert field in response.json()
+
+
+@pytest.mark.django_db
+def test_image_list_filters(owner):
+    generation = make_request(owner, images=2)
+    make_request(owner, images=1)
+    chosen = generation.images.first()
+    GeneratedImage.objects.filter(pk=chosen.pk).update(chosen=True)
+    client = api_client(owner)
+
+    by_request = client.get(url("image-list"), {"request": generation.pk}).json()["results"]
+    only_chosen = client.get(url("image-list"), {"chosen": "true"}).json()["results"]
+
+    assert sorted(image["id"] for image in by_request) == sorted(
+        generation.images.values_list("pk", flat=True)
+    )
+    assert [image["id"] for image in only_chosen] == [chosen.pk]
+    assert client.get(url("image-list"), {"request": "x"}).status_code == 400
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", ["generation-list", "image-list"])
+def test_lists_run_a_constant_number_of_queries(owner, name, django_assert_num_queries):
+    client = api_client(owner)
+    make_request(owner, images=2)
+    with CaptureQueriesContext(connection) as few:
+        assert client.get(url(name)).status_code == 200
+    for _ in range(9):
+        make_request(owner, images=3)
+
+    with django_assert_num_queries(len(few.captured_queries)):
+        response = client.get(url(name))
+
+    assert response.json()["count"] == (10 if name == "generation-list" else 29)
+
+
+# --- throttling and the budget hook -----------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_generate_scope_throttles_only_generating_calls(owner, settings):
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"modelslab_generate": "2/hour"},
+    }
+    client = api_client(owner)
+
+    codes = [client.post(url("generation-list"), {"prompt": "x"}).status_code for _ in range(3)]
+
+    assert codes == [202, 202, 429]
+    assert client.get(url("generation-list")).status_code == 200
+
+
+@pytest.mark.django_db
+def test_read_scope_throttles_everything(owner, settings):
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"modelslab": "2/min"},
+    }
+    client = api_client(owner)
+
+    codes = [client.get(url("image-list")).status_code for _ in range(3)]
+
+    assert codes == [200, 200, 429]
+    assert "Retry-After" in client.get(url("generation-list"))
+
+
+def allow_one_request_each(user, generation):
+    """A budget hook: one generation per user, ever."""
+    if GenerationRequest.objects.filter(requested_by=user).exists():
+        return f"{user.username} has used up this month's images."
+    return None
+
+
+@pytest.mark.django_db
+def test_budget_hook_refuses_with_429(owner, settings):
+    settings.MODELSLAB = {
+        **settings.MODELSLAB,
+        "BUDGET_HOOK": "tests.test_api.allow_one_request_each",
+    }
+    client = api_client(owner)
+
+    first = client.post(url("generation-list"), {"prompt": "x"})
+    second = client.post(url("generation-list"), {"prompt": "y"})
+    regenerate = client.post(url("generation-regenerate", first.json()["id"]))
+
+    assert first.status_code == 202
+    assert second.status_code == 429
+    assert second.json() == {"detail": "owner has used up this month's images."}
+    assert regenerate.status_code == 429
+    assert GenerationRequest.objects.count() == 1
+
+
+# --- settings checks ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "check_id"),
+    [
+        ({"ALLOWED_MODELS": "flux"}, "django_modelslab.E020"),
+        ({"ALLOWED_MODELS": ["flux", 3]}, "django_modelslab.E020"),
+        ({"MODEL_ALIASES": ["dall-e-3"]}, "django_modelslab.E021"),
+        ({"BUDGET_HOOK": "tests.test_api.no_such_hook"}, "django_modelslab.E022"),
+        ({"BUDGET_HOOK": "tests.test_api.ACTORS"}, "django_modelslab.E022"),
+        ({"OPENAI_WAIT_TIMEOUT": 0}, "django_modelslab.E003"),
+    ],
+)
+def test_api_settings_are_checked(settings, override, check_id):
+    from django_modelslab.checks import check_settings
+
+    settings.MODELSLAB = {**settings.MODELSLAB, **override}
+
+    assert check_id in [message.id for message in check_settings()]
+
+
+def test_valid_api_settings_pass_the_checks(settings):
+    from django_modelslab.checks import check_settings
+
+    settings.MODELSLAB = {
+        **settings.MODELSLAB,
+        "ALLOWED_MODELS": ["flux"],
+        "MODEL_ALIASES": {"dall-e-3": "flux"},
+        "BUDGET_HOOK": "tests.test_api.allow_one_request_each",
+    }
+
+    assert check_settings() == []
+
+
+def test_stored_image_urls_are_served(live_server, owner, emulator, transactional_db):
+    """The absolute URLs the API gives are real: the live server serves the stored bytes."""
+    token = Token.objects.create(user=owner)
+    base = f"{live_server.url}/api/modelslab"
+    headers = {"Authorization": f"Bearer {token.key}"}
+
+    created = httpx.post(
+        f"{base}/generations/", json={"prompt": "a bell", "width": 256}, headers=headers
+    )
+    image = created.json()["images"][0]
+    served = httpx.get(image["url"])
+    thumbnail = httpx.get(image["thumbnail_url"])
+
+    assert created.status_code == 202
+    assert image["url"].startswith(f"{live_server.url}/media/")
+    assert hashlib.sha256(served.content).hexdigest() == image["sha256"]
+    assert thumbnail.status_code == 200
+    assert thumbnail.content[:4] == b"RIFF"  # WebP

@@ -1,0 +1,168 @@
+"""``manage.py regenerate_images`` against the emulator: selection, dry runs, concurrency,
+summaries, exit codes, and resuming after an interruption without a second provider job."""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.utils import timezone
+
+from django_modelslab import pipeline
+from django_modelslab.models import GenerationRequest
+from django_modelslab.testing import Fault
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+Status = GenerationRequest.Status
+
+
+def make(n: int = 1, **fields) -> list[GenerationRequest]:
+    fields.setdefault("width", 256)
+    fields.setdefault("height", 256)
+    fields.setdefault("prompt", "a lighthouse")
+    made = []
+    for index in range(n):
+        request = GenerationRequest.objects.create(seed=index, **fields)
+        pipeline.run(request.pk)
+        request.refresh_from_db()
+        made.append(request)
+    return made
+
+
+def regenerate_images(*args: str) -> str:
+    out = io.StringIO()
+    call_command("regenerate_images", *args, stdout=out, stderr=out)
+    return out.getvalue()
+
+
+def test_regenerates_selected_requests_and_keeps_history(emulator):
+    first, second, other = make(2) + make(1, model_id="sdxl")
+    before = emulator.calls["text2img"]
+
+    out = regenerate_images("--model", "flux", "--concurrency", "2")
+
+    assert emulator.calls["text2img"] == before + 2
+    for request in (first, second):
+        request.refresh_from_db()
+        assert request.status == Status.SUCCEEDED
+        assert request.images.filter(superseded=True).count() == 1
+        assert request.images.filter(superseded=False).count() == 1
+    other.refresh_from_db()
+    assert other.attempts == 1
+    assert "Done: 2 succeeded." in out
+    assert "Images stored: 2 (" in out
+    assert "[2/2]" in out  # plain progress lines when not on a terminal
+
+
+def test_dry_run_lists_and_calls_nothing(emulator):
+    make(2)
+    before = dict(emulator.calls)
+
+    out = regenerate_images("--dry-run")
+
+    assert "Dry run: 2 request(s) would run" in out
+    assert out.count("regenerate") == 2
+    assert dict(emulator.calls) == before
+    assert not GenerationRequest.objects.filter(attempts__gt=1).exists()
+
+
+def test_filters(emulator):
+    old, new = make(2)
+    GenerationRequest.objects.filter(pk=old.pk).update(
+        created_at=timezone.now() - timedelta(days=3), prompt="an old fox"
+    )
+    yesterday = (timezone.now() - timedelta(days=1)).date().isoformat()
+
+    assert f"#{old.pk} " in regenerate_images("--dry-run", "--created-before", yesterday)
+    assert f"#{old.pk} " not in regenerate_images("--dry-run", "--created-after", yesterday)
+    assert f"#{new.pk} " not in regenerate_images("--dry-run", "--prompt-contains", "FOX")
+    assert f"#{new.pk} " in regenerate_images("--dry-run", "--id", str(new.pk))
+    assert "1 request(s)" in regenerate_images("--dry-run", "--limit", "1")
+    assert "No generation request matches." in regenerate_images("--status", "failed")
+
+
+def test_failures_are_summarised_with_reasons_and_exit_non_zero(emulator):
+    (request,) = make(1)
+    emulator.add_fault("text2img", Fault.error_200("Insufficient credits."))
+
+    with pytest.raises(CommandError, match="1 request"):
+        regenerate_images("--id", str(request.pk))
+
+    request.refresh_from_db()
+    assert request.status == Status.FAILED
+    assert "Insufficient credits." in request.error
+
+
+def test_missing_files_selects_requests_whose_file_is_gone(emulator, settings):
+    kept, lost = make(2)
+    lost_image = lost.images.get()
+    (settings.MEDIA_ROOT / lost_image.image.name).unlink()
+
+    out = regenerate_images("--missing-files", "--dry-run")
+
+    assert f"#{lost.pk} " in out
+    assert f"#{kept.pk} " not in out
+
+
+def test_confirmation_is_required_above_the_threshold_without_a_terminal(emulator):
+    for _ in range(11):
+        GenerationRequest.objects.create(prompt="x", width=256, height=256)
+
+    with pytest.raises(CommandError, match="--yes"):
+        regenerate_images()
+    assert emulator.calls["text2img"] == 0
+
+
+def test_resume_continues_an_interrupted_run_without_a_second_job(emulator):
+    """A run killed after submitting: its request is left processing with a job id."""
+    emulator.mode = "processing"
+    (request,) = make(1)
+    pipeline.regenerate(request, batch="b1", enqueue=False)
+    # Simulate the worker dying mid-poll: the job was submitted, then the process was killed.
+    pipeline.run(request.pk)  # completes normally here; now rewind to "killed mid-poll"
+    request.refresh_from_db()
+    jobs_before = emulator.calls["text2img"]
+    GenerationRequest.objects.filter(pk=request.pk).update(status=Status.PROCESSING)
+    request.images.filter(attempt=request.attempts).delete()
+
+    out = regenerate_images("--resume", "b1")
+
+    request.refresh_from_db()
+    assert request.status == Status.SUCCEEDED
+    assert emulator.calls["text2img"] == jobs_before  # polled/copied, never resubmitted
+    assert "Batch b1" in out
+
+
+def test_stale_requests_are_continued(emulator, settings):
+    settings.MODELSLAB = {**settings.MODELSLAB, "STALE_AFTER": 60}
+    emulator.mode = "processing"
+    emulator.add_fault("text2img", Fault.never_finish())
+    (stuck,) = [GenerationRequest.objects.create(prompt="x", width=256, height=256, seed=1)]
+    settings.MODELSLAB = {**settings.MODELSLAB, "MAX_WAIT": 0.3}
+    pipeline.run(stuck.pk)  # times out: failed, job id kept
+    GenerationRequest.objects.filter(pk=stuck.pk).update(
+        status=Status.PROCESSING, updated_at=timezone.now() - timedelta(minutes=5)
+    )
+
+    out = regenerate_images("--stale", "--dry-run")
+    assert f"#{stuck.pk} " in out and "continue" in out
+
+    emulator.jobs[next(iter(emulator.jobs))].never_finish = False
+    regenerate_images("--stale")
+
+    stuck.refresh_from_db()
+    assert stuck.status == Status.SUCCEEDED, stuck.error
+    assert emulator.calls["text2img"] == 1
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(CommandError):
+        call_command("regenerate_images", "--created-before", "yesterday-ish")
+    with pytest.raises(CommandError):
+        call_command("regenerate_images", "--concurrency", "0")
+    with pytest.raises(CommandError):
+        call_command("regenerate_images", "--enqueue", "--concurrency", "2")

@@ -1,0 +1,153 @@
+"""``manage.py verify_images``: reports missing and corrupt objects, never touches them."""
+
+from __future__ import annotations
+
+import io
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+from PIL import Image
+
+from django_modelslab.models import GeneratedImage, GenerationRequest
+from django_modelslab.storage import StoredImage, store_file
+
+pytest.register_assert_rewrite("tests.s3")
+pytest_plugins = ["tests.s3"]
+
+from .s3 import STORAGE_BACKEND, S3Case  # noqa: E402
+
+pytestmark = pytest.mark.django_db
+
+CAFS = "django_modelslab.storage.ContentAddressedFileSystemStorage"
+
+
+@pytest.fixture
+def media(settings, tmp_path: Path) -> Path:
+    settings.MEDIA_ROOT = str(tmp_path)
+    settings.STORAGES = {**settings.STORAGES, "modelslab": {"BACKEND": CAFS}}
+    return tmp_path
+
+
+def png(seed: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 12), (seed, 40, 90)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def add_image(request: GenerationRequest, seed: int, position: int = 0) -> GeneratedImage:
+    stored: StoredImage = store_file(io.BytesIO(png(seed)))
+    return GeneratedImage.objects.create(
+        request=request,
+        image=stored.key,
+        sha256=stored.sha256,
+        width=stored.info.width,
+        height=stored.info.height,
+        format=stored.info.format,
+        bytes=stored.size,
+        position=position,
+    )
+
+
+def verify(*args: str) -> tuple[str, str | None]:
+    """Run the command; (stdout, the CommandError's message or None)."""
+    out, err = StringIO(), StringIO()
+    try:
+        call_command("verify_images", *args, stdout=out, stderr=err)
+    except CommandError as exc:
+        return out.getvalue() + err.getvalue(), str(exc)
+    return out.getvalue() + err.getvalue(), None
+
+
+@pytest.fixture
+def request_() -> GenerationRequest:
+    return GenerationRequest.objects.create(prompt="a lighthouse", seed=1)
+
+
+def test_all_good(media: Path, request_: GenerationRequest) -> None:
+    add_image(request_, 1, 0)
+    add_image(request_, 1, 1)  # the same bytes: one object, read once
+    add_image(request_, 2, 2)
+
+    out, error = verify()
+
+    assert error is None
+    assert "Checked 3 image(s), 2 object(s)" in out
+    assert "3 OK, 0 with problems" in out
+
+
+def test_missing_and_corrupt_objects_are_reported_not_repaired(
+    media: Path, request_: GenerationRequest
+) -> None:
+    fine = add_image(request_, 1, 0)
+    gone = add_image(request_, 2, 1)
+    bad = add_image(request_, 3, 2)
+    (media / gone.image.name).unlink()
+    (media / bad.image.name).write_bytes(b"not the bytes it was named after")
+
+    out, error = verify()
+
+    assert error is not None and "1 OK, 2 with problems" in error
+    assert f"image {gone.pk} (request {request_.pk}): {gone.image.name}: missing" in out
+    assert f"image {bad.pk} (request {request_.pk}): {bad.image.name}: corrupt" in out
+    assert f"image {fine.pk} " not in out
+    assert not (media / gone.image.name).exists()  # nothing recreated
+    assert (media / bad.image.name).read_bytes() == b"not the bytes it was named after"
+    assert GeneratedImage.objects.count() == 3  # nothing deleted
+
+
+def test_row_that_disagrees_with_its_name(media: Path, request_: GenerationRequest) -> None:
+    image = add_image(request_, 1)
+    GeneratedImage.objects.filter(pk=image.pk).update(sha256="0" * 64, bytes=1)
+
+    out, error = verify()
+
+    assert error is not None
+    assert f"row says {'0' * 64}" in out
+    assert "row says 1" in out
+
+
+def test_id_and_limit(media: Path, request_: GenerationRequest) -> None:
+    first = add_image(request_, 1, 0)
+    second = add_image(request_, 2, 1)
+    (media / second.image.name).unlink()
+
+    assert verify("--id", str(first.pk))[1] is None
+    assert verify("--limit", "1")[1] is None  # lowest id first
+    out, error = verify("--id", str(second.pk))
+    assert error is not None and "missing" in out
+    out, error = verify("--id", "999999")
+    assert error is not None and "No image with id 999999" in out
+    assert verify("--limit", "0")[1] == "--limit must be at least 1"
+
+
+def test_s3_objects_are_verified_in_the_bucket(
+    s3: S3Case, settings, request_: GenerationRequest
+) -> None:
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "modelslab": {"BACKEND": STORAGE_BACKEND, "OPTIONS": s3.options()},
+    }
+    fine = add_image(request_, 1, 0)
+    gone = add_image(request_, 2, 1)
+    bad = add_image(request_, 3, 2)
+    bucket = s3.server.bucket
+    s3.client.delete_object(Bucket=bucket, Key=f"{s3.location}/{gone.image.name}")
+    s3.client.put_object(Bucket=bucket, Key=f"{s3.location}/{bad.image.name}", Body=b"x")
+
+    out, error = verify()
+
+    assert error is not None and "1 OK, 2 with problems" in error
+    assert f"{gone.image.name}: missing" in out
+    assert f"{bad.image.name}: corrupt" in out
+    assert f"image {fine.pk} " not in out
+
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "modelslab": {"BACKEND": STORAGE_BACKEND, "OPTIONS": s3.options(secret_key="wrong")},
+    }
+    out, error = verify("--id", str(fine.pk))
+    assert error is not None
+    assert f"{fine.image.name}: unreadable" in out
+    assert "wrong" not in out.replace(f"{fine.image.name}", "")

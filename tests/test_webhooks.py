@@ -1,0 +1,192 @@
+"""Webhooks: the emulator calls the live server; deliveries are authenticated, recorded,
+confirmed through the fetch endpoint, and idempotent."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+from django.urls import reverse
+
+from django_modelslab import pipeline
+from django_modelslab.models import GenerationRequest, WebhookDelivery
+from django_modelslab.testing import Fault
+
+from .conftest import TEST_API_KEY
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SECRET = "webhook-secret-for-tests-0123456789"
+OLD_SECRET = "an-older-secret-still-accepted-0123456789"
+Status = GenerationRequest.Status
+Outcome = WebhookDelivery.Outcome
+
+
+@pytest.fixture
+def webhooks_on(settings, live_server, emulator):
+    settings.MODELSLAB = {
+        **settings.MODELSLAB,
+        "PUBLIC_BASE_URL": live_server.url,
+        "WEBHOOK_SECRETS": [SECRET, OLD_SECRET],
+    }
+    emulator.mode = "processing"
+    emulator.eta = 0.1
+    return live_server
+
+
+def wait_for(predicate, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := predicate():
+            return result
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting")
+
+
+def finished(request: GenerationRequest, status: str | None = None) -> GenerationRequest | None:
+    """The request, reloaded, once it has finished (with ``status``, if given)."""
+    request.refresh_from_db()
+    if not request.is_finished or (status is not None and request.status != status):
+        return None
+    return request
+
+
+def new_request(**fields) -> GenerationRequest:
+    fields.setdefault("prompt", "a harbour at night")
+    return GenerationRequest.objects.create(width=256, height=256, **fields)
+
+
+def post(url_or_secret: str, body, client=None) -> httpx.Response:
+    return httpx.post(url_or_secret, content=json.dumps(body), timeout=10)
+
+
+def webhook_url(live_server, secret: str = SECRET) -> str:
+    return live_server.url + reverse("modelslab:webhook", kwargs={"secret": secret})
+
+
+def test_webhook_finishes_the_request_after_confirming_with_fetch(webhooks_on, emulator):
+    request = new_request(seed=1)
+
+    returned = pipeline.run(request.pk)
+
+    assert returned.status == Status.PROCESSING  # the worker did not wait
+    assert emulator.calls["fetch"] == 0
+    done = wait_for(lambda: finished(request))
+    assert done.status == Status.SUCCEEDED, done.error
+    assert done.images.count() == 1
+    assert emulator.calls["fetch"] >= 1  # the delivery was confirmed through the API
+    assert emulator.calls["text2img"] == 1
+    sent = emulator.requests[0][1]
+    assert sent["webhook"] == webhook_url(webhooks_on)
+    assert sent["track_id"] == done.track_id
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.valid, delivery.outcome, delivery.request) == (True, Outcome.ACCEPTED, done)
+    # Neither the API key nor the webhook secret is kept anywhere readable.
+    for text in (json.dumps(done.provider_responses), json.dumps(delivery.body)):
+        assert SECRET not in text
+        assert TEST_API_KEY not in text
+
+
+def test_duplicate_deliveries_change_nothing(webhooks_on, emulator):
+    emulator.webhook_duplicates = 2
+    request = new_request(seed=2)
+
+    pipeline.run(request.pk)
+    wait_for(lambda: WebhookDelivery.objects.count() == 3)
+    done = wait_for(lambda: finished(request))
+
+    assert done.status == Status.SUCCEEDED
+    assert done.images.count() == 1
+    outcomes = sorted(WebhookDelivery.objects.values_list("outcome", flat=True))
+    assert outcomes == [Outcome.ACCEPTED, Outcome.DUPLICATE, Outcome.DUPLICATE]
+    assert all(d["status"] == 200 for d in emulator.webhook_deliveries)
+
+
+def test_bad_secret_is_refused_and_recorded(webhooks_on):
+    request = new_request()
+
+    response = post(webhook_url(webhooks_on, "not-the-secret"), {"id": 1, "status": "success"})
+
+    assert response.status_code == 400
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.valid, delivery.outcome) == (False, Outcome.REJECTED)
+    request.refresh_from_db()
+    assert request.status == Status.PENDING
+
+
+def test_rotated_secret_is_still_accepted(webhooks_on):
+    response = post(webhook_url(webhooks_on, OLD_SECRET), {"id": 5, "track_id": "none-such"})
+    assert response.status_code == 200
+    assert response.json() == {"outcome": Outcome.UNKNOWN}
+
+
+def test_unreadable_body_is_a_400(webhooks_on):
+    response = httpx.post(webhook_url(webhooks_on), content=b"<html>", timeout=10)
+    assert response.status_code == 400
+    assert WebhookDelivery.objects.get().outcome == Outcome.REJECTED
+
+
+def test_forged_success_is_not_trusted(webhooks_on, emulator):
+    """A delivery claiming success for a job still processing stores nothing."""
+    emulator.add_fault("text2img", Fault.never_finish())
+    request = new_request(seed=3)
+    pipeline.run(request.pk)
+    request.refresh_from_db()
+
+    response = post(
+        webhook_url(webhooks_on),
+        {
+            "status": "success",
+            "id": request.provider_id,
+            "track_id": request.track_id,
+            "output": [f"{emulator.origin}/generations/forged-0.png"],
+        },
+    )
+
+    assert response.status_code == 200
+    request.refresh_from_db()
+    assert request.status == Status.PROCESSING
+    assert request.images.count() == 0
+    assert emulator.calls["download"] == 0
+
+
+def test_delivery_for_an_earlier_attempt_is_ignored(webhooks_on, emulator):
+    request = new_request(seed=4)
+    pipeline.run(request.pk)
+    done = wait_for(lambda: finished(request))
+    old_track = done.track_id
+    pipeline.regenerate(done)
+    current = wait_for(lambda: finished(request) and request.attempts == 2 and request)
+    assert current.status == Status.SUCCEEDED
+    images = current.images.count()
+
+    response = post(
+        webhook_url(webhooks_on), {"status": "success", "id": 1, "track_id": old_track}
+    )
+
+    assert response.json() == {"outcome": Outcome.DUPLICATE}
+    assert current.images.count() == images
+
+
+def test_webhook_recovers_a_lost_generate_answer(webhooks_on, emulator, settings):
+    """The generate call timed out (never resubmitted); the callback names the job."""
+    settings.MODELSLAB = {**settings.MODELSLAB, "TIMEOUT": 0.3}
+    emulator.add_fault("text2img", Fault.delay(0.6))
+    request = new_request(seed=5)
+
+    failed = pipeline.run(request.pk)
+    assert failed.status == Status.FAILED
+    assert "may have" in failed.error
+
+    done = wait_for(lambda: finished(request, Status.SUCCEEDED))
+    assert done.images.count() == 1
+    assert emulator.calls["text2img"] == 1
+
+
+def test_check_warns_when_webhooks_have_no_secret(settings):
+    from django_modelslab.checks import check_settings
+
+    settings.MODELSLAB = {**settings.MODELSLAB, "PUBLIC_BASE_URL": "https://example.com"}
+    assert [m.id for m in check_settings()] == ["django_modelslab.W002"]
