@@ -49,9 +49,7 @@ def configure_django(workdir: Path, base_url: str) -> None:
                 "ENGINE": "django.db.backends.sqlite3",
                 "NAME": str(workdir / "bench.sqlite3"),
                 # WAL without an fsync per commit, as SQLite is run in production.
-                "OPTIONS": {
-                    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-                },
+                "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"},
             }
         },
         USE_TZ=True,

@@ -162,9 +162,7 @@ def test_delivery_for_an_earlier_attempt_is_ignored(webhooks_on, emulator):
     assert current.status == Status.SUCCEEDED
     images = current.images.count()
 
-    response = post(
-        webhook_url(webhooks_on), {"status": "success", "id": 1, "track_id": old_track}
-    )
+    response = post(webhook_url(webhooks_on), {"status": "success", "id": 1, "track_id": old_track})
 
     assert response.json() == {"outcome": Outcome.DUPLICATE}
     assert current.images.count() == images
