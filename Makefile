@@ -12,13 +12,29 @@ export UV_NO_PROGRESS := 1
 VENV := .venv
 VENV61 := .venv-dj61
 
-.PHONY: help demo test test-dj52 test-dj61 lint migrations-check docs bench clean
+PG_TESTS := tests/test_workers.py tests/test_pipeline.py tests/test_webhooks.py \
+	tests/test_regenerate_images.py
+
+.PHONY: help demo test test-dj52 test-dj61 test-pg lint migrations-check docs bench clean \
+	system-deps
 
 help:
 	@echo "make demo   - set up, generate images offline (bundled emulator), serve the admin"
 	@echo "make test   - set up and run the whole suite on Django 5.2/Py3.11 and 6.1/Py3.12"
 	@echo "make docs   - build the documentation (warnings are errors)"
 	@echo "make bench  - pipeline benchmark against the emulator"
+
+# Debian packages the real-part tests use: headless Chromium and a PostgreSQL server.
+system-deps:
+	@if command -v chromium >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; \
+	then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			chromium postgresql >/dev/null; \
+	else \
+		echo "Needs Debian packages chromium and postgresql (run as root, or install them)"; \
+		exit 1; \
+	fi
 
 $(UV):
 	python3 -m venv .tools
@@ -43,19 +59,25 @@ migrations-check: $(VENV)/.synced $(VENV61)/.synced
 	DJANGO_SETTINGS_MODULE=tests.settings $(VENV)/bin/python -m django makemigrations --check --dry-run django_modelslab
 	DJANGO_SETTINGS_MODULE=tests.settings $(VENV61)/bin/python -m django makemigrations --check --dry-run django_modelslab
 
-test-dj52: $(VENV)/.synced
+test-dj52: system-deps $(VENV)/.synced
 	$(VENV)/bin/python -m pytest
 
-test-dj61: $(VENV61)/.synced
+test-dj61: system-deps $(VENV61)/.synced
 	$(VENV61)/bin/python -m pytest
+
+# Locking, workers and webhooks again on PostgreSQL (a throwaway cluster per stack).
+test-pg: system-deps $(VENV)/.synced $(VENV61)/.synced
+	$(VENV)/bin/python -m tests.pgcluster -- $(VENV)/bin/python -m pytest -q $(PG_TESTS)
+	$(VENV61)/bin/python -m tests.pgcluster -- $(VENV61)/bin/python -m pytest -q $(PG_TESTS)
 
 docs: $(VENV)/.synced
 	$(VENV)/bin/mkdocs build --strict --site-dir site
 
-test: lint migrations-check test-dj52 test-dj61 docs
+test: lint migrations-check test-dj52 test-dj61 test-pg docs
 
 bench: $(VENV)/.synced
 	$(VENV)/bin/python bench/pipeline.py
+	$(VENV)/bin/python bench/storage_memory.py
 
 clean:
 	rm -rf $(VENV) $(VENV61) .tools site .demo .pytest_cache .ruff_cache

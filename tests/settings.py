@@ -20,6 +20,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "django_tasks_db",
     "django_modelslab",
 ]
 
@@ -106,3 +107,23 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {},
 }
 SPECTACULAR_SETTINGS = {"TITLE": "django-modelslab tests", "VERSION": "1"}
+
+# ``python -m tests.pgcluster -- pytest ...`` runs the suite on a throwaway PostgreSQL.
+if os.environ.get("MODELSLAB_TEST_POSTGRES"):
+    _host, _port = os.environ["MODELSLAB_TEST_POSTGRES"].rsplit(":", 1)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "HOST": _host,
+            "PORT": _port,
+            "USER": "postgres",
+            "NAME": os.environ.get("MODELSLAB_TEST_DB_NAME", "modelslab"),
+        }
+    }
+
+# A worker process started by a test (tests/test_workers.py) shares the test's database,
+# emulator and media directory through these.
+if os.environ.get("MODELSLAB_TEST_BASE_URL"):
+    MODELSLAB["BASE_URL"] = os.environ["MODELSLAB_TEST_BASE_URL"]
+if os.environ.get("MODELSLAB_TEST_TASKS") == "db":
+    TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
