@@ -49,7 +49,11 @@ def configure_django(workdir: Path, base_url: str) -> None:
                 "ENGINE": "django.db.backends.sqlite3",
                 "NAME": str(workdir / "bench.sqlite3"),
                 # WAL without an fsync per commit, as SQLite is run in production.
-                "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"},
+                "OPTIONS": {
+                    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                    "transaction_mode": "IMMEDIATE",
+                    "timeout": 20,
+                },
             }
         },
         USE_TZ=True,

@@ -49,6 +49,7 @@ def check_settings(app_configs: Iterable[Any] | None = None, **kwargs: Any) -> l
     messages += _check_numbers(conf)
     messages += _check_hosts(conf)
     messages += _check_webhooks(conf)
+    messages += _check_task_backend(conf)
     messages += _check_api(conf)
     return messages
 
@@ -139,6 +140,22 @@ def _check_numbers(conf: dict[str, Any]) -> list[CheckMessage]:
                 )
             )
     return messages
+
+
+def _check_task_backend(conf: dict[str, Any]) -> list[CheckMessage]:
+    alias = conf["TASK_BACKEND"]
+    tasks = getattr(settings, "TASKS", None)
+    aliases = set(tasks) if isinstance(tasks, dict) else {"default"}
+    if alias in aliases:
+        return []
+    return [
+        Error(
+            f"{SETTINGS_NAME}['TASK_BACKEND'] names the task backend {alias!r}, "
+            "which is not in settings.TASKS.",
+            hint=f"Known aliases: {', '.join(sorted(aliases))}.",
+            id="django_modelslab.E009",
+        )
+    ]
 
 
 def _check_webhooks(conf: dict[str, Any]) -> list[CheckMessage]:

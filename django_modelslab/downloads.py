@@ -162,6 +162,13 @@ def _too_large(max_bytes: int, url: str) -> DownloadError:
     )
 
 
+def make_client() -> httpx.Client:
+    """An HTTP client for :func:`download`; share one across the downloads of a job."""
+    return httpx.Client(
+        follow_redirects=False, headers={"User-Agent": USER_AGENT}, verify=shared_context()
+    )
+
+
 def download(
     url: str,
     *,
@@ -185,9 +192,7 @@ def download(
     shown = _shown(url)
     own_client = client is None
     if client is None:
-        client = httpx.Client(
-            follow_redirects=False, headers={"User-Agent": USER_AGENT}, verify=shared_context()
-        )
+        client = make_client()
     request_timeout = httpx.Timeout(timeout, connect=connect_timeout)
     deadline = time.monotonic() + timeout
     try:

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
+import httpx
 from django.db import transaction
 from django.db.models import F, QuerySet
 from django.urls import reverse
@@ -24,6 +25,7 @@ from django.utils import timezone
 from .client import ModelsLabClient, ProviderResponse, redact
 from .conf import get_setting, get_settings
 from .downloads import download
+from .downloads import make_client as make_download_client
 from .exceptions import (
     AmbiguousSubmission,
     DownloadError,
@@ -285,7 +287,8 @@ def _complete(request: GenerationRequest, response: ProviderResponse | None) -> 
         request.save(
             update_fields=["output_urls", "outputs_expire_at", "provider_responses", "updated_at"]
         )
-    stored = [_copy_output(request, url) for url in request.output_urls]
+    with make_download_client() as http:
+        stored = [_copy_output(request, url, http) for url in request.output_urls]
     _finish(request, stored, seed=response.seed if response else None)
 
 
@@ -461,7 +464,9 @@ def _provider_params(request: GenerationRequest) -> dict[str, Any]:
     return params
 
 
-def _copy_output(request: GenerationRequest, url: str) -> tuple[StoredImage, StoredImage]:
+def _copy_output(
+    request: GenerationRequest, url: str, http: httpx.Client
+) -> tuple[StoredImage, StoredImage]:
     """Copy one output into storage; returns the image and its thumbnail."""
     conf = get_settings()
     storage = get_image_storage()
@@ -471,6 +476,7 @@ def _copy_output(request: GenerationRequest, url: str) -> tuple[StoredImage, Sto
         max_bytes=conf["MAX_IMAGE_BYTES"],
         timeout=conf["DOWNLOAD_TIMEOUT"],
         connect_timeout=conf["CONNECT_TIMEOUT"],
+        client=http,
     ) as fetched:
         image = store_file(
             fetched.file,

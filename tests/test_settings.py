@@ -110,3 +110,40 @@ def test_checks_run_through_manage_py_check(settings):
     settings.MODELSLAB = {**settings.MODELSLAB, "TIMEOUT": -5}
     with pytest.raises(SystemCheckError, match=r"django_modelslab\.E003"):
         call_command("check")
+
+
+def test_unknown_task_backend(settings):
+    settings.MODELSLAB = {**settings.MODELSLAB, "TASK_BACKEND": "images"}
+    messages = check_settings()
+    assert ids(messages) == ["django_modelslab.E009"]
+    assert "images" in messages[0].msg
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"WEBHOOK_SECRETS": "one-string"}, "django_modelslab.E006"),
+        (
+            {"PUBLIC_BASE_URL": "example.com", "WEBHOOK_SECRETS": ["x" * 30]},
+            "django_modelslab.E007",
+        ),
+        (
+            {"PUBLIC_BASE_URL": "https://example.com", "WEBHOOK_SECRETS": ["short"]},
+            "django_modelslab.W003",
+        ),
+        ({"MAX_ATTEMPTS": 0}, "django_modelslab.E003"),
+    ],
+)
+def test_webhook_and_attempt_settings(settings, overrides, expected):
+    settings.MODELSLAB = {**settings.MODELSLAB, **overrides}
+    assert ids(check_settings()) == [expected]
+
+
+@pytest.mark.urls("tests.urls_without_webhook")
+def test_webhooks_need_the_url_included(settings):
+    settings.MODELSLAB = {
+        **settings.MODELSLAB,
+        "PUBLIC_BASE_URL": "https://example.com",
+        "WEBHOOK_SECRETS": ["a-long-enough-secret-for-the-check"],
+    }
+    assert ids(check_settings()) == ["django_modelslab.E008"]

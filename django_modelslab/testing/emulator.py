@@ -720,6 +720,9 @@ def _processing_body(job: Job) -> dict[str, Any]:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default listen backlog is 5: a burst of concurrent clients (the
+    # regenerate_images --concurrency benchmark) would see dropped SYNs and 1 s retries.
+    request_queue_size = 128
     emulator: Emulator
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

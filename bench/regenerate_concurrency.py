@@ -1,0 +1,106 @@
+"""``regenerate_images --concurrency 16`` over 128 requests vs the ideal, in one run.
+
+The emulator runs in its own process (as ModelsLab is remote) with 0.5 s latency per
+generate call. Ideal = ceil(128 / 16) x 0.5 s: the provider's latency alone, as if our own
+work (download, verify, store, thumbnail, database) took no time. Target: <= 1.1 x ideal.
+Usage: python bench/regenerate_concurrency.py [N] [CONCURRENCY]
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+N = int(sys.argv[1]) if len(sys.argv) > 1 else 128
+CONCURRENCY = int(sys.argv[2]) if len(sys.argv) > 2 else 16
+LATENCY = 0.5
+TARGET = 1.1
+SIZE = 256
+
+
+def start_emulator() -> tuple[subprocess.Popen, str]:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "django_modelslab.testing",
+            "--port",
+            "0",
+            "--latency",
+            str(LATENCY),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    base_url = process.stdout.readline().strip()
+    httpx.get(base_url.rsplit("/api", 1)[0] + "/_emulator/stats", timeout=5).raise_for_status()
+    return process, base_url
+
+
+def configure_django(workdir: Path, base_url: str) -> None:
+    from bench.pipeline import configure_django as configure
+
+    configure(workdir, base_url)
+
+
+def main() -> int:
+    emulator, base_url = start_emulator()
+    try:
+        with tempfile.TemporaryDirectory(prefix="modelslab-bench-") as tmp:
+            configure_django(Path(tmp), base_url)
+            from django.core.management import call_command
+
+            from django_modelslab import pipeline
+            from django_modelslab.models import GenerationRequest
+
+            single = GenerationRequest.objects.create(prompt="alone", width=SIZE, height=SIZE)
+            started = time.perf_counter()
+            pipeline.run(single.pk)
+            one = time.perf_counter() - started
+            GenerationRequest.objects.bulk_create(
+                GenerationRequest(prompt=f"bench {n}", width=SIZE, height=SIZE, seed=n)
+                for n in range(N)
+            )
+            out = io.StringIO()
+            started = time.perf_counter()
+            call_command(
+                "regenerate_images",
+                "--status",
+                "pending",
+                "--concurrency",
+                str(CONCURRENCY),
+                "--yes",
+                stdout=out,
+            )
+            wall = time.perf_counter() - started
+            succeeded = GenerationRequest.objects.filter(status="succeeded").count() - 1
+    finally:
+        emulator.terminate()
+        emulator.wait(timeout=10)
+    ideal = math.ceil(N / CONCURRENCY) * LATENCY
+    ratio = wall / ideal
+    print(
+        f"{N} requests, --concurrency {CONCURRENCY}, emulator latency {LATENCY} s "
+        f"(python {sys.version.split()[0]})"
+    )
+    print(
+        f"one request alone: {one:.3f} s; ideal = ceil({N}/{CONCURRENCY}) x {LATENCY} "
+        f"= {ideal:.2f} s"
+    )
+    print(f"regenerate_images: {wall:.2f} s, {succeeded}/{N} succeeded")
+    print(f"ratio: {ratio:.3f}x (target <= {TARGET}x) -> {'OK' if ratio <= TARGET else 'OVER'}")
+    return 0 if ratio <= TARGET and succeeded == N else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,6 @@
+"""A project that forgot ``include("django_modelslab.urls")``."""
+
+from django.contrib import admin
+from django.urls import path
+
+urlpatterns = [path("admin/", admin.site.urls)]
