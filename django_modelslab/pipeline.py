@@ -1,9 +1,11 @@
 """The one place that owns a generation's state machine.
 
 ``pending | failed → queued → processing → succeeded | failed``. Faces (admin, API,
-commands) call :func:`submit` and :func:`regenerate`; a task calls :func:`run`.
+commands, the webhook view) call :func:`submit`, :func:`regenerate`, :func:`choose`,
+:func:`requeue` and :func:`sweep_stale`; tasks call :func:`run` and :func:`resume`.
 ``run`` claims a request with a compare-and-set on its status, so calling it twice (or from
-two workers) never starts a second provider job for one attempt.
+two workers) never starts a second provider job for one attempt; every attempt's end is
+recorded under a row lock, so of two runs racing to finish it, one result counts.
 """
 
 from __future__ import annotations
@@ -28,13 +30,11 @@ from .downloads import download
 from .downloads import make_client as make_download_client
 from .exceptions import (
     AmbiguousSubmission,
-    DownloadError,
     GenerationFailed,
     GenerationInProgress,
     ModelsLabError,
     ProviderError,
     ProviderRejected,
-    StorageError,
     WaitTimedOut,
 )
 from .models import GeneratedImage, GenerationRequest
@@ -267,7 +267,7 @@ def _failures_recorded(request: GenerationRequest) -> Iterator[None]:
     """Record any failure on the request; unexpected errors are re-raised after that."""
     try:
         yield
-    except (ProviderError, DownloadError, StorageError, WaitTimedOut) as exc:
+    except ModelsLabError as exc:  # provider, download, storage, wait: a reason to show
         _fail(request, exc)
     except Exception as exc:
         _fail(request, exc)
@@ -362,6 +362,11 @@ def _provider_result(
         return None
     if request.provider_id and not request.output_urls:
         return _call(request, "fetch", partial(client.fetch, request.provider_id))
+    if request.kind != GenerationRequest.Kind.TEXT2IMG:
+        raise ModelsLabError(
+            f"{request.get_kind_display()} is not supported yet: only text-to-image requests "
+            "can be generated."
+        )
     if request.track_id and not request.provider_id:
         raise AmbiguousSubmission(
             f"An earlier attempt submitted job {request.track_id!r} and its answer was lost; "
