@@ -5,25 +5,43 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from django_modelslab import pipeline
 from django_modelslab.models import GenerationRequest
+from django_modelslab.testing import Fault
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ROOT = Path(__file__).resolve().parent.parent
 Status = GenerationRequest.Status
+DB_WORKER = [sys.executable, "-m", "django", "db_worker", "--no-startup-delay"]
 postgres_only = pytest.mark.skipif(
     connection.vendor != "postgresql",
     reason="runs in the PostgreSQL pass (make test-pg: python -m tests.pgcluster)",
 )
+
+
+def worker_env(emulator, settings) -> dict[str, str]:
+    """A worker process on this test's database, emulator and media directory."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "MODELSLAB_TEST_DB_NAME": connection.settings_dict["NAME"],
+        "MODELSLAB_TEST_BASE_URL": emulator.base_url,
+        "MODELSLAB_TEST_TASKS": "db",
+        "TEST_MEDIA_ROOT": str(settings.MEDIA_ROOT),
+    }
 
 
 @postgres_only
@@ -37,18 +55,10 @@ def test_db_worker_process_generates_what_the_pipeline_enqueued(emulator, settin
         assert pipeline.submit(request).status == Status.QUEUED
     assert emulator.calls["text2img"] == 0  # nothing runs in this process
 
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "MODELSLAB_TEST_DB_NAME": connection.settings_dict["NAME"],
-        "MODELSLAB_TEST_BASE_URL": emulator.base_url,
-        "MODELSLAB_TEST_TASKS": "db",
-        "TEST_MEDIA_ROOT": str(settings.MEDIA_ROOT),
-    }
     worker = subprocess.run(
-        [sys.executable, "-m", "django", "db_worker", "--batch", "--no-startup-delay"],
+        [*DB_WORKER, "--batch"],
         cwd=ROOT,
-        env=env,
+        env=worker_env(emulator, settings),
         capture_output=True,
         text=True,
         timeout=120,
@@ -90,3 +100,44 @@ def test_two_runs_racing_for_one_request_submit_one_job(emulator):
     assert request.attempts == 1
     assert request.images.count() == 1
     assert sorted(results) == ["processing", "succeeded"]  # the loser saw the winner at work
+
+
+@postgres_only
+def test_worker_killed_mid_poll_is_picked_up_without_a_second_job(emulator, settings):
+    settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+    emulator.mode = "processing"
+    emulator.add_fault("text2img", Fault.never_finish())
+    request = GenerationRequest.objects.create(prompt="killed", seed=7, width=256, height=256)
+    pipeline.submit(request)
+    worker = subprocess.Popen(DB_WORKER, cwd=ROOT, env=worker_env(emulator, settings))
+    try:
+        deadline = time.monotonic() + 30
+        while not GenerationRequest.objects.filter(pk=request.pk).exclude(provider_id="").exists():
+            assert time.monotonic() < deadline, "the worker never submitted the job"
+            time.sleep(0.1)
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+    request.refresh_from_db()
+    assert request.status == Status.PROCESSING  # left behind by the dead worker
+    for job in emulator.jobs.values():
+        job.never_finish = False  # ModelsLab finishes the job meanwhile
+
+    later = timezone.now() + timedelta(seconds=settings.MODELSLAB.get("STALE_AFTER", 300) + 60)
+    assert pipeline.sweep_stale(now=later) == [request.pk]
+    restarted = subprocess.run(
+        [*DB_WORKER, "--batch"],
+        cwd=ROOT,
+        env=worker_env(emulator, settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert restarted.returncode == 0, restarted.stderr
+    request.refresh_from_db()
+    assert request.status == Status.SUCCEEDED, request.error
+    assert emulator.calls["text2img"] == 1  # polled again, never resubmitted
+    assert request.attempts == 2
+    assert request.images.count() == 1
