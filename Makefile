@@ -13,7 +13,7 @@ VENV := .venv
 VENV61 := .venv-dj61
 
 PG_TESTS := tests/test_workers.py tests/test_pipeline.py tests/test_webhooks.py \
-	tests/test_regenerate_images.py
+	tests/test_regenerate_images.py tests/test_api.py tests/test_api_schema.py
 
 .PHONY: help demo test test-dj52 test-dj61 test-pg lint migrations-check docs bench clean \
 	system-deps

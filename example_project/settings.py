@@ -134,3 +134,17 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"django_modelslab": {"handlers": ["console"], "level": "WARNING"}},
 }
+
+# The REST API (django_modelslab.api, under /api/modelslab/; the page at /studio/ uses it):
+# sessions for the browser, DRF tokens for services ("Token <key>" or, as OpenAI clients send
+# it, "Bearer <key>"). Create a token: python manage.py drf_create_token <username>.
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Per user: every API call, and the calls that start a (paid) generation.
+    "DEFAULT_THROTTLE_RATES": {"modelslab": "120/min", "modelslab_generate": "20/hour"},
+}
+SPECTACULAR_SETTINGS = {"TITLE": "django-modelslab example project", "VERSION": "1"}

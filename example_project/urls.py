@@ -4,9 +4,12 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from . import views
+
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/django_modelslab/generationrequest/")),
     path("admin/", admin.site.urls),
+    path("studio/", views.studio, name="studio"),
     path("api/modelslab/", include("django_modelslab.api.urls")),
     path("modelslab/", include("django_modelslab.urls")),
     *static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT),

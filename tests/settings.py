@@ -105,6 +105,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_RATES": {},
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",  # the API parses JSON only
 }
 SPECTACULAR_SETTINGS = {"TITLE": "django-modelslab tests", "VERSION": "1"}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from datetime import timedelta
 
 import httpx
@@ -549,3 +550,67 @@ def test_stored_image_urls_are_served(live_server, owner, emulator, transactiona
     assert hashlib.sha256(served.content).hexdigest() == image["sha256"]
     assert thumbnail.status_code == 200
     assert thumbnail.content[:4] == b"RIFF"  # WebP
+
+
+# --- the idempotency race (PostgreSQL: real concurrent transactions) ---------------------------
+
+RACE = threading.Barrier(2, timeout=10)
+
+
+def wait_for_the_other_call(user, generation):
+    """A budget hook that holds each call until both have looked the key up and missed it."""
+    RACE.wait()
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="runs in the PostgreSQL pass (make test-pg: python -m tests.pgcluster)",
+)
+@pytest.mark.django_db(transaction=True)
+def test_two_racing_calls_with_one_key_make_one_request(owner, settings):
+    settings.MODELSLAB = {
+        **settings.MODELSLAB,
+        "BUDGET_HOOK": "tests.test_api.wait_for_the_other_call",
+        "TASK_BACKEND": "idle",
+    }
+    dummy = settings.TASKS["default"]["BACKEND"].replace("immediate.Immediate", "dummy.Dummy")
+    settings.TASKS = {**settings.TASKS, "idle": {"BACKEND": dummy}}
+    RACE.reset()
+    token = Token.objects.create(user=owner).key
+    answers: list = []
+
+    def post() -> None:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+        try:
+            answers.append(
+                client.post(url("generation-list"), {"prompt": "x"}, HTTP_IDEMPOTENCY_KEY="race")
+            )
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=post) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(15)
+
+    assert [answer.status_code for answer in answers] == [202, 202]
+    assert answers[0].json()["id"] == answers[1].json()["id"]
+    assert sorted(answer.has_header("Idempotent-Replayed") for answer in answers) == [False, True]
+    assert GenerationRequest.objects.count() == 1
+    assert IdempotencyKey.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_date_filters_accept_any_iso_offset(owner):
+    """Found by schemathesis on PostgreSQL, which refuses offsets beyond ±15:59."""
+    make_request(owner, images=0)
+    client = api_client(owner)
+
+    far_offset = client.get(url("generation-list"), {"created_before": "2999-01-05T17:18:19-23:59"})
+    too_early = client.get(url("generation-list"), {"created_after": "0001-01-01T00:00:00+01:00"})
+
+    assert far_offset.status_code == 200
+    assert far_offset.json()["count"] == 1
+    assert too_early.status_code == 400

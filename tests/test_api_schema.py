@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 SCHEMA_URL = "/api/modelslab/schema/"
 
@@ -101,61 +103,73 @@ def test_schema_follows_the_prompt_length_setting(settings):
 
 
 @pytest.fixture
-def token(emulator, transactional_db) -> str:
-    """A user with a finished request, so detail and action paths have something to find."""
+def seeded(emulator, transactional_db) -> tuple[str, dict[str, int]]:
+    """A staff token, and a finished request so detail and action paths find something."""
     user = User.objects.create_user("fuzzer", is_staff=True)
     client = APIClient()
     client.force_authenticate(user)
     created = client.post("/api/modelslab/generations/", {"prompt": "seed data", "width": 256})
     assert created.json()["status"] == "succeeded"
-    return Token.objects.create(user=user).key, {"generations": created.json()["id"], "images": created.json()["images"][0]["id"]}
+    ids = {"generations": created.json()["id"], "images": created.json()["images"][0]["id"]}
+    return Token.objects.create(user=user).key, ids
 
 
-@pytest.fixture
-def fuzz_settings(settings) -> None:
-    # Any model id the emulator accepts; answers within a few seconds even when it is slow.
-    settings.MODELSLAB = {**settings.MODELSLAB, "OPENAI_WAIT_TIMEOUT": 5.0}
+def fuzz(operation: Any, check: Any) -> None:
+    """Run ``check(case)`` on bounded, reproducible examples of one operation."""
+
+    @hypothesis_settings(
+        max_examples=12,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+        database=None,
+    )
+    @given(case=operation.as_strategy())
+    def run(case: Any) -> None:
+        check(case)
+
+    run()
+
+
+def test_generated_requests_get_no_server_error_and_match_the_schema(seeded, settings):
+    """Every operation, bounded examples, through Django's WSGI app (emulator behind it).
+
+    Besides "no 5xx", schemathesis checks status codes, content types, headers and bodies
+    against the schema, and that calls without credentials are refused. Its "schema-valid
+    data is accepted" check is left out: the API rightly refuses some values a JSON schema
+    cannot describe (a blank prompt, lone surrogates, an unknown model when ALLOWED_MODELS
+    is set).
+    """
+    token, ids = seeded
     settings.ALLOWED_HOSTS = ["*"]
-
-
-def test_no_server_errors_for_generated_requests(token, fuzz_settings):
-    token, ids = token
-    app = get_wsgi_application()
-    api = schemathesis.openapi.from_wsgi(SCHEMA_URL + "?format=json", app)
+    api = schemathesis.openapi.from_wsgi(SCHEMA_URL + "?format=json", get_wsgi_application())
+    statuses: dict[str, set[int]] = {}
     failures: list[str] = []
-    calls = 0
-    seen = []
+    calls: Counter[str] = Counter()
 
-    for operation in api.get_all_operations():
-        operation = operation.ok()
+    for result in api.get_all_operations():
+        operation = result.ok()
+        label = f"{operation.method.upper()} {operation.path}"
 
-        @hypothesis_settings(
-            max_examples=12,
-            deadline=None,
-            derandomize=True,
-            suppress_health_check=list(HealthCheck),
-            database=None,
-        )
-        @given(case=operation.as_strategy())
-        def run(case) -> None:
-            nonlocal calls
-            calls += 1
-            if "id" in (case.path_parameters or {}) and calls % 2:
+        def check(case, label: str = label) -> None:
+            calls[label] += 1
+            if "id" in (case.path_parameters or {}) and calls[label] % 2:
+                # Random ids rarely exist: aim half of the calls at real objects.
                 case.path_parameters["id"] = ids[case.path.split("/")[3]]
             try:
-                case.call_and_validate(headers={"Authorization": f"Bearer {token}"})
-            except Exception as exc:
-                failures.append(str(exc)[:1500])
-            response = case.call(headers={"Authorization": f"Bearer {token}"})
-            seen.append((case.method, case.path, response.status_code))
-            if response.status_code >= 500:
-                failures.append(
-                    f"{case.method} {case.formatted_path} {case.body!r}: "
-                    f"{response.status_code} {response.text[:300]}"
+                response = case.call_and_validate(
+                    headers={"Authorization": f"Bearer {token}"},
+                    excluded_checks=[positive_data_acceptance],
                 )
+            except Exception as exc:  # a schemathesis failure group: keep going, report all
+                failures.append(f"{label}: {str(exc)[:1000]}")
+                return
+            statuses.setdefault(label, set()).add(response.status_code)
 
-        run()
+        fuzz(operation, check)
 
-    import collections; print(collections.Counter(seen))
-    assert calls > 50
     assert failures == []
+    assert len(statuses) == 8  # operations
+    assert sum(calls.values()) > 60
+    for label, seen in statuses.items():
+        assert any(200 <= code < 300 for code in seen), (label, seen)

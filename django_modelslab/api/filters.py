@@ -33,9 +33,13 @@ class MomentField(serializers.Field):
                 moment = datetime.datetime.combine(day, datetime.time())
         except ValueError:
             self.fail("invalid")
-        if timezone.is_naive(moment):
-            moment = timezone.make_aware(moment)
-        return moment
+        try:
+            if timezone.is_naive(moment):
+                moment = timezone.make_aware(moment)
+            # In UTC: PostgreSQL refuses offsets beyond ±15:59 that ISO 8601 allows.
+            return moment.astimezone(datetime.UTC)
+        except (OverflowError, ValueError):
+            self.fail("invalid")
 
     def to_representation(self, value: datetime.datetime) -> str:
         return value.isoformat()

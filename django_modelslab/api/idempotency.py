@@ -20,8 +20,6 @@ MAX_KEY_LENGTH = 255
 
 def body_hash(data: Any) -> str:
     """A hash of the parsed body; key order and whitespace do not matter."""
-    if hasattr(data, "lists"):  # a QueryDict (form data)
-        data = {key: values for key, values in data.lists()}
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -31,7 +29,6 @@ def header_key(request: Any) -> str | None:
     key = request.headers.get(HEADER)
     if key is None:
         return None
-    key = key.strip()
     if not key or len(key) > MAX_KEY_LENGTH:
         raise ValidationError(
             {HEADER: [_("Must be 1 to %(max)d characters.") % {"max": MAX_KEY_LENGTH}]}
@@ -52,17 +49,15 @@ def replayed(user: Any, key: str, digest: str) -> GenerationRequest | None:
 def create_once(
     user: Any, key: str | None, digest: str, create: Callable[[], GenerationRequest]
 ) -> tuple[GenerationRequest, bool]:
-    """Run ``create`` unless ``key`` was seen; returns ``(request, replayed)``.
+    """Run ``create`` and record ``key``; returns ``(request, replayed)``.
 
-    The key row is written in the same transaction as the request: if another call with the
-    same key commits first, the unique constraint rolls this one back (its request and its
-    queued task with it) and the winner's request is returned.
+    Call :func:`replayed` first. The key row is written in the same transaction as the
+    request: if another call with the same key commits first, the unique constraint rolls
+    this one back (its request and its queued task with it) and the winner's request is
+    returned.
     """
     if key is None:
         return create(), False
-    earlier = replayed(user, key, digest)
-    if earlier is not None:
-        return earlier, True
     try:
         with transaction.atomic():
             generation = create()

@@ -38,7 +38,7 @@ from . import idempotency
 from .auth import api_authenticators
 from .budget import check_budget
 from .exceptions import BudgetExceeded, IdempotencyKeyReused
-from .schema import documented
+from .schema import IDEMPOTENCY_HEADER, documented
 from .serializers import (
     MAX_SAMPLES,
     MAX_SIDE,
@@ -246,7 +246,7 @@ class ImagesGenerationsView(APIView):
         summary="Generate images (OpenAI Images API compatible)",
         tags=["openai"],
         request=ImagesGenerateSerializer,
-        parameters=[],
+        parameters=[IDEMPOTENCY_HEADER],
         responses={
             200: ImagesResponseSerializer,
             400: _error("Invalid request body."),

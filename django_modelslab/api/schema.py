@@ -8,11 +8,25 @@ from typing import Any
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework.permissions import AllowAny
 
+from .idempotency import HEADER, MAX_KEY_LENGTH
+
 API_MODULE = __name__.rpartition(".")[0]
+
+
+IDEMPOTENCY_HEADER = OpenApiParameter(
+    HEADER,
+    {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
+    OpenApiParameter.HEADER,
+    description=(
+        "Any unique string (up to 255 characters). Sending the same key and body again "
+        "returns the original request instead of starting another generation; another "
+        "body with the same key is refused (422). Keys are per user."
+    ),
+)
 
 
 def documented(**kwargs: Any) -> Callable[[Any], Any]:

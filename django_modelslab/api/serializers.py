@@ -52,10 +52,16 @@ def validate_model_id(value: str) -> str:
     return value
 
 
-def side_field(**kwargs: Any) -> serializers.IntegerField:
-    return serializers.IntegerField(
-        min_value=MIN_SIDE, max_value=MAX_SIDE, validators=[validate_side], **kwargs
-    )
+@extend_schema_field(
+    {"type": "integer", "minimum": MIN_SIDE, "maximum": MAX_SIDE, "multipleOf": SIDE_STEP}
+)
+class SideField(serializers.IntegerField):
+    """An image side in pixels: 256 to 1024, a multiple of 8."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(
+            min_value=MIN_SIDE, max_value=MAX_SIDE, validators=[validate_side], **kwargs
+        )
 
 
 def prompt_field(**kwargs: Any) -> serializers.CharField:
@@ -74,8 +80,8 @@ class GenerationCreateSerializer(StrictSerializer):
         validators=[validate_model_id],
         help_text=_("A ModelsLab model id; blank or omitted means the DEFAULT_MODEL setting."),
     )
-    width = side_field(default=512, help_text=_("Pixels: 256 to 1024, a multiple of 8."))
-    height = side_field(default=512, help_text=_("Pixels: 256 to 1024, a multiple of 8."))
+    width = SideField(default=512, help_text=_("Pixels: 256 to 1024, a multiple of 8."))
+    height = SideField(default=512, help_text=_("Pixels: 256 to 1024, a multiple of 8."))
     samples = serializers.IntegerField(
         min_value=1, max_value=MAX_SAMPLES, default=1, help_text=_("Images to generate: 1 to 4.")
     )

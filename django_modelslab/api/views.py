@@ -6,10 +6,11 @@ from typing import Any
 
 from django.db.models import Prefetch, QuerySet
 from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+from drf_spectacular.utils import OpenApiResponse
 from rest_framework import mixins, status, viewsets
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.decorators import action
+from rest_framework.parsers import JSONParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -24,7 +25,7 @@ from .exceptions import Conflict
 from .filters import GenerationFilter, ImageFilter, filtered
 from .pagination import ModelsLabPagination
 from .permissions import IsOwnerOrStaff, visible_images, visible_requests
-from .schema import documented
+from .schema import IDEMPOTENCY_HEADER, documented
 from .serializers import (
     VALIDATION_ERROR_SCHEMA,
     ErrorSerializer,
@@ -42,21 +43,13 @@ ERRORS: dict[int, Any] = {
 NOT_FOUND = {404: OpenApiResponse(ErrorSerializer, description="No such object, or not yours.")}
 NO_PAGE = {404: OpenApiResponse(ErrorSerializer, description="No such page.")}
 BAD_REQUEST = {400: OpenApiResponse(VALIDATION_ERROR_SCHEMA, description="Invalid input.")}
-IDEMPOTENCY_HEADER = OpenApiParameter(
-    idempotency.HEADER,
-    str,
-    OpenApiParameter.HEADER,
-    description=(
-        "Any unique string (up to 255 characters). Sending the same key and body again "
-        "returns the original request instead of starting another generation."
-    ),
-)
 
 
 class ModelsLabAPIMixin:
     """Authentication (Bearer tokens added), throttling scopes, pagination and permissions."""
 
     permission_classes = (IsAuthenticated, IsOwnerOrStaff)
+    parser_classes = (JSONParser,)
     schema = AutoSchema()  # whatever the project's DEFAULT_SCHEMA_CLASS
     pagination_class = ModelsLabPagination
     #: Actions that start a generation (counted in the ``modelslab_generate`` scope too).
