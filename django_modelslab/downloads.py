@@ -3,19 +3,32 @@
 ModelsLab output URLs are untrusted input (they arrive in API responses and webhooks), so
 a download refuses hosts that are not allow-listed, follows redirects by hand re-checking
 every hop, streams into a spooled temporary file while hashing, and gives up as soon as the
-body is larger than allowed, slower than allowed, or cut short. No Django models here.
+body is larger than allowed, slower than allowed, cut short, or not labelled as an image.
+No Django models here.
+
+DNS is checked and pinned (SSRF): the client from :func:`make_client` resolves each host
+itself, refuses it when any address is private, loopback, link-local or reserved (unless the
+exact host is listed), and connects to the very address it checked, so a name cannot resolve
+to a public address for the check and to an internal one for the connection (DNS rebinding).
+TLS still verifies the certificate against the host name. As a second line, every response's
+peer address is checked again before its body is read (this also covers a caller's own client).
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
+import socket
+import ssl
 import tempfile
+import threading
 import time
 from collections.abc import Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import IO, Any
 
+import httpcore
 import httpx
 
 from . import __version__
@@ -27,6 +40,10 @@ SPOOL_MAX_MEMORY = 1024 * 1024
 USER_AGENT = f"django-modelslab/{__version__}"
 ALLOWED_SCHEMES = ("http", "https")
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+#: Content types accepted for an image body (the bytes are checked again by the storage).
+IMAGE_CONTENT_TYPES = ("application/octet-stream", "binary/octet-stream")
+#: Seconds a name may take to resolve when the connection has no timeout of its own.
+DEFAULT_RESOLVE_TIMEOUT = 10.0
 HTTP_REASONS = {
     403: "access denied (the output URL may have expired)",
     404: "the output URL has expired or does not exist",
@@ -120,9 +137,7 @@ def check_url(url: httpx.URL, allowed_hosts: Iterable[str]) -> None:
         )
     host = _normalize_host(url.host)
     if is_allowed_host(host, allowed_hosts):
-        # A listed host is trusted even when it is local (the emulator runs on 127.0.0.1).
-        # TODO(issue 7: resolve and pin): a listed DNS name could still resolve to a private
-        # address; resolve once, refuse internal addresses and connect to the pinned IP.
+        # Listed; the addresses it resolves to are checked when connecting (PinnedBackend).
         return
     ip = _ip(host)
     if ip is not None and is_internal_ip(ip):
@@ -135,6 +150,122 @@ def check_url(url: httpx.URL, allowed_hosts: Iterable[str]) -> None:
         f"Refused to download {shown}: host {host!r} is not in MODELSLAB['ALLOWED_DOWNLOAD_HOSTS']",
         url=shown,
     )
+
+
+def is_exactly_listed(host: str, allowed: Iterable[str]) -> bool:
+    """Whether ``host`` itself (not through a ``.suffix`` entry) is in the allow-list."""
+    return is_allowed_host(host, [str(e) for e in allowed if not str(e).strip().startswith(".")])
+
+
+def check_address(
+    host: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allowed: Iterable[str]
+) -> None:
+    """Raise :class:`DownloadRefused` when ``host``'s address ``ip`` must not be connected to.
+
+    Internal addresses (private, loopback, link-local, reserved...) are refused unless the
+    exact host is listed: ``"127.0.0.1"`` or ``"localhost"`` lets the emulator through, while
+    ``".example.com"`` never lets a name under it reach the internal network.
+    """
+    ip = _ip(str(ip)) or ip
+    if is_internal_ip(ip) and not is_exactly_listed(host, allowed):
+        raise DownloadRefused(
+            f"Refused to download from {_normalize_host(host)}: it resolves to {ip}, a private "
+            "or reserved address (list the exact host in MODELSLAB['ALLOWED_DOWNLOAD_HOSTS'] "
+            "to allow it)"
+        )
+
+
+def resolve(
+    host: str, port: int, *, timeout: float | None = None
+) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The addresses ``host`` resolves to, in the resolver's order, within ``timeout`` seconds.
+
+    Raises :class:`httpcore.ConnectError` (so httpx reports a connection failure) when the
+    name does not resolve in time.
+    """
+    literal = _ip(_normalize_host(host))
+    if literal is not None:
+        return [literal]
+    found: dict[str, Any] = {}
+
+    def lookup() -> None:
+        try:
+            found["infos"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            found["error"] = exc
+
+    # getaddrinfo has no timeout of its own: a thread keeps a dead resolver from hanging us.
+    thread = threading.Thread(target=lookup, name="modelslab-resolve", daemon=True)
+    thread.start()
+    thread.join(DEFAULT_RESOLVE_TIMEOUT if timeout is None else timeout)
+    if "error" in found:
+        raise httpcore.ConnectError(f"Could not resolve {host}: {found['error']}")
+    if "infos" not in found:
+        raise httpcore.ConnectTimeout(f"Resolving {host} took longer than {timeout} s")
+    addresses: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    for _family, _type, _proto, _name, sockaddr in found["infos"]:
+        ip = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+        if ip not in addresses:
+            addresses.append(ip)
+    if not addresses:
+        raise httpcore.ConnectError(f"{host} resolves to no address")
+    return addresses
+
+
+#: The allow-list of the download in progress (in this thread/context); None: none running,
+#: then every internal address is refused.
+_allowed_hosts: ContextVar[tuple[str, ...] | None] = ContextVar(
+    "modelslab_allowed_download_hosts", default=None
+)
+
+
+class PinnedBackend(httpcore.SyncBackend):
+    """Resolve the host here, check every address, connect to a checked one (DNS pinning)."""
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        allowed = _allowed_hosts.get() or ()
+        addresses = resolve(host, port, timeout=timeout)
+        for ip in addresses:  # all of them: a name that is partly internal is refused
+            check_address(host, ip, allowed)
+        error: httpcore.ConnectError | None = None
+        for ip in addresses:
+            try:
+                return super().connect_tcp(str(ip), port, timeout, local_address, socket_options)
+            except httpcore.ConnectError as exc:
+                error = exc
+        assert error is not None
+        raise error
+
+
+class PinnedTransport(httpx.HTTPTransport):
+    """httpx's transport with :class:`PinnedBackend` underneath (no proxies)."""
+
+    def __init__(self, *, ssl_context: ssl.SSLContext, limits: httpx.Limits | None = None) -> None:
+        limits = limits or httpx.Limits(max_connections=20, max_keepalive_connections=10)
+        super().__init__(verify=ssl_context, limits=limits)
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=PinnedBackend(),
+        )
+
+
+def _check_peer(response: httpx.Response, host: str, allowed: Iterable[str]) -> None:
+    """Refuse a response whose connection reached an internal address (any client)."""
+    stream = response.extensions.get("network_stream")
+    peer = stream.get_extra_info("server_addr") if stream is not None else None
+    ip = _ip(str(peer[0]).split("%", 1)[0]) if peer else None
+    if ip is not None:
+        check_address(host, ip, allowed)
 
 
 def _shown(url: httpx.URL | str) -> str:
@@ -163,9 +294,15 @@ def _too_large(max_bytes: int, url: str) -> DownloadError:
 
 
 def make_client() -> httpx.Client:
-    """An HTTP client for :func:`download`; share one across the downloads of a job."""
+    """An HTTP client for :func:`download`; share one across the downloads of a job.
+
+    It resolves and pins addresses itself (:class:`PinnedTransport`), so it ignores proxy
+    environment variables: a proxy would resolve names where they cannot be checked.
+    """
     return httpx.Client(
-        follow_redirects=False, headers={"User-Agent": USER_AGENT}, verify=shared_context()
+        transport=PinnedTransport(ssl_context=shared_context()),
+        follow_redirects=False,
+        headers={"User-Agent": USER_AGENT},
     )
 
 
@@ -195,6 +332,7 @@ def download(
         client = make_client()
     request_timeout = httpx.Timeout(timeout, connect=connect_timeout)
     deadline = time.monotonic() + timeout
+    policy = _allowed_hosts.set(tuple(allowed))
     try:
         current = httpx.URL(url)
         for _hop in range(max_redirects + 1):
@@ -206,6 +344,7 @@ def download(
                 timeout=request_timeout,
                 follow_redirects=False,
             ) as response:
+                _check_peer(response, current.host, allowed)
                 if response.status_code in REDIRECT_STATUSES:
                     location = response.headers.get("Location")
                     if not location:
@@ -226,6 +365,10 @@ def download(
                     timeout=timeout,
                 )
         raise DownloadError(f"Too many redirects (more than {max_redirects}) for {shown}", url=url)
+    except DownloadRefused as exc:
+        if exc.url is None:
+            exc.url = url
+        raise
     except httpx.InvalidURL as exc:
         raise DownloadRefused(f"Refused to download an invalid URL: {exc}", url=url) from exc
     except httpx.HTTPError as exc:
@@ -239,6 +382,7 @@ def download(
             f"Downloading {shown} {what}: {type(exc).__name__}: {exc}", url=url
         ) from exc
     finally:
+        _allowed_hosts.reset(policy)
         if own_client:
             client.close()
 
@@ -253,6 +397,11 @@ def _read_body(
     timeout: float,
 ) -> Download:
     shown = _shown(url)
+    content_type = response.headers.get("Content-Type")
+    if not is_image_content_type(content_type):
+        raise DownloadError(
+            f"The image host answered {content_type!r} for {shown}, not an image", url=url
+        )
     expected = _content_length(response)
     if expected is not None and expected > max_bytes:
         raise _too_large(max_bytes, url)
@@ -290,6 +439,12 @@ def _read_body(
     except BaseException:
         spool.close()  # never leave a half-written file behind
         raise
+
+
+def is_image_content_type(value: str | None) -> bool:
+    """``image/*``, a generic binary type, or none at all (the bytes are checked later)."""
+    media_type = (value or "").split(";", 1)[0].strip().lower()
+    return not media_type or media_type.startswith("image/") or media_type in IMAGE_CONTENT_TYPES
 
 
 def _content_length(response: httpx.Response) -> int | None:

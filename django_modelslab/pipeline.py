@@ -189,22 +189,7 @@ def sweep_stale(*, now: datetime | None = None) -> list[int]:
     died, a task or webhook was lost). Each is queued again (its job is polled, never
     resubmitted) or, after ``MAX_ATTEMPTS`` attempts, failed with the reason.
     """
-    now = now or timezone.now()
-    requeued = []
-    for request in stale_requests(now=now):
-        if request.attempts >= get_setting("MAX_ATTEMPTS"):
-            GenerationRequest.objects.filter(
-                pk=request.pk, status=request.status, updated_at=request.updated_at
-            ).update(
-                status=Status.FAILED,
-                finished_at=now,
-                updated_at=now,
-                error=f"Stuck in {request.status} after {request.attempts} attempt(s) "
-                f"(MAX_ATTEMPTS); submit it again to keep polling job "
-                f"{request.provider_id or '(none)'}, or regenerate it.",
-            )
-        elif requeue(request):
-            requeued.append(request.pk)
+    requeued = [request.pk for request in stale_requests(now=now) if pick_up(request, now=now)]
     if requeued:
         logger.warning("Re-queued %s stuck generation request(s): %s", len(requeued), requeued)
     return requeued
@@ -218,6 +203,29 @@ def stale_requests(*, now: datetime | None = None) -> list[GenerationRequest]:
         status__in=(Status.QUEUED, Status.PROCESSING), updated_at__lt=limit
     )
     return [r for r in candidates if r.updated_at + timedelta(seconds=r.eta or 0) < limit]
+
+
+def pick_up(
+    request: GenerationRequest, *, enqueue: bool = True, now: datetime | None = None
+) -> bool:
+    """Continue a stuck request: re-queue it, or fail it after ``MAX_ATTEMPTS`` attempts.
+
+    True when it was queued again.
+    """
+    if request.attempts < get_setting("MAX_ATTEMPTS"):
+        return requeue(request, enqueue=enqueue)
+    now = now or timezone.now()
+    GenerationRequest.objects.filter(
+        pk=request.pk, status=request.status, updated_at=request.updated_at
+    ).update(
+        status=Status.FAILED,
+        finished_at=now,
+        updated_at=now,
+        error=f"Stuck in {request.status} after {request.attempts} attempt(s) (MAX_ATTEMPTS); "
+        f"submit it again to keep polling job {request.provider_id or '(none)'}, or "
+        "regenerate it.",
+    )
+    return False
 
 
 def requeue(request: GenerationRequest, *, enqueue: bool = True) -> bool:

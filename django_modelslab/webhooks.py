@@ -68,7 +68,12 @@ def receive(secret: str, body: bytes, *, remote_addr: str | None = None) -> Webh
 
 
 def _handle(delivery: WebhookDelivery) -> tuple[str, str]:
-    """Decide what the delivery means for its request (row locked); returns (outcome, why)."""
+    """Decide what the delivery means for its request (row locked); returns (outcome, why).
+
+    Every delivery for the current, unfinished attempt is accepted: confirming is idempotent
+    (one result is recorded however many confirmations race), and an early or forged delivery
+    cannot shadow the real one.
+    """
     request = _find_request(delivery)
     if request is None:
         return Outcome.UNKNOWN, "No generation request has this track id or provider id."
@@ -77,10 +82,6 @@ def _handle(delivery: WebhookDelivery) -> tuple[str, str]:
         return Outcome.DUPLICATE, "For an earlier attempt of this request: ignored."
     if request.status == GenerationRequest.Status.SUCCEEDED:
         return Outcome.DUPLICATE, "The request has already succeeded."
-    if request.webhook_deliveries.filter(
-        track_id=delivery.track_id, outcome=Outcome.ACCEPTED
-    ).exists():
-        return Outcome.DUPLICATE, "An earlier delivery for this attempt is being handled."
     if not request.provider_id and delivery.provider_id:
         # The answer to the generate call was lost; the authenticated callback tells the id.
         request.provider_id = delivery.provider_id

@@ -166,3 +166,31 @@ def test_bad_options_are_refused():
         call_command("regenerate_images", "--concurrency", "0")
     with pytest.raises(CommandError):
         call_command("regenerate_images", "--enqueue", "--concurrency", "2")
+
+
+def test_requests_in_flight_with_a_live_worker_are_skipped(emulator):
+    (request,) = make(1)
+    GenerationRequest.objects.filter(pk=request.pk).update(status=Status.PROCESSING)
+    before = dict(emulator.calls)
+
+    assert "skip" in regenerate_images("--dry-run", "--id", str(request.pk))
+    out = regenerate_images("--id", str(request.pk))
+
+    assert "1 skipped" in out
+    assert dict(emulator.calls) == before
+    request.refresh_from_db()
+    assert request.status == Status.PROCESSING
+
+
+def test_stale_requests_fail_after_max_attempts(emulator, settings):
+    settings.MODELSLAB = {**settings.MODELSLAB, "MAX_ATTEMPTS": 2}
+    (request,) = make(1)
+    GenerationRequest.objects.filter(pk=request.pk).update(
+        status=Status.PROCESSING, attempts=2, updated_at=timezone.now() - timedelta(hours=1)
+    )
+
+    regenerate_images("--stale")
+
+    request.refresh_from_db()
+    assert request.status == Status.FAILED
+    assert "MAX_ATTEMPTS" in request.error

@@ -33,7 +33,7 @@ Status = GenerationRequest.Status
 CONFIRM_ABOVE = 10
 
 
-def moment(value: str) -> datetime:
+def date_or_datetime(value: str) -> datetime:
     """An ISO date (midnight, current time zone) or datetime, for --created-before/--after."""
     parsed = parse_datetime(value)
     if parsed is None:
@@ -46,7 +46,7 @@ def moment(value: str) -> datetime:
     return parsed
 
 
-def positive(value: str) -> int:
+def positive_int(value: str) -> int:
     number = int(value)
     if number < 1:
         raise ValueError(value)
@@ -120,13 +120,13 @@ class Command(BaseCommand):
         select.add_argument("--model", help="With this model id.")
         select.add_argument(
             "--created-before",
-            type=moment,
+            type=date_or_datetime,
             metavar="DATE",
             help="Created before this ISO date or datetime.",
         )
         select.add_argument(
             "--created-after",
-            type=moment,
+            type=date_or_datetime,
             metavar="DATE",
             help="Created at or after this ISO date or datetime.",
         )
@@ -150,7 +150,7 @@ class Command(BaseCommand):
             metavar="BATCH",
             help="Continue an interrupted run: its unfinished requests.",
         )
-        select.add_argument("--limit", type=positive, metavar="N", help="At most N requests.")
+        select.add_argument("--limit", type=positive_int, metavar="N", help="At most N requests.")
         run = parser.add_argument_group("how")
         run.add_argument(
             "--dry-run",
@@ -165,7 +165,7 @@ class Command(BaseCommand):
         )
         mode.add_argument(
             "--concurrency",
-            type=positive,
+            type=positive_int,
             default=4,
             metavar="N",
             help="Requests run at once in this process (default 4).",
@@ -181,6 +181,8 @@ class Command(BaseCommand):
         if not requests:
             self.stdout.write("No generation request matches.")
             return
+        self.resuming = bool(options["resume"])
+        self.stale = {request.pk for request in pipeline.stale_requests()}
         if options["dry_run"]:
             self.list_plan(requests)
             return
@@ -236,15 +238,7 @@ class Command(BaseCommand):
     def list_plan(self, requests: list[GenerationRequest]) -> None:
         self.stdout.write(f"Dry run: {len(requests)} request(s) would run; nothing was called.")
         for request in requests:
-            action = (
-                "continue"
-                if request.status in (Status.QUEUED, Status.PROCESSING)
-                else (
-                    "retry"
-                    if request.regeneration_batch and request.status == Status.FAILED
-                    else "regenerate"
-                )
-            )
+            action = self.action_for(request, request.regeneration_batch if self.resuming else "")
             prompt = request.prompt if len(request.prompt) <= 50 else request.prompt[:49] + "…"
             self.stdout.write(
                 f"  #{request.pk:<6} {request.status:<10} {request.model_id or '-':<16} "
@@ -262,18 +256,36 @@ class Command(BaseCommand):
 
     # running -------------------------------------------------------------------------
 
-    def start(self, request: GenerationRequest, batch: str, *, enqueue: bool) -> bool:
-        """Queue one request the right way; False when it cannot be started now."""
+    def action_for(self, request: GenerationRequest, batch: str) -> str:
+        """What this run does with ``request``: the dry run prints it, the real run does it.
+
+        - "continue": stuck, or left in flight by the interrupted run being resumed: its job is
+          polled or its outputs copied (never a second job), or it fails after MAX_ATTEMPTS;
+        - "skip": in flight with a live worker;
+        - "retry": failed in the run being resumed: retried the safe way (pipeline.submit);
+        - "regenerate": a new provider job; earlier images are kept.
+        """
         if request.status in (Status.QUEUED, Status.PROCESSING):
-            return pipeline.requeue(request, enqueue=enqueue)
-        if request.status == Status.FAILED and request.regeneration_batch == batch:
-            pipeline.submit(request, enqueue=enqueue)  # a retry: polls or copies if it can
+            return "continue" if self.resuming or request.pk in self.stale else "skip"
+        if request.status == Status.FAILED and batch and request.regeneration_batch == batch:
+            return "retry"
+        return "regenerate"
+
+    def start(self, request: GenerationRequest, batch: str, *, enqueue: bool) -> bool:
+        """Queue one request as :meth:`action_for` says; False when it was not started."""
+        action = self.action_for(request, batch if self.resuming else "")
+        if action == "continue":
+            return pipeline.pick_up(request, enqueue=enqueue)
+        if action == "retry":
+            pipeline.submit(request, enqueue=enqueue)  # polls or copies when it can
             return True
-        try:
-            pipeline.regenerate(request, batch=batch, enqueue=enqueue)
-        except GenerationInProgress:
-            return False
-        return True
+        if action == "regenerate":
+            try:
+                pipeline.regenerate(request, batch=batch, enqueue=enqueue)
+            except GenerationInProgress:
+                return False
+            return True
+        return False
 
     def enqueue(self, requests: list[GenerationRequest], batch: str, summary: Summary) -> None:
         for request in requests:

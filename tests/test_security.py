@@ -1,0 +1,351 @@
+"""Security properties: SSRF (hosts, DNS, redirects), hostile bodies, webhook auth, secrets.
+
+Proved elsewhere, not repeated here:
+
+* users reach only their own requests and images through the API:
+  ``test_api.py::test_permission_matrix``;
+* admin actions need the permission:
+  ``test_admin.py::test_without_the_permission_posts_are_refused``
+  and ``::test_without_the_permission_actions_and_buttons_are_hidden``;
+* private IP literals and the metadata address are refused:
+  ``test_downloads.py::test_unlisted_private_ip_literal_is_refused``;
+* redirects are re-checked: ``test_downloads.py::test_redirect_to_*``;
+* a forged webhook success is confirmed through the API before anything is stored:
+  ``test_webhooks.py::test_forged_success_is_not_trusted``;
+* no API key reaches a log, page, response or stored JSON: ``tests/sentinel.py`` runs the
+  whole suite with a sentinel key.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import struct
+import threading
+import zlib
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from django.conf import settings as django_settings
+from django.urls import reverse
+from django.utils import timezone
+from PIL import Image
+
+from django_modelslab import pipeline
+from django_modelslab.conf import DEFAULT_ALLOWED_DOWNLOAD_HOSTS
+from django_modelslab.downloads import download, make_client
+from django_modelslab.exceptions import DownloadError, DownloadRefused
+from django_modelslab.models import GenerationRequest, WebhookDelivery
+
+from .conftest import TEST_API_KEY
+
+Status = GenerationRequest.Status
+LIMITS = {"max_bytes": 1024 * 1024, "timeout": 2.0, "connect_timeout": 1.0}
+
+
+def _png(size: int = 32) -> bytes:
+    buffer = io.BytesIO()
+    Image.effect_noise((size, size), 64).convert("RGB").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    crc = zlib.crc32(kind + data)
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
+def _bomb(side: int = 8_000) -> bytes:
+    """A valid 1-bit PNG of ``side``² pixels (64 M, over MAX_IMAGE_PIXELS) in about 10 KB."""
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    rows = zlib.compressobj(9)
+    row = b"\0" * (1 + side // 8)
+    data = b"".join(rows.compress(row) for _ in range(side)) + rows.flush()
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", data)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+PNG = _png()
+BOMB = _bomb()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        parts = urlsplit(self.path)
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        self.server.paths.append(parts.path)  # type: ignore[attr-defined]
+        if parts.path == "/redirect":
+            self._send(302, b"", "text/plain", Location=query["to"])
+        elif parts.path == "/png":
+            self._send(200, PNG, query.get("type", "image/png"))
+        elif parts.path == "/bomb.png":
+            self._send(200, BOMB, "image/png")
+        else:
+            self._send(404, b"Not Found", "text/plain")
+
+    def _send(self, status: int, body: bytes, content_type: str, **headers: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture(scope="module")
+def local() -> Iterator[ThreadingHTTPServer]:
+    """A local image host on 127.0.0.1 (``server.port``; ``server.paths`` it was asked for)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
+    server.paths = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def port(server: ThreadingHTTPServer) -> int:
+    return server.server_address[1]
+
+
+@pytest.fixture
+def dns(monkeypatch) -> dict[str, list[str]]:
+    """Names the resolver answers with chosen addresses (others resolve as usual).
+
+    The system resolver knows none of these names, so a download that succeeds through one
+    has connected to the very address the check saw. ``dns["_lookups"]`` counts lookups.
+    """
+    answers: dict[str, list[str]] = {"_lookups": []}
+    real: Callable = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host in answers:
+            answers["_lookups"].append(host)
+            infos = []
+            for address in answers[host]:
+                family = socket.AF_INET6 if ":" in address else socket.AF_INET
+                sockaddr = (address, port, 0, 0) if ":" in address else (address, port)
+                infos.append((family, socket.SOCK_STREAM, 6, "", sockaddr))
+            return infos
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return answers
+
+
+# --- SSRF: DNS names are resolved, checked and pinned -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "address", ["127.0.0.1", "10.1.2.3", "169.254.169.254", "192.168.0.7", "::1", "fd00::1"]
+)
+def test_a_name_resolving_to_an_internal_address_is_refused(dns, address) -> None:
+    dns["cdn.images.test"] = [address]
+
+    with pytest.raises(DownloadRefused, match=r"resolves to .*private or reserved") as caught:
+        download(
+            "http://cdn.images.test/a.png?sig=s3cr3t", allowed_hosts=[".images.test"], **LIMITS
+        )
+
+    assert caught.value.url == "http://cdn.images.test/a.png?sig=s3cr3t"
+    assert "s3cr3t" not in str(caught.value)
+
+
+def test_a_name_with_one_internal_address_among_public_ones_is_refused(dns) -> None:
+    dns["cdn.images.test"] = ["93.184.216.34", "10.0.0.9"]
+    with pytest.raises(DownloadRefused, match=r"10\.0\.0\.9"):
+        download("http://cdn.images.test/a.png", allowed_hosts=[".images.test"], **LIMITS)
+
+
+def test_an_exactly_listed_name_may_be_internal_and_the_checked_address_is_used(dns, local) -> None:
+    dns["emulator.test"] = ["127.0.0.1"]
+
+    with download(
+        f"http://emulator.test:{port(local)}/png", allowed_hosts=["emulator.test"], **LIMITS
+    ) as fetched:
+        assert fetched.file.read() == PNG
+
+    # Only our resolver knows the name: the connection went to the address it checked.
+    assert dns["_lookups"] == ["emulator.test"]
+
+
+def test_a_shared_client_checks_every_new_host(dns, local) -> None:
+    dns["ok.test"] = ["127.0.0.1"]
+    dns["evil.images.test"] = ["127.0.0.1"]
+    allowed = ["ok.test", ".images.test"]
+    with make_client() as client:
+        with download(
+            f"http://ok.test:{port(local)}/png", allowed_hosts=allowed, client=client, **LIMITS
+        ):
+            pass
+        with pytest.raises(DownloadRefused, match=r"evil\.images\.test"):
+            download(
+                f"http://evil.images.test:{port(local)}/png",
+                allowed_hosts=allowed,
+                client=client,
+                **LIMITS,
+            )
+
+
+def test_a_redirect_to_a_name_resolving_internally_is_refused(dns, local) -> None:
+    dns["internal.images.test"] = ["127.0.0.1"]
+    target = f"http://internal.images.test:{port(local)}/png"
+    local.paths.clear()
+
+    with pytest.raises(DownloadRefused, match=r"internal\.images\.test"):
+        download(
+            f"http://127.0.0.1:{port(local)}/redirect?to={target}",
+            allowed_hosts=["127.0.0.1", ".images.test"],
+            **LIMITS,
+        )
+    assert local.paths == ["/redirect"]  # the second hop never reached the server
+
+
+def test_a_callers_own_client_is_checked_after_connecting(local) -> None:
+    """Second line: a plain httpx client resolves by itself; the peer address is checked."""
+    local.paths.clear()
+    with httpx.Client() as client, pytest.raises(DownloadRefused, match="localhost"):
+        download(
+            f"http://localhost:{port(local)}/png",
+            allowed_hosts=[".localhost"],
+            client=client,
+            **LIMITS,
+        )
+
+
+def test_names_that_do_not_resolve_fail_within_the_connect_timeout(dns) -> None:
+    dns["nowhere.images.test"] = []
+    with pytest.raises(DownloadError, match=r"failed|resolve"):
+        download("http://nowhere.images.test/a.png", allowed_hosts=[".images.test"], **LIMITS)
+
+
+@pytest.mark.django_db
+def test_production_hosts_refuse_the_emulator_and_keep_the_request_retriable(
+    emulator, settings
+) -> None:
+    settings.MODELSLAB = {
+        **settings.MODELSLAB,
+        "ALLOWED_DOWNLOAD_HOSTS": list(DEFAULT_ALLOWED_DOWNLOAD_HOSTS),
+    }
+    request = GenerationRequest.objects.create(prompt="ssrf", seed=1, width=256, height=256)
+
+    pipeline.run(request.pk)
+
+    request.refresh_from_db()
+    assert request.status == Status.FAILED
+    assert "not in MODELSLAB['ALLOWED_DOWNLOAD_HOSTS']" in request.error
+    assert request.output_urls and request.images.count() == 0
+    assert emulator.calls["download"] == 0  # nothing was fetched from the loopback address
+
+
+# --- hostile bodies through the pipeline --------------------------------------------------
+
+
+def copy_from(url: str, **fields) -> GenerationRequest:
+    """A request whose outputs ModelsLab reported at ``url``; run copies them (no API call)."""
+    request = GenerationRequest.objects.create(
+        prompt="hostile body",
+        width=256,
+        height=256,
+        status=Status.QUEUED,
+        provider_id="4242",
+        output_urls=[url],
+        outputs_expire_at=timezone.now() + timedelta(hours=1),
+        **fields,
+    )
+    pipeline.run(request.pk)
+    request.refresh_from_db()
+    return request
+
+
+def stored_files() -> list[Path]:
+    root = Path(django_settings.MEDIA_ROOT)
+    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+
+@pytest.mark.django_db
+def test_a_decompression_bomb_is_refused_and_nothing_is_stored(local, emulator) -> None:
+    before = stored_files()
+    request = copy_from(f"http://127.0.0.1:{port(local)}/bomb.png")
+
+    assert request.status == Status.FAILED
+    assert "decompression bomb" in request.error
+    assert "MAX_IMAGE_PIXELS" in request.error
+    assert request.images.count() == 0
+    assert stored_files() == before
+    assert emulator.calls["text2img"] == 0
+
+
+@pytest.mark.django_db
+def test_an_oversized_body_is_refused(local, emulator, settings) -> None:
+    settings.MODELSLAB = {**settings.MODELSLAB, "MAX_IMAGE_BYTES": len(PNG) - 1}
+    request = copy_from(f"http://127.0.0.1:{port(local)}/png")
+
+    assert request.status == Status.FAILED
+    assert f"larger than MAX_IMAGE_BYTES ({len(PNG) - 1} bytes)" in request.error
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("content_type", ["text/html; charset=utf-8", "application/json"])
+def test_a_body_that_is_not_labelled_as_an_image_is_refused(local, emulator, content_type) -> None:
+    request = copy_from(f"http://127.0.0.1:{port(local)}/png?type={content_type}")
+
+    assert request.status == Status.FAILED
+    assert f"answered '{content_type}'" in request.error
+    assert "not an image" in request.error
+    assert request.output_urls  # kept: a later run can copy it again
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("content_type", ["image/png", "application/octet-stream"])
+def test_image_and_generic_binary_types_are_accepted(local, emulator, content_type) -> None:
+    request = copy_from(f"http://127.0.0.1:{port(local)}/png?type={content_type}")
+    assert request.status == Status.SUCCEEDED, request.error
+
+
+# --- webhook auth fails closed ------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("secrets", [[], ["the-real-secret-0123456789abcdef"]])
+def test_webhook_without_the_secret_is_refused(client, settings, secrets) -> None:
+    settings.MODELSLAB = {**settings.MODELSLAB, "WEBHOOK_SECRETS": secrets}
+    request = GenerationRequest.objects.create(
+        prompt="p", width=256, height=256, status=Status.PROCESSING, provider_id="77"
+    )
+    url = reverse("modelslab:webhook", kwargs={"secret": "guessed"})
+
+    response = client.post(
+        url, {"status": "success", "id": 77, "output": ["http://x/y.png"]}, "application/json"
+    )
+
+    assert response.status_code == 400
+    assert WebhookDelivery.objects.get().outcome == WebhookDelivery.Outcome.REJECTED
+    request.refresh_from_db()
+    assert request.status == Status.PROCESSING
+    assert client.get(url).status_code == 405
+
+
+def test_the_client_repr_and_errors_never_show_the_key(settings) -> None:
+    settings.MODELSLAB = {**settings.MODELSLAB, "BASE_URL": "http://127.0.0.1:9/api"}
+    client = pipeline.build_client()
+    assert TEST_API_KEY not in repr(client)
+    with client, pytest.raises(Exception) as caught:  # any error: its text is checked
+        client.fetch("1")
+    text = f"{caught.value!s} {caught.value!r} {vars(caught.value)}"
+    assert TEST_API_KEY not in text
