@@ -10,6 +10,8 @@ from django_modelslab.testing import Emulator
 
 from .browser import browser, page  # noqa: F401  (fixtures)
 
+pytest_plugins = ["tests.sentinel"]
+
 #: The key the test settings use; tests grep logs and errors for it.
 TEST_API_KEY = "test-key-5e1f0c9a-never-a-real-one"
 
