@@ -26,6 +26,30 @@ SIZE = 256
 TARGET = 1.25
 
 
+def database(workdir: Path) -> dict:
+    """SQLite in WAL mode by default; PostgreSQL under ``python -m tests.pgcluster``."""
+    if os.environ.get("MODELSLAB_TEST_POSTGRES"):
+        host, port = os.environ["MODELSLAB_TEST_POSTGRES"].rsplit(":", 1)
+        return {
+            "ENGINE": "django.db.backends.postgresql",
+            "HOST": host,
+            "PORT": port,
+            "USER": "postgres",
+            "NAME": "postgres",
+        }
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": str(workdir / "bench.sqlite3"),
+        # WAL without an fsync per commit, as SQLite is run in production; IMMEDIATE
+        # transactions so that concurrent writers queue instead of failing.
+        "OPTIONS": {
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+        },
+    }
+
+
 def configure_django(workdir: Path, base_url: str) -> None:
     import django
     from django.conf import settings
@@ -44,18 +68,7 @@ def configure_django(workdir: Path, base_url: str) -> None:
             "django_modelslab",
             *installed,
         ],
-        DATABASES={
-            "default": {
-                "ENGINE": "django.db.backends.sqlite3",
-                "NAME": str(workdir / "bench.sqlite3"),
-                # WAL without an fsync per commit, as SQLite is run in production.
-                "OPTIONS": {
-                    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-                    "transaction_mode": "IMMEDIATE",
-                    "timeout": 20,
-                },
-            }
-        },
+        DATABASES={"default": database(workdir)},
         USE_TZ=True,
         MEDIA_ROOT=str(workdir / "media"),
         STORAGES={
