@@ -6,33 +6,26 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
+from .limits import MAX_SAMPLES, MAX_SIDE, MIN_SAMPLES, MIN_SIDE, SIDE_STEP
 from .models import GenerationRequest
-
-#: Image sides ModelsLab accepts (pixels), and the step they must be a multiple of.
-MIN_SIZE = 256
-MAX_SIZE = 1024
-SIZE_STEP = 8
-#: Images per generation.
-MIN_SAMPLES = 1
-MAX_SAMPLES = 4
 
 
 def validate_size(value: int) -> None:
     """A side of 256 to 1024 pixels, a multiple of 8."""
     if value is None:
         return
-    if not MIN_SIZE <= value <= MAX_SIZE:
+    if not MIN_SIDE <= value <= MAX_SIDE:
         raise ValidationError(
             _("Use %(min)s to %(max)s pixels (got %(value)s)."),
             code="size_range",
-            params={"min": MIN_SIZE, "max": MAX_SIZE, "value": value},
+            params={"min": MIN_SIDE, "max": MAX_SIDE, "value": value},
         )
-    if value % SIZE_STEP:
-        lower = value - value % SIZE_STEP
+    if value % SIDE_STEP:
+        lower = value - value % SIDE_STEP
         raise ValidationError(
             _("Use a multiple of %(step)s pixels, e.g. %(lower)s or %(upper)s (got %(value)s)."),
             code="size_step",
-            params={"step": SIZE_STEP, "lower": lower, "upper": lower + SIZE_STEP, "value": value},
+            params={"step": SIDE_STEP, "lower": lower, "upper": lower + SIDE_STEP, "value": value},
         )
 
 
@@ -73,8 +66,8 @@ class GenerationRequestAdminForm(forms.ModelForm):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         limits = {
-            "width": (MIN_SIZE, MAX_SIZE, SIZE_STEP),
-            "height": (MIN_SIZE, MAX_SIZE, SIZE_STEP),
+            "width": (MIN_SIDE, MAX_SIDE, SIDE_STEP),
+            "height": (MIN_SIDE, MAX_SIDE, SIDE_STEP),
             "samples": (MIN_SAMPLES, MAX_SAMPLES, 1),
         }
         for name, (low, high, step) in limits.items():
@@ -86,9 +79,9 @@ class GenerationRequestAdminForm(forms.ModelForm):
                 self.fields[name].help_text = _(
                     "%(min)s to %(max)s px, a multiple of %(step)s."
                 ) % {
-                    "min": MIN_SIZE,
-                    "max": MAX_SIZE,
-                    "step": SIZE_STEP,
+                    "min": MIN_SIDE,
+                    "max": MAX_SIDE,
+                    "step": SIDE_STEP,
                 }
         if "samples" in self.fields:
             self.fields["samples"].help_text = _("Images per generation, %(min)s to %(max)s.") % {

@@ -33,21 +33,14 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from .. import pipeline
 from ..conf import get_setting
+from ..limits import MAX_SAMPLES, MAX_SIDE, MIN_SIDE, SIDE_STEP
 from ..models import GeneratedImage, GenerationRequest
 from . import idempotency
 from .auth import api_authenticators
 from .budget import check_budget
 from .exceptions import BudgetExceeded, IdempotencyKeyReused
 from .schema import IDEMPOTENCY_HEADER, documented
-from .serializers import (
-    MAX_SAMPLES,
-    MAX_SIDE,
-    MIN_SIDE,
-    NAMESPACE,
-    SIDE_STEP,
-    UNKNOWN_FIELD,
-    StrictSerializer,
-)
+from .serializers import NAMESPACE, UNKNOWN_FIELD, StrictSerializer
 from .throttling import api_throttles
 
 logger = logging.getLogger("django_modelslab.api")

@@ -12,13 +12,9 @@ from rest_framework.exceptions import ErrorDetail
 from rest_framework.reverse import reverse
 
 from ..conf import get_setting
+from ..limits import MAX_SAMPLES, MAX_SEED, MAX_SIDE, MAX_STEPS, MIN_SIDE, SIDE_STEP
 from ..models import GeneratedImage, GenerationRequest
 
-#: ModelsLab's limits (see docs/api.md): sides 256..1024 px in steps of 8, 1..4 samples.
-MIN_SIDE, MAX_SIDE, SIDE_STEP = 256, 1024, 8
-MAX_SAMPLES = 4
-MAX_STEPS = 50
-MAX_SEED = 2**32 - 1
 NAMESPACE = "modelslab-api"
 UNKNOWN_FIELD = "unknown_field"
 
