@@ -32,7 +32,7 @@ from django.utils.translation import gettext_lazy as _
 
 from . import pipeline
 from .forms import GenerationRequestAdminForm
-from .models import GeneratedImage, GenerationRequest
+from .models import GeneratedImage, GenerationRequest, WebhookDelivery
 
 GENERATE_PERMISSION = "django_modelslab.generate_images"
 
@@ -702,3 +702,33 @@ class GeneratedImageAdmin(admin.ModelAdmin):
     @admin.display(description=_("bytes"), ordering="bytes")
     def size(self, image: GeneratedImage) -> str:
         return filesizeformat(image.bytes)
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    """Every POST ModelsLab made to the webhook view, read-only (bodies are redacted)."""
+
+    list_display = ("received_at", "outcome", "valid", "track_id", "provider_id", "request")
+    list_filter = ("outcome", "valid", "received_at")
+    search_fields = ("track_id", "provider_id")
+    list_select_related = ("request",)
+    date_hierarchy = "received_at"
+    readonly_fields = (
+        "received_at",
+        "valid",
+        "outcome",
+        "error",
+        "remote_addr",
+        "track_id",
+        "provider_id",
+        "request",
+        "body",
+        "raw_body",
+    )
+    fields = readonly_fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

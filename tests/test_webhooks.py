@@ -188,3 +188,21 @@ def test_check_warns_when_webhooks_have_no_secret(settings):
 
     settings.MODELSLAB = {**settings.MODELSLAB, "PUBLIC_BASE_URL": "https://example.com"}
     assert [m.id for m in check_settings()] == ["django_modelslab.W002"]
+
+
+def test_deliveries_are_listed_read_only_in_the_admin(webhooks_on, admin_client):
+    post(webhook_url(webhooks_on, "not-the-secret"), {"id": 1})
+    post(webhook_url(webhooks_on), {"id": 2, "track_id": "9999-1"})
+
+    page = admin_client.get(reverse("admin:django_modelslab_webhookdelivery_changelist"))
+
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "Rejected (bad secret or body)" in text
+    assert "No matching request" in text
+    assert SECRET not in text
+    delivery = WebhookDelivery.objects.get(track_id="9999-1")
+    detail = admin_client.get(
+        reverse("admin:django_modelslab_webhookdelivery_change", args=[delivery.pk])
+    ).content.decode()
+    assert 'name="_save"' not in detail  # read-only
