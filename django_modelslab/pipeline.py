@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 from django.db import transaction
-from django.db.models import F, QuerySet
+from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 
@@ -243,22 +243,6 @@ def requeue(request: GenerationRequest, *, enqueue: bool = True) -> bool:
     if requeued and enqueue:
         _enqueue_on_commit(request.pk)
     return bool(requeued)
-
-
-def requests_with_missing_files(requests: QuerySet[GenerationRequest]) -> list[int]:
-    """Ids of ``requests`` with a current image whose file is absent from storage.
-
-    Asks the storage once per distinct key (a HEAD request on S3).
-    """
-    images = GeneratedImage.objects.filter(request__in=requests, superseded=False)
-    missing: dict[str, bool] = {}
-    found = set()
-    for request_id, name in images.values_list("request_id", "image").order_by("request_id"):
-        if name not in missing:
-            missing[name] = not get_image_storage().exists(name)
-        if missing[name]:
-            found.add(request_id)
-    return sorted(found)
 
 
 def webhook_url() -> str | None:

@@ -26,6 +26,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 
 from django_modelslab import pipeline
 from django_modelslab.exceptions import GenerationInProgress
+from django_modelslab.integrity import requests_with_missing_files
 from django_modelslab.models import GeneratedImage, GenerationRequest
 
 Status = GenerationRequest.Status
@@ -230,7 +231,7 @@ class Command(BaseCommand):
             stale = [request.pk for request in pipeline.stale_requests()]
             requests = requests.filter(pk__in=stale)
         if options["missing_files"]:
-            requests = requests.filter(pk__in=pipeline.requests_with_missing_files(requests))
+            requests = requests.filter(pk__in=requests_with_missing_files(requests))
         if options["limit"]:
             requests = requests[: options["limit"]]
         return requests
