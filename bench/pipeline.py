@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 200
 ROUNDS = 3
-SIZE = 256
+SIZE = int(os.environ.get("BENCH_SIZE", "256"))  # pixels a side
 TARGET = 1.25
 
 
