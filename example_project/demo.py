@@ -46,6 +46,7 @@ def main() -> int:
     if os.environ.get("DEMO_SERVE", "1") != "0":
         address = os.environ.get("DEMO_ADDR", "127.0.0.1:8000")
         print(f"Serving http://{address}/admin/  (Ctrl-C to stop)")
+        print(f"Example page using the REST API: http://{address}/studio/")
         call_command("runserver", address, use_reloader=False)
     if emulator is not None:
         emulator.stop()
