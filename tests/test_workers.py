@@ -141,3 +141,36 @@ def test_worker_killed_mid_poll_is_picked_up_without_a_second_job(emulator, sett
     assert emulator.calls["text2img"] == 1  # polled again, never resubmitted
     assert request.attempts == 2
     assert request.images.count() == 1
+
+
+@postgres_only
+def test_two_worker_processes_on_one_request_submit_one_job(emulator, settings):
+    """The task delivered twice, to two db_worker processes at once: one provider job."""
+    from django_modelslab.tasks import run_generation
+
+    settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+    emulator.latency = 0.5  # both workers are in flight together
+    request = GenerationRequest.objects.create(prompt="twice", seed=3, width=256, height=256)
+    pipeline.submit(request)
+    run_generation.enqueue(request.pk)  # a duplicate delivery of the same task
+
+    workers = [
+        subprocess.Popen(
+            [*DB_WORKER, "--batch", "--max-tasks", "1"],
+            cwd=ROOT,
+            env=worker_env(emulator, settings),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    for worker in workers:
+        _, stderr = worker.communicate(timeout=120)
+        assert worker.returncode == 0, stderr
+
+    request.refresh_from_db()
+    assert request.status == Status.SUCCEEDED, request.error
+    assert emulator.calls["text2img"] == 1
+    assert request.attempts == 1
+    assert request.images.count() == 1
