@@ -1,13 +1,14 @@
 """ModelsLab HTTP client: the v6 image API over httpx, nothing of Django.
 
-Two halves, kept apart so an async client can reuse everything but the transport calls:
+Two halves, kept apart so the async client reuses everything but the transport calls:
 
 * :func:`parse_response` turns one HTTP answer into a :class:`ProviderResponse` or raises the
   matching :mod:`django_modelslab.exceptions` error. It reads the body's ``status`` whatever
   the HTTP code (ModelsLab documents 4xx codes but has been seen answering 200 with
   ``status: "error"``).
 * :class:`_ClientCore` holds configuration, builds payloads, redacts the API key and decides,
-  attempt by attempt, whether to retry; :class:`ModelsLabClient` adds the blocking httpx calls.
+  attempt by attempt, whether to retry; :class:`ModelsLabClient` adds the blocking httpx calls
+  and :class:`AsyncModelsLabClient` the ``httpx.AsyncClient`` ones (for ASGI projects).
 
 The API key travels as the JSON body field ``key`` and is never logged: payloads and responses
 kept on exceptions (and :attr:`ProviderResponse.raw`) are redacted.
@@ -15,13 +16,14 @@ kept on exceptions (and :attr:`ProviderResponse.raw`) are redacted.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import logging
 import random
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -46,6 +48,7 @@ from django_modelslab.tls import shared_context
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "AsyncModelsLabClient",
     "ModelsLabClient",
     "ProviderResponse",
     "parse_response",
@@ -525,4 +528,77 @@ class ModelsLabClient(_ClientCore):
                     return result
                 delay = result
             self._sleep(delay)
+            attempt += 1
+
+
+# -- the async client ----------------------------------------------------------------------
+
+
+class AsyncModelsLabClient(_ClientCore):
+    """``httpx.AsyncClient`` twin of :class:`ModelsLabClient`: same payloads, parsing, retries.
+
+    Use ``async with`` or await :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str = DEFAULT_BASE_URL,
+        *,
+        timeout: float = 60.0,
+        connect_timeout: float = 10.0,
+        max_retries: int = 3,
+        retry_backoff: float = 1.0,
+        retry_backoff_max: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    ) -> None:
+        super().__init__(
+            api_key,
+            base_url,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            max_retries=max_retries,
+            retry_backoff=retry_backoff,
+            retry_backoff_max=retry_backoff_max,
+        )
+        self._sleep = sleep
+        self._http = httpx.AsyncClient(transport=transport, **self._client_kwargs())
+
+    async def text2img(self, params: Mapping[str, Any]) -> ProviderResponse:
+        """Start a text-to-image generation (``POST v6/images/text2img``)."""
+        return await self._send(self._text2img_call(params))
+
+    async def fetch(self, provider_id: str | int) -> ProviderResponse:
+        """Ask for the state of a queued generation (``POST v6/images/fetch/{id}``)."""
+        return await self._send(self._fetch_call(provider_id))
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncModelsLabClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def _send(self, call: _Call) -> ProviderResponse:
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            try:
+                response = await self._http.post(call.path, json=call.payload)
+            except httpx.TransportError as exc:
+                delay = self._on_transport_error(call, attempt, exc, time.monotonic() - started)
+            else:
+                result = self._on_response(call, attempt, response, time.monotonic() - started)
+                if isinstance(result, ProviderResponse):
+                    return result
+                delay = result
+            await self._sleep(delay)
             attempt += 1

@@ -60,6 +60,12 @@ ELSEWHERE = [
         "Compare-and-set claim: one provider job, one set of images (SQLite and PostgreSQL).",
     ),
     (
+        "One task delivered twice, to two worker processes at once",
+        "tests/test_workers.py::test_two_worker_processes_on_one_request_submit_one_job",
+        "Two db_worker processes on PostgreSQL: one claims, the other finds it taken: "
+        "1 job, 1 image (`make test-pg`).",
+    ),
+    (
         "Worker killed with SIGKILL mid-poll, then restarted",
         "tests/test_workers.py::test_worker_killed_mid_poll_is_picked_up_without_a_second_job",
         "The sweep re-queues it; the new worker polls the same job: 1 job, images stored "
