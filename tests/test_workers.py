@@ -44,6 +44,20 @@ def worker_env(emulator, settings) -> dict[str, str]:
     }
 
 
+def run_worker_until_idle(emulator, settings) -> None:
+    """One ``db_worker --batch`` process: it runs every queued task, then exits."""
+    worker = subprocess.run(
+        [*DB_WORKER, "--batch"],
+        cwd=ROOT,
+        env=worker_env(emulator, settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert worker.returncode == 0, worker.stderr
+
+
 @postgres_only
 def test_db_worker_process_generates_what_the_pipeline_enqueued(emulator, settings):
     settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
@@ -55,17 +69,8 @@ def test_db_worker_process_generates_what_the_pipeline_enqueued(emulator, settin
         assert pipeline.submit(request).status == Status.QUEUED
     assert emulator.calls["text2img"] == 0  # nothing runs in this process
 
-    worker = subprocess.run(
-        [*DB_WORKER, "--batch"],
-        cwd=ROOT,
-        env=worker_env(emulator, settings),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    run_worker_until_idle(emulator, settings)
 
-    assert worker.returncode == 0, worker.stderr
     assert emulator.calls["text2img"] == 3
     for request in requests:
         request.refresh_from_db()
@@ -125,17 +130,8 @@ def test_worker_killed_mid_poll_is_picked_up_without_a_second_job(emulator, sett
 
     later = timezone.now() + timedelta(seconds=settings.MODELSLAB.get("STALE_AFTER", 300) + 60)
     assert pipeline.sweep_stale(now=later) == [request.pk]
-    restarted = subprocess.run(
-        [*DB_WORKER, "--batch"],
-        cwd=ROOT,
-        env=worker_env(emulator, settings),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    run_worker_until_idle(emulator, settings)
 
-    assert restarted.returncode == 0, restarted.stderr
     request.refresh_from_db()
     assert request.status == Status.SUCCEEDED, request.error
     assert emulator.calls["text2img"] == 1  # polled again, never resubmitted
