@@ -194,3 +194,19 @@ def test_stale_requests_fail_after_max_attempts(emulator, settings):
     request.refresh_from_db()
     assert request.status == Status.FAILED
     assert "MAX_ATTEMPTS" in request.error
+
+
+def test_progress_is_a_bar_redrawn_in_place_on_a_terminal():
+    from django_modelslab.management.commands.regenerate_images import Progress, Summary
+
+    written: list[str] = []
+    progress = Progress(2, written.append, tty=True)
+    summary = Summary()
+    for pk, status in ((1, Status.SUCCEEDED), (2, Status.FAILED)):
+        request = GenerationRequest(pk=pk, status=status, error="nope")
+        summary.outcomes[status] += 1
+        progress.step(request, summary)
+
+    assert written[0].startswith("\r[" + "#" * 15 + "." * 15 + "] 1/2")
+    assert written[1] == "\r[" + "#" * 30 + "] 2/2 1 failed, 1 succeeded"
+    assert written[2] == "\n"
