@@ -50,6 +50,9 @@ DEFAULTS: dict[str, Any] = {
     # Cache-Control of stored objects (S3); "" sends none. Keys never change meaning.
     "CACHE_CONTROL": "public, max-age=31536000, immutable",
     "STORE_PROMPT_METADATA": False,  # put the prompt in object metadata (prompts can be private)
+    # Provenance: XMP in stored PNG/JPEG files saying they are AI-generated (docs/provenance.md)
+    "PROVENANCE": True,  # write it (source type and model id)
+    "PROVENANCE_INCLUDE_PROMPT": False,  # add the prompt too (prompts can be private)
     # Pipeline
     "CACHE": True,  # reuse images of an identical, seeded, succeeded request
     "TASK_BACKEND": "default",  # alias in settings.TASKS

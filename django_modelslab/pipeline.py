@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import IO, Any
 
 import httpx
 from django.db import transaction
@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from .client import ModelsLabClient, ProviderResponse, redact
 from .conf import get_setting, get_settings
-from .downloads import download
+from .downloads import Download, download
 from .downloads import make_client as make_download_client
 from .exceptions import (
     AmbiguousSubmission,
@@ -38,6 +38,7 @@ from .exceptions import (
     WaitTimedOut,
 )
 from .models import GeneratedImage, GenerationRequest
+from .provenance import add_provenance
 from .storage import StoredImage, get_image_storage, image_metadata, store_file
 from .thumbnails import make_thumbnail
 
@@ -474,27 +475,47 @@ def _copy_output(
         timeout=conf["DOWNLOAD_TIMEOUT"],
         connect_timeout=conf["CONNECT_TIMEOUT"],
         client=http,
-    ) as fetched:
+    ) as fetched, _with_provenance(request, fetched) as (file, sha256, size):
         image = store_file(
-            fetched.file,
-            sha256=fetched.sha256,
-            size=fetched.size,
+            file,
+            sha256=sha256,
+            size=size,
             storage=storage,
             prefix=conf["UPLOAD_PREFIX"],
             max_pixels=conf["MAX_IMAGE_PIXELS"],
             metadata=image_metadata(
                 request_id=request.pk, model_id=request.model_id, prompt=request.prompt
             ),
-            known=partial(_recorded, fetched.sha256),
+            known=partial(_recorded, sha256),
         )
         thumbnail = make_thumbnail(
-            fetched.file,
+            file,
             size=conf["THUMBNAIL_SIZE"],
             storage=storage,
             prefix=conf["UPLOAD_PREFIX"],
             max_pixels=conf["MAX_IMAGE_PIXELS"],
         )
     return image, thumbnail
+
+
+@contextmanager
+def _with_provenance(
+    request: GenerationRequest, fetched: Download
+) -> Iterator[tuple[IO[bytes], str, int]]:
+    """The bytes to store: ``fetched`` with provenance XMP in it (PROVENANCE), else as is."""
+    tagged = None
+    if get_setting("PROVENANCE"):
+        include_prompt = get_setting("PROVENANCE_INCLUDE_PROMPT")
+        tagged = add_provenance(
+            fetched.file,
+            model_id=request.model_id,
+            prompt=request.prompt if include_prompt else None,
+        )
+    if tagged is None:
+        yield fetched.file, fetched.sha256, fetched.size
+        return
+    with tagged:
+        yield tagged.file, tagged.sha256, tagged.size
 
 
 def _recorded(sha256: str, key: str) -> bool:

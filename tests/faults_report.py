@@ -66,6 +66,13 @@ ELSEWHERE = [
         "1 job, 1 image (`make test-pg`).",
     ),
     (
+        "`regenerate_images` interrupted with Ctrl-C, then `--resume`",
+        "tests/test_workers.py::test_regenerate_images_interrupted_then_resumed_submits_each_"
+        "job_once",
+        "Exit 130 with the batch id; the resumed run finishes the rest: each job submitted "
+        "exactly once (`make test-pg`).",
+    ),
+    (
         "Worker killed with SIGKILL mid-poll, then restarted",
         "tests/test_workers.py::test_worker_killed_mid_poll_is_picked_up_without_a_second_job",
         "The sweep re-queues it; the new worker polls the same job: 1 job, images stored "

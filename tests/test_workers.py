@@ -170,3 +170,48 @@ def test_two_worker_processes_on_one_request_submit_one_job(emulator, settings):
     assert emulator.calls["text2img"] == 1
     assert request.attempts == 1
     assert request.images.count() == 1
+
+
+@postgres_only
+def test_regenerate_images_interrupted_then_resumed_submits_each_job_once(emulator, settings):
+    emulator.latency = 1.0
+    requests = [
+        GenerationRequest.objects.create(prompt=f"bulk {n}", seed=n, width=256, height=256)
+        for n in range(4)
+    ]
+    command = [sys.executable, "-m", "django", "regenerate_images", "--status", "pending"]
+    first = subprocess.Popen(
+        [*command, "--concurrency", "2", "--yes"],
+        cwd=ROOT,
+        env=worker_env(emulator, settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while emulator.calls["text2img"] < 2:  # two jobs in flight
+        assert time.monotonic() < deadline, "the command never called ModelsLab"
+        time.sleep(0.05)
+    first.send_signal(signal.SIGINT)  # Ctrl-C
+    output, _ = first.communicate(timeout=60)
+
+    assert first.returncode == 130, output
+    batch = output.split("--resume ")[-1].split()[0]
+    statuses = set(GenerationRequest.objects.values_list("status", flat=True))
+    assert Status.QUEUED in statuses  # two were never started
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "django", "regenerate_images", "--resume", batch, "--yes"],
+        cwd=ROOT,
+        env=worker_env(emulator, settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    for request in requests:
+        request.refresh_from_db()
+        assert request.status == Status.SUCCEEDED, request.error
+    assert emulator.calls["text2img"] == 4  # each request's job submitted exactly once
