@@ -39,6 +39,8 @@ from .exceptions import (
 )
 from .models import GeneratedImage, GenerationRequest
 from .provenance import add_provenance
+from .signals import image_stored, request_failed, request_submitted, request_succeeded
+from .signals import send as send_signal
 from .storage import StoredImage, get_image_storage, image_metadata, store_file
 from .thumbnails import make_thumbnail
 
@@ -81,8 +83,8 @@ def submit(request: GenerationRequest, *, enqueue: bool = True) -> GenerationReq
     queued = GenerationRequest.objects.filter(pk=request.pk, status__in=SUBMITTABLE).update(
         status=Status.QUEUED, submitted_at=timezone.now(), updated_at=timezone.now()
     )
-    if queued and enqueue:
-        _enqueue_on_commit(request.pk)
+    if queued:
+        _submitted_on_commit(request.pk, enqueue=enqueue)
     request.refresh_from_db()
     return request
 
@@ -110,8 +112,7 @@ def regenerate(
         locked.regeneration_batch = batch
         locked.submitted_at = timezone.now()
         locked.save()
-        if enqueue:
-            _enqueue_on_commit(locked.pk)
+        _submitted_on_commit(locked.pk, enqueue=enqueue)
     request.refresh_from_db()
     return request
 
@@ -124,6 +125,22 @@ def choose(image: GeneratedImage) -> GeneratedImage:
         image.chosen = True
         image.save(update_fields=["chosen"])
     return image
+
+
+def _submitted_on_commit(request_id: int, *, enqueue: bool) -> None:
+    """Once the transaction commits: send ``request_submitted``, then enqueue the task."""
+    from .tasks import run_generation
+
+    task = run_generation.using(backend=get_setting("TASK_BACKEND")) if enqueue else None
+
+    def submitted() -> None:
+        request = GenerationRequest.objects.filter(pk=request_id).first()
+        if request is not None:
+            send_signal(request_submitted, GenerationRequest, request=request)
+        if task is not None:
+            task.enqueue(request_id)
+
+    transaction.on_commit(submitted)
 
 
 def _enqueue_on_commit(request_id: int) -> None:
@@ -319,9 +336,10 @@ def _reuse_cached_images(request: GenerationRequest) -> bool:
     if source is None:
         return False
     images = list(source.images.filter(superseded=False))
+    copies: list[GeneratedImage] = []
     with transaction.atomic():
         for position, image in enumerate(images):
-            GeneratedImage.objects.create(
+            copy = GeneratedImage.objects.create(
                 request=request,
                 image=image.image.name,
                 thumbnail=image.thumbnail.name,
@@ -336,8 +354,10 @@ def _reuse_cached_images(request: GenerationRequest) -> bool:
                 attempt=request.attempts,
                 position=position,
             )
+            copies.append(copy)
         request.cached_from = source
         _mark(request, Status.SUCCEEDED)
+        transaction.on_commit(partial(_send_succeeded, request, copies))
     logger.info("Generation #%s: reused %s image(s) of #%s", request.pk, len(images), source.pk)
     return True
 
@@ -354,7 +374,7 @@ def _provider_result(
     if request.output_urls and not _outputs_expired(request):
         return None
     if request.provider_id and not request.output_urls:
-        return _call(request, "fetch", partial(client.fetch, request.provider_id))
+        return _call(request, "fetch", partial(client.fetch, request.provider_id), keep=False)
     if request.kind != GenerationRequest.Kind.TEXT2IMG:
         raise ModelsLabError(
             f"{request.get_kind_display()} is not supported yet: only text-to-image requests "
@@ -468,14 +488,17 @@ def _copy_output(
     """Copy one output into storage; returns the image and its thumbnail."""
     conf = get_settings()
     storage = get_image_storage()
-    with download(
-        url,
-        allowed_hosts=conf["ALLOWED_DOWNLOAD_HOSTS"],
-        max_bytes=conf["MAX_IMAGE_BYTES"],
-        timeout=conf["DOWNLOAD_TIMEOUT"],
-        connect_timeout=conf["CONNECT_TIMEOUT"],
-        client=http,
-    ) as fetched, _with_provenance(request, fetched) as (file, sha256, size):
+    with (
+        download(
+            url,
+            allowed_hosts=conf["ALLOWED_DOWNLOAD_HOSTS"],
+            max_bytes=conf["MAX_IMAGE_BYTES"],
+            timeout=conf["DOWNLOAD_TIMEOUT"],
+            connect_timeout=conf["CONNECT_TIMEOUT"],
+            client=http,
+        ) as fetched,
+        _with_provenance(request, fetched) as (file, sha256, size),
+    ):
         image = store_file(
             file,
             sha256=sha256,
@@ -535,8 +558,9 @@ def _finish(
             logger.warning("Generation #%s: attempt already finished; results dropped", request.pk)
             return
         outputs = zip(request.output_urls, stored, strict=True)
+        rows: list[GeneratedImage] = []
         for position, (url, (image, thumbnail)) in enumerate(outputs):
-            GeneratedImage.objects.create(
+            row = GeneratedImage.objects.create(
                 request=request,
                 image=image.key,
                 thumbnail=thumbnail.key,
@@ -551,7 +575,10 @@ def _finish(
                 attempt=request.attempts,
                 position=position,
             )
+            rows.append(row)
         _mark(request, Status.SUCCEEDED)
+        uploads = [image.uploaded for image, _thumbnail in stored]
+        transaction.on_commit(partial(_send_succeeded, request, rows, uploads))
     logger.info("Generation #%s: stored %s image(s)", request.pk, len(stored))
 
 
@@ -562,7 +589,25 @@ def _fail(request: GenerationRequest, exc: BaseException) -> None:
             logger.warning("Generation #%s: attempt already finished: %s", request.pk, exc)
             return
         _mark(request, Status.FAILED)
+        failed = partial(send_signal, request_failed, GenerationRequest, request=request)
+        transaction.on_commit(partial(failed, error=exc, duration=request.duration))
     logger.warning("Generation #%s failed: %s", request.pk, request.error)
+
+
+def _send_succeeded(
+    request: GenerationRequest, rows: list[GeneratedImage], uploads: list[bool] | None = None
+) -> None:
+    """``image_stored`` for each stored image (none for cache reuse), then ``request_succeeded``."""
+    for row, uploaded in zip(rows, uploads or [], strict=False):
+        send_signal(image_stored, GeneratedImage, image=row, uploaded=uploaded, bytes=row.bytes)
+    send_signal(
+        request_succeeded,
+        GenerationRequest,
+        request=request,
+        images=rows,
+        duration=request.duration,
+        cost=None,
+    )
 
 
 def _still_current(request: GenerationRequest, *, allow_failed: bool = False) -> bool:

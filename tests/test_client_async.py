@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -26,7 +27,7 @@ def sleeps() -> list[float]:
 
 @pytest.fixture
 def run_async(emulator: Emulator, sleeps: list[float]) -> Callable[..., Any]:
-    """Run ``scenario(client)`` in a fresh event loop; waits are recorded, not slept."""
+    """Run ``scenario(client)`` with ``asyncio.run``; waits are recorded, not slept."""
 
     async def record(seconds: float) -> None:
         sleeps.append(seconds)
@@ -44,7 +45,10 @@ def run_async(emulator: Emulator, sleeps: list[float]) -> Callable[..., Any]:
             async with AsyncModelsLabClient(KEY, emulator.base_url, **options) as client:
                 return await scenario(client)
 
-        return asyncio.run(main())
+        # A thread of its own: a session fixture (Playwright's sync API) may keep an event
+        # loop running in this one, where asyncio.run() refuses to start.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(asyncio.run, main()).result()
 
     return run
 

@@ -52,15 +52,18 @@ def test_prompt_becomes_permanent_content_addressed_images(
     for image in images:
         served = emulator.output_bytes(image.source_url)
         on_disk = media_path(image).read_bytes()
-        digest = hashlib.sha256(served).hexdigest()
-        assert on_disk == served
+        digest = hashlib.sha256(on_disk).hexdigest()
+        # ModelsLab's pixels, plus the provenance XMP written before hashing (provenance.md)
+        assert b"trainedAlgorithmicMedia" in on_disk
+        with PILImage.open(io.BytesIO(on_disk)) as got, PILImage.open(io.BytesIO(served)) as sent:
+            assert got.tobytes() == sent.tobytes()
         assert image.sha256 == digest
         assert image.image.name == f"modelslab/{digest[:2]}/{digest}.png"
         assert (image.width, image.height, image.format, image.bytes) == (
             256,
             256,
             "PNG",
-            len(served),
+            len(on_disk),
         )
         assert image.source_expires_at > request.finished_at
     assert images[0].sha256 != images[1].sha256
@@ -159,10 +162,11 @@ def test_run_twice_submits_one_provider_job(emulator):
 
 def test_submit_is_idempotent_while_queued(emulator, django_capture_on_commit_callbacks):
     request = make_request(seed=9)
-    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+    with django_capture_on_commit_callbacks() as callbacks:
         pipeline.submit(request)
         pipeline.submit(request)
-    assert len(callbacks) == 1
+    assert len(callbacks) == 1  # one enqueue (it also sends request_submitted)
+    callbacks[0]()
     assert emulator.calls["text2img"] == 1
 
 
