@@ -26,6 +26,13 @@ CACHE_KEY_FIELDS = (
     "guidance",
     "seed",
     "extra",
+    "api_version",
+    "init_image",
+    "mask_image",
+    "strength",
+    "scale",
+    "safety_checker",
+    "fallback_models",
 )
 
 
@@ -50,6 +57,15 @@ class GenerationRequest(models.Model):
         PROCESSING = "processing", _("Processing")
         SUCCEEDED = "succeeded", _("Succeeded")
         FAILED = "failed", _("Failed")
+        REFUSED = "refused", _("Refused (moderation or safety)")
+
+    class ApiVersion(models.TextChoices):
+        V6 = "v6", _("v6 (community models)")
+        V7 = "v7", _("v7 (provider models)")
+
+    class CostSource(models.TextChoices):
+        PROVIDER = "provider", _("Reported by ModelsLab")
+        PRICE_TABLE = "price_table", _("From the PRICES setting")
 
     # What was asked
     kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.TEXT2IMG)
@@ -68,6 +84,48 @@ class GenerationRequest(models.Model):
     )
     extra = models.JSONField(
         default=dict, blank=True, help_text=_("Further ModelsLab parameters, passed through.")
+    )
+    api_version = models.CharField(
+        max_length=4,
+        choices=ApiVersion.choices,
+        default=ApiVersion.V6,
+        help_text=_("Which ModelsLab API serves the request: v6 (community models) or v7."),
+    )
+    init_image = models.FileField(
+        storage=field_storage,
+        max_length=300,
+        blank=True,
+        help_text=_("Image to image, inpaint, upscale: the input, stored by content."),
+    )
+    init_from = models.ForeignKey(
+        "GeneratedImage",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="derived_requests",
+        help_text=_("The generated image used as the input, when it was one."),
+    )
+    mask_image = models.FileField(
+        storage=field_storage,
+        max_length=300,
+        blank=True,
+        help_text=_("Inpaint: white is repainted, black kept. Stored by content."),
+    )
+    strength = models.FloatField(
+        null=True,
+        blank=True,
+        help_text=_("Image to image, inpaint: 0 keeps the input, 1 ignores it."),
+    )
+    scale = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text=_("Upscale: the factor (2, 3 or 4).")
+    )
+    safety_checker = models.BooleanField(
+        null=True, blank=True, help_text=_("Ask ModelsLab to check outputs; blank: its default.")
+    )
+    fallback_models = models.JSONField(
+        default=list,
+        blank=True,
+        help_text=_("Model ids tried in order when the model fails; empty: FALLBACK_MODELS."),
     )
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -94,7 +152,16 @@ class GenerationRequest(models.Model):
     use_cache = models.BooleanField(
         default=True, help_text=_("Reuse the images of an identical seeded request.")
     )
+    produced_by = models.CharField(
+        max_length=200, blank=True, help_text=_("The model whose images were stored.")
+    )
+    model_attempts = models.JSONField(
+        default=list,
+        blank=True,
+        help_text=_("Each model tried: model id, outcome, error, seconds."),
+    )
     cost = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    cost_source = models.CharField(max_length=20, choices=CostSource.choices, blank=True)
     cache_key = models.CharField(max_length=64, blank=True)
     regeneration_batch = models.CharField(
         max_length=32,
@@ -127,6 +194,7 @@ class GenerationRequest(models.Model):
             models.Index(fields=["provider_id"], name="modelslab_req_provider_id"),
             models.Index(fields=["track_id"], name="modelslab_req_track_id"),
             models.Index(fields=["regeneration_batch"], name="modelslab_req_batch"),
+            models.Index(fields=["requested_by", "created_at"], name="modelslab_req_user_day"),
         ]
         permissions = [("generate_images", _("Can generate and regenerate images"))]
 
@@ -140,7 +208,7 @@ class GenerationRequest(models.Model):
 
     @property
     def is_finished(self) -> bool:
-        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED, self.Status.REFUSED)
 
     @property
     def duration(self) -> float | None:
@@ -184,6 +252,9 @@ class GeneratedImage(models.Model):
     )
     chosen = models.BooleanField(
         default=False, help_text=_("The image an editor picked for this request.")
+    )
+    nsfw = models.BooleanField(
+        null=True, blank=True, help_text=_("ModelsLab flagged it as NSFW; blank: not reported.")
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
