@@ -1,4 +1,4 @@
-"""ModelsLab HTTP client: the v6 image API over httpx, nothing of Django.
+"""ModelsLab HTTP client: the v6 and v7 image APIs over httpx, nothing of Django.
 
 Two halves, kept apart so the async client reuses everything but the transport calls:
 
@@ -10,8 +10,10 @@ Two halves, kept apart so the async client reuses everything but the transport c
   attempt by attempt, whether to retry; :class:`ModelsLabClient` adds the blocking httpx calls
   and :class:`AsyncModelsLabClient` the ``httpx.AsyncClient`` ones (for ASGI projects).
 
-The API key travels as the JSON body field ``key`` and is never logged: payloads and responses
-kept on exceptions (and :attr:`ProviderResponse.raw`) are redacted.
+The API key travels as the JSON body field ``key`` (on v7 also as the ``key`` header, the
+two ways ModelsLab's v7 docs disagree on) and is never logged: payloads and responses kept
+on exceptions (and :attr:`ProviderResponse.raw`) are redacted, and input images sent inline
+(base64) are elided from them.
 """
 
 from __future__ import annotations
@@ -48,9 +50,13 @@ from django_modelslab.tls import shared_context
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "KINDS",
     "AsyncModelsLabClient",
     "ModelsLabClient",
     "ProviderResponse",
+    "elide_image_data",
+    "fetch_path",
+    "generate_path",
     "parse_response",
     "redact",
 ]
@@ -60,6 +66,24 @@ logger = logging.getLogger("django_modelslab.client")
 DEFAULT_BASE_URL: Final = "https://modelslab.com/api"
 TEXT2IMG_PATH: Final = "v6/images/text2img"
 FETCH_PATH: Final = "v6/images/fetch/{id}"
+#: What a request can ask for; :data:`GENERATE_PATHS` says which API version serves which.
+KINDS: Final = ("text2img", "img2img", "inpaint", "upscale")
+API_VERSIONS: Final = ("v6", "v7")
+#: (api_version, kind) -> the generate endpoint (modelslab-api.md section 2).
+GENERATE_PATHS: Final = {
+    ("v6", "text2img"): TEXT2IMG_PATH,
+    ("v6", "img2img"): "v6/images/img2img",
+    ("v6", "inpaint"): "v6/images/inpaint",
+    ("v6", "upscale"): "v6/image_editing/super_resolution",
+    ("v7", "text2img"): "v7/images/text-to-image",
+    ("v7", "img2img"): "v7/images/image-to-image",
+}
+#: (api_version, kind) -> where jobs of that endpoint are fetched; others use FETCH_PATH.
+FETCH_PATHS: Final = {
+    ("v6", "upscale"): "v6/image_editing/fetch/{id}",
+    ("v7", "text2img"): "v7/images/fetch/{id}",
+    ("v7", "img2img"): "v7/images/fetch/{id}",
+}
 REDACTED: Final = "[redacted]"
 #: Body fields whose value is a credential wherever they appear.
 SECRET_FIELDS: Final = frozenset({"key", "api_key", "apikey", "authorization"})
@@ -85,6 +109,47 @@ def redact(value: Any, secret: str | None = None) -> Any:
     if isinstance(value, str) and secret:
         return value.replace(secret, REDACTED)
     return value
+
+
+#: Strings longer than this made only of base64 characters are taken for inline image data.
+MAX_INLINE_TEXT: Final = 4096
+_BASE64_TEXT = re.compile(r"[A-Za-z0-9+/=\s_-]+")
+
+
+def elide_image_data(value: Any) -> Any:
+    """Copy ``value`` with inline images (``data:`` URLs, long base64 runs) cut to a stub.
+
+    Input images may travel as base64 (``INPUT_IMAGE_TRANSPORT``); ModelsLab echoes its
+    parameters, so whatever is kept or logged goes through this first.
+    """
+    if isinstance(value, Mapping):
+        return {k: elide_image_data(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [elide_image_data(v) for v in value]
+    if isinstance(value, str):
+        if value[:5].lower() == "data:" and "," in value[:200]:
+            head = value[: value.index(",")]
+            return f"[{head}, {len(value)} characters elided]"
+        if len(value) > MAX_INLINE_TEXT and _BASE64_TEXT.fullmatch(value):
+            return f"[base64 data, {len(value)} characters elided]"
+    return value
+
+
+def generate_path(kind: str, api_version: str = "v6") -> str:
+    """The generate endpoint for ``kind`` on ``api_version``; ValueError when there is none."""
+    try:
+        return GENERATE_PATHS[(api_version, kind)]
+    except KeyError:
+        served = ", ".join(k for v, k in GENERATE_PATHS if v == api_version) or "nothing"
+        raise ValueError(
+            f"ModelsLab {api_version} has no {kind!r} endpoint here (it serves: {served})"
+        ) from None
+
+
+def fetch_path(kind: str = "text2img", api_version: str = "v6") -> str:
+    """Where jobs started by :func:`generate_path` are fetched (``{id}`` to fill in)."""
+    generate_path(kind, api_version)  # same ValueError for a combination that does not exist
+    return FETCH_PATHS.get((api_version, kind), FETCH_PATH)
 
 
 # -- parsing -------------------------------------------------------------------------------
@@ -301,6 +366,7 @@ class _Call:
     payload: dict[str, Any]  # with the key: only ever handed to the transport
     shown_payload: dict[str, Any]  # redacted: for exceptions and logs
     idempotent: bool
+    headers: dict[str, str] = field(default_factory=dict)  # with the key (v7): transport only
 
 
 class _ClientCore:
@@ -335,19 +401,26 @@ class _ClientCore:
 
     # payloads
 
-    def _text2img_call(self, params: Mapping[str, Any]) -> _Call:
-        return self._call(TEXT2IMG_PATH, params, idempotent=False)
+    def _generate_call(self, kind: str, params: Mapping[str, Any], api_version: str) -> _Call:
+        path = generate_path(kind, api_version)
+        return self._call(path, params, idempotent=False, key_header=api_version == "v7")
 
-    def _fetch_call(self, provider_id: str | int) -> _Call:
+    def _fetch_call(
+        self, provider_id: str | int, kind: str = "text2img", api_version: str = "v6"
+    ) -> _Call:
         pid = str(provider_id).strip()
         if isinstance(provider_id, bool) or not _PROVIDER_ID.match(pid):
             raise ValueError(f"Not a ModelsLab request id: {provider_id!r}")
-        return self._call(FETCH_PATH.format(id=pid), {}, idempotent=True)
+        path = fetch_path(kind, api_version).format(id=pid)
+        return self._call(path, {}, idempotent=True, key_header=api_version == "v7")
 
-    def _call(self, path: str, params: Mapping[str, Any], *, idempotent: bool) -> _Call:
+    def _call(
+        self, path: str, params: Mapping[str, Any], *, idempotent: bool, key_header: bool = False
+    ) -> _Call:
         payload = {k: v for k, v in params.items() if str(k).lower() not in SECRET_FIELDS}
         payload["key"] = self._api_key
-        return _Call(path, payload, self._redact(payload), idempotent)
+        headers = {"key": self._api_key} if key_header else {}
+        return _Call(path, payload, elide_image_data(self._redact(payload)), idempotent, headers)
 
     def _redact(self, value: Any) -> Any:
         return redact(value, self._api_key)
@@ -384,7 +457,7 @@ class _ClientCore:
             body = response.text[:MAX_TEXT]
         try:
             return parse_response(
-                self._redact(body),
+                elide_image_data(self._redact(body)),
                 status_code=response.status_code,
                 payload=call.shown_payload,
                 headers=response.headers,
@@ -492,13 +565,21 @@ class ModelsLabClient(_ClientCore):
         self._sleep = sleep
         self._http = httpx.Client(transport=transport, **self._client_kwargs())
 
+    def generate(
+        self, kind: str, params: Mapping[str, Any], *, api_version: str = "v6"
+    ) -> ProviderResponse:
+        """Start a generation of ``kind`` (see :data:`GENERATE_PATHS`); never retried blindly."""
+        return self._send(self._generate_call(kind, params, api_version))
+
     def text2img(self, params: Mapping[str, Any]) -> ProviderResponse:
         """Start a text-to-image generation (``POST v6/images/text2img``)."""
-        return self._send(self._text2img_call(params))
+        return self.generate("text2img", params)
 
-    def fetch(self, provider_id: str | int) -> ProviderResponse:
-        """Ask for the state of a queued generation (``POST v6/images/fetch/{id}``)."""
-        return self._send(self._fetch_call(provider_id))
+    def fetch(
+        self, provider_id: str | int, *, kind: str = "text2img", api_version: str = "v6"
+    ) -> ProviderResponse:
+        """Ask for the state of a queued job of ``kind`` (``POST v6/images/fetch/{id}`` …)."""
+        return self._send(self._fetch_call(provider_id, kind, api_version))
 
     def close(self) -> None:
         self._http.close()
@@ -519,7 +600,7 @@ class ModelsLabClient(_ClientCore):
         while True:
             started = time.monotonic()
             try:
-                response = self._http.post(call.path, json=call.payload)
+                response = self._http.post(call.path, json=call.payload, headers=call.headers)
             except httpx.TransportError as exc:
                 delay = self._on_transport_error(call, attempt, exc, time.monotonic() - started)
             else:
@@ -565,13 +646,21 @@ class AsyncModelsLabClient(_ClientCore):
         self._sleep = sleep
         self._http = httpx.AsyncClient(transport=transport, **self._client_kwargs())
 
+    async def generate(
+        self, kind: str, params: Mapping[str, Any], *, api_version: str = "v6"
+    ) -> ProviderResponse:
+        """Start a generation of ``kind`` (see :data:`GENERATE_PATHS`); never retried blindly."""
+        return await self._send(self._generate_call(kind, params, api_version))
+
     async def text2img(self, params: Mapping[str, Any]) -> ProviderResponse:
         """Start a text-to-image generation (``POST v6/images/text2img``)."""
-        return await self._send(self._text2img_call(params))
+        return await self.generate("text2img", params)
 
-    async def fetch(self, provider_id: str | int) -> ProviderResponse:
-        """Ask for the state of a queued generation (``POST v6/images/fetch/{id}``)."""
-        return await self._send(self._fetch_call(provider_id))
+    async def fetch(
+        self, provider_id: str | int, *, kind: str = "text2img", api_version: str = "v6"
+    ) -> ProviderResponse:
+        """Ask for the state of a queued job of ``kind`` (``POST v6/images/fetch/{id}`` …)."""
+        return await self._send(self._fetch_call(provider_id, kind, api_version))
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -592,7 +681,7 @@ class AsyncModelsLabClient(_ClientCore):
         while True:
             started = time.monotonic()
             try:
-                response = await self._http.post(call.path, json=call.payload)
+                response = await self._http.post(call.path, json=call.payload, headers=call.headers)
             except httpx.TransportError as exc:
                 delay = self._on_transport_error(call, attempt, exc, time.monotonic() - started)
             else:

@@ -53,6 +53,13 @@ DEFAULTS: dict[str, Any] = {
     # Provenance: XMP in stored PNG/JPEG files saying they are AI-generated (docs/provenance.md)
     "PROVENANCE": True,  # write it (source type and model id)
     "PROVENANCE_INCLUDE_PROMPT": False,  # add the prompt too (prompts can be private)
+    # Kinds other than text2img, and v7 (docs/kinds.md)
+    "DEFAULT_UPSCALE_MODEL": "realesr-general-x4v3",  # upscale requests with no model id
+    "DEFAULT_V7_MODEL": "flux-2-pro",  # v7 requests with no model id
+    # How input images reach ModelsLab: "url" (a time-limited link to the stored copy),
+    # "base64" (the bytes inline) or "auto" (a link when the storage signs them, e.g. S3).
+    "INPUT_IMAGE_TRANSPORT": "auto",
+    "INPUT_URL_TTL": 3600,  # seconds an input image link stays valid (signed storages)
     # Pipeline
     "CACHE": True,  # reuse images of an identical, seeded, succeeded request
     "TASK_BACKEND": "default",  # alias in settings.TASKS
@@ -91,6 +98,7 @@ POSITIVE_NUMBERS = (
     "STALE_AFTER",
     "MAX_PROMPT_LENGTH",
     "OPENAI_WAIT_TIMEOUT",
+    "INPUT_URL_TTL",
 )
 
 

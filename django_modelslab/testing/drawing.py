@@ -107,3 +107,57 @@ def draw_image(prompt: str, seed: int, width: int, height: int, fmt: str = "png"
     else:
         image.save(out, format="JPEG", quality=85)
     return out.getvalue()
+
+
+# --- image operations for the editing routes (img2img, inpaint, upscale) ------------------
+
+
+def open_rgb(data: bytes) -> Image.Image:
+    """Decode an input image to RGB (ValueError when it is not an image)."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            return img.convert("RGB")
+    except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"not an image: {exc}") from exc
+
+
+def encode(image: Image.Image, fmt: str = "png") -> bytes:
+    """``image`` as PNG or JPEG bytes."""
+    fmt = normalize_format(fmt)
+    out = io.BytesIO()
+    if fmt == "png":
+        image.save(out, format="PNG", compress_level=1)
+    else:
+        image.save(out, format="JPEG", quality=85)
+    return out.getvalue()
+
+
+def _drawn(prompt: str, seed: int, size: tuple[int, int]) -> Image.Image:
+    return open_rgb(draw_image(prompt, seed, size[0], size[1], "png"))
+
+
+def img2img(init: bytes, prompt: str, seed: int, strength: float, fmt: str = "png") -> bytes:
+    """The init image blended with the prompt's picture: 0 keeps the init, 1 replaces it."""
+    base = open_rgb(init)
+    return encode(Image.blend(base, _drawn(prompt, seed, base.size), strength), fmt)
+
+
+def inpaint(
+    init: bytes, mask: bytes, prompt: str, seed: int, strength: float, fmt: str = "png"
+) -> bytes:
+    """The prompt's picture painted where the mask is white (blended by ``strength``);
+    everywhere else the init image's pixels, untouched. The mask is scaled to the init."""
+    base = open_rgb(init)
+    painted = Image.blend(base, _drawn(prompt, seed, base.size), strength)
+    with Image.open(io.BytesIO(mask)) as img:
+        gray = img.convert("L").resize(base.size, Image.Resampling.NEAREST)
+    where = gray.point(lambda value: 255 if value >= 128 else 0)
+    return encode(Image.composite(painted, base, where), fmt)
+
+
+def upscale(init: bytes, scale: int, fmt: str = "png") -> bytes:
+    """The init image resized ``scale`` times (Lanczos)."""
+    base = open_rgb(init)
+    size = (base.width * scale, base.height * scale)
+    return encode(base.resize(size, Image.Resampling.LANCZOS), fmt)

@@ -1,4 +1,4 @@
-"""A local ModelsLab v6 image API: the wire protocol, real images, expiring URLs and faults.
+"""A local ModelsLab image API (v6, v7): the wire protocol, real images, expiring URLs, faults.
 
 Like stripe-mock or moto: a threaded HTTP server on 127.0.0.1 that answers what the real API
 answers (see the project's modelslab-api notes), so clients are tested over real HTTP. It
@@ -18,6 +18,8 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from base64 import b64decode
+from binascii import Error as Base64Error
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from itertools import count
 from typing import Any
 from urllib.parse import urlsplit
 
+from . import drawing
 from .drawing import EXTENSIONS, FORMATS, draw_image, normalize_format
 from .faults import Fault, FaultQueue
 
@@ -33,6 +36,10 @@ logger = logging.getLogger("django_modelslab.testing")
 
 MODES = ("success", "processing")
 INVALID_KEY = "Invalid API key"
+MISSING_KEY = "The key field is required."
+#: Hosts the editing routes download input images from (a test server: this machine only).
+INPUT_HOSTS = ("127.0.0.1", "localhost", "::1")
+MAX_INPUT_BYTES = 20 * 1024 * 1024
 NOT_FOUND = "Request not found"
 _FIRST_ID = 134_701_497  # real ids are 9-digit integers
 _CORRUPT = b"<html><body>Not an image: the emulator was asked to corrupt this file.</body></html>\n"
@@ -175,6 +182,68 @@ def validate_text2img(body: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
+def _image_field(body: dict[str, Any], name: str) -> str:
+    """A required input image: an http(s) URL, a ``data:`` URL or bare base64."""
+    value = _string(body, name, required=True)
+    assert value is not None
+    return value.strip()
+
+
+def _strength(body: dict[str, Any], default: float) -> float:
+    if _blank(body.get("strength")):
+        return default
+    strength = _number(body["strength"], "strength")
+    _between(strength, "strength", 0, 1)
+    return strength
+
+
+def validate_img2img(body: dict[str, Any]) -> dict[str, Any]:
+    """text2img's rules plus ``init_image`` (required) and ``strength`` (0 to 1, default 0.7)."""
+    params = validate_text2img(body)
+    params.update(init_image=_image_field(body, "init_image"), strength=_strength(body, 0.7))
+    return params
+
+
+def validate_inpaint(body: dict[str, Any]) -> dict[str, Any]:
+    """img2img's rules plus ``mask_image`` (required; white is repainted); strength default 1."""
+    params = validate_text2img(body)
+    params.update(
+        init_image=_image_field(body, "init_image"),
+        mask_image=_image_field(body, "mask_image"),
+        strength=_strength(body, 1.0),
+    )
+    return params
+
+
+def validate_upscale(body: dict[str, Any]) -> dict[str, Any]:
+    """super_resolution: ``init_image`` (required), ``scale`` 1 to 4 (default 3), ``model_id``."""
+    init = _image_field(body, "init_image")
+    scale = 3 if _blank(body.get("scale")) else _integer(body["scale"], "scale")
+    _between(scale, "scale", 1, 4)
+    model_id = _string(body, "model_id", required=False) or "realesr-general-x4v3"
+    params = {k: v for k, v in body.items() if k not in ("key", "init_image", "scale", "model_id")}
+    webhook = _string(body, "webhook", required=False)
+    if webhook is not None and urlsplit(webhook).scheme not in ("http", "https"):
+        raise ValidationError("The webhook must be a valid URL.")
+    params.update(
+        init_image=init,
+        scale=scale,
+        model_id=model_id,
+        prompt=None,
+        negative_prompt=None,
+        samples=1,
+        seed=None,
+        webhook=webhook,
+        track_id=body.get("track_id") or None,
+    )
+    return params
+
+
+def validate_v7_image(body: dict[str, Any]) -> dict[str, Any]:
+    """v7 image-to-image: text2img's rules plus ``init_image`` and ``strength`` (default 0.7)."""
+    return validate_img2img(body)
+
+
 # --- routes -------------------------------------------------------------------------------
 
 
@@ -188,6 +257,8 @@ class Route:
     validate: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     fetch_path: str = ""  # for generate routes: where its jobs are fetched
     message_key: str = "messege"  # v6 images misspell it; realtime/image_editing do not
+    family: str = "v6/images/fetch"  # jobs are fetched on the fetch route of the same family
+    key_required: bool = False  # v7: a key in the body or the ``key`` header, else 401
 
 
 ROUTES: list[Route] = [
@@ -199,6 +270,64 @@ ROUTES: list[Route] = [
         fetch_path="v6/images/fetch",
     ),
     Route("fetch", re.compile(r"v6/images/fetch(?:/(?P<id>[^/]+))?/?"), "fetch"),
+    Route(
+        "img2img",
+        re.compile(r"v6/images/img2img/?"),
+        "generate",
+        validate_img2img,
+        fetch_path="v6/images/fetch",
+    ),
+    Route(
+        "inpaint",
+        re.compile(r"v6/images/inpaint/?"),
+        "generate",
+        validate_inpaint,
+        fetch_path="v6/images/fetch",
+    ),
+    Route(
+        "upscale",
+        re.compile(r"v6/image_editing/super_resolution/?"),
+        "generate",
+        validate_upscale,
+        fetch_path="v6/image_editing/fetch",
+        message_key="message",
+        family="v6/image_editing/fetch",
+    ),
+    Route(
+        "upscale_fetch",
+        re.compile(r"v6/image_editing/fetch(?:/(?P<id>[^/]+))?/?"),
+        "fetch",
+        message_key="message",
+        family="v6/image_editing/fetch",
+    ),
+    Route(
+        "v7_text2img",
+        re.compile(r"v7/images/text-to-image/?"),
+        "generate",
+        validate_text2img,
+        fetch_path="v7/images/fetch",
+        message_key="message",
+        family="v7/images/fetch",
+        key_required=True,
+    ),
+    Route(
+        "v7_img2img",
+        re.compile(r"v7/images/image-to-image/?"),
+        "generate",
+        validate_v7_image,
+        fetch_path="v7/images/fetch",
+        message_key="message",
+        family="v7/images/fetch",
+        key_required=True,
+    ),
+    Route(
+        "v7_fetch",
+        re.compile(r"v7/images/fetch(?:/(?P<id>[^/]+))?/?"),
+        "fetch",
+        message_key="message",
+        family="v7/images/fetch",
+        key_required=True,
+    ),
 ]
 
 
@@ -233,6 +362,8 @@ class Job:
     eta: float
     pending_fetches: int
     message_key: str = "messege"
+    family: str = "v6/images/fetch"  # the fetch route that knows this job
+    inputs: dict[str, bytes] = field(default_factory=dict, repr=False)  # decoded input images
     status: str = "processing"  # processing | success | failed
     message: str | None = None  # why it failed
     fail_message: str | None = None  # set by Fault.failed: fail at the next chance
@@ -269,9 +400,14 @@ class Emulator:
     ``webhook_auto_finish`` a processing job that has a webhook finishes by itself after
     ``eta`` (and calls back) without being fetched.
 
-    Inspect ``calls`` (Counter: text2img, fetch, download, webhook), ``jobs`` (by provider
-    id as a string), ``requests`` (API calls as ``(route, body)``, key redacted) and
-    ``webhook_deliveries``.
+    ``input_hosts`` are the hosts the editing routes (img2img, inpaint, upscale, v7
+    image-to-image) download ``init_image`` / ``mask_image`` URLs from; ``data:`` URLs and
+    bare base64 are decoded instead.
+
+    Inspect ``calls`` (Counter by route name: text2img, fetch, img2img, upscale, v7_fetch …,
+    download, webhook), ``jobs`` (by provider id as a string), ``requests`` (API calls as
+    ``(route, body)``, key redacted), ``request_headers`` (``(route, headers)``, ``key`` and
+    ``authorization`` masked) and ``webhook_deliveries``.
     """
 
     def __init__(
@@ -289,6 +425,7 @@ class Emulator:
         errors_as_200: bool = False,
         webhook_duplicates: int = 0,
         webhook_auto_finish: bool = True,
+        input_hosts: Iterable[str] = INPUT_HOSTS,
     ) -> None:
         self.host = host
         self.port = port
@@ -303,12 +440,14 @@ class Emulator:
         self.errors_as_200 = errors_as_200
         self.webhook_duplicates = webhook_duplicates
         self.webhook_auto_finish = webhook_auto_finish
+        self.input_hosts = tuple(input_hosts)
         self.configure(api_keys=api_keys, mode=mode, image_format=image_format)
         self._defaults = self._knobs()
 
         self.calls: Counter[str] = Counter()
         self.jobs: dict[str, Job] = {}
         self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.request_headers: list[tuple[str, dict[str, str]]] = []
         self.webhook_deliveries: list[dict[str, Any]] = []
         self.faults = FaultQueue()
         self._lock = threading.RLock()
@@ -381,6 +520,7 @@ class Emulator:
             "errors_as_200": self.errors_as_200,
             "webhook_duplicates": self.webhook_duplicates,
             "webhook_auto_finish": self.webhook_auto_finish,
+            "input_hosts": tuple(self.input_hosts),
         }
 
     def config(self) -> dict[str, Any]:
@@ -407,6 +547,10 @@ class Emulator:
                 raise ValueError(f"{name} must not be negative")
             if name in ("pending_fetches", "webhook_duplicates") and int(value) < 0:
                 raise ValueError(f"{name} must not be negative")
+            if name == "input_hosts":
+                if isinstance(value, str):
+                    raise ValueError("input_hosts must be a collection of hosts, not one string")
+                value = tuple(str(host) for host in value)
             setattr(self, name, value)
 
     def reset(self) -> None:
@@ -417,6 +561,7 @@ class Emulator:
             self.calls.clear()
             self.jobs.clear()
             self.requests.clear()
+            self.request_headers.clear()
             self.webhook_deliveries.clear()
             self._outputs.clear()
             self._images.clear()
@@ -442,11 +587,19 @@ class Emulator:
         return self._image(name, job, index)
 
     # bookkeeping used by the handler
-    def _begin(self, route: str, kind: str, body: dict[str, Any] | None) -> Fault | None:
+    def _begin(
+        self, route: str, kind: str, body: dict[str, Any] | None, headers: Any = None
+    ) -> Fault | None:
         with self._lock:
             self.calls[route] += 1
             if body is not None:
                 self.requests.append((route, {**body, "key": "***"} if "key" in body else body))
+            if headers is not None:
+                shown = {
+                    k.lower(): "***" if k.lower() in ("key", "authorization") else v
+                    for k, v in headers.items()
+                }
+                self.request_headers.append((route, shown))
         return self.faults.take(route, kind)
 
     def _authorized(self, body: dict[str, Any], headers: Any) -> bool:
@@ -466,6 +619,8 @@ class Emulator:
 
     def _image(self, name: str, job: Job, index: int) -> bytes:
         data = self._images.get(name)
+        if data is None and job.inputs:
+            data = _edited_image(job, index)
         if data is None:
             params = job.params
             data = draw_image(
@@ -492,8 +647,65 @@ class Emulator:
                 return None
         return self._image(name, job, index), FORMATS[job.image_format]
 
+    # input images (editing routes)
+    def _load_inputs(self, params: dict[str, Any]) -> dict[str, bytes]:
+        """Fetch or decode ``init_image`` / ``mask_image``; set the output size from the init.
+
+        Raises ValidationError (answered as 400) when an input cannot be read.
+        """
+        inputs: dict[str, bytes] = {}
+        for name in ("init_image", "mask_image"):
+            value = params.get(name)
+            if value is None:
+                continue
+            data = self._input_bytes(str(value), name)
+            try:
+                image = drawing.open_rgb(data)
+            except ValueError:
+                raise ValidationError(f"The {_label(name)} must be an image.") from None
+            inputs[name] = data
+            if name == "init_image":
+                scale = int(params.get("scale") or 1)
+                params["width"], params["height"] = image.width * scale, image.height * scale
+        return inputs
+
+    def _input_bytes(self, value: str, name: str) -> bytes:
+        label = _label(name)
+        if value[:5].lower() == "data:":
+            _, _, value = value.partition(",")
+        elif urlsplit(value).scheme in ("http", "https"):
+            return self._download_input(value, label)
+        try:
+            return b64decode("".join(value.split()), validate=True)
+        except (Base64Error, ValueError):
+            raise ValidationError(f"The {label} must be a valid URL or base64 image.") from None
+
+    def _download_input(self, url: str, label: str) -> bytes:
+        host = urlsplit(url).hostname or ""
+        if host not in self.input_hosts:
+            raise ValidationError(f"The {label} could not be downloaded: host {host} not allowed.")
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(url, timeout=5) as response:  # the host was checked above
+                data = response.read(MAX_INPUT_BYTES + 1)
+        except urllib.error.HTTPError as exc:
+            raise ValidationError(
+                f"The {label} could not be downloaded (HTTP {exc.code})."
+            ) from exc
+        except (OSError, ValueError) as exc:
+            raise ValidationError(f"The {label} could not be downloaded: {exc}.") from exc
+        if len(data) > MAX_INPUT_BYTES:
+            raise ValidationError(f"The {label} must not be larger than {MAX_INPUT_BYTES} bytes.")
+        return data
+
     # jobs
-    def _create_job(self, route: Route, params: dict[str, Any], fault: Fault | None) -> dict:
+    def _create_job(
+        self,
+        route: Route,
+        params: dict[str, Any],
+        fault: Fault | None,
+        inputs: dict[str, bytes] | None = None,
+    ) -> dict:
         if self.mode not in MODES:
             raise ValueError(f"emulator mode must be one of {MODES}, not {self.mode!r}")
         fmt = normalize_format(self.image_format)
@@ -516,6 +728,8 @@ class Emulator:
                 eta=float(self.eta),
                 pending_fetches=int(self.pending_fetches),
                 message_key=route.message_key,
+                family=route.family,
+                inputs=dict(inputs or {}),
                 generation_time=round(1.0 + (seed % 300) / 100 + float(self.latency), 2),
             )
             if fault is not None and fault.kind == "failed":
@@ -564,12 +778,14 @@ class Emulator:
         job._finished = time.monotonic()
         job.finished_at = time.time()
 
-    def _fetch(self, raw_id: Any, fault: Fault | None) -> tuple[int, dict[str, Any]]:
+    def _fetch(
+        self, raw_id: Any, fault: Fault | None, family: str = "v6/images/fetch"
+    ) -> tuple[int, dict[str, Any]]:
         job_id = str(raw_id).strip() if raw_id is not None else ""
         notify = False
         with self._lock:
             job = self.jobs.get(job_id)
-            if job is None:
+            if job is None or job.family != family:
                 return 404, {"status": "error", "message": NOT_FOUND}
             job.fetches += 1
             if fault is not None and fault.kind == "never_finish":
@@ -670,19 +886,31 @@ def _meta(params: dict[str, Any], seed: int, prefix: str) -> dict[str, Any]:
     return {
         **extras,
         **flags,
-        "prompt": params["prompt"],
-        "negative_prompt": params["negative_prompt"],
+        "prompt": params.get("prompt"),
+        "negative_prompt": params.get("negative_prompt"),
         "model_id": params["model_id"],
-        "W": params["width"],
-        "H": params["height"],
-        "steps": params["num_inference_steps"],
-        "n_samples": params["samples"],
-        "guidance_scale": params["guidance_scale"],
+        "W": params.get("width"),
+        "H": params.get("height"),
+        "steps": params.get("num_inference_steps"),
+        "n_samples": params.get("samples"),
+        "guidance_scale": params.get("guidance_scale"),
         "seed": seed,
-        "webhook": params["webhook"],
-        "track_id": params["track_id"],
+        "webhook": params.get("webhook"),
+        "track_id": params.get("track_id"),
         "file_prefix": prefix,
     }
+
+
+def _edited_image(job: Job, index: int) -> bytes:
+    """An output of an editing job, made from its input images with real image operations."""
+    params, fmt = job.params, job.image_format
+    init = job.inputs["init_image"]
+    if job.route == "upscale":
+        return drawing.upscale(init, int(params["scale"]), fmt)
+    prompt, seed, strength = params.get("prompt") or "", job.seed + index, params["strength"]
+    if "mask_image" in job.inputs:
+        return drawing.inpaint(init, job.inputs["mask_image"], prompt, seed, strength, fmt)
+    return drawing.img2img(init, prompt, seed, strength, fmt)
 
 
 def _success_body(job: Job) -> dict[str, Any]:
@@ -850,23 +1078,27 @@ class _Handler(BaseHTTPRequestHandler):
         if found is None:
             return self._json(404, {"status": "error", "message": "Not found."})
         route, match = found
-        fault = self.emu._begin(route.name, route.kind, body)
+        fault = self.emu._begin(route.name, route.kind, body, self.headers)
         if route.kind == "generate" and self.emu.latency > 0:
             time.sleep(float(self.emu.latency))
         if self._common_fault(fault):
             return None
         if body is None:
             return self._error(400, problem or "Bad request.")
+        if route.key_required and _blank(body.get("key")) and _blank(self.headers.get("key")):
+            return self._error(401, MISSING_KEY)
         if not self.emu._authorized(body, self.headers):
             return self._error(401, INVALID_KEY)
         if route.kind == "generate":
             assert route.validate is not None
             try:
                 params = route.validate(body)
+                inputs = self.emu._load_inputs(params)
             except ValidationError as exc:
                 return self._error(400, str(exc))
-            return self._json(200, self.emu._create_job(route, params, fault))
-        status, answer = self.emu._fetch(match["id"] or body.get("request_id"), fault)
+            return self._json(200, self.emu._create_job(route, params, fault, inputs))
+        raw_id = match["id"] or body.get("request_id")
+        status, answer = self.emu._fetch(raw_id, fault, route.family)
         if status != 200:
             return self._error(status, answer["message"])
         return self._json(200, answer)
