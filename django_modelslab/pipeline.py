@@ -24,6 +24,7 @@ from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 
+from . import kinds
 from .client import ModelsLabClient, ProviderResponse, redact
 from .conf import get_setting, get_settings
 from .downloads import Download, download
@@ -191,8 +192,7 @@ def resume(request_id: int) -> GenerationRequest:
     if request.status not in (Status.PROCESSING, Status.FAILED) or not request.provider_id:
         return request
     with _failures_recorded(request), build_client() as client:
-        fetch = partial(client.fetch, request.provider_id)
-        response = _call(request, "fetch", fetch, keep=False)
+        response = _call(request, "fetch", _fetcher(client, request), keep=False)
         if response.processing:
             request.save(update_fields=["updated_at"])
             return request
@@ -316,7 +316,7 @@ def _claim(request_id: int) -> GenerationRequest | None:
     if not claimed:
         return None
     request = GenerationRequest.objects.get(pk=request_id)
-    request.model_id = request.model_id or get_setting("DEFAULT_MODEL")
+    request.model_id = request.model_id or kinds.default_model(request)
     request.cache_key = request.compute_cache_key()
     request.save(update_fields=["model_id", "cache_key", "updated_at"])
     return request
@@ -374,23 +374,21 @@ def _provider_result(
     if request.output_urls and not _outputs_expired(request):
         return None
     if request.provider_id and not request.output_urls:
-        return _call(request, "fetch", partial(client.fetch, request.provider_id), keep=False)
-    if request.kind != GenerationRequest.Kind.TEXT2IMG:
-        raise ModelsLabError(
-            f"{request.get_kind_display()} is not supported yet: only text-to-image requests "
-            "can be generated."
-        )
+        return _call(request, "fetch", _fetcher(client, request), keep=False)
     if request.track_id and not request.provider_id:
         raise AmbiguousSubmission(
             f"An earlier attempt submitted job {request.track_id!r} and its answer was lost; "
             "ModelsLab may have accepted (and billed) it, so it is not sent again. "
             "Regenerate the request to start a new job."
         )
+    images = kinds.input_images(request)  # before the track id: reading them may fail
     _forget_provider_job(request)
     # Saved before the call: if this process dies mid-call, the next attempt knows.
     request.track_id = request.new_track_id()
     request.save(update_fields=["provider_id", "track_id", "output_urls", "eta", "updated_at"])
-    response = _call(request, "text2img", lambda: client.text2img(_provider_params(request)))
+    params = kinds.provider_params(request, _provider_params(request), images)
+    generate = partial(client.generate, request.kind, params, api_version=request.api_version)
+    response = _call(request, request.kind, generate)
     request.provider_id = response.provider_id or ""
     request.eta = response.eta
     request.save(update_fields=["provider_id", "eta", "provider_responses", "updated_at"])
@@ -424,7 +422,7 @@ def _wait(
             )
         sleep(pause)
         # Short "still processing" answers are not kept: only the final one (or an error).
-        response = _call(request, "fetch", partial(client.fetch, request.provider_id), keep=False)
+        response = _call(request, "fetch", _fetcher(client, request), keep=False)
         request.save(update_fields=["updated_at"])
         pause = min(conf["POLL_INTERVAL_MAX"], pause * 1.5)
     return response
@@ -447,7 +445,7 @@ def _call(
     except ProviderError as exc:
         _record(request, call, exc.response, status_code=exc.status_code)
         job_over = isinstance(exc, ProviderRejected | GenerationFailed)
-        never_started = call == "text2img" and not exc.may_have_been_accepted
+        never_started = call != "fetch" and not exc.may_have_been_accepted
         if job_over or never_started:
             request.provider_id = ""
             request.track_id = ""
@@ -455,6 +453,13 @@ def _call(
     if keep or not response.processing:
         _record(request, call, response.raw)
     return response
+
+
+def _fetcher(client: ModelsLabClient, request: GenerationRequest) -> Callable[[], ProviderResponse]:
+    """Fetch the request's job on the route its kind and API version use."""
+    return partial(
+        client.fetch, request.provider_id, kind=request.kind, api_version=request.api_version
+    )
 
 
 def _provider_params(request: GenerationRequest) -> dict[str, Any]:

@@ -274,12 +274,13 @@ def generate_again(request, django_capture_on_commit_callbacks) -> GenerationReq
     return request
 
 
-def test_unsupported_kind_fails_with_a_reason_before_any_call(emulator):
+def test_kind_without_its_input_image_fails_with_a_reason_before_any_call(emulator):
     request = make_request(kind=GenerationRequest.Kind.UPSCALE)
 
     pipeline.run(request.pk)
 
     request.refresh_from_db()
     assert request.status == Status.FAILED
-    assert "Upscale is not supported yet" in request.error
-    assert emulator.calls["text2img"] == 0
+    assert "Upscale needs an input image" in request.error
+    assert emulator.calls["upscale"] == 0
+    assert request.track_id == ""

@@ -120,6 +120,13 @@ class Command(BaseCommand):
         )
         select.add_argument("--model", help="With this model id.")
         select.add_argument(
+            "--kind",
+            dest="kinds",
+            action="append",
+            choices=GenerationRequest.Kind.values,
+            help="Of this kind (repeatable); image inputs are sent again from storage.",
+        )
+        select.add_argument(
             "--created-before",
             type=date_or_datetime,
             metavar="DATE",
@@ -221,6 +228,8 @@ class Command(BaseCommand):
             requests = requests.filter(status__in=options["statuses"])
         if options["model"]:
             requests = requests.filter(model_id=options["model"])
+        if options["kinds"]:
+            requests = requests.filter(kind__in=options["kinds"])
         if options["created_before"]:
             requests = requests.filter(created_at__lt=options["created_before"])
         if options["created_after"]:

@@ -1,0 +1,167 @@
+"""What each kind of request needs and sends: text2img, img2img, inpaint, upscale; v6 or v7.
+
+One set of rules for every face (admin form, API serializer) and the pipeline:
+:func:`input_errors` says what is missing or wrong, :func:`set_inputs` stores the inputs on a
+request, :func:`provider_params` shapes the payload ModelsLab gets for the kind.
+"""
+
+from __future__ import annotations
+
+from typing import IO, Any
+
+from django.utils.translation import gettext as _
+
+from . import inputs
+from .conf import get_setting
+from .exceptions import ModelsLabError
+from .models import GeneratedImage, GenerationRequest
+
+Kind = GenerationRequest.Kind
+ApiVersion = GenerationRequest.ApiVersion
+
+#: Kinds that take an input image, a mask, a strength, a scale.
+NEEDS_INIT = (Kind.IMG2IMG, Kind.INPAINT, Kind.UPSCALE)
+NEEDS_MASK = (Kind.INPAINT,)
+TAKES_STRENGTH = (Kind.IMG2IMG, Kind.INPAINT)
+#: What ModelsLab's v7 serves here (v7/images/text-to-image and image-to-image).
+V7_KINDS = (Kind.TEXT2IMG, Kind.IMG2IMG)
+MIN_SCALE, MAX_SCALE, DEFAULT_SCALE = 2, 4, 2
+
+
+class InputMissing(ModelsLabError):
+    """A request's input image is not set or cannot be read: the request fails with this."""
+
+
+def input_errors(
+    kind: str,
+    api_version: str = ApiVersion.V6,
+    *,
+    init: bool = False,
+    mask: bool = False,
+    strength: float | None = None,
+    scale: int | None = None,
+) -> dict[str, str]:
+    """Problems with a request's inputs, keyed by field: ``kind``, ``init_image``,
+    ``mask_image``, ``strength``, ``scale``. ``init`` / ``mask``: whether one is given."""
+    errors: dict[str, str] = {}
+    label = Kind(kind).label if kind in Kind.values else kind
+    if api_version == ApiVersion.V7 and kind not in V7_KINDS:
+        errors["kind"] = _("%(kind)s is not available on v7; use v6.") % {"kind": label}
+    if kind in NEEDS_INIT and not init:
+        errors["init_image"] = _("%(kind)s needs an input image.") % {"kind": label}
+    if kind not in NEEDS_INIT and init:
+        errors["init_image"] = _(
+            "Only image to image, inpaint and upscale take an input image; set the kind."
+        )
+    if kind in NEEDS_MASK and not mask:
+        errors["mask_image"] = _("Inpaint needs a mask image (white is repainted).")
+    if kind not in NEEDS_MASK and mask:
+        errors["mask_image"] = _("Only inpaint takes a mask image.")
+    if strength is not None:
+        if kind not in TAKES_STRENGTH:
+            errors["strength"] = _("Strength applies to image to image and inpaint only.")
+        elif not 0.0 <= strength <= 1.0:
+            errors["strength"] = _("Use 0 (keep the input) to 1 (ignore it).")
+    if scale is not None:
+        if kind != Kind.UPSCALE:
+            errors["scale"] = _("Scale applies to upscale only.")
+        elif not MIN_SCALE <= scale <= MAX_SCALE:
+            errors["scale"] = _("Use %(min)s to %(max)s.") % {"min": MIN_SCALE, "max": MAX_SCALE}
+    return errors
+
+
+def set_inputs(
+    request: GenerationRequest,
+    *,
+    init_file: IO[bytes] | None = None,
+    init_from: GeneratedImage | None = None,
+    mask_file: IO[bytes] | None = None,
+) -> None:
+    """Store uploaded inputs and point ``request`` at them (not saved); size follows the input.
+
+    A text-to-image request keeps no inputs. Uploads must have passed
+    :func:`inputs.check_input`; storage errors raise :class:`StorageError`.
+    """
+    if request.kind == Kind.TEXT2IMG:
+        request.init_image = request.mask_image = ""
+        request.init_from = None
+        request.strength = request.scale = None
+        return
+    if init_from is not None:
+        request.init_from = init_from
+        request.init_image = init_from.image.name
+    elif init_file is not None:
+        request.init_from = None
+        request.init_image = inputs.store_input(init_file).key
+    if mask_file is not None:
+        request.mask_image = inputs.store_input(mask_file).key
+    if request.kind != Kind.INPAINT:
+        request.mask_image = ""
+    if request.kind == Kind.UPSCALE:
+        request.scale = request.scale or DEFAULT_SCALE
+    if request.init_image:
+        width, height = _input_size(request)
+        factor = request.scale if request.kind == Kind.UPSCALE and request.scale else 1
+        request.width, request.height = width * factor, height * factor
+
+
+def _input_size(request: GenerationRequest) -> tuple[int, int]:
+    source = request.init_from
+    if source is not None and source.image.name == request.init_image.name:
+        return source.width, source.height
+    return inputs.stored_size(request.init_image.name)
+
+
+def default_model(request: GenerationRequest) -> str:
+    """The model for a request that names none: per kind and API version."""
+    if request.kind == Kind.UPSCALE:
+        return get_setting("DEFAULT_UPSCALE_MODEL")
+    if request.api_version == ApiVersion.V7:
+        return get_setting("DEFAULT_V7_MODEL")
+    return get_setting("DEFAULT_MODEL")
+
+
+def input_images(request: GenerationRequest) -> dict[str, str]:
+    """The request's input images as ModelsLab takes them (reads storage; may raise)."""
+    images: dict[str, str] = {}
+    if request.kind in NEEDS_INIT:
+        if not request.init_image:
+            raise InputMissing(f"{request.get_kind_display()} needs an input image; none is set.")
+        images["init_image"] = _provider_image(request.init_image.name)
+    if request.kind in NEEDS_MASK:
+        if not request.mask_image:
+            raise InputMissing("Inpaint needs a mask image; none is set.")
+        images["mask_image"] = _provider_image(request.mask_image.name)
+    return images
+
+
+def _provider_image(name: str) -> str:
+    try:
+        return inputs.provider_image(name)
+    except OSError as exc:  # FileNotFoundError included: the stored input is gone
+        raise InputMissing(f"The input image {name} cannot be read: {exc}") from exc
+
+
+def provider_params(
+    request: GenerationRequest, params: dict[str, Any], images: dict[str, str]
+) -> dict[str, Any]:
+    """Shape the text2img ``params`` for the request's kind, adding its ``images``."""
+    if request.kind == Kind.TEXT2IMG:
+        return params
+    if request.kind == Kind.UPSCALE:
+        upscale = {k: v for k, v in request.extra.items() if k not in ("key", "track_id")}
+        upscale.update(
+            images,
+            model_id=params["model_id"],
+            scale=request.scale or DEFAULT_SCALE,
+            track_id=params["track_id"],
+        )
+        if "webhook" in params:
+            upscale["webhook"] = params["webhook"]
+        return upscale
+    # The output follows the input's size: width and height are not sent.
+    edit = {k: v for k, v in params.items() if k not in ("width", "height")}
+    edit.update(images)
+    if request.strength is not None:
+        edit["strength"] = request.strength
+    return edit
