@@ -26,7 +26,7 @@ from django.http import (
 from django.template.defaultfilters import filesizeformat
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
-from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
@@ -82,6 +82,23 @@ def thumbnail_html(image: GeneratedImage, size: int = 96) -> str:
         thumbnail_url(image),
         gettext("Image %(pk)s of request %(request)s")
         % {"pk": image.pk, "request": image.request_id},
+    )
+
+
+def input_preview_html(obj: GenerationRequest) -> str:
+    """The request's stored input and mask images, small, linking to the full files."""
+    parts = [
+        (label, field.url, field.name)
+        for label, field in ((gettext("input"), obj.init_image), (gettext("mask"), obj.mask_image))
+        if field
+    ]
+    if not parts:
+        return "—"
+    return format_html_join(
+        " ",
+        '<a class="modelslab-thumb" href="{1}" title="{2}">'
+        '<img class="modelslab-thumb--128" src="{1}" alt="{0}" loading="lazy"></a>',
+        parts,
     )
 
 
@@ -226,11 +243,12 @@ class GenerationRequestAdmin(admin.ModelAdmin):
         "created_at",
     )
     list_display_links = ("id", "short_prompt")
-    list_filter = ("status", "kind", "model_id", "created_at")
+    list_filter = ("status", "kind", "api_version", "model_id", "created_at")
     search_fields = ("prompt", "negative_prompt", "provider_id", "track_id")
     date_hierarchy = "created_at"
     actions = ("generate", "regenerate")
     inlines = (GeneratedImageInline,)
+    raw_id_fields = ("init_from",)
     #: Seconds between status polls while a request is queued or processing.
     status_poll_interval = 2.0
     readonly_fields = (
@@ -246,14 +264,34 @@ class GenerationRequestAdmin(admin.ModelAdmin):
         "started_at",
         "finished_at",
         "raw_responses",
+        "input_preview",
     )
     fieldsets = (
         (None, {"fields": ("prompt", "negative_prompt", "model_id", "width", "height", "samples")}),
         (
+            _("Kind and input images"),
+            {
+                "fields": (
+                    "kind",
+                    "api_version",
+                    "init_upload",
+                    "init_from",
+                    "mask_upload",
+                    "strength",
+                    "scale",
+                    "input_preview",
+                ),
+                "description": _(
+                    "Image to image and upscale need an input image, inpaint an input and a "
+                    "mask. v7 serves text to image and image to image."
+                ),
+            },
+        ),
+        (
             _("Advanced"),
             {
                 "classes": ("collapse",),
-                "fields": ("kind", "seed", "steps", "guidance", "use_cache", "extra"),
+                "fields": ("seed", "steps", "guidance", "use_cache", "extra"),
             },
         ),
         (
@@ -430,6 +468,10 @@ class GenerationRequestAdmin(admin.ModelAdmin):
     def image_count(self, obj: GenerationRequest) -> int:
         return len(current_images(obj))
 
+    @admin.display(description=_("stored inputs"))
+    def input_preview(self, obj: GenerationRequest) -> str:
+        return input_preview_html(obj)
+
     @admin.display(description=_("raw responses (API key redacted)"))
     def raw_responses(self, obj: GenerationRequest) -> str:
         text = json.dumps(obj.provider_responses, indent=2, sort_keys=True)
@@ -581,6 +623,7 @@ class GeneratedImageAdmin(admin.ModelAdmin):
         "source_url",
         "source_expires_at",
         "created_at",
+        "use_as_input",
     )
     readonly_fields = fields
 
@@ -676,6 +719,19 @@ class GeneratedImageAdmin(admin.ModelAdmin):
     @admin.display(description=_("preview"))
     def large_preview(self, image: GeneratedImage) -> str:
         return thumbnail_html(image, 256)
+
+    @admin.display(description=_("use as input"))
+    def use_as_input(self, image: GeneratedImage) -> str:
+        """Links to a new request with this image as its input (the add form, pre-filled)."""
+        add = reverse("admin:django_modelslab_generationrequest_add")
+        links = [
+            (f"{add}?{urlencode({'kind': kind, 'init_from': image.pk, 'prompt': prompt})}", label)
+            for kind, label, prompt in (
+                ("img2img", gettext("Image to image"), image.request.prompt),
+                ("upscale", gettext("Upscale"), image.request.prompt),
+            )
+        ]
+        return format_html_join(" | ", '<a href="{}">{}</a>', links)
 
     @admin.display(description=_("full image"))
     def full_image(self, image: GeneratedImage) -> str:

@@ -6,8 +6,13 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
+from . import inputs, kinds
+from .exceptions import InvalidImage
 from .limits import MAX_SAMPLES, MAX_SIDE, MIN_SAMPLES, MIN_SIDE, SIDE_STEP
 from .models import GenerationRequest
+
+#: :func:`kinds.input_errors` names -> this form's fields.
+INPUT_FIELDS = {"init_image": "init_upload", "mask_image": "mask_upload"}
 
 
 def validate_size(value: int) -> None:
@@ -40,7 +45,27 @@ def validate_samples(value: int) -> None:
 
 
 class GenerationRequestAdminForm(forms.ModelForm):
-    """The request form of the admin, with ModelsLab's limits checked at the edge."""
+    """The request form of the admin, with ModelsLab's limits checked at the edge.
+
+    Input images are uploaded through ``init_upload`` / ``mask_upload`` (verified here, stored
+    by content on save) or picked with ``init_from`` (a generated image).
+    """
+
+    init_upload = forms.FileField(
+        label=_("Input image"),
+        required=False,
+        widget=forms.FileInput(attrs={"accept": "image/png,image/jpeg,image/webp,image/gif"}),
+        help_text=_(
+            "Image to image, inpaint, upscale: upload the input, or pick a generated image "
+            "below. Width and height then follow the input."
+        ),
+    )
+    mask_upload = forms.FileField(
+        label=_("Mask image"),
+        required=False,
+        widget=forms.FileInput(attrs={"accept": "image/png,image/jpeg,image/webp,image/gif"}),
+        help_text=_("Inpaint: white is repainted, black kept."),
+    )
 
     class Meta:
         model = GenerationRequest
@@ -52,6 +77,10 @@ class GenerationRequestAdminForm(forms.ModelForm):
             "height",
             "samples",
             "kind",
+            "api_version",
+            "init_from",
+            "strength",
+            "scale",
             "seed",
             "steps",
             "guidance",
@@ -83,21 +112,81 @@ class GenerationRequestAdminForm(forms.ModelForm):
                     "max": MAX_SIDE,
                     "step": SIDE_STEP,
                 }
+        if "api_version" in self.fields:  # forms posted before v7 existed mean v6
+            self.fields["api_version"].required = False
         if "samples" in self.fields:
             self.fields["samples"].help_text = _("Images per generation, %(min)s to %(max)s.") % {
                 "min": MIN_SAMPLES,
                 "max": MAX_SAMPLES,
             }
 
+    def clean_api_version(self) -> str:
+        return self.cleaned_data.get("api_version") or GenerationRequest.ApiVersion.V6
+
+    def _size_from_input(self) -> bool:
+        """True when the kind takes its size from the input image (width/height unchecked)."""
+        return self.data.get(self.add_prefix("kind"), "text2img") in kinds.NEEDS_INIT
+
     def clean_width(self) -> int:
         value = self.cleaned_data["width"]
-        validate_size(value)
+        if not self._size_from_input():
+            validate_size(value)
         return value
 
     def clean_height(self) -> int:
         value = self.cleaned_data["height"]
-        validate_size(value)
+        if not self._size_from_input():
+            validate_size(value)
         return value
+
+    def _clean_upload(self, name: str) -> object:
+        upload = self.cleaned_data.get(name)
+        if upload:
+            try:
+                inputs.check_input(upload)
+            except InvalidImage as exc:
+                raise ValidationError(str(exc), code="invalid_image") from exc
+        return upload
+
+    def clean_init_upload(self) -> object:
+        return self._clean_upload("init_upload")
+
+    def clean_mask_upload(self) -> object:
+        return self._clean_upload("mask_upload")
+
+    def clean(self) -> dict:
+        data = super().clean()
+        kind = data.get("kind") or GenerationRequest.Kind.TEXT2IMG
+        upload, picked = data.get("init_upload"), data.get("init_from")
+        if upload and picked:
+            self.add_error(
+                "init_upload", _("Upload an input image or pick a generated one, not both.")
+            )
+        stored = kind in kinds.NEEDS_INIT and bool(self.instance.init_image)
+        errors = kinds.input_errors(
+            kind,
+            data.get("api_version") or GenerationRequest.ApiVersion.V6,
+            init=bool(upload or picked or stored),
+            mask=bool(
+                data.get("mask_upload") or (kind in kinds.NEEDS_MASK and self.instance.mask_image)
+            ),
+            strength=data.get("strength"),
+            scale=data.get("scale"),
+        )
+        for name, message in errors.items():
+            field = INPUT_FIELDS.get(name, name)
+            self.add_error(field if field in self.fields else None, message)
+        return data
+
+    def save(self, commit: bool = True) -> GenerationRequest:
+        """Store the uploaded inputs by content and size the request after them."""
+        kinds.set_inputs(
+            self.instance,
+            init_file=self.cleaned_data.get("init_upload") or None,
+            init_from=self.cleaned_data.get("init_from"),
+            mask_file=self.cleaned_data.get("mask_upload") or None,
+        )
+        return super().save(commit)
 
     def clean_samples(self) -> int:
         value = self.cleaned_data["samples"]

@@ -19,9 +19,24 @@ MAX_KEY_LENGTH = 255
 
 
 def body_hash(data: Any) -> str:
-    """A hash of the parsed body; key order and whitespace do not matter."""
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    """A hash of the parsed body; key order and whitespace do not matter.
+
+    Uploaded files (multipart) count by their content.
+    """
+    if hasattr(data, "dict"):  # a multipart QueryDict
+        data = data.dict()
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=_content)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _content(value: Any) -> str:
+    if hasattr(value, "chunks"):
+        digest = hashlib.sha256()
+        for chunk in value.chunks():
+            digest.update(chunk)
+        value.seek(0)
+        return f"sha256:{digest.hexdigest()}"
+    return str(value)
 
 
 def header_key(request: Any) -> str | None:

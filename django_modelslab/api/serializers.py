@@ -11,9 +11,12 @@ from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
 from rest_framework.reverse import reverse
 
+from .. import inputs, kinds
 from ..conf import get_setting
+from ..exceptions import InvalidImage
 from ..limits import MAX_SAMPLES, MAX_SEED, MAX_SIDE, MAX_STEPS, MIN_SIDE, SIDE_STEP
 from ..models import GeneratedImage, GenerationRequest
+from .permissions import visible_images
 
 NAMESPACE = "modelslab-api"
 UNKNOWN_FIELD = "unknown_field"
@@ -64,8 +67,81 @@ def prompt_field(**kwargs: Any) -> serializers.CharField:
     return serializers.CharField(max_length=get_setting("MAX_PROMPT_LENGTH"), **kwargs)
 
 
+@extend_schema_field(
+    {
+        "type": "string",
+        "description": "An image file (multipart/form-data) or a base64 data: URL (JSON), "
+        "e.g. data:image/png;base64,iVBORw0...",
+    }
+)
+class InputImageField(serializers.Field):
+    """An input image: an uploaded file (multipart) or a base64 ``data:`` URL (JSON)."""
+
+    default_error_messages = {
+        "invalid": _(
+            "Send an image file (multipart/form-data) or a data: URL (data:image/png;base64,...)."
+        ),
+    }
+
+    def to_internal_value(self, data: Any) -> Any:
+        try:
+            if isinstance(data, str):
+                file = inputs.decode_data_url(data)
+            elif hasattr(data, "read") and hasattr(data, "seek"):
+                file = data
+            else:
+                self.fail("invalid")
+            inputs.check_input(file)
+        except InvalidImage as exc:
+            raise serializers.ValidationError(str(exc), code="invalid_image") from exc
+        return file
+
+    def to_representation(self, value: Any) -> None:
+        return None  # write-only: responses give the stored copy's URL
+
+
 class GenerationCreateSerializer(StrictSerializer):
-    """A text-to-image request. Omitted fields take the model's defaults."""
+    """A generation request. Omitted fields take the model's defaults.
+
+    ``kind`` text2img (default), img2img, inpaint or upscale; the last three take an input
+    image (``init_image`` or ``init_image_id``), inpaint a ``mask_image`` too, and their
+    output size follows the input (width and height are ignored). An upscale's prompt is not
+    sent to ModelsLab: it labels the request.
+    """
+
+    kind = serializers.ChoiceField(
+        choices=GenerationRequest.Kind.choices, default=GenerationRequest.Kind.TEXT2IMG
+    )
+    api_version = serializers.ChoiceField(
+        choices=GenerationRequest.ApiVersion.choices,
+        default=GenerationRequest.ApiVersion.V6,
+        help_text=_("v7 serves text2img and img2img (provider models, e.g. flux-2-pro)."),
+    )
+    init_image = InputImageField(
+        required=False, help_text=_("img2img, inpaint, upscale: the input image.")
+    )
+    init_image_id = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        help_text=_("img2img, inpaint, upscale: the id of one of your images, as the input."),
+    )
+    mask_image = InputImageField(
+        required=False, help_text=_("inpaint: white is repainted, black kept.")
+    )
+    strength = serializers.FloatField(
+        min_value=0.0,
+        max_value=1.0,
+        required=False,
+        allow_null=True,
+        help_text=_("img2img, inpaint: 0 keeps the input, 1 ignores it."),
+    )
+    scale = serializers.IntegerField(
+        min_value=kinds.MIN_SCALE,
+        max_value=kinds.MAX_SCALE,
+        required=False,
+        allow_null=True,
+        help_text=_("upscale: the factor, 2 to 4 (default 2)."),
+    )
 
     prompt = serializers.CharField()  # max_length from settings: see get_fields
     negative_prompt = serializers.CharField(required=False, allow_blank=True)
@@ -106,6 +182,41 @@ class GenerationCreateSerializer(StrictSerializer):
         if not value.strip():
             raise serializers.ValidationError(_("This field may not be blank."))
         return value
+
+    def validate_init_image_id(self, value: int) -> GeneratedImage:
+        request = self.context.get("request")
+        user = getattr(request, "user", None)
+        image = visible_images(user).filter(pk=value).first() if user is not None else None
+        if image is None:
+            raise serializers.ValidationError(_("No image with this id that you may use."))
+        return image
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if "init_image" in attrs and "init_image_id" in attrs:
+            raise serializers.ValidationError(
+                {"init_image_id": [_("Send init_image or init_image_id, not both.")]}
+            )
+        errors = kinds.input_errors(
+            attrs["kind"],
+            attrs["api_version"],
+            init="init_image" in attrs or "init_image_id" in attrs,
+            mask="mask_image" in attrs,
+            strength=attrs.get("strength"),
+            scale=attrs.get("scale"),
+        )
+        if errors:
+            raise serializers.ValidationError({name: [text] for name, text in errors.items()})
+        return attrs
+
+    def build(self, **fields: Any) -> GenerationRequest:
+        """An unsaved request from the validated data, its input images stored by content."""
+        data = dict(self.validated_data)
+        init_file = data.pop("init_image", None)
+        init_from = data.pop("init_image_id", None)
+        mask_file = data.pop("mask_image", None)
+        generation = GenerationRequest(**data, **fields)
+        kinds.set_inputs(generation, init_file=init_file, init_from=init_from, mask_file=mask_file)
+        return generation
 
 
 def _link(request: Any, name: str, pk: int) -> str:
@@ -181,6 +292,8 @@ class GenerationSerializer(serializers.ModelSerializer):
     """A generation request: what was asked, where it stands, and every image it produced."""
 
     finished = serializers.BooleanField(source="is_finished", read_only=True)
+    init_image = serializers.SerializerMethodField(help_text=_("The stored input image."))
+    mask_image = serializers.SerializerMethodField(help_text=_("The stored mask image."))
     images = ImageSerializer(many=True, read_only=True)
     links = serializers.SerializerMethodField()
 
@@ -193,6 +306,8 @@ class GenerationSerializer(serializers.ModelSerializer):
             "error",
             "eta",
             "attempts",
+            "kind",
+            "api_version",
             "prompt",
             "negative_prompt",
             "model_id",
@@ -202,6 +317,11 @@ class GenerationSerializer(serializers.ModelSerializer):
             "steps",
             "guidance",
             "seed",
+            "init_image",
+            "init_from",
+            "mask_image",
+            "strength",
+            "scale",
             "use_cache",
             "cached_from",
             "cost",
@@ -213,6 +333,14 @@ class GenerationSerializer(serializers.ModelSerializer):
             "links",
         )
         read_only_fields = fields
+
+    @extend_schema_field(serializers.URLField(allow_null=True))
+    def get_init_image(self, generation: GenerationRequest) -> str | None:
+        return _file_url(self.context.get("request"), generation.init_image)
+
+    @extend_schema_field(serializers.URLField(allow_null=True))
+    def get_mask_image(self, generation: GenerationRequest) -> str | None:
+        return _file_url(self.context.get("request"), generation.mask_image)
 
     @extend_schema_field(GenerationLinksSerializer)
     def get_links(self, generation: GenerationRequest) -> dict[str, str]:

@@ -10,7 +10,7 @@ from drf_spectacular.utils import OpenApiResponse
 from rest_framework import mixins, status, viewsets
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.decorators import action
-from rest_framework.parsers import JSONParser
+from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -78,6 +78,7 @@ class GenerationViewSet(
 
     serializer_class = GenerationSerializer
     generating_actions = ("create", "regenerate")
+    parser_classes = (JSONParser, MultiPartParser)  # multipart: input image uploads
 
     def get_queryset(self) -> QuerySet[GenerationRequest]:
         if getattr(self, "swagger_fake_view", False):  # drf-spectacular inspecting types
@@ -126,9 +127,9 @@ class GenerationViewSet(
             earlier = idempotency.replayed(request.user, key, digest)
             if earlier is not None:
                 return self._accepted(earlier, replayed=True)
-        serializer = GenerationCreateSerializer(data=request.data)
+        serializer = GenerationCreateSerializer(data=request.data, context={"request": request})
         serializer.is_valid(raise_exception=True)
-        generation = GenerationRequest(requested_by=request.user, **serializer.validated_data)
+        generation = serializer.build(requested_by=request.user)
         check_budget(request.user, generation)
         generation, replayed = idempotency.create_once(
             request.user, key, digest, lambda: pipeline.submit(generation)
