@@ -166,9 +166,12 @@ class GenerationRequestAdminForm(forms.ModelForm):
         errors = kinds.input_errors(
             kind,
             data.get("api_version") or GenerationRequest.ApiVersion.V6,
-            init=bool(upload or picked or stored),
+            # an upload already refused counts as given: one error per field is enough
+            init=bool(upload or picked or stored or "init_upload" in self.errors),
             mask=bool(
-                data.get("mask_upload") or (kind in kinds.NEEDS_MASK and self.instance.mask_image)
+                data.get("mask_upload")
+                or "mask_upload" in self.errors
+                or (kind in kinds.NEEDS_MASK and self.instance.mask_image)
             ),
             strength=data.get("strength"),
             scale=data.get("scale"),
