@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import pytest
 from django.core.files.base import ContentFile
@@ -13,6 +14,7 @@ from PIL import Image
 
 from django_modelslab import inputs, kinds, pipeline
 from django_modelslab.client import ModelsLabClient, elide_image_data, fetch_path, generate_path
+from django_modelslab.exceptions import ProviderRejected
 from django_modelslab.models import GeneratedImage, GenerationRequest
 from django_modelslab.testing import Fault
 
@@ -229,7 +231,7 @@ def test_v7_image_to_image(emulator):
 
 def test_emulator_v7_refuses_a_request_without_any_key(emulator):
     with ModelsLabClient("", emulator.base_url, max_retries=0) as client:
-        with pytest.raises(Exception, match="The key field is required"):
+        with pytest.raises(ProviderRejected, match=re.escape("The key field is required")):
             client.generate("text2img", {"prompt": "x", "model_id": "flux-2-pro"}, api_version="v7")
         # v6 keeps accepting an empty key (the emulator's default)
         assert client.text2img({"prompt": "x", "model_id": "flux"}).done
@@ -252,15 +254,16 @@ def test_a_missing_stored_input_fails_the_request_with_a_reason_and_no_call(emul
 
 def test_the_emulator_answers_laravel_style_errors_for_missing_inputs(emulator):
     with ModelsLabClient(TEST_API_KEY, emulator.base_url, max_retries=0) as client:
-        with pytest.raises(Exception, match="The init image field is required."):
+        with pytest.raises(ProviderRejected, match=re.escape("The init image field is required.")):
             client.generate("img2img", {"prompt": "x", "model_id": "flux"})
-        with pytest.raises(Exception, match="The mask image field is required."):
+        with pytest.raises(ProviderRejected, match=re.escape("The mask image field is required.")):
             client.generate("inpaint", {"prompt": "x", "model_id": "flux", "init_image": "eA=="})
-        with pytest.raises(Exception, match="The init image must be an image."):
+        with pytest.raises(ProviderRejected, match=re.escape("The init image must be an image.")):
             client.generate("upscale", {"init_image": "bm90IGFuIGltYWdl"})
-        with pytest.raises(Exception, match="host example.com not allowed"):
+        with pytest.raises(ProviderRejected, match=re.escape("host example.com not allowed")):
             client.generate("upscale", {"init_image": "https://example.com/a.png"})
-        with pytest.raises(Exception, match="The strength must be between 0 and 1."):
+        strength = re.escape("The strength must be between 0 and 1.")
+        with pytest.raises(ProviderRejected, match=strength):
             client.generate(
                 "img2img", {"prompt": "x", "model_id": "f", "init_image": "eA==", "strength": 2}
             )

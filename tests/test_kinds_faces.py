@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 
 import pytest
 from django.contrib.auth.models import Permission, User
