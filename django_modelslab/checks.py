@@ -51,6 +51,7 @@ def check_settings(app_configs: Iterable[Any] | None = None, **kwargs: Any) -> l
     messages += _check_webhooks(conf)
     messages += _check_task_backend(conf)
     messages += _check_api(conf)
+    messages += _check_kinds(conf)
     return messages
 
 
@@ -287,3 +288,48 @@ def _check_budget_hook(hook: Any) -> list[CheckMessage]:
             id="django_modelslab.E022",
         )
     ]
+
+
+def _check_kinds(conf: dict[str, Any]) -> list[CheckMessage]:
+    """Input images and default models of img2img, inpaint, upscale and v7 (docs/kinds.md)."""
+    from .inputs import TRANSPORTS, signs_urls
+    from .storage import get_image_storage
+
+    messages: list[CheckMessage] = []
+    for name in ("DEFAULT_UPSCALE_MODEL", "DEFAULT_V7_MODEL"):
+        value = conf[name]
+        if not isinstance(value, str) or not value.strip():
+            messages.append(
+                Error(
+                    f"{SETTINGS_NAME}[{name!r}] must be a ModelsLab model id.",
+                    hint=f"The default is {DEFAULTS[name]!r}.",
+                    id="django_modelslab.E031",
+                )
+            )
+    mode = conf["INPUT_IMAGE_TRANSPORT"]
+    if mode not in TRANSPORTS:
+        messages.append(
+            Error(
+                f"{SETTINGS_NAME}['INPUT_IMAGE_TRANSPORT'] must be one of "
+                f"{', '.join(map(repr, TRANSPORTS))}, got {mode!r}.",
+                hint="'auto' sends a signed link when the storage makes them (S3), else base64.",
+                id="django_modelslab.E030",
+            )
+        )
+    elif mode == "url" and not conf["PUBLIC_BASE_URL"]:
+        try:
+            storage = get_image_storage()
+            relative = not signs_urls(storage) and "://" not in storage.url("x.png")
+        except Exception:  # a broken storage is reported by its own check
+            relative = False
+        if relative:
+            messages.append(
+                Error(
+                    f"{SETTINGS_NAME}['INPUT_IMAGE_TRANSPORT'] is 'url' but the storage gives "
+                    "relative URLs and PUBLIC_BASE_URL is not set: ModelsLab could not reach "
+                    "input images.",
+                    hint="Set PUBLIC_BASE_URL (the site's public origin), or use 'base64'.",
+                    id="django_modelslab.E032",
+                )
+            )
+    return messages

@@ -18,7 +18,7 @@ from django.core.exceptions import SuspiciousOperation
 from django.db import transaction
 from django.utils.crypto import constant_time_compare
 
-from .client import redact
+from .client import elide_image_data, redact
 from .conf import get_setting
 from .models import GenerationRequest, WebhookDelivery, request_id_from_track_id
 
@@ -128,7 +128,7 @@ def _meta(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def _redacted(value: Any) -> Any:
-    value = redact(value, get_setting("API_KEY") or None)
+    value = elide_image_data(redact(value, get_setting("API_KEY") or None))
     for secret in get_setting("WEBHOOK_SECRETS"):
         value = redact(value, secret)
     return value

@@ -322,3 +322,53 @@ def test_fault_routes_include_the_new_ones(emulator):
 
     assert request.status == Status.SUCCEEDED, request.error
     assert emulator.calls["upscale"] == 2  # the 429 was retried: nothing was queued
+
+
+# --- settings checks -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"INPUT_IMAGE_TRANSPORT": "ftp"}, ["django_modelslab.E030"]),
+        ({"INPUT_IMAGE_TRANSPORT": "url"}, ["django_modelslab.E032"]),
+        (  # W002: webhooks stay off without a secret; input links work
+            {"INPUT_IMAGE_TRANSPORT": "url", "PUBLIC_BASE_URL": "https://example.com"},
+            ["django_modelslab.W002"],
+        ),
+        ({"INPUT_IMAGE_TRANSPORT": "base64"}, []),
+        ({"DEFAULT_UPSCALE_MODEL": ""}, ["django_modelslab.E031"]),
+        ({"DEFAULT_V7_MODEL": None}, ["django_modelslab.E031"]),
+        ({"INPUT_URL_TTL": 0}, ["django_modelslab.E003"]),
+    ],
+)
+def test_kind_settings_are_checked(settings, overrides, expected):
+    from django_modelslab.checks import check_settings
+
+    settings.MODELSLAB = {**settings.MODELSLAB, **overrides}
+    assert [message.id for message in check_settings()] == expected
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_img2img_finished_by_webhook_keeps_no_inline_image_in_the_delivery(
+    settings, live_server, emulator
+):
+    from django_modelslab.models import WebhookDelivery
+
+    from .test_webhooks import SECRET, finished, wait_for
+
+    settings.MODELSLAB = {
+        **settings.MODELSLAB,
+        "PUBLIC_BASE_URL": live_server.url,
+        "WEBHOOK_SECRETS": [SECRET],
+    }
+    emulator.mode, emulator.eta = "processing", 0.1
+    request = make(Kind.IMG2IMG, init=png((64, 64)), strength=0.0)
+
+    pipeline.run(pipeline.submit(request, enqueue=False).pk)
+
+    request = wait_for(lambda: finished(request))
+    assert request.status == Status.SUCCEEDED, request.error
+    assert emulator.calls["fetch"] >= 1  # the webhook's news was confirmed on the v6 route
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.body["meta"]["init_image"].startswith("[data:image/png;base64, ")
