@@ -271,6 +271,7 @@ class GenerationRequestAdmin(admin.ModelAdmin):
         (
             _("Kind and input images"),
             {
+                "classes": ("collapse",),  # opened for other kinds: see get_fieldsets
                 "fields": (
                     "kind",
                     "api_version",
@@ -333,6 +334,20 @@ class GenerationRequestAdmin(admin.ModelAdmin):
             .select_related("requested_by", "cached_from")
             .prefetch_related(Prefetch("images", queryset=GeneratedImage.objects.order_by()))
         )
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list:
+        """Fold the inputs section away for text to image; open it for the other kinds and
+        on a posted form (where its errors must show)."""
+        fieldsets = super().get_fieldsets(request, obj)
+        kind = obj.kind if obj is not None else request.GET.get("kind", "")
+        if request.method == "POST" or (kind and kind != GenerationRequest.Kind.TEXT2IMG):
+            fieldsets = [
+                (name, {**options, "classes": ()})
+                if "init_upload" in options["fields"]
+                else (name, options)
+                for name, options in fieldsets
+            ]
+        return fieldsets
 
     def get_urls(self) -> list:
         opts = self.model._meta
