@@ -31,6 +31,8 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from . import pipeline
+from .admin_costs import cost_html, costs_page
+from .exceptions import BudgetExceeded
 from .forms import GenerationRequestAdminForm
 from .models import GeneratedImage, GenerationRequest, WebhookDelivery
 
@@ -216,6 +218,7 @@ class GeneratedImageInline(admin.TabularInline):
 class GenerationRequestAdmin(admin.ModelAdmin):
     form = GenerationRequestAdminForm
     change_form_template = "django_modelslab/admin/generationrequest/change_form.html"
+    change_list_template = "django_modelslab/admin/generationrequest/change_list.html"
     list_display = (
         "id",
         "thumbnails",
@@ -223,6 +226,7 @@ class GenerationRequestAdmin(admin.ModelAdmin):
         "model_id",
         "status_display",
         "image_count",
+        "cost_display",
         "created_at",
     )
     list_display_links = ("id", "short_prompt")
@@ -246,6 +250,8 @@ class GenerationRequestAdmin(admin.ModelAdmin):
         "started_at",
         "finished_at",
         "raw_responses",
+        "cost_display",
+        "cost_source",
     )
     fieldsets = (
         (None, {"fields": ("prompt", "negative_prompt", "model_id", "width", "height", "samples")}),
@@ -266,6 +272,8 @@ class GenerationRequestAdmin(admin.ModelAdmin):
                     "track_id",
                     "eta",
                     "cached_from",
+                    "cost_display",
+                    "cost_source",
                     "requested_by",
                     "created_at",
                     "submitted_at",
@@ -303,6 +311,11 @@ class GenerationRequestAdmin(admin.ModelAdmin):
                 "status/",
                 self.admin_site.admin_view(self.status_view),
                 name=f"{opts.app_label}_{opts.model_name}_status",
+            ),
+            path(
+                "costs/",
+                self.admin_site.admin_view(self.costs_view),
+                name=f"{opts.app_label}_{opts.model_name}_costs",
             ),
             *super().get_urls(),
         ]
@@ -402,6 +415,10 @@ class GenerationRequestAdmin(admin.ModelAdmin):
             }
         )
 
+    def costs_view(self, request: HttpRequest) -> HttpResponse:
+        """Totals by user and by model of the requests the list's filters select."""
+        return costs_page(self, request)
+
     # --- columns --------------------------------------------------------------------------
 
     @admin.display(description=_("images"))
@@ -430,6 +447,10 @@ class GenerationRequestAdmin(admin.ModelAdmin):
     def image_count(self, obj: GenerationRequest) -> int:
         return len(current_images(obj))
 
+    @admin.display(description=_("cost"), ordering="cost")
+    def cost_display(self, obj: GenerationRequest) -> str:
+        return cost_html(obj)
+
     @admin.display(description=_("raw responses (API key redacted)"))
     def raw_responses(self, obj: GenerationRequest) -> str:
         text = json.dumps(obj.provider_responses, indent=2, sort_keys=True)
@@ -455,6 +476,7 @@ class GenerationRequestAdmin(admin.ModelAdmin):
         results: list[GenerationRequest] = []
         busy: list[GenerationRequest] = []
         done_before: list[GenerationRequest] = []
+        refused: dict[str, list[GenerationRequest]] = {}
         for obj in objs:
             if obj.status in ACTIVE_STATUSES:
                 busy.append(obj)
@@ -465,7 +487,20 @@ class GenerationRequestAdmin(admin.ModelAdmin):
                     results.append(pipeline.regenerate(obj) if regenerate else pipeline.submit(obj))
                 except pipeline.GenerationInProgress:
                     busy.append(obj)
+                except BudgetExceeded as exc:  # nothing was queued
+                    refused.setdefault(str(exc), []).append(obj)
         self._report(request, results, busy=busy, done_before=done_before)
+        for reason, objs in refused.items():
+            self.message_user(
+                request,
+                ngettext(
+                    "%(n)d request not started (%(ids)s): %(why)s",
+                    "%(n)d requests not started (%(ids)s): %(why)s",
+                    len(objs),
+                )
+                % {"n": len(objs), "ids": _ids(objs), "why": reason},
+                messages.ERROR,
+            )
 
     def _report(
         self,
@@ -666,6 +701,10 @@ class GeneratedImageAdmin(admin.ModelAdmin):
                 % {"ids": ", ".join(f"#{pk}" for pk in ambiguous)},
                 messages.WARNING,
             )
+
+    def costs_view(self, request: HttpRequest) -> HttpResponse:
+        """Totals by user and by model of the requests the list's filters select."""
+        return costs_page(self, request)
 
     # --- columns --------------------------------------------------------------------------
 

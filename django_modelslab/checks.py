@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.urls import NoReverseMatch, reverse
 
+from .amounts import parse_amount
 from .conf import DEFAULTS, POSITIVE_NUMBERS, SETTINGS_NAME, get_settings, user_settings
 
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
@@ -51,6 +52,7 @@ def check_settings(app_configs: Iterable[Any] | None = None, **kwargs: Any) -> l
     messages += _check_webhooks(conf)
     messages += _check_task_backend(conf)
     messages += _check_api(conf)
+    messages += _check_costs(conf)
     return messages
 
 
@@ -287,3 +289,50 @@ def _check_budget_hook(hook: Any) -> list[CheckMessage]:
             id="django_modelslab.E022",
         )
     ]
+
+
+def _check_costs(conf: dict[str, Any]) -> list[CheckMessage]:
+    """PRICES, DAILY_BUDGET_PER_USER, DAILY_BUDGET and COST_UNIT (docs/costs.md)."""
+    messages: list[CheckMessage] = []
+    prices = conf["PRICES"]
+    if not isinstance(prices, dict) or not all(
+        isinstance(model, str) and model.strip() and parse_amount(price) is not None
+        for model, price in prices.items()
+    ):
+        messages.append(
+            Error(
+                f"{SETTINGS_NAME}['PRICES'] must be a dict of model ids to prices per image "
+                "(numbers or numeric strings, >= 0).",
+                hint='e.g. {"flux": "0.0047", "*": "0.002"}; "*" prices any other model.',
+                id="django_modelslab.E050",
+            )
+        )
+    for name in ("DAILY_BUDGET_PER_USER", "DAILY_BUDGET"):
+        value = conf[name]
+        if value is not None and parse_amount(value) is None:
+            messages.append(
+                Error(
+                    f"{SETTINGS_NAME}[{name!r}] must be None or an amount >= 0, got {value!r}.",
+                    hint='None means no limit; e.g. "5.00" (in COST_UNIT).',
+                    id="django_modelslab.E051",
+                )
+            )
+    if not isinstance(conf["COST_UNIT"], str):
+        messages.append(
+            Error(
+                f"{SETTINGS_NAME}['COST_UNIT'] must be a string.",
+                hint='e.g. "credits" or "USD".',
+                id="django_modelslab.E052",
+            )
+        )
+    budgets = conf["DAILY_BUDGET_PER_USER"] is not None or conf["DAILY_BUDGET"] is not None
+    if budgets and not prices:
+        messages.append(
+            Warning(
+                "A daily budget is set but PRICES is empty: new requests are estimated at 0, "
+                "so a budget refuses work only once recorded spending has reached it.",
+                hint="Add the price per image of the models you use to PRICES.",
+                id="django_modelslab.W050",
+            )
+        )
+    return messages

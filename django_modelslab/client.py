@@ -26,12 +26,14 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from types import TracebackType
 from typing import Any, Final
 
 import httpx
 
 from django_modelslab import __version__
+from django_modelslab.amounts import parse_amount
 from django_modelslab.exceptions import (
     AmbiguousSubmission,
     AuthenticationFailed,
@@ -53,6 +55,7 @@ __all__ = [
     "ProviderResponse",
     "parse_response",
     "redact",
+    "reported_cost",
 ]
 
 logger = logging.getLogger("django_modelslab.client")
@@ -66,6 +69,9 @@ SECRET_FIELDS: Final = frozenset({"key", "api_key", "apikey", "authorization"})
 #: How much of a non-JSON body an exception keeps.
 MAX_TEXT: Final = 2048
 USER_AGENT: Final = f"django-modelslab/{__version__}"
+
+#: Where a cost may be reported (not documented by ModelsLab; see docs/costs.md), first found wins.
+COST_FIELDS: Final = ("cost", "credits", "credits_used", "price")
 
 _PROVIDER_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
@@ -103,6 +109,7 @@ class ProviderResponse:
     fetch_url: str | None = None
     generation_time: float | None = None
     seed: int | None = None
+    cost: Decimal | None = None  # what ModelsLab says the call cost, when it says so
     meta: dict[str, Any] = field(default_factory=dict)
     message: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
@@ -206,10 +213,23 @@ def _build(status: str, data: dict[str, Any], message: str) -> ProviderResponse:
         fetch_url=fetch_url if isinstance(fetch_url, str) and fetch_url else None,
         generation_time=_number(data.get("generationTime", data.get("generation_time"))),
         seed=_integer(meta.get("seed", data.get("seed"))),
+        cost=reported_cost(data),
         meta=meta,
         message=message,
         raw=data,
     )
+
+
+def reported_cost(data: Mapping[str, Any]) -> Decimal | None:
+    """A cost in a ModelsLab body: top-level or ``meta`` ``cost`` / ``credits`` /
+    ``credits_used`` / ``price``, a number or numeric string >= 0; None when absent."""
+    meta = data.get("meta")
+    for source in (data, meta if isinstance(meta, Mapping) else {}):
+        for name in COST_FIELDS:
+            amount = parse_amount(source.get(name))
+            if amount is not None:
+                return amount
+    return None
 
 
 def _urls(value: Any) -> tuple[str, ...]:

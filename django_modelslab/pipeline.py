@@ -24,6 +24,7 @@ from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 
+from . import costs
 from .client import ModelsLabClient, ProviderResponse, redact
 from .conf import get_setting, get_settings
 from .downloads import Download, download
@@ -80,6 +81,8 @@ def submit(request: GenerationRequest, *, enqueue: bool = True) -> GenerationReq
     """
     if request.pk is None:
         request.save()
+    if request.status in SUBMITTABLE:
+        costs.check_budget(request)  # BudgetExceeded: nothing queued, the row is kept
     queued = GenerationRequest.objects.filter(pk=request.pk, status__in=SUBMITTABLE).update(
         status=Status.QUEUED, submitted_at=timezone.now(), updated_at=timezone.now()
     )
@@ -103,6 +106,7 @@ def regenerate(
             raise GenerationInProgress(
                 f"Request #{locked.pk} is {locked.status}; regenerate it once it has finished."
             )
+        costs.check_budget(locked, regenerating=True)
         locked.images.filter(superseded=False).update(superseded=True)
         _forget_provider_job(locked)
         locked.status = Status.QUEUED
@@ -299,7 +303,8 @@ def _complete(request: GenerationRequest, response: ProviderResponse | None) -> 
         )
     with make_download_client() as http:
         stored = [_copy_output(request, url, http) for url in request.output_urls]
-    _finish(request, stored, seed=response.seed if response else None)
+    charge = costs.charge_for(request, response)
+    _finish(request, stored, seed=response.seed if response else None, charge=charge)
 
 
 def _claim(request_id: int) -> GenerationRequest | None:
@@ -356,8 +361,9 @@ def _reuse_cached_images(request: GenerationRequest) -> bool:
             )
             copies.append(copy)
         request.cached_from = source
+        costs.add(request, costs.CACHED)
         _mark(request, Status.SUCCEEDED)
-        transaction.on_commit(partial(_send_succeeded, request, copies))
+        transaction.on_commit(partial(_send_succeeded, request, copies, charge=costs.CACHED))
     logger.info("Generation #%s: reused %s image(s) of #%s", request.pk, len(images), source.pk)
     return True
 
@@ -551,6 +557,7 @@ def _finish(
     stored: list[tuple[StoredImage, StoredImage]],
     *,
     seed: int | None,
+    charge: costs.Charge,
 ) -> None:
     """Record the images and mark success, unless another run finished this attempt first."""
     with transaction.atomic():
@@ -576,9 +583,10 @@ def _finish(
                 position=position,
             )
             rows.append(row)
+        costs.add(request, charge)
         _mark(request, Status.SUCCEEDED)
         uploads = [image.uploaded for image, _thumbnail in stored]
-        transaction.on_commit(partial(_send_succeeded, request, rows, uploads))
+        transaction.on_commit(partial(_send_succeeded, request, rows, uploads, charge=charge))
     logger.info("Generation #%s: stored %s image(s)", request.pk, len(stored))
 
 
@@ -595,7 +603,11 @@ def _fail(request: GenerationRequest, exc: BaseException) -> None:
 
 
 def _send_succeeded(
-    request: GenerationRequest, rows: list[GeneratedImage], uploads: list[bool] | None = None
+    request: GenerationRequest,
+    rows: list[GeneratedImage],
+    uploads: list[bool] | None = None,
+    *,
+    charge: costs.Charge,
 ) -> None:
     """``image_stored`` for each stored image (none for cache reuse), then ``request_succeeded``."""
     for row, uploaded in zip(rows, uploads or [], strict=False):
@@ -606,7 +618,7 @@ def _send_succeeded(
         request=request,
         images=rows,
         duration=request.duration,
-        cost=None,
+        cost=charge.amount,
     )
 
 

@@ -5,7 +5,8 @@ signal                sender                   keyword arguments
 ===================== ======================== ================================================
 request_submitted     ``GenerationRequest``    ``request``
 request_succeeded     ``GenerationRequest``    ``request``, ``images`` (list), ``duration``
-                                               (seconds or None), ``cost`` (None for now)
+                                               (seconds or None), ``cost`` (this attempt's,
+                                               a Decimal; 0 from the cache; None: unknown)
 request_failed        ``GenerationRequest``    ``request``, ``error`` (the exception),
                                                ``duration``
 image_stored          ``GeneratedImage``       ``image``, ``uploaded`` (False: the bytes were

@@ -37,7 +37,7 @@ from ..limits import MAX_SAMPLES, MAX_SIDE, MIN_SIDE, SIDE_STEP
 from ..models import GeneratedImage, GenerationRequest
 from . import idempotency
 from .auth import api_authenticators
-from .budget import check_budget
+from .budget import budget_refusals, check_budget
 from .exceptions import BudgetExceeded, IdempotencyKeyReused
 from .schema import IDEMPOTENCY_HEADER, documented
 from .serializers import NAMESPACE, UNKNOWN_FIELD, StrictSerializer
@@ -179,6 +179,7 @@ def openai_exception_handler(exc: Exception, context: dict[str, Any]) -> Respons
         code = "invalid_api_key"
     elif isinstance(exc, BudgetExceeded):
         error_type = code = "insufficient_quota"
+        response["x-should-retry"] = "false"  # OpenAI's SDKs retry a 429 within seconds
     elif isinstance(exc, exceptions.Throttled):
         error_type, code = "requests", "rate_limit_exceeded"
     elif isinstance(exc, IdempotencyKeyReused):
@@ -274,9 +275,10 @@ class ImagesGenerationsView(APIView):
             samples=params.get("n") or 1,
         )
         check_budget(request.user, generation)
-        generation, _replayed = idempotency.create_once(
-            request.user, key, digest, lambda: pipeline.submit(generation)
-        )
+        with budget_refusals():
+            generation, _replayed = idempotency.create_once(
+                request.user, key, digest, lambda: pipeline.submit(generation)
+            )
         return self._answer(generation, params.get("response_format") or "url")
 
     def _answer(self, generation: GenerationRequest, response_format: str) -> Response:

@@ -181,6 +181,12 @@ class GenerationSerializer(serializers.ModelSerializer):
     """A generation request: what was asked, where it stands, and every image it produced."""
 
     finished = serializers.BooleanField(source="is_finished", read_only=True)
+    cost_source = serializers.ChoiceField(
+        choices=GenerationRequest.CostSource.choices,
+        allow_blank=True,
+        read_only=True,
+        help_text=_("Where cost came from; blank when unknown or reused from the cache."),
+    )
     images = ImageSerializer(many=True, read_only=True)
     links = serializers.SerializerMethodField()
 
@@ -205,6 +211,7 @@ class GenerationSerializer(serializers.ModelSerializer):
             "use_cache",
             "cached_from",
             "cost",
+            "cost_source",
             "created_at",
             "submitted_at",
             "started_at",

@@ -239,6 +239,7 @@ class Job:
     never_finish: bool = False
     fetches: int = 0
     generation_time: float = 0.0
+    cost: float | None = None  # reported in success answers when the report_cost knob is set
     created_at: float = field(default_factory=time.time)
     finished_at: float | None = None
     _created: float = field(default_factory=time.monotonic, repr=False)
@@ -267,7 +268,8 @@ class Emulator:
     ``errors_as_200`` answer validation/auth/not-found errors with HTTP 200;
     ``image_format`` "png" | "jpeg"; ``webhook_duplicates`` extra copies of each callback;
     ``webhook_auto_finish`` a processing job that has a webhook finishes by itself after
-    ``eta`` (and calls back) without being fetched.
+    ``eta`` (and calls back) without being fetched; ``report_cost`` None (no cost in answers)
+    or a price per image: success answers then carry ``"cost"`` = price x samples.
 
     Inspect ``calls`` (Counter: text2img, fetch, download, webhook), ``jobs`` (by provider
     id as a string), ``requests`` (API calls as ``(route, body)``, key redacted) and
@@ -289,6 +291,7 @@ class Emulator:
         errors_as_200: bool = False,
         webhook_duplicates: int = 0,
         webhook_auto_finish: bool = True,
+        report_cost: float | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -303,7 +306,10 @@ class Emulator:
         self.errors_as_200 = errors_as_200
         self.webhook_duplicates = webhook_duplicates
         self.webhook_auto_finish = webhook_auto_finish
-        self.configure(api_keys=api_keys, mode=mode, image_format=image_format)
+        self.report_cost: float | None = None
+        self.configure(
+            api_keys=api_keys, mode=mode, image_format=image_format, report_cost=report_cost
+        )
         self._defaults = self._knobs()
 
         self.calls: Counter[str] = Counter()
@@ -381,6 +387,7 @@ class Emulator:
             "errors_as_200": self.errors_as_200,
             "webhook_duplicates": self.webhook_duplicates,
             "webhook_auto_finish": self.webhook_auto_finish,
+            "report_cost": self.report_cost,
         }
 
     def config(self) -> dict[str, Any]:
@@ -407,6 +414,12 @@ class Emulator:
                 raise ValueError(f"{name} must not be negative")
             if name in ("pending_fetches", "webhook_duplicates") and int(value) < 0:
                 raise ValueError(f"{name} must not be negative")
+            if name == "report_cost" and value is not None:
+                if isinstance(value, bool):
+                    raise ValueError("report_cost must be None or a price per image >= 0")
+                value = float(value)
+                if not 0 <= value < float("inf"):
+                    raise ValueError("report_cost must be None or a price per image >= 0")
             setattr(self, name, value)
 
     def reset(self) -> None:
@@ -517,6 +530,9 @@ class Emulator:
                 pending_fetches=int(self.pending_fetches),
                 message_key=route.message_key,
                 generation_time=round(1.0 + (seed % 300) / 100 + float(self.latency), 2),
+                cost=None
+                if self.report_cost is None
+                else round(self.report_cost * params["samples"], 6),
             )
             if fault is not None and fault.kind == "failed":
                 job.fail_message = fault.message
@@ -592,6 +608,7 @@ class Emulator:
                     "id": job.id,
                     "output": list(job.output_urls),
                     "proxy_links": list(job.proxy_urls),
+                    **_cost(job),
                 }
             elif job.status == "failed":
                 body = {"status": "failed", "id": job.id, "message": job.message}
@@ -695,7 +712,12 @@ def _success_body(job: Job) -> dict[str, Any]:
         "nsfw_content_detected": False,
         "webhook_status": "",
         "meta": dict(job.meta),
+        **_cost(job),
     }
+
+
+def _cost(job: Job) -> dict[str, Any]:
+    return {} if job.cost is None else {"cost": job.cost}
 
 
 def _processing_body(job: Job) -> dict[str, Any]:

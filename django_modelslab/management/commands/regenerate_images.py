@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, time
+from decimal import Decimal
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -24,8 +25,10 @@ from django.db.models import Count, QuerySet, Sum
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from django_modelslab import pipeline
-from django_modelslab.exceptions import GenerationInProgress
+from django_modelslab import costs, pipeline
+from django_modelslab.amounts import format_amount
+from django_modelslab.conf import get_setting
+from django_modelslab.exceptions import BudgetExceeded, GenerationInProgress
 from django_modelslab.integrity import requests_with_missing_files
 from django_modelslab.models import GeneratedImage, GenerationRequest
 
@@ -60,10 +63,15 @@ class Summary:
 
     outcomes: Counter[str] = field(default_factory=Counter)
     failures: dict[int, str] = field(default_factory=dict)
+    refused: dict[int, str] = field(default_factory=dict)  # not started: a daily budget
     images: int = 0
     bytes: int = 0
+    cost: Decimal = Decimal(0)
+    ran: bool = False  # something ran in this process (its cost is known)
 
-    def add(self, request: GenerationRequest) -> None:
+    def add(self, request: GenerationRequest, *, cost_before: Decimal | None = None) -> None:
+        self.ran = True
+        self.cost += (request.cost or 0) - (cost_before or 0)
         self.outcomes[request.status] += 1
         if request.status == Status.FAILED:
             self.failures[request.pk] = request.error
@@ -204,8 +212,13 @@ class Command(BaseCommand):
             self.report(summary)
             sys.exit(130)
         self.report(summary)
+        problems = []
         if summary.failures:
-            raise CommandError(f"{len(summary.failures)} request(s) failed.")
+            problems.append(f"{len(summary.failures)} request(s) failed")
+        if summary.refused:
+            problems.append(f"{len(summary.refused)} request(s) skipped: daily budget reached")
+        if problems:
+            raise CommandError("; ".join(problems) + ".")
 
     # selection -----------------------------------------------------------------------
 
@@ -238,13 +251,17 @@ class Command(BaseCommand):
 
     def list_plan(self, requests: list[GenerationRequest]) -> None:
         self.stdout.write(f"Dry run: {len(requests)} request(s) would run; nothing was called.")
+        estimate = Decimal(0)
         for request in requests:
             action = self.action_for(request, request.regeneration_batch if self.resuming else "")
+            estimate += costs.estimate(request) if action == "regenerate" else 0
             prompt = request.prompt if len(request.prompt) <= 50 else request.prompt[:49] + "…"
             self.stdout.write(
                 f"  #{request.pk:<6} {request.status:<10} {request.model_id or '-':<16} "
                 f"{action:<10} {prompt}"
             )
+        unit = get_setting("COST_UNIT")
+        self.stdout.write(f"Estimated cost (PRICES): {format_amount(estimate)} {unit}.")
 
     def confirm(self, count: int, yes: bool) -> None:
         if yes or count <= CONFIRM_ABOVE:
@@ -272,8 +289,20 @@ class Command(BaseCommand):
             return "retry"
         return "regenerate"
 
-    def start(self, request: GenerationRequest, batch: str, *, enqueue: bool) -> bool:
-        """Queue one request as :meth:`action_for` says; False when it was not started."""
+    def start(
+        self, request: GenerationRequest, batch: str, summary: Summary, *, enqueue: bool
+    ) -> bool:
+        """Queue one request as :meth:`action_for` says; False when it was not started.
+
+        A request a daily budget refuses is left as it was and noted in ``summary.refused``.
+        """
+        try:
+            return self._start(request, batch, enqueue=enqueue)
+        except BudgetExceeded as exc:
+            summary.refused[request.pk] = str(exc)
+            return False
+
+    def _start(self, request: GenerationRequest, batch: str, *, enqueue: bool) -> bool:
         action = self.action_for(request, batch if self.resuming else "")
         if action == "continue":
             return pipeline.pick_up(request, enqueue=enqueue)
@@ -290,22 +319,28 @@ class Command(BaseCommand):
 
     def enqueue(self, requests: list[GenerationRequest], batch: str, summary: Summary) -> None:
         for request in requests:
-            queued = self.start(request, batch, enqueue=True)
-            summary.outcomes["enqueued" if queued else "skipped"] += 1
+            if self.start(request, batch, summary, enqueue=True):
+                summary.outcomes["enqueued"] += 1
+            elif request.pk not in summary.refused:
+                summary.outcomes["skipped"] += 1
 
     def run_here(
         self, requests: list[GenerationRequest], batch: str, concurrency: int, summary: Summary
     ) -> None:
-        started = [request.pk for request in requests if self.start(request, batch, enqueue=False)]
-        if len(started) < len(requests):
-            summary.outcomes["skipped"] += len(requests) - len(started)
+        started = [
+            request.pk for request in requests if self.start(request, batch, summary, enqueue=False)
+        ]
+        skipped = len(requests) - len(started) - len(summary.refused)
+        if skipped:
+            summary.outcomes["skipped"] += skipped
+        cost_before = {request.pk: request.cost for request in requests}
         progress = Progress(len(started), self.stdout.write, self.stdout.isatty())
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             futures = [pool.submit(run_in_thread, pk) for pk in started]
             try:
                 for future in as_completed(futures):
                     request = future.result()
-                    summary.add(request)
+                    summary.add(request, cost_before=cost_before[request.pk])
                     progress.step(request, summary)
             except KeyboardInterrupt:
                 for future in futures:
@@ -313,13 +348,23 @@ class Command(BaseCommand):
                 raise
 
     def report(self, summary: Summary) -> None:
-        counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.outcomes.items()))
+        outcomes = summary.outcomes + Counter({"skipped (budget)": len(summary.refused)})
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(outcomes.items()))
         self.stdout.write(f"Done: {counts or 'nothing ran'}.")
         self.stdout.write(f"Images stored: {summary.images} ({summary.bytes:,} bytes).")
+        if summary.ran:
+            self.stdout.write(f"Cost: {format_amount(summary.cost)} {get_setting('COST_UNIT')}.")
         reasons = Counter(summary.failures.values())
         for reason, n in reasons.most_common():
             ids = [str(pk) for pk, why in summary.failures.items() if why == reason]
             self.stdout.write(f"Failed ({n}): {reason} [#{', #'.join(ids)}]")
+        if summary.refused:  # the amounts differ from one to the next: the first one says why
+            ids = ", #".join(str(pk) for pk in summary.refused)
+            first = next(iter(summary.refused.values()))
+            self.stdout.write(
+                f"Skipped (budget) ({len(summary.refused)}): left as they were, nothing sent. "
+                f"{first} [#{ids}]"
+            )
 
 
 def run_in_thread(request_id: int) -> GenerationRequest:
