@@ -1,0 +1,263 @@
+"""Daily budgets refuse new work before anything is queued or sent, with a clear message in
+every face: the pipeline, the admin, the REST API, the OpenAI endpoint and the command."""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.utils import timezone
+
+from django_modelslab import costs, pipeline
+from django_modelslab.exceptions import BudgetExceeded
+from django_modelslab.models import GenerationRequest
+
+from .test_admin import EDIT_PERMS, messages_of, run_action, staff
+from .test_api import api_client, url
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+Status = GenerationRequest.Status
+
+
+@pytest.fixture
+def alice() -> User:
+    return User.objects.create_user("alice")
+
+
+@pytest.fixture
+def budget(settings, emulator):
+    """One credit per image, and a helper to set the budgets."""
+
+    def set_budgets(**values: Any) -> None:
+        settings.MODELSLAB = {**settings.MODELSLAB, "PRICES": {"*": "1"}, **values}
+
+    set_budgets()
+    return set_budgets
+
+
+def new(user: User | None, **fields: Any) -> GenerationRequest:
+    fields = {"prompt": "a red fox", "width": 256, "height": 256, **fields}
+    return GenerationRequest.objects.create(requested_by=user, **fields)
+
+
+def spent(user: User | None, amount: str, *, when=None, **fields: Any) -> GenerationRequest:
+    """A request that succeeded (``when``, default now) having cost ``amount``."""
+    return new(
+        user,
+        status=Status.SUCCEEDED,
+        cost=Decimal(amount),
+        cost_source=GenerationRequest.CostSource.PRICE_TABLE,
+        finished_at=when or timezone.now(),
+        **fields,
+    )
+
+
+def test_per_user_budget_refuses_the_next_request_without_calling_modelslab(
+    alice, budget, emulator
+):
+    budget(DAILY_BUDGET_PER_USER="5")
+    spent(alice, "4.20")
+    request = new(alice, samples=2)
+
+    with pytest.raises(BudgetExceeded) as refused:
+        pipeline.submit(request)
+
+    assert str(refused.value) == (
+        "Daily budget for alice reached: 4.20 of 5.00 credits spent or queued today; "
+        "this request would cost 2.00. It resets at midnight (America/Chicago)."
+    )
+    assert refused.value.scope == "user"
+    assert refused.value.spent == Decimal("4.20")
+    request.refresh_from_db()
+    assert request.status == Status.PENDING  # kept, nothing queued
+    assert emulator.calls["text2img"] == 0
+
+
+def test_refused_when_the_estimate_would_cross_the_budget(alice, budget, emulator):
+    budget(DAILY_BUDGET_PER_USER="5")
+    spent(alice, "4")
+    first = pipeline.submit(new(alice))  # 4 + 1 = 5: allowed, and it runs (inline tasks)
+    first.refresh_from_db()
+
+    with pytest.raises(BudgetExceeded, match="5.00 of 5.00 credits"):
+        pipeline.submit(new(alice))
+
+    assert first.status == Status.SUCCEEDED and first.cost == Decimal("1")
+    assert emulator.calls["text2img"] == 1
+    assert costs.spent_today(alice) == Decimal("5")
+
+
+def test_queued_requests_count_their_estimate(alice, budget, emulator):
+    budget(DAILY_BUDGET_PER_USER="3")
+    pipeline.submit(new(alice, samples=2), enqueue=False)  # queued, not run: 2 committed
+
+    with pytest.raises(BudgetExceeded, match="2.00 of 3.00 credits spent or queued"):
+        pipeline.submit(new(alice, samples=2), enqueue=False)
+
+    assert emulator.calls["text2img"] == 0
+
+
+def test_other_users_and_yesterday_do_not_count(alice, budget, emulator):
+    budget(DAILY_BUDGET_PER_USER="2")
+    bob = User.objects.create_user("bob")
+    spent(bob, "50")
+    spent(alice, "50", when=costs.day_start() - timedelta(minutes=1))
+
+    request = pipeline.submit(new(alice, samples=2))
+
+    assert request.status == Status.SUCCEEDED
+    assert emulator.calls["text2img"] == 1
+
+
+def test_global_budget_counts_everyone(alice, budget, emulator):
+    budget(DAILY_BUDGET="3")
+    spent(User.objects.create_user("bob"), "2.5")
+    spent(None, "0.5")
+
+    with pytest.raises(BudgetExceeded) as refused:
+        pipeline.submit(new(alice))
+
+    assert str(refused.value).startswith(
+        "Daily budget for everyone reached: 3.00 of 3.00 credits spent or queued today"
+    )
+    assert refused.value.scope == "global"
+    assert emulator.calls["text2img"] == 0
+
+
+def test_provider_reported_costs_count_without_prices(alice, settings, emulator):
+    settings.MODELSLAB = {**settings.MODELSLAB, "DAILY_BUDGET_PER_USER": "0.5"}
+    emulator.configure(report_cost=0.5)
+
+    first = pipeline.submit(new(alice))  # no price: estimated at 0, allowed
+    with pytest.raises(BudgetExceeded, match="0.50 of 0.50 credits"):
+        pipeline.submit(new(alice))
+
+    first.refresh_from_db()
+    assert first.cost == Decimal("0.5")
+    assert emulator.calls["text2img"] == 1
+
+
+def test_regenerate_is_refused_and_nothing_changes(alice, budget, emulator):
+    budget(DAILY_BUDGET_PER_USER="1")
+    request = pipeline.submit(new(alice))
+    images = list(request.images.values_list("pk", "superseded"))
+
+    with pytest.raises(BudgetExceeded):
+        pipeline.regenerate(request)
+
+    request.refresh_from_db()
+    assert request.status == Status.SUCCEEDED
+    assert list(request.images.values_list("pk", "superseded")) == images
+    assert emulator.calls["text2img"] == 1
+
+
+def test_cache_hits_and_continued_jobs_are_not_refused(alice, budget, emulator):
+    budget(DAILY_BUDGET_PER_USER="1")
+    original = pipeline.submit(new(alice, seed=4))
+    assert original.status == Status.SUCCEEDED  # budget now used up
+
+    twin = pipeline.submit(new(alice, seed=4))  # same parameters and seed: the cache
+
+    assert twin.status == Status.SUCCEEDED and twin.cached_from_id == original.pk
+    assert emulator.calls["text2img"] == 1
+
+
+# --- the faces ------------------------------------------------------------------------------
+
+
+def test_admin_actions_show_the_refusal_and_queue_nothing(client, budget, emulator):
+    budget(DAILY_BUDGET_PER_USER="1")
+    editor = staff("editor", [*EDIT_PERMS, "generate_images"])
+    client.force_login(editor)
+    done = pipeline.submit(new(editor))
+    waiting = new(editor)
+
+    generate = run_action(client, "generate", waiting)
+    regenerate = run_action(client, "regenerate", done)
+
+    reason = (
+        "Daily budget for editor reached: 1.00 of 1.00 credits spent or queued today; "
+        "this request would cost 1.00. It resets at midnight (America/Chicago)."
+    )
+    assert messages_of(generate) == [f"1 request not started (#{waiting.pk}): {reason}"]
+    assert messages_of(regenerate) == [f"1 request not started (#{done.pk}): {reason}"]
+    assert "messagelist" in generate.content.decode() and "error" in generate.content.decode()
+    waiting.refresh_from_db()
+    assert waiting.status == Status.PENDING
+    assert emulator.calls["text2img"] == 1
+
+
+def test_api_answers_429_and_creates_nothing(alice, budget, emulator):
+    budget(DAILY_BUDGET_PER_USER="2")
+    client = api_client(alice)
+    first = client.post(url("generation-list"), {"prompt": "x", "samples": 2})
+
+    second = client.post(url("generation-list"), {"prompt": "y"})
+    again = client.post(url("generation-regenerate", first.json()["id"]))
+
+    assert first.status_code == 202
+    assert first.json()["cost"] == "2.000000"
+    assert first.json()["cost_source"] == "price_table"
+    assert second.status_code == 429
+    assert second.json() == {
+        "detail": "Daily budget for alice reached: 2.00 of 2.00 credits spent or queued "
+        "today; this request would cost 1.00. It resets at midnight (America/Chicago)."
+    }
+    assert again.status_code == 429
+    assert "would cost 2.00" in again.json()["detail"]
+    assert GenerationRequest.objects.count() == 1
+    assert emulator.calls["text2img"] == 1
+
+
+def test_openai_endpoint_answers_insufficient_quota(alice, budget, emulator):
+    budget(DAILY_BUDGET="0")
+    client = api_client(alice)
+
+    response = client.post(url("openai-images"), {"prompt": "a fox", "size": "256x256"})
+
+    assert response.status_code == 429
+    assert response["x-should-retry"] == "false"
+    assert response.json() == {
+        "error": {
+            "message": "Daily budget for everyone reached: 0.00 of 0.00 credits spent or "
+            "queued today; this request would cost 1.00. It resets at midnight "
+            "(America/Chicago).",
+            "type": "insufficient_quota",
+            "param": None,
+            "code": "insufficient_quota",
+        }
+    }
+    assert emulator.calls["text2img"] == 0
+
+
+def test_command_reports_skipped_requests_and_exits_non_zero(alice, budget, emulator):
+    made = [pipeline.submit(new(alice, prompt=f"fox {n}")) for n in range(5)]
+    # That was yesterday's spending: today starts with a clean slate.
+    GenerationRequest.objects.update(finished_at=costs.day_start() - timedelta(hours=1))
+    budget(DAILY_BUDGET="3")
+    out = io.StringIO()
+
+    with pytest.raises(CommandError, match=r"^2 request\(s\) skipped: daily budget reached\.$"):
+        call_command("regenerate_images", "--yes", stdout=out, stderr=out)
+
+    text = out.getvalue()
+    assert emulator.calls["text2img"] == 5 + 3
+    assert "Done: 2 skipped (budget), 3 succeeded." in text
+    assert "Cost: 3.00 credits." in text
+    skipped = made[3:]  # in id order: the first three fitted the budget
+    ids = ", ".join(f"#{request.pk}" for request in skipped)
+    assert (
+        "Skipped (budget) (2): left as they were, nothing sent. Daily budget for everyone " in text
+    )
+    assert f"[{ids}]" in text
+    for request in skipped:
+        request.refresh_from_db()
+        assert request.status == Status.SUCCEEDED and request.cost == Decimal("1")
+        assert request.images.filter(superseded=False).count() == 1

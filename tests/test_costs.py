@@ -1,0 +1,304 @@
+"""Cost tracking: what each request cost (reported by the emulator, or from PRICES), the
+signal that carries it, the settings checks, and the admin's cost column and totals page."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.urls import reverse
+
+from django_modelslab import pipeline
+from django_modelslab.checks import check_settings
+from django_modelslab.client import parse_response, reported_cost
+from django_modelslab.models import GenerationRequest
+from django_modelslab.signals import request_succeeded
+
+from .test_admin import EDIT_PERMS, VIEW_PERMS, messages_of, staff
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+Status = GenerationRequest.Status
+Source = GenerationRequest.CostSource
+CHANGELIST = reverse("admin:django_modelslab_generationrequest_changelist")
+COSTS = reverse("admin:django_modelslab_generationrequest_costs")
+
+
+def use(settings, **values: Any) -> None:
+    settings.MODELSLAB = {**settings.MODELSLAB, **values}
+
+
+def generate(**fields: Any) -> GenerationRequest:
+    fields = {"prompt": "a red fox in snow", "width": 256, "height": 256, **fields}
+    request = GenerationRequest.objects.create(**fields)
+    pipeline.run(request.pk)
+    request.refresh_from_db()
+    assert request.status == Status.SUCCEEDED, request.error
+    return request
+
+
+# --- recording ------------------------------------------------------------------------------
+
+
+def test_cost_reported_by_modelslab_is_recorded(emulator, settings):
+    emulator.configure(report_cost="0.0047")
+    use(settings, PRICES={"*": "1"})  # a reported cost wins over the price table
+
+    request = generate(samples=2)
+
+    assert request.cost == Decimal("0.0094")
+    assert request.cost_source == Source.PROVIDER
+
+
+def test_without_a_reported_cost_the_price_table_prices_each_stored_image(emulator, settings):
+    use(settings, PRICES={"flux": 0.25, "*": "9"})
+
+    flux = generate(samples=3)
+    other = generate(model_id="sdxl", samples=1)
+
+    assert (flux.cost, flux.cost_source) == (Decimal("0.75"), Source.PRICE_TABLE)
+    assert (other.cost, other.cost_source) == (Decimal("9"), Source.PRICE_TABLE)
+
+
+def test_without_either_the_cost_stays_unknown(emulator):
+    request = generate()
+
+    assert request.cost is None
+    assert request.cost_source == ""
+
+
+def test_a_cost_reported_while_processing_is_read_from_the_final_answer(emulator, settings):
+    emulator.configure(mode="processing", eta=0.05, report_cost=0.5)
+
+    request = generate()
+
+    assert emulator.calls["fetch"] >= 1
+    assert (request.cost, request.cost_source) == (Decimal("0.5"), Source.PROVIDER)
+
+
+def test_regenerating_adds_to_the_cost_and_the_cache_costs_nothing(emulator, settings):
+    use(settings, PRICES={"*": "0.10"})
+    first = generate(seed=5)
+    twin = generate(seed=5)  # identical and seeded: served from the cache, no API call
+
+    pipeline.regenerate(first, enqueue=False)
+    pipeline.run(first.pk)
+    first.refresh_from_db()
+
+    assert emulator.calls["text2img"] == 2
+    assert (first.cost, first.cost_source) == (Decimal("0.20"), Source.PRICE_TABLE)
+    assert twin.cached_from_id == first.pk
+    assert (twin.cost, twin.cost_source) == (Decimal("0"), "")
+
+
+def test_request_succeeded_carries_the_attempts_cost(emulator, settings):
+    emulator.configure(report_cost=0.3)
+    seen: list[Any] = []
+
+    def receiver(sender: Any, request: GenerationRequest, cost: Any, **kwargs: Any) -> None:
+        seen.append(cost)
+
+    request_succeeded.connect(receiver)
+    try:
+        first = generate(seed=9)
+        pipeline.regenerate(first, enqueue=False)
+        pipeline.run(first.pk)
+        generate(seed=99, use_cache=True)
+        generate(seed=99)  # cache hit
+    finally:
+        request_succeeded.disconnect(receiver)
+
+    assert seen == [Decimal("0.3"), Decimal("0.3"), Decimal("0.3"), Decimal("0")]
+    first.refresh_from_db()
+    assert first.cost == Decimal("0.6")
+
+
+@pytest.mark.parametrize(
+    ("body", "cost"),
+    [
+        ({"cost": 0.0047}, Decimal("0.0047")),
+        ({"credits_used": "2"}, Decimal("2")),
+        ({"meta": {"credits": 1.5}}, Decimal("1.5")),
+        ({"price": "0.010", "meta": {"cost": 7}}, Decimal("0.010")),
+        ({"cost": "free"}, None),
+        ({"cost": -1}, None),
+        ({"cost": True}, None),
+        ({"cost": "NaN"}, None),
+        ({}, None),
+    ],
+)
+def test_reported_cost_is_read_leniently(body, cost):
+    assert reported_cost(body) == cost
+    answer = {"status": "success", "id": 1, "output": ["https://x.r2.dev/a.png"], **body}
+    assert parse_response(answer, status_code=200, payload={}).cost == cost
+
+
+# --- settings -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "check_id"),
+    [
+        ({"PRICES": ["flux"]}, "django_modelslab.E050"),
+        ({"PRICES": {"flux": "cheap"}}, "django_modelslab.E050"),
+        ({"PRICES": {"flux": -1}}, "django_modelslab.E050"),
+        ({"PRICES": {"": 1}}, "django_modelslab.E050"),
+        ({"DAILY_BUDGET": "lots", "PRICES": {"*": 1}}, "django_modelslab.E051"),
+        ({"DAILY_BUDGET_PER_USER": -5, "PRICES": {"*": 1}}, "django_modelslab.E051"),
+        ({"COST_UNIT": 3}, "django_modelslab.E052"),
+        ({"DAILY_BUDGET": 5}, "django_modelslab.W050"),
+    ],
+)
+def test_cost_settings_are_checked(settings, override, check_id):
+    use(settings, **override)
+
+    assert [message.id for message in check_settings()] == [check_id]
+
+
+def test_valid_cost_settings_pass_the_checks(settings):
+    use(
+        settings,
+        PRICES={"flux": "0.0047", "sdxl": 1, "*": Decimal("0.002")},
+        DAILY_BUDGET="50",
+        DAILY_BUDGET_PER_USER=5.5,
+        COST_UNIT="USD",
+    )
+
+    assert check_settings() == []
+
+
+# --- admin ----------------------------------------------------------------------------------
+
+
+def make(user: User | None, model: str, cost: str | None, images: int = 1, **fields: Any):
+    """A finished request with ``images`` image rows and a recorded cost."""
+    from .test_api import make_request
+
+    return make_request(
+        user,
+        images=images,
+        model_id=model,
+        cost=None if cost is None else Decimal(cost),
+        cost_source=Source.PRICE_TABLE if cost is not None else "",
+        **fields,
+    )
+
+
+def table(html: str, table_id: str) -> list[list[str]]:
+    """The rows of one table of the costs page, as cell texts."""
+    import re
+
+    body = html.split(f'id="{table_id}"', 1)[1].split("</table>", 1)[0].split("<tbody>", 1)[1]
+    rows = re.findall(r"<tr>(.*?)</tr>", body, re.S)
+    return [
+        [
+            re.sub(r"<[^>]+>", "", cell).strip()
+            for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+        ]
+        for row in rows
+    ]
+
+
+def test_cost_column_and_detail_show_amount_and_source(client, settings):
+    use(settings, COST_UNIT="USD")
+    client.force_login(staff("editor", VIEW_PERMS))
+    request = make(None, "flux", "0.0094")
+
+    changelist = client.get(CHANGELIST).content.decode()
+    detail = client.get(
+        reverse("admin:django_modelslab_generationrequest_change", args=[request.pk])
+    ).content.decode()
+
+    assert 'title="From the PRICES setting">0.0094 USD</span>' in changelist
+    assert "0.0094 USD" in detail
+    assert "From the PRICES setting" in detail
+
+
+def test_costs_page_totals_by_user_and_model(client):
+    alice, bob = User.objects.create_user("alice"), User.objects.create_user("bob")
+    make(alice, "flux", "1.50", images=2)
+    make(alice, "sdxl", "0.25")
+    make(bob, "flux", "2", images=3)
+    make(bob, "flux", None)  # succeeded, cost unknown
+    make(None, "sdxl", "0.10", produced_by="flux")  # a fallback produced it
+    client.force_login(staff("viewer", VIEW_PERMS))
+
+    response = client.get(COSTS)
+    html = response.content.decode()
+
+    assert response.status_code == 200
+    assert table(html, "modelslab-costs-users") == [
+        ["bob", "2", "4", "2.00 credits", "1"],
+        ["alice", "2", "3", "1.75 credits", "0"],
+        ["(nobody)", "1", "1", "0.10 credits", "0"],
+    ]
+    assert table(html, "modelslab-costs-models") == [
+        ["flux", "4", "7", "3.60 credits", "1"],
+        ["sdxl", "1", "1", "0.25 credits", "0"],
+    ]
+    assert table(html, "modelslab-costs-total") == [["Total", "5", "8", "3.85 credits", "1"]]
+
+
+def test_costs_page_follows_the_changelist_filters(client):
+    alice = User.objects.create_user("alice")
+    make(alice, "flux", "1")
+    make(alice, "sdxl", "0.5")
+    client.force_login(staff("viewer", VIEW_PERMS))
+
+    changelist = client.get(CHANGELIST, {"model_id": "sdxl"}).content.decode()
+    html = client.get(COSTS, {"model_id": "sdxl"}).content.decode()
+    bad = client.get(COSTS, {"no_such_filter": "1"}, follow=True)
+
+    assert f'href="{COSTS}?model_id=sdxl"' in changelist
+    assert table(html, "modelslab-costs-total") == [["Total", "1", "1", "0.50 credits", "0"]]
+    assert "Unknown filters were ignored." in messages_of(bad)
+    assert table(bad.content.decode(), "modelslab-costs-total")[0][1] == "2"
+
+
+def test_costs_page_is_for_staff_with_view_permission(client):
+    page_user = User.objects.create_user("member")
+    client.force_login(page_user)
+    assert client.get(COSTS).status_code == 302  # to the admin login
+
+    client.force_login(staff("bare", []))
+    assert client.get(COSTS).status_code == 403
+
+    client.force_login(staff("editor", EDIT_PERMS))
+    assert client.get(COSTS).status_code == 200
+
+
+def test_costs_page_shows_today_against_the_budgets(client, settings):
+    use(settings, PRICES={"*": "1"}, DAILY_BUDGET="10", DAILY_BUDGET_PER_USER=None)
+    viewer = staff("viewer", VIEW_PERMS)
+    from django.utils import timezone
+
+    make(viewer, "flux", "3", finished_at=timezone.now())
+    make(viewer, "flux", None, status=Status.QUEUED, samples=2)
+    client.force_login(viewer)
+
+    html = client.get(COSTS).content.decode()
+
+    assert table(html, "modelslab-costs-today") == [
+        ["Everyone", "3.00 credits", "2.00 credits", "10.00 credits"],
+        ["viewer", "3.00 credits", "2.00 credits", "no limit"],
+    ]
+
+
+def test_costs_page_in_a_browser(page, live_server, settings):
+    from .test_admin_browser import log_in_as
+
+    bob = User.objects.create_user("bob")
+    make(bob, "flux", "1.25", images=2)
+    log_in_as(page, live_server, staff("viewer", VIEW_PERMS))
+
+    page.goto(f"{live_server.url}{CHANGELIST}")
+    page.click("a.modelslab-costs-link")
+    page.wait_for_url(f"{live_server.url}{COSTS}")
+
+    assert page.locator("h1").inner_text() == "Generation costs"
+    row = page.locator("#modelslab-costs-users tbody tr").first
+    assert row.locator("td").all_inner_texts() == ["bob", "1", "2", "1.25 credits", "0"]
+    page.click("text=Back to the list")
+    page.wait_for_url(f"{live_server.url}{CHANGELIST}")
