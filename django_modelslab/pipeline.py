@@ -20,7 +20,6 @@ from typing import IO, Any
 
 import httpx
 from django.db import transaction
-from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 
@@ -304,21 +303,29 @@ def _complete(request: GenerationRequest, response: ProviderResponse | None) -> 
 
 def _claim(request_id: int) -> GenerationRequest | None:
     """Compare-and-set ``pending|queued → processing``; None when another run owns it."""
+    request = GenerationRequest.objects.filter(pk=request_id, status__in=CLAIMABLE).first()
+    if request is None:
+        return None
     now = timezone.now()
-    claimed = GenerationRequest.objects.filter(pk=request_id, status__in=CLAIMABLE).update(
-        status=Status.PROCESSING,
-        attempts=F("attempts") + 1,
-        started_at=now,
-        finished_at=None,
-        error="",
-        updated_at=now,
-    )
+    request.model_id = request.model_id or get_setting("DEFAULT_MODEL")
+    changes = {
+        "status": Status.PROCESSING,
+        "attempts": request.attempts + 1,
+        "started_at": now,
+        "finished_at": None,
+        "error": "",
+        "updated_at": now,
+        "model_id": request.model_id,
+        "cache_key": request.compute_cache_key(),
+    }
+    # Compare-and-set on status and attempts: of two runs, one claims this attempt.
+    claimed = GenerationRequest.objects.filter(
+        pk=request_id, status=request.status, attempts=request.attempts
+    ).update(**changes)
     if not claimed:
         return None
-    request = GenerationRequest.objects.get(pk=request_id)
-    request.model_id = request.model_id or get_setting("DEFAULT_MODEL")
-    request.cache_key = request.compute_cache_key()
-    request.save(update_fields=["model_id", "cache_key", "updated_at"])
+    for name, value in changes.items():
+        setattr(request, name, value)
     return request
 
 

@@ -296,13 +296,18 @@ class Command(BaseCommand):
     def run_here(
         self, requests: list[GenerationRequest], batch: str, concurrency: int, summary: Summary
     ) -> None:
-        started = [request.pk for request in requests if self.start(request, batch, enqueue=False)]
-        if len(started) < len(requests):
-            summary.outcomes["skipped"] += len(requests) - len(started)
-        progress = Progress(len(started), self.stdout.write, self.stdout.isatty())
+        progress = Progress(len(requests), self.stdout.write, self.stdout.isatty())
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            futures = [pool.submit(run_in_thread, pk) for pk in started]
+            futures = []
             try:
+                # Each request is handed to the pool as soon as it is marked, so the first
+                # provider calls do not wait for the whole selection to be marked.
+                for request in requests:
+                    if self.start(request, batch, enqueue=False):
+                        futures.append(pool.submit(run_in_thread, request.pk))
+                    else:
+                        summary.outcomes["skipped"] += 1
+                        progress.total -= 1
                 for future in as_completed(futures):
                     request = future.result()
                     summary.add(request)
