@@ -275,7 +275,7 @@ class GeneratedImage(models.Model):
         ]
 
     def __str__(self) -> str:
-        return self.image.name
+        return f"{self.sha256[:12]}.{self.format.lower()} {self.width}×{self.height}"
 
 
 class IdempotencyKey(models.Model):
