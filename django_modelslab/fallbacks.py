@@ -44,6 +44,9 @@ SUCCEEDED = "succeeded"
 FAILED = "failed"
 REFUSED = "refused"
 ABANDONED = "abandoned"
+#: Most fallback models one request may list.
+MAX_FALLBACK_MODELS = 10
+MAX_MODEL_ID_LENGTH = 200
 
 
 def models_for(request: GenerationRequest) -> list[str]:
@@ -55,6 +58,36 @@ def models_for(request: GenerationRequest) -> list[str]:
         if model and model not in ordered:
             ordered.append(model)
     return ordered
+
+
+def clean_model_ids(values: Any) -> list[str]:
+    """Validate a list of fallback model ids (for forms, serializers, the command).
+
+    Strips blanks and repeats; raises ValueError with a message a person can act on for an id
+    that is not a string, too long or has spaces, more than MAX_FALLBACK_MODELS ids, or an id
+    outside ALLOWED_MODELS when that is set.
+    """
+    if isinstance(values, str) or not isinstance(values, list | tuple):
+        raise ValueError("Give a list of model ids.")
+    ids: list[str] = []
+    for value in values:
+        if not isinstance(value, str):
+            raise ValueError(f"{value!r} is not a model id.")
+        model = value.strip()
+        if not model or model in ids:
+            continue
+        if len(model) > MAX_MODEL_ID_LENGTH or any(c.isspace() for c in model):
+            raise ValueError(f"{model[:40]!r} is not a model id (no spaces, at most 200 chars).")
+        ids.append(model)
+    if len(ids) > MAX_FALLBACK_MODELS:
+        raise ValueError(f"Give at most {MAX_FALLBACK_MODELS} fallback models.")
+    allowed = get_setting("ALLOWED_MODELS")
+    unknown = [model for model in ids if allowed is not None and model not in allowed]
+    if unknown:
+        raise ValueError(
+            f"Unknown model(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}."
+        )
+    return ids
 
 
 def falls_through(request: GenerationRequest, exc: BaseException) -> bool:
@@ -164,7 +197,7 @@ def explain(request: GenerationRequest, reason: str) -> str:
     if len(failed) < 2:
         return reason
     listed = "; ".join(f"{e['model_id']}: {e.get('error') or e['outcome']}" for e in failed)
-    return f"All {len(failed)} models failed. {listed}"
+    return f"No model produced images ({len(failed)} tried). {listed}"
 
 
 # --- entries ----------------------------------------------------------------------------
