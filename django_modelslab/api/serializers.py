@@ -231,6 +231,11 @@ class GenerationSerializer(serializers.ModelSerializer):
     """A generation request: what was asked, where it stands, and every image it produced."""
 
     finished = serializers.BooleanField(source="is_finished", read_only=True)
+    fallback_models = serializers.ListField(
+        child=serializers.CharField(),
+        read_only=True,
+        help_text=_("Model ids tried after model_id; empty: the FALLBACK_MODELS setting."),
+    )
     model_attempts = ModelAttemptsField(
         read_only=True, help_text=_("Each model tried, in order: outcome, error, seconds.")
     )
