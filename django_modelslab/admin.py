@@ -91,6 +91,45 @@ def current_images(request: GenerationRequest) -> list[GeneratedImage]:
     return sorted(images, key=lambda image: (not image.chosen, image.position))
 
 
+def nsfw_html(image: GeneratedImage) -> str:
+    """A warning label for an image ModelsLab flagged NSFW (blank otherwise)."""
+    if image.nsfw:
+        return format_html('<span class="modelslab-nsfw">{}</span>', gettext("Flagged NSFW"))
+    return ""
+
+
+def model_attempts_html(obj: GenerationRequest) -> str:
+    """``model_attempts`` as a table: attempt, model, outcome, seconds, error."""
+    if not obj.model_attempts:
+        return "—"
+    rows = format_html_join(
+        "",
+        '<tr class="modelslab-try--{}"><td>{}</td><td><code>{}</code></td><td>{}</td>'
+        "<td>{}</td><td>{}</td></tr>",
+        (
+            (
+                entry.get("outcome", ""),
+                entry.get("attempt", ""),
+                entry.get("model_id", ""),
+                entry.get("outcome", ""),
+                "" if entry.get("seconds") is None else f"{entry['seconds']:.2f} s",
+                entry.get("error", ""),
+            )
+            for entry in obj.model_attempts
+        ),
+    )
+    return format_html(
+        '<table class="modelslab-attempts"><thead><tr><th>{}</th><th>{}</th><th>{}</th>'
+        "<th>{}</th><th>{}</th></tr></thead><tbody>{}</tbody></table>",
+        gettext("Attempt"),
+        gettext("Model"),
+        gettext("Outcome"),
+        gettext("Time"),
+        gettext("Error"),
+        rows,
+    )
+
+
 def eta_label(obj: GenerationRequest) -> str:
     """ModelsLab's estimate while the request is queued or processing, else blank."""
     if obj.status in ACTIVE_STATUSES and obj.eta:
@@ -139,6 +178,7 @@ class GeneratedImageInline(admin.TabularInline):
         "attempt",
         "superseded_label",
         "chosen_label",
+        "nsfw_label",
     )
     readonly_fields = (*base_fields, "choose_button")
 
@@ -199,6 +239,10 @@ class GeneratedImageInline(admin.TabularInline):
             return format_html('<span class="modelslab-chosen">★ {}</span>', gettext("Chosen"))
         return ""
 
+    @admin.display(description=_("NSFW"))
+    def nsfw_label(self, image: GeneratedImage) -> str:
+        return nsfw_html(image)
+
     @admin.display(description="")
     def choose_button(self, image: GeneratedImage) -> str:
         if image.chosen:
@@ -235,6 +279,8 @@ class GenerationRequestAdmin(admin.ModelAdmin):
     status_poll_interval = 2.0
     readonly_fields = (
         "error",
+        "produced_by",
+        "model_attempts_table",
         "attempts",
         "provider_id",
         "track_id",
@@ -253,7 +299,23 @@ class GenerationRequestAdmin(admin.ModelAdmin):
             _("Advanced"),
             {
                 "classes": ("collapse",),
-                "fields": ("kind", "seed", "steps", "guidance", "use_cache", "extra"),
+                "fields": (
+                    "kind",
+                    "seed",
+                    "steps",
+                    "guidance",
+                    "use_cache",
+                    "extra",
+                    "fallback_models",
+                    "safety_checker",
+                ),
+            },
+        ),
+        (
+            _("Models tried"),
+            {
+                "fields": ("produced_by", "model_attempts_table"),
+                "description": _("Each model tried, in order, with its outcome and error."),
             },
         ),
         (
@@ -344,7 +406,7 @@ class GenerationRequestAdmin(admin.ModelAdmin):
             add or self.has_change_permission(request, obj)
         )
         button = None
-        if allowed and (obj is None or obj.status in (Status.PENDING, Status.FAILED)):
+        if allowed and (obj is None or obj.status in pipeline.SUBMITTABLE):
             button = (GENERATE_BUTTON, gettext("Save and generate"))
         elif allowed and obj.status == Status.SUCCEEDED:
             button = (REGENERATE_BUTTON, gettext("Save and regenerate"))
@@ -430,6 +492,10 @@ class GenerationRequestAdmin(admin.ModelAdmin):
     def image_count(self, obj: GenerationRequest) -> int:
         return len(current_images(obj))
 
+    @admin.display(description=_("model attempts"))
+    def model_attempts_table(self, obj: GenerationRequest) -> str:
+        return model_attempts_html(obj)
+
     @admin.display(description=_("raw responses (API key redacted)"))
     def raw_responses(self, obj: GenerationRequest) -> str:
         text = json.dumps(obj.provider_responses, indent=2, sort_keys=True)
@@ -477,7 +543,8 @@ class GenerationRequestAdmin(admin.ModelAdmin):
     ) -> None:
         succeeded = sum(1 for obj in results if obj.status == Status.SUCCEEDED)
         failed = [obj for obj in results if obj.status == Status.FAILED]
-        waiting = len(results) - succeeded - len(failed)
+        refused = [obj for obj in results if obj.status == Status.REFUSED]
+        waiting = len(results) - succeeded - len(failed) - len(refused)
         if succeeded:
             self.message_user(
                 request,
@@ -504,6 +571,18 @@ class GenerationRequestAdmin(admin.ModelAdmin):
                 )
                 % {"n": len(failed), "why": reasons},
                 messages.ERROR,
+            )
+        if refused:
+            reasons = "; ".join(f"#{obj.pk}: {obj.error}" for obj in refused)
+            self.message_user(
+                request,
+                ngettext(
+                    "%(n)d request refused: %(why)s",
+                    "%(n)d requests refused: %(why)s",
+                    len(refused),
+                )
+                % {"n": len(refused), "why": reasons},
+                messages.WARNING,
             )
         if busy:
             self.message_user(
@@ -558,7 +637,7 @@ class GeneratedImageAdmin(admin.ModelAdmin):
         "created_at",
     )
     list_display_links = ("preview", "id")
-    list_filter = ("request__model_id", "format", "created_at", "chosen", "superseded")
+    list_filter = ("request__model_id", "format", "created_at", "chosen", "superseded", "nsfw")
     search_fields = ("request__prompt",)
     list_select_related = ("request",)
     list_per_page = 50
@@ -578,6 +657,7 @@ class GeneratedImageAdmin(admin.ModelAdmin):
         "position",
         "chosen",
         "superseded",
+        "nsfw",
         "source_url",
         "source_expires_at",
         "created_at",

@@ -26,6 +26,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 
 from django_modelslab import pipeline
 from django_modelslab.exceptions import GenerationInProgress
+from django_modelslab.fallbacks import clean_model_ids
 from django_modelslab.integrity import requests_with_missing_files
 from django_modelslab.models import GeneratedImage, GenerationRequest
 
@@ -60,6 +61,8 @@ class Summary:
 
     outcomes: Counter[str] = field(default_factory=Counter)
     failures: dict[int, str] = field(default_factory=dict)
+    refusals: dict[int, str] = field(default_factory=dict)
+    produced_by: Counter[str] = field(default_factory=Counter)
     images: int = 0
     bytes: int = 0
 
@@ -67,7 +70,10 @@ class Summary:
         self.outcomes[request.status] += 1
         if request.status == Status.FAILED:
             self.failures[request.pk] = request.error
+        if request.status == Status.REFUSED:
+            self.refusals[request.pk] = request.error
         if request.status == Status.SUCCEEDED:
+            self.produced_by[request.produced_by or request.model_id] += 1
             current = GeneratedImage.objects.filter(request=request, attempt=request.attempts)
             totals = current.aggregate(count=Count("pk"), size=Sum("bytes"))
             self.images += totals["count"] or 0
@@ -83,7 +89,8 @@ class Progress:
     def step(self, request: GenerationRequest, summary: Summary) -> None:
         self.done += 1
         if not self.tty:
-            detail = f": {request.error}" if request.status == Status.FAILED else ""
+            failed = request.status in (Status.FAILED, Status.REFUSED)
+            detail = f": {request.error}" if failed else ""
             self.write(f"[{self.done}/{self.total}] #{request.pk} {request.status}{detail}\n")
             return
         width = 30
@@ -172,12 +179,21 @@ class Command(BaseCommand):
             help="Requests run at once in this process (default 4).",
         )
         run.add_argument(
+            "--fallback-model",
+            dest="fallback_models",
+            action="append",
+            metavar="MODEL",
+            help="Try this model when a request's model fails (repeatable, in order); "
+            "recorded on each request run, replacing its own list.",
+        )
+        run.add_argument(
             "--yes",
             action="store_true",
             help=f"Do not ask before running more than {CONFIRM_ABOVE} requests.",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        fallback_models = self.fallback_models(options["fallback_models"])
         requests = list(self.select(options))
         if not requests:
             self.stdout.write("No generation request matches.")
@@ -188,6 +204,8 @@ class Command(BaseCommand):
             self.list_plan(requests)
             return
         self.confirm(len(requests), options["yes"])
+        if fallback_models is not None:
+            self.set_fallbacks(requests, fallback_models)
         batch = options["resume"] or uuid.uuid4().hex[:12]
         self.stdout.write(
             f"Batch {batch}: {len(requests)} request(s). If interrupted, continue with "
@@ -207,13 +225,29 @@ class Command(BaseCommand):
         if summary.failures:
             raise CommandError(f"{len(summary.failures)} request(s) failed.")
 
+    def fallback_models(self, given: list[str] | None) -> list[str] | None:
+        """``--fallback-model`` values, checked (None when the option was not given)."""
+        if not given:
+            return None
+        try:
+            return clean_model_ids(given)
+        except ValueError as exc:
+            raise CommandError(f"--fallback-model: {exc}") from exc
+
+    def set_fallbacks(self, requests: list[GenerationRequest], models: list[str]) -> None:
+        """Record ``models`` as the fallbacks of the requests this run starts."""
+        ids = [request.pk for request in requests]
+        GenerationRequest.objects.filter(pk__in=ids).update(fallback_models=models)
+        for request in requests:
+            request.fallback_models = models
+
     # selection -----------------------------------------------------------------------
 
     def select(self, options: dict[str, Any]) -> Iterable[GenerationRequest]:
         requests: QuerySet[GenerationRequest] = GenerationRequest.objects.order_by("pk")
         if options["resume"]:
             requests = requests.filter(regeneration_batch=options["resume"]).exclude(
-                status=Status.SUCCEEDED
+                status__in=(Status.SUCCEEDED, Status.REFUSED)
             )
         if options["ids"]:
             requests = requests.filter(pk__in=options["ids"])
@@ -321,10 +355,13 @@ class Command(BaseCommand):
         counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.outcomes.items()))
         self.stdout.write(f"Done: {counts or 'nothing ran'}.")
         self.stdout.write(f"Images stored: {summary.images} ({summary.bytes:,} bytes).")
-        reasons = Counter(summary.failures.values())
-        for reason, n in reasons.most_common():
-            ids = [str(pk) for pk, why in summary.failures.items() if why == reason]
-            self.stdout.write(f"Failed ({n}): {reason} [#{', #'.join(ids)}]")
+        if summary.produced_by:
+            models = ", ".join(f"{model} {n}" for model, n in summary.produced_by.most_common())
+            self.stdout.write(f"Produced by: {models}.")
+        for label, found in (("Failed", summary.failures), ("Refused", summary.refusals)):
+            for reason, n in Counter(found.values()).most_common():
+                ids = [str(pk) for pk, why in found.items() if why == reason]
+                self.stdout.write(f"{label} ({n}): {reason} [#{', #'.join(ids)}]")
 
 
 def run_in_thread(request_id: int) -> GenerationRequest:
