@@ -93,6 +93,45 @@ def current_images(request: GenerationRequest) -> list[GeneratedImage]:
     return sorted(images, key=lambda image: (not image.chosen, image.position))
 
 
+def nsfw_html(image: GeneratedImage) -> str:
+    """A warning label for an image ModelsLab flagged NSFW (blank otherwise)."""
+    if image.nsfw:
+        return format_html('<span class="modelslab-nsfw">{}</span>', gettext("Flagged NSFW"))
+    return ""
+
+
+def model_attempts_html(obj: GenerationRequest) -> str:
+    """``model_attempts`` as a table: attempt, model, outcome, seconds, error."""
+    if not obj.model_attempts:
+        return "—"
+    rows = format_html_join(
+        "",
+        '<tr class="modelslab-try--{}"><td>{}</td><td><code>{}</code></td><td>{}</td>'
+        "<td>{}</td><td>{}</td></tr>",
+        (
+            (
+                entry.get("outcome", ""),
+                entry.get("attempt", ""),
+                entry.get("model_id", ""),
+                entry.get("outcome", ""),
+                "" if entry.get("seconds") is None else f"{entry['seconds']:.2f} s",
+                entry.get("error", ""),
+            )
+            for entry in obj.model_attempts
+        ),
+    )
+    return format_html(
+        '<table class="modelslab-attempts"><thead><tr><th>{}</th><th>{}</th><th>{}</th>'
+        "<th>{}</th><th>{}</th></tr></thead><tbody>{}</tbody></table>",
+        gettext("Attempt"),
+        gettext("Model"),
+        gettext("Outcome"),
+        gettext("Time"),
+        gettext("Error"),
+        rows,
+    )
+
+
 def eta_label(obj: GenerationRequest) -> str:
     """ModelsLab's estimate while the request is queued or processing, else blank."""
     if obj.status in ACTIVE_STATUSES and obj.eta:
@@ -141,6 +180,7 @@ class GeneratedImageInline(admin.TabularInline):
         "attempt",
         "superseded_label",
         "chosen_label",
+        "nsfw_label",
     )
     readonly_fields = (*base_fields, "choose_button")
 
@@ -201,6 +241,10 @@ class GeneratedImageInline(admin.TabularInline):
             return format_html('<span class="modelslab-chosen">★ {}</span>', gettext("Chosen"))
         return ""
 
+    @admin.display(description=_("NSFW"))
+    def nsfw_label(self, image: GeneratedImage) -> str:
+        return nsfw_html(image)
+
     @admin.display(description="")
     def choose_button(self, image: GeneratedImage) -> str:
         if image.chosen:
@@ -239,6 +283,8 @@ class GenerationRequestAdmin(admin.ModelAdmin):
     status_poll_interval = 2.0
     readonly_fields = (
         "error",
+        "produced_by",
+        "model_attempts_table",
         "attempts",
         "provider_id",
         "track_id",
@@ -259,7 +305,23 @@ class GenerationRequestAdmin(admin.ModelAdmin):
             _("Advanced"),
             {
                 "classes": ("collapse",),
-                "fields": ("kind", "seed", "steps", "guidance", "use_cache", "extra"),
+                "fields": (
+                    "kind",
+                    "seed",
+                    "steps",
+                    "guidance",
+                    "use_cache",
+                    "extra",
+                    "fallback_models",
+                    "safety_checker",
+                ),
+            },
+        ),
+        (
+            _("Models tried"),
+            {
+                "fields": ("produced_by", "model_attempts_table"),
+                "description": _("Each model tried, in order, with its outcome and error."),
             },
         ),
         (
@@ -357,7 +419,7 @@ class GenerationRequestAdmin(admin.ModelAdmin):
             add or self.has_change_permission(request, obj)
         )
         button = None
-        if allowed and (obj is None or obj.status in (Status.PENDING, Status.FAILED)):
+        if allowed and (obj is None or obj.status in pipeline.SUBMITTABLE):
             button = (GENERATE_BUTTON, gettext("Save and generate"))
         elif allowed and obj.status == Status.SUCCEEDED:
             button = (REGENERATE_BUTTON, gettext("Save and regenerate"))
@@ -451,6 +513,10 @@ class GenerationRequestAdmin(admin.ModelAdmin):
     def cost_display(self, obj: GenerationRequest) -> str:
         return cost_html(obj)
 
+    @admin.display(description=_("model attempts"))
+    def model_attempts_table(self, obj: GenerationRequest) -> str:
+        return model_attempts_html(obj)
+
     @admin.display(description=_("raw responses (API key redacted)"))
     def raw_responses(self, obj: GenerationRequest) -> str:
         text = json.dumps(obj.provider_responses, indent=2, sort_keys=True)
@@ -476,7 +542,7 @@ class GenerationRequestAdmin(admin.ModelAdmin):
         results: list[GenerationRequest] = []
         busy: list[GenerationRequest] = []
         done_before: list[GenerationRequest] = []
-        refused: dict[str, list[GenerationRequest]] = {}
+        over_budget: dict[str, list[GenerationRequest]] = {}
         for obj in objs:
             if obj.status in ACTIVE_STATUSES:
                 busy.append(obj)
@@ -488,9 +554,9 @@ class GenerationRequestAdmin(admin.ModelAdmin):
                 except pipeline.GenerationInProgress:
                     busy.append(obj)
                 except BudgetExceeded as exc:  # nothing was queued
-                    refused.setdefault(str(exc), []).append(obj)
+                    over_budget.setdefault(str(exc), []).append(obj)
         self._report(request, results, busy=busy, done_before=done_before)
-        for reason, objs in refused.items():
+        for reason, objs in over_budget.items():
             self.message_user(
                 request,
                 ngettext(
@@ -512,7 +578,8 @@ class GenerationRequestAdmin(admin.ModelAdmin):
     ) -> None:
         succeeded = sum(1 for obj in results if obj.status == Status.SUCCEEDED)
         failed = [obj for obj in results if obj.status == Status.FAILED]
-        waiting = len(results) - succeeded - len(failed)
+        refused = [obj for obj in results if obj.status == Status.REFUSED]
+        waiting = len(results) - succeeded - len(failed) - len(refused)
         if succeeded:
             self.message_user(
                 request,
@@ -539,6 +606,18 @@ class GenerationRequestAdmin(admin.ModelAdmin):
                 )
                 % {"n": len(failed), "why": reasons},
                 messages.ERROR,
+            )
+        if refused:
+            reasons = "; ".join(f"#{obj.pk}: {obj.error}" for obj in refused)
+            self.message_user(
+                request,
+                ngettext(
+                    "%(n)d request refused: %(why)s",
+                    "%(n)d requests refused: %(why)s",
+                    len(refused),
+                )
+                % {"n": len(refused), "why": reasons},
+                messages.WARNING,
             )
         if busy:
             self.message_user(
@@ -593,7 +672,7 @@ class GeneratedImageAdmin(admin.ModelAdmin):
         "created_at",
     )
     list_display_links = ("preview", "id")
-    list_filter = ("request__model_id", "format", "created_at", "chosen", "superseded")
+    list_filter = ("request__model_id", "format", "created_at", "chosen", "superseded", "nsfw")
     search_fields = ("request__prompt",)
     list_select_related = ("request",)
     list_per_page = 50
@@ -613,6 +692,7 @@ class GeneratedImageAdmin(admin.ModelAdmin):
         "position",
         "chosen",
         "superseded",
+        "nsfw",
         "source_url",
         "source_expires_at",
         "created_at",
@@ -701,10 +781,6 @@ class GeneratedImageAdmin(admin.ModelAdmin):
                 % {"ids": ", ".join(f"#{pk}" for pk in ambiguous)},
                 messages.WARNING,
             )
-
-    def costs_view(self, request: HttpRequest) -> HttpResponse:
-        """Totals by user and by model of the requests the list's filters select."""
-        return costs_page(self, request)
 
     # --- columns --------------------------------------------------------------------------
 

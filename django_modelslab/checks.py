@@ -336,3 +336,67 @@ def _check_costs(conf: dict[str, Any]) -> list[CheckMessage]:
             )
         )
     return messages
+
+
+@register(Tags.compatibility)
+def check_fallbacks_and_safety(
+    app_configs: Iterable[Any] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """FALLBACK_MODELS, FALLBACK_ON_SAFETY, SAFETY_CHECKER and MODERATION_HOOK."""
+    if not isinstance(getattr(settings, SETTINGS_NAME, None) or {}, dict):
+        return []  # reported as E010
+    from .fallbacks import clean_model_ids
+
+    conf = get_settings()
+    messages: list[CheckMessage] = []
+    try:
+        clean_model_ids(conf["FALLBACK_MODELS"])
+    except ValueError as exc:
+        messages.append(
+            Error(
+                f"{SETTINGS_NAME}['FALLBACK_MODELS'] must be a list of model ids: {exc}",
+                hint='e.g. ["flux", "sdxl"]; [] tries only the request\'s own model.',
+                id="django_modelslab.E030",
+            )
+        )
+    if not isinstance(conf["FALLBACK_ON_SAFETY"], bool):
+        messages.append(
+            Error(
+                f"{SETTINGS_NAME}['FALLBACK_ON_SAFETY'] must be True or False.",
+                hint="False (the default): a safety refusal is final.",
+                id="django_modelslab.E031",
+            )
+        )
+    if conf["SAFETY_CHECKER"] not in (None, True, False):
+        messages.append(
+            Error(
+                f"{SETTINGS_NAME}['SAFETY_CHECKER'] must be None, True or False.",
+                hint="None leaves ModelsLab's default; True/False send safety_checker yes/no.",
+                id="django_modelslab.E032",
+            )
+        )
+    hook = conf["MODERATION_HOOK"]
+    if hook is not None:
+        problem = _hook_problem(hook)
+        if problem:
+            messages.append(
+                Error(
+                    f"{SETTINGS_NAME}['MODERATION_HOOK'] {problem}.",
+                    hint='e.g. "myproject.moderation.check_prompt"; None disables the hook.',
+                    id="django_modelslab.E033",
+                )
+            )
+    return messages
+
+
+def _hook_problem(hook: Any) -> str:
+    """Why a dotted path does not name a callable ("" when it does)."""
+    from django.utils.module_loading import import_string
+
+    if not isinstance(hook, str):
+        return f"must be a dotted path to a callable, got {type(hook).__name__}"
+    try:
+        target = import_string(hook)
+    except ImportError as exc:
+        return f"cannot be imported ({exc})"
+    return "" if callable(target) else f"names {hook!r}, which is not callable"

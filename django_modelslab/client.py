@@ -113,6 +113,8 @@ class ProviderResponse:
     meta: dict[str, Any] = field(default_factory=dict)
     message: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
+    #: ``nsfw_content_detected`` per output (None where not said); empty when absent.
+    nsfw: tuple[bool | None, ...] = ()
 
     @property
     def done(self) -> bool:
@@ -203,10 +205,11 @@ def _build(status: str, data: dict[str, Any], message: str) -> ProviderResponse:
     meta = meta if isinstance(meta, dict) else {}
     raw_id = data.get("id", data.get("request_id"))
     fetch_url = data.get("fetch_result")
+    output_urls = _urls(data.get("output"))
     return ProviderResponse(
         status=status,
         provider_id=None if raw_id in (None, "") else str(raw_id),
-        output_urls=_urls(data.get("output")),
+        output_urls=output_urls,
         future_urls=_urls(data.get("future_links")),
         proxy_urls=_urls(data.get("proxy_links")),
         eta=_number(data.get("eta")),
@@ -217,6 +220,7 @@ def _build(status: str, data: dict[str, Any], message: str) -> ProviderResponse:
         meta=meta,
         message=message,
         raw=data,
+        nsfw=_nsfw_flags(data.get("nsfw_content_detected"), len(output_urls)),
     )
 
 
@@ -229,6 +233,24 @@ def reported_cost(data: Mapping[str, Any]) -> Decimal | None:
             amount = parse_amount(source.get(name))
             if amount is not None:
                 return amount
+    return None
+
+
+def _nsfw_flags(value: Any, outputs: int) -> tuple[bool | None, ...]:
+    """Per-output flags from one bool (all outputs), a list (one each) or yes/no strings."""
+    if isinstance(value, list | tuple):
+        return tuple(_yes_no(v) for v in value)
+    flag = _yes_no(value)
+    return () if flag is None else (flag,) * max(outputs, 1)
+
+
+def _yes_no(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("yes", "true", "no", "false"):
+        return value.strip().lower() in ("yes", "true")
+    if isinstance(value, int | float):
+        return bool(value)
     return None
 
 

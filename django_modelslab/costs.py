@@ -21,6 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Count, F, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce, NullIf
 from django.utils import timezone
@@ -42,6 +43,7 @@ __all__ = [
     "day_start",
     "estimate",
     "price_of",
+    "record_unpaid_job",
     "spent_today",
     "totals",
 ]
@@ -100,6 +102,25 @@ def add(request: GenerationRequest, charge: Charge) -> None:
     request.cost = total.quantize(QUANTUM)
     if charge.source:
         request.cost_source = charge.source
+
+
+def record_unpaid_job(request: GenerationRequest, reported: Decimal | None) -> None:
+    """Add what ModelsLab reported for a job that stored nothing (safety refusal, failure).
+
+    Nothing without a reported cost: a refused or failed job is not priced from PRICES.
+    Once per job: the job (its ``track_id``) is dropped from the row in the same update, so a
+    webhook and a poller that both see the answer charge it once.
+    """
+    if reported is None or not request.track_id:
+        return
+    with transaction.atomic():
+        dropped = GenerationRequest.objects.filter(
+            pk=request.pk, attempts=request.attempts, track_id=request.track_id
+        ).update(track_id="", provider_id="")
+        if not dropped:
+            return
+        add(request, Charge(reported, Source.PROVIDER))
+        request.save(update_fields=["cost", "cost_source", "updated_at"])
 
 
 def _last_reported_cost(request: GenerationRequest) -> Decimal | None:

@@ -165,3 +165,16 @@ class BudgetExceeded(ModelsLabError):
         self.budget = budget
         self.spent = spent
         self.estimate = estimate
+
+
+class GenerationRefused(ModelsLabError):
+    """The generation was refused on content grounds: the request ends ``refused``, not
+    ``failed``. An editor can change the prompt and generate again."""
+
+
+class PromptRejected(GenerationRefused):
+    """The MODERATION_HOOK rejected the prompt; ModelsLab was not called."""
+
+
+class SafetyRefused(GenerationRefused):
+    """ModelsLab's safety checker flagged and blanked every output of the job."""

@@ -37,9 +37,15 @@ CACHE_KEY_FIELDS = (
 
 
 def request_id_from_track_id(track_id: str) -> int | None:
-    """The request a track id (``"<request id>-<attempt>"``) belongs to, if it is one of ours."""
+    """The request a track id belongs to, if it is one of ours.
+
+    ``"<request id>-<attempt>"``, or ``"<request id>-<attempt>.<n>"`` for the n-th fallback
+    model tried in that attempt.
+    """
     head, _, attempt = track_id.partition("-")
-    return int(head) if head.isdigit() and attempt.isdigit() else None
+    attempt, _, model = attempt.partition(".")
+    ours = head.isdigit() and attempt.isdigit() and (not model or model.isdigit())
+    return int(head) if ours else None
 
 
 class GenerationRequest(models.Model):
@@ -275,7 +281,7 @@ class GeneratedImage(models.Model):
         ]
 
     def __str__(self) -> str:
-        return self.image.name
+        return f"{self.sha256[:12]}.{self.format.lower()} {self.width}×{self.height}"  # noqa: RUF001
 
 
 class IdempotencyKey(models.Model):

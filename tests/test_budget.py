@@ -18,6 +18,7 @@ from django.utils import timezone
 from django_modelslab import costs, pipeline
 from django_modelslab.exceptions import BudgetExceeded
 from django_modelslab.models import GenerationRequest
+from django_modelslab.testing.emulator import NSFW_TRIGGER
 
 from .test_admin import EDIT_PERMS, messages_of, run_action, staff
 from .test_api import api_client, url
@@ -263,3 +264,32 @@ def test_command_reports_skipped_requests_and_exits_non_zero(alice, budget, emul
         request.refresh_from_db()
         assert request.status == Status.SUCCEEDED and request.cost == Decimal("1")
         assert request.images.filter(superseded=False).count() == 1
+
+
+def test_command_shows_refusals_budget_skips_and_the_cost(alice, budget, emulator):
+    # Every job reports one credit per image, as PRICES estimates: the budget's count is the
+    # same whether a job is still running or done, so which request is skipped is certain.
+    emulator.configure(report_cost=1)
+    blank = new(alice, prompt=f"a beach {NSFW_TRIGGER}")
+    kite = new(alice, prompt="a kite")
+    late = new(alice, prompt="a late kite")
+    budget(DAILY_BUDGET="2")
+    out = io.StringIO()
+
+    with pytest.raises(CommandError, match=r"^1 request\(s\) skipped: daily budget reached\.$"):
+        call_command("regenerate_images", "--yes", stdout=out, stderr=out)
+
+    text = out.getvalue()
+    assert "Done: 1 refused, 1 skipped (budget), 1 succeeded." in text
+    assert "Cost: 2.00 credits." in text  # the refused job's reported cost counts
+    assert "Refused (1): ModelsLab's safety checker flagged the image" in text
+    assert f"[#{blank.pk}]" in text
+    assert "Skipped (budget) (1): left as they were, nothing sent." in text
+    assert f"[#{late.pk}]" in text
+    assert "Produced by: flux 1." in text
+    assert emulator.calls["text2img"] == 2
+    for request, status in ((blank, Status.REFUSED), (kite, Status.SUCCEEDED)):
+        request.refresh_from_db()
+        assert (request.status, request.cost) == (status, Decimal("1"))
+    late.refresh_from_db()
+    assert (late.status, late.cost) == (Status.PENDING, None)

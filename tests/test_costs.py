@@ -15,6 +15,7 @@ from django_modelslab.checks import check_settings
 from django_modelslab.client import parse_response, reported_cost
 from django_modelslab.models import GenerationRequest
 from django_modelslab.signals import request_succeeded
+from django_modelslab.testing.emulator import NSFW_TRIGGER
 
 from .test_admin import EDIT_PERMS, VIEW_PERMS, messages_of, staff
 
@@ -113,6 +114,51 @@ def test_request_succeeded_carries_the_attempts_cost(emulator, settings):
     assert seen == [Decimal("0.3"), Decimal("0.3"), Decimal("0.3"), Decimal("0")]
     first.refresh_from_db()
     assert first.cost == Decimal("0.6")
+
+
+# --- with fallbacks and safety ---------------------------------------------------------------
+
+
+def test_the_model_that_produced_the_images_prices_them(emulator, settings):
+    emulator.configure(failing_models={"flux": "failed"})
+    use(settings, PRICES={"flux": "1", "sdxl": "0.25"})
+
+    request = generate(samples=2, fallback_models=["sdxl"])
+
+    assert request.produced_by == "sdxl"
+    assert (request.cost, request.cost_source) == (Decimal("0.50"), Source.PRICE_TABLE)
+
+
+def test_a_refused_job_costs_only_what_modelslab_reported(emulator, settings):
+    use(settings, PRICES={"*": "1"}, FALLBACK_ON_SAFETY=True)
+    nsfw = {"prompt": f"a beach {NSFW_TRIGGER}", "width": 256, "height": 256}
+
+    unpriced = GenerationRequest.objects.create(**nsfw)
+    pipeline.run(unpriced.pk)
+    unpriced.refresh_from_db()
+    emulator.configure(report_cost="0.2")
+    reported = GenerationRequest.objects.create(**nsfw, samples=2, fallback_models=["sdxl"])
+    pipeline.run(reported.pk)
+    reported.refresh_from_db()
+
+    assert unpriced.status == Status.REFUSED
+    assert (unpriced.cost, unpriced.cost_source) == (None, "")  # PRICES is not applied
+    assert reported.status == Status.REFUSED
+    # Both models' jobs were refused; each reported 0.2 x 2 images.
+    assert [e["outcome"] for e in reported.model_attempts] == ["refused", "refused"]
+    assert (reported.cost, reported.cost_source) == (Decimal("0.8"), Source.PROVIDER)
+
+
+def test_a_prompt_refused_by_moderation_costs_nothing(emulator, settings):
+    emulator.configure(report_cost="0.2")
+    use(settings, PRICES={"*": "1"}, MODERATION_HOOK="tests.test_safety.no_dragons")
+
+    request = GenerationRequest.objects.create(prompt="a dragon", width=256, height=256)
+    request = pipeline.submit(request)
+
+    assert request.status == Status.REFUSED
+    assert (request.cost, request.cost_source) == (None, "")
+    assert sum(emulator.calls.values()) == 0
 
 
 @pytest.mark.parametrize(

@@ -243,7 +243,7 @@ class ImagesGenerationsView(APIView):
         parameters=[IDEMPOTENCY_HEADER],
         responses={
             200: ImagesResponseSerializer,
-            400: _error("Invalid request body."),
+            400: _error("Invalid body, or a refused prompt (code content_policy_violation)."),
             401: _error("Missing or wrong API key (a DRF token, sent as Bearer)."),
             403: _error("Authenticated but not allowed."),
             404: _error("Unknown model (code model_not_found)."),
@@ -286,6 +286,13 @@ class ImagesGenerationsView(APIView):
         link = reverse(f"{NAMESPACE}:generation-detail", args=[generation.pk], request=self.request)
         # A retry would pay for the same images again: tell OpenAI's SDKs not to.
         no_retry = {"x-should-retry": "false", "Location": link}
+        if generation.status == GenerationRequest.Status.REFUSED:
+            # OpenAI's answer to a prompt its safety system rejects.
+            raise OpenAIError(
+                generation.error or "Your request was rejected by the safety system.",
+                code="content_policy_violation",
+                headers=no_retry,
+            )
         if generation.status == GenerationRequest.Status.FAILED:
             raise OpenAIError(
                 generation.error or "The generation failed.",

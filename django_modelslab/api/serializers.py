@@ -12,6 +12,7 @@ from rest_framework.exceptions import ErrorDetail
 from rest_framework.reverse import reverse
 
 from ..conf import get_setting
+from ..fallbacks import MAX_FALLBACK_MODELS, clean_model_ids
 from ..limits import MAX_SAMPLES, MAX_SEED, MAX_SIDE, MAX_STEPS, MIN_SIDE, SIDE_STEP
 from ..models import GeneratedImage, GenerationRequest
 
@@ -95,6 +96,24 @@ class GenerationCreateSerializer(StrictSerializer):
         help_text=_("Fixed seed: an identical earlier request's images are reused."),
     )
     use_cache = serializers.BooleanField(default=True)
+    fallback_models = serializers.ListField(
+        child=serializers.CharField(max_length=200),
+        required=False,
+        max_length=MAX_FALLBACK_MODELS,
+        help_text=_(
+            "Model ids tried in order when the model fails; omitted or empty: the "
+            "FALLBACK_MODELS setting."
+        ),
+    )
+    safety_checker = serializers.BooleanField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text=_(
+            "Ask ModelsLab to check outputs (it blanks NSFW ones); null: ModelsLab's default "
+            "or the SAFETY_CHECKER setting."
+        ),
+    )
 
     def get_fields(self) -> dict[str, serializers.Field]:
         fields = super().get_fields()
@@ -106,6 +125,12 @@ class GenerationCreateSerializer(StrictSerializer):
         if not value.strip():
             raise serializers.ValidationError(_("This field may not be blank."))
         return value
+
+    def validate_fallback_models(self, value: list[str]) -> list[str]:
+        try:
+            return clean_model_ids(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from exc
 
 
 def _link(request: Any, name: str, pk: int) -> str:
@@ -149,6 +174,7 @@ class ImageSerializer(serializers.ModelSerializer):
             "position",
             "chosen",
             "superseded",
+            "nsfw",
             "created_at",
             "links",
         )
@@ -172,6 +198,30 @@ class ImageSerializer(serializers.ModelSerializer):
         }
 
 
+@extend_schema_field(
+    {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {
+                "model_id": {"type": "string"},
+                "outcome": {
+                    "type": "string",
+                    "enum": ["started", "succeeded", "failed", "refused", "abandoned"],
+                },
+                "error": {"type": "string"},
+                "seconds": {"type": "number", "nullable": True},
+                "at": {"type": "string", "format": "date-time"},
+                "attempt": {"type": "integer"},
+                "track_id": {"type": "string"},
+            },
+        },
+    }
+)
+class ModelAttemptsField(serializers.JSONField):
+    """``GenerationRequest.model_attempts``: one object per model tried."""
+
+
 class GenerationLinksSerializer(serializers.Serializer):
     self = serializers.URLField()
     regenerate = serializers.URLField()
@@ -186,6 +236,14 @@ class GenerationSerializer(serializers.ModelSerializer):
         allow_blank=True,
         read_only=True,
         help_text=_("Where cost came from; blank when unknown or reused from the cache."),
+    )
+    fallback_models = serializers.ListField(
+        child=serializers.CharField(),
+        read_only=True,
+        help_text=_("Model ids tried after model_id; empty: the FALLBACK_MODELS setting."),
+    )
+    model_attempts = ModelAttemptsField(
+        read_only=True, help_text=_("Each model tried, in order: outcome, error, seconds.")
     )
     images = ImageSerializer(many=True, read_only=True)
     links = serializers.SerializerMethodField()
@@ -209,6 +267,10 @@ class GenerationSerializer(serializers.ModelSerializer):
             "guidance",
             "seed",
             "use_cache",
+            "fallback_models",
+            "safety_checker",
+            "produced_by",
+            "model_attempts",
             "cached_from",
             "cost",
             "cost_source",

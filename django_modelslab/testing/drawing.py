@@ -107,3 +107,11 @@ def draw_image(prompt: str, seed: int, width: int, height: int, fmt: str = "png"
     else:
         image.save(out, format="JPEG", quality=85)
     return out.getvalue()
+
+
+def blank_image(width: int, height: int, fmt: str = "png") -> bytes:
+    """A solid black image: what a safety checker puts in place of a flagged output."""
+    fmt = normalize_format(fmt)
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (0, 0, 0)).save(out, format="PNG" if fmt == "png" else "JPEG")
+    return out.getvalue()
