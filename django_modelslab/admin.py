@@ -31,7 +31,7 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from . import pipeline
-from .admin_costs import cost_html, costs_page
+from .admin_costs import charges_html, cost_html, costs_page
 from .exceptions import BudgetExceeded
 from .forms import GenerationRequestAdminForm
 from .models import GeneratedImage, GenerationRequest, WebhookDelivery
@@ -298,6 +298,7 @@ class GenerationRequestAdmin(admin.ModelAdmin):
         "raw_responses",
         "cost_display",
         "cost_source",
+        "charges_table",
     )
     fieldsets = (
         (None, {"fields": ("prompt", "negative_prompt", "model_id", "width", "height", "samples")}),
@@ -336,6 +337,7 @@ class GenerationRequestAdmin(admin.ModelAdmin):
                     "cached_from",
                     "cost_display",
                     "cost_source",
+                    "charges_table",
                     "requested_by",
                     "created_at",
                     "submitted_at",
@@ -512,6 +514,10 @@ class GenerationRequestAdmin(admin.ModelAdmin):
     @admin.display(description=_("cost"), ordering="cost")
     def cost_display(self, obj: GenerationRequest) -> str:
         return cost_html(obj)
+
+    @admin.display(description=_("charges (one per paid job)"))
+    def charges_table(self, obj: GenerationRequest) -> str:
+        return charges_html(obj)
 
     @admin.display(description=_("model attempts"))
     def model_attempts_table(self, obj: GenerationRequest) -> str:

@@ -1,13 +1,15 @@
-"""What each generation cost, totals, and the daily budgets checked before work is sent.
+"""What each generation cost, the ledger of charges, totals, and the daily budgets.
 
-A request's ``cost`` is what all its paid attempts cost together: the amount ModelsLab
-reported in its answer (``cost_source="provider"``), else the ``PRICES`` setting's price
-per image times the images stored (``"price_table"``), else unknown (``None``). Reusing an
-identical request's images from the cache costs 0 (and adds no source).
+Every paid provider job adds one :class:`~django_modelslab.models.Charge` row, written in
+the transaction that records the job's outcome: the amount ModelsLab reported in its answer
+(``source="provider"``), else the ``PRICES`` setting's price per image times the images
+stored (``"price_table"``). A job whose cost is unknown (no reported cost, no price) adds
+no row. ``GenerationRequest.cost`` is the running total of a request's charges; reusing an
+identical request's images from the cache costs 0 and adds no row.
 
-Budgets count a day in the project's ``TIME_ZONE``: the recorded cost of requests that
-finished today, plus the estimate (price x samples) of requests still queued or running.
-:func:`check_budget` is called by :func:`django_modelslab.pipeline.submit` and
+Budgets count a day in the project's ``TIME_ZONE``: the charges made today, plus the
+estimate (price x samples) of requests still queued or running. :func:`check_budget` is
+called by :func:`django_modelslab.pipeline.submit` and
 :func:`~django_modelslab.pipeline.regenerate` before anything is queued or sent.
 """
 
@@ -15,14 +17,14 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from datetime import time as clock
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F, Q, QuerySet, Sum, Value
+from django.db.models import Count, F, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce, NullIf
 from django.utils import timezone
 
@@ -30,21 +32,25 @@ from .amounts import QUANTUM, format_amount, parse_amount
 from .client import ProviderResponse, reported_cost
 from .conf import get_setting
 from .exceptions import BudgetExceeded
-from .models import GeneratedImage, GenerationRequest
+from .fallbacks import current_model
+from .models import Charge, GenerationRequest
 
 __all__ = [
     "CACHED",
-    "Charge",
     "CostRow",
-    "add",
+    "JobCost",
     "charge_for",
     "check_budget",
     "committed",
     "day_start",
     "estimate",
+    "midnight",
     "price_of",
+    "record",
     "record_unpaid_job",
+    "spent",
     "spent_today",
+    "today",
     "totals",
 ]
 
@@ -55,15 +61,16 @@ IN_FLIGHT = (Status.QUEUED, Status.PROCESSING)
 
 
 @dataclass(frozen=True)
-class Charge:
-    """What one attempt cost: ``amount`` None when unknown; ``source`` a CostSource or ""."""
+class JobCost:
+    """What one job cost: ``amount`` None when unknown; ``source`` a CostSource, or "" when
+    nothing was paid (the cache)."""
 
     amount: Decimal | None
     source: str = ""
 
 
 #: A result reused from the cache: no API call, nothing to pay.
-CACHED = Charge(ZERO)
+CACHED = JobCost(ZERO)
 
 
 # --- recording ----------------------------------------------------------------------------
@@ -79,7 +86,7 @@ def price_of(model_id: str) -> Decimal | None:
     return parse_amount(value)
 
 
-def charge_for(request: GenerationRequest, response: ProviderResponse | None) -> Charge:
+def charge_for(request: GenerationRequest, response: ProviderResponse | None) -> JobCost:
     """The cost of the attempt whose outputs ``request.output_urls`` holds.
 
     ``response`` None means the outputs came from an earlier attempt's answer (its copy
@@ -87,39 +94,54 @@ def charge_for(request: GenerationRequest, response: ProviderResponse | None) ->
     """
     reported = response.cost if response is not None else _last_reported_cost(request)
     if reported is not None:
-        return Charge(reported, Source.PROVIDER)
+        return JobCost(reported, Source.PROVIDER)
     price = price_of(request.produced_by or request.model_id)
     if price is None:
-        return Charge(None)
-    return Charge(price * len(request.output_urls), Source.PRICE_TABLE)
+        return JobCost(None)
+    return JobCost(price * len(request.output_urls), Source.PRICE_TABLE)
 
 
-def add(request: GenerationRequest, charge: Charge) -> None:
-    """Add ``charge`` to ``request.cost`` (unsaved); an unknown amount changes nothing."""
-    if charge.amount is None:
-        return
-    total = (request.cost or ZERO) + charge.amount
-    request.cost = total.quantize(QUANTUM)
-    if charge.source:
-        request.cost_source = charge.source
+def record(request: GenerationRequest, cost: JobCost, *, model_id: str) -> Charge | None:
+    """Add ``cost`` to ``request.cost`` (unsaved) and write the job's ledger row.
+
+    Call it inside the transaction that records the job's outcome, so the row and the
+    outcome are saved together. An unknown amount changes nothing; a cost without a source
+    (the cache) sets ``cost`` but is no charge.
+    """
+    if cost.amount is None:
+        return None
+    amount = cost.amount.quantize(QUANTUM)
+    request.cost = ((request.cost or ZERO) + amount).quantize(QUANTUM)
+    if not cost.source:
+        return None
+    request.cost_source = cost.source
+    return Charge.objects.create(
+        request=request,
+        user_id=request.requested_by_id,
+        model_id=model_id,
+        amount=amount,
+        source=cost.source,
+        attempt=request.attempts,
+    )
 
 
 def record_unpaid_job(request: GenerationRequest, reported: Decimal | None) -> None:
-    """Add what ModelsLab reported for a job that stored nothing (safety refusal, failure).
+    """Charge what ModelsLab reported for a job that stored nothing (safety refusal, failure).
 
     Nothing without a reported cost: a refused or failed job is not priced from PRICES.
-    Once per job: the job (its ``track_id``) is dropped from the row in the same update, so a
-    webhook and a poller that both see the answer charge it once.
+    Once per job: the job (its ``track_id``) is dropped from the row in the same
+    transaction, so a webhook and a poller that both see the answer charge it once.
     """
     if reported is None or not request.track_id:
         return
+    model_id = current_model(request)
     with transaction.atomic():
         dropped = GenerationRequest.objects.filter(
             pk=request.pk, attempts=request.attempts, track_id=request.track_id
         ).update(track_id="", provider_id="")
         if not dropped:
             return
-        add(request, Charge(reported, Source.PROVIDER))
+        record(request, JobCost(reported, Source.PROVIDER), model_id=model_id)
         request.save(update_fields=["cost", "cost_source", "updated_at"])
 
 
@@ -134,21 +156,47 @@ def _last_reported_cost(request: GenerationRequest) -> Decimal | None:
 # --- budgets ------------------------------------------------------------------------------
 
 
+def midnight(day: date) -> datetime:
+    """The start of ``day`` in the project's ``TIME_ZONE``."""
+    if not settings.USE_TZ:
+        return datetime.combine(day, clock.min)
+    return datetime.combine(day, clock.min, tzinfo=timezone.get_default_timezone())
+
+
+def today() -> date:
+    """Today's date in the project's ``TIME_ZONE``."""
+    now = timezone.now()
+    if not settings.USE_TZ:
+        return now.date()
+    return timezone.localtime(now, timezone.get_default_timezone()).date()
+
+
 def day_start(now: datetime | None = None) -> datetime:
     """Midnight that began today, in the project's ``TIME_ZONE``."""
-    now = now or timezone.now()
+    if now is None:
+        return midnight(today())
     if not settings.USE_TZ:
-        return datetime.combine(now.date(), clock.min)
-    zone = timezone.get_default_timezone()
-    return datetime.combine(timezone.localtime(now, zone).date(), clock.min, tzinfo=zone)
+        return midnight(now.date())
+    return midnight(timezone.localtime(now, timezone.get_default_timezone()).date())
+
+
+def spent(
+    user: Any = None, *, since: datetime | None = None, until: datetime | None = None
+) -> Decimal:
+    """The sum of the charges made in ``[since, until)`` (``user``'s only, when given)."""
+    charges = Charge.objects.all()
+    if since is not None:
+        charges = charges.filter(created_at__gte=since)
+    if until is not None:
+        charges = charges.filter(created_at__lt=until)
+    if user is not None:
+        charges = charges.filter(user=user)
+    return charges.aggregate(total=Sum("amount"))["total"] or ZERO
 
 
 def spent_today(user: Any = None, *, now: datetime | None = None) -> Decimal:
-    """The recorded cost of requests that finished today (``user``'s only, when given)."""
-    requests = GenerationRequest.objects.filter(finished_at__gte=day_start(now))
-    if user is not None:
-        requests = requests.filter(requested_by=user)
-    return requests.aggregate(total=Sum("cost"))["total"] or ZERO
+    """The charges made today (``user``'s only, when given), whatever the requests' age."""
+    return spent(user, since=day_start(now))
 
 
 def committed(user: Any = None, *, exclude: int | None = None) -> Decimal:
@@ -241,17 +289,13 @@ def _zone_name() -> str:
 # --- totals -------------------------------------------------------------------------------
 
 
-#: Succeeded requests whose cost is not known (no reported cost, no price).
-_UNKNOWN = Count("pk", filter=Q(cost__isnull=True, status=Status.SUCCEEDED))
-
-
 @dataclass(frozen=True)
 class CostRow:
-    """One line of the totals: a user or a model, its requests, images and cost."""
+    """One line of the totals: a user or a model, its paid jobs, their requests and cost."""
 
     label: str
-    requests: int
-    images: int
+    jobs: int  # charges
+    requests: int  # distinct requests charged
     cost: Decimal
     unknown: int  # succeeded requests whose cost is not known
 
@@ -260,65 +304,66 @@ class CostRow:
         return format_amount(self.cost)
 
 
-def totals(requests: QuerySet[GenerationRequest]) -> dict[str, list[CostRow]]:
-    """Totals of ``requests`` grouped ``by_user`` and ``by_model`` (the model that produced
-    the images, else the one asked for), largest cost first, plus ``all`` (one row)."""
+def totals(
+    charges: QuerySet[Charge], unknown: QuerySet[GenerationRequest]
+) -> dict[str, list[CostRow]]:
+    """``charges`` grouped ``by_user`` (who had asked) and ``by_model`` (the model that did the
+    job), largest cost first, plus ``all`` (one row). ``unknown`` are the succeeded requests
+    of the same selection whose cost is not known: they are counted, not priced."""
+    charges = charges.order_by()
+    unknown = unknown.filter(status=Status.SUCCEEDED, cost__isnull=True).order_by()
     model = Coalesce(NullIf(F("produced_by"), Value("")), NullIf(F("model_id"), Value("")))
-    requests = requests.order_by().annotate(cost_model=model)
-    users = _user_labels(requests)
+    users = _user_labels(charges, unknown)
     return {
-        "by_user": _grouped(requests, "requested_by", lambda key: users.get(key, "(nobody)")),
-        "by_model": _grouped(requests, "cost_model", lambda key: key or "(default model)"),
-        "all": [_total(requests)],
+        "by_user": _grouped(
+            charges.values(key=F("user")),
+            unknown.values(key=F("requested_by")),
+            lambda key: users.get(key, "(nobody)"),
+        ),
+        "by_model": _grouped(
+            charges.values(key=NullIf(F("model_id"), Value(""))),
+            unknown.values(key=model),
+            lambda key: key or "(default model)",
+        ),
+        "all": [_total(charges, unknown)],
     }
 
 
-def _total(requests: QuerySet[GenerationRequest]) -> CostRow:
-    row = requests.aggregate(n=Count("pk"), total=Sum("cost"), unknown=_UNKNOWN)
+_SUMS = {"jobs": Count("pk"), "requests": Count("request", distinct=True), "total": Sum("amount")}
+
+
+def _total(charges: QuerySet[Charge], unknown: QuerySet[GenerationRequest]) -> CostRow:
+    row = charges.aggregate(**_SUMS)
     return CostRow(
         label="Total",
-        requests=row["n"],
-        images=_image_counts(requests, None)[None],
+        jobs=row["jobs"],
+        requests=row["requests"],
         cost=row["total"] or ZERO,
-        unknown=row["unknown"],
+        unknown=unknown.count(),
     )
 
 
-def _grouped(requests: QuerySet[GenerationRequest], key: str, label: Any) -> list[CostRow]:
-    rows = requests.values(key).annotate(n=Count("pk"), total=Sum("cost"), unknown=_UNKNOWN)
-    images = _image_counts(requests, key)
+def _grouped(charges: QuerySet[Any], unknown: QuerySet[Any], label: Any) -> list[CostRow]:
+    paid = {row["key"]: row for row in charges.annotate(**_SUMS)}
+    missing = {row["key"]: row["n"] for row in unknown.annotate(n=Count("pk"))}
+    empty = {"jobs": 0, "requests": 0, "total": None}
     result = [
         CostRow(
-            label=label(row[key]),
-            requests=row["n"],
-            images=images.get(row[key], 0),
-            cost=row["total"] or ZERO,
-            unknown=row["unknown"],
+            label=label(key),
+            jobs=paid.get(key, empty)["jobs"],
+            requests=paid.get(key, empty)["requests"],
+            cost=paid.get(key, empty)["total"] or ZERO,
+            unknown=missing.get(key, 0),
         )
-        for row in rows
+        for key in paid.keys() | missing.keys()
     ]
     return sorted(result, key=lambda row: (-row.cost, row.label))
 
 
-def _image_counts(requests: QuerySet[GenerationRequest], key: str | None) -> dict[Any, int]:
-    """Images stored by these requests (superseded ones too: they were paid for)."""
-    ids = requests.values("pk")
-    images = GeneratedImage.objects.filter(request__in=ids).order_by()
-    if key is None:
-        return {None: images.count()}
-    if key == "cost_model":
-        model = Coalesce(
-            NullIf(F("request__produced_by"), Value("")),
-            NullIf(F("request__model_id"), Value("")),
-        )
-        grouped = images.annotate(group=model).values("group")
-    else:
-        grouped = images.values(group=F(f"request__{key}"))
-    return {row["group"]: row["n"] for row in grouped.annotate(n=Count("pk"))}
-
-
-def _user_labels(requests: QuerySet[GenerationRequest]) -> dict[int, str]:
+def _user_labels(charges: QuerySet[Charge], unknown: QuerySet[GenerationRequest]) -> dict[int, str]:
     from django.contrib.auth import get_user_model
 
-    ids = {pk for pk in requests.values_list("requested_by", flat=True) if pk is not None}
-    return {user.pk: user.get_username() for user in get_user_model().objects.filter(pk__in=ids)}
+    ids = set(charges.values_list("user", flat=True))
+    ids |= set(unknown.values_list("requested_by", flat=True))
+    users = get_user_model().objects.filter(pk__in=ids - {None})
+    return {user.pk: user.get_username() for user in users}

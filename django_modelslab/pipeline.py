@@ -422,7 +422,7 @@ def _reuse_cached_images(request: GenerationRequest) -> bool:
             copies.append(copy)
         request.cached_from = source
         request.produced_by = source.produced_by or source.model_id
-        costs.add(request, costs.CACHED)
+        costs.record(request, costs.CACHED, model_id=request.produced_by)  # no charge
         _mark(request, Status.SUCCEEDED)
         transaction.on_commit(partial(_send_succeeded, request, copies, charge=costs.CACHED))
     logger.info("Generation #%s: reused %s image(s) of #%s", request.pk, len(images), source.pk)
@@ -653,8 +653,9 @@ def _finish(
             rows.append(row)
         request.produced_by = fallbacks.current_model(request)
         fallbacks.end(request)
-        charge = costs.charge_for(request, response)  # priced by the model that produced them
-        costs.add(request, charge)
+        # Priced by the model that produced them; its ledger row commits with the images.
+        charge = costs.charge_for(request, response)
+        costs.record(request, charge, model_id=request.produced_by)
         _mark(request, Status.SUCCEEDED)
         uploads = [image.uploaded for image, _thumbnail in stored]
         transaction.on_commit(partial(_send_succeeded, request, rows, uploads, charge=charge))
@@ -683,7 +684,7 @@ def _send_succeeded(
     rows: list[GeneratedImage],
     uploads: list[bool] | None = None,
     *,
-    charge: costs.Charge,
+    charge: costs.JobCost,
 ) -> None:
     """``image_stored`` for each stored image (none for cache reuse), then ``request_succeeded``."""
     for row, uploaded in zip(rows, uploads or [], strict=False):

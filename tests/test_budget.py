@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from django_modelslab import costs, pipeline
 from django_modelslab.exceptions import BudgetExceeded
-from django_modelslab.models import GenerationRequest
+from django_modelslab.models import Charge, GenerationRequest
 from django_modelslab.testing.emulator import NSFW_TRIGGER
 
 from .test_admin import EDIT_PERMS, messages_of, run_action, staff
@@ -51,15 +51,27 @@ def new(user: User | None, **fields: Any) -> GenerationRequest:
 
 
 def spent(user: User | None, amount: str, *, when=None, **fields: Any) -> GenerationRequest:
-    """A request that succeeded (``when``, default now) having cost ``amount``."""
-    return new(
+    """A request that succeeded (``when``, default now) having cost ``amount``: its charge."""
+    when = when or timezone.now()
+    request = new(
         user,
         status=Status.SUCCEEDED,
         cost=Decimal(amount),
         cost_source=GenerationRequest.CostSource.PRICE_TABLE,
-        finished_at=when or timezone.now(),
+        finished_at=when,
+        attempts=1,
         **fields,
     )
+    Charge.objects.create(
+        request=request,
+        user=user,
+        model_id="flux",
+        amount=Decimal(amount),
+        source=GenerationRequest.CostSource.PRICE_TABLE,
+        attempt=1,
+        created_at=when,
+    )
+    return request
 
 
 def test_per_user_budget_refuses_the_next_request_without_calling_modelslab(
@@ -117,6 +129,37 @@ def test_other_users_and_yesterday_do_not_count(alice, budget, emulator):
 
     assert request.status == Status.SUCCEEDED
     assert emulator.calls["text2img"] == 1
+
+
+def test_a_regenerated_old_request_counts_only_todays_job(alice, budget, emulator):
+    budget(DAILY_BUDGET_PER_USER="3")
+    old = spent(alice, "50", when=costs.day_start() - timedelta(days=2))
+
+    again = pipeline.regenerate(old)  # 1 credit today; its cost is now 51 in all
+
+    assert again.status == Status.SUCCEEDED, again.error
+    assert again.cost == Decimal("51")
+    assert costs.spent_today(alice) == Decimal("1")
+    assert costs.spent_today() == Decimal("1")
+    assert [c.amount for c in again.charges.order_by("pk")] == [Decimal("50"), Decimal("1")]
+    second = pipeline.submit(new(alice, samples=2))  # 1 + 2 = 3: still within the budget
+    assert second.status == Status.SUCCEEDED, second.error
+    with pytest.raises(BudgetExceeded, match=r"3\.00 of 3\.00 credits"):
+        pipeline.submit(new(alice))
+
+
+def test_charges_count_for_who_asked_when_the_job_was_paid(alice, budget, emulator):
+    budget(DAILY_BUDGET_PER_USER="1")
+    bob = User.objects.create_user("bob")
+    request = pipeline.submit(new(alice))  # alice's job: 1 credit
+    request.requested_by = bob  # handed over afterwards
+    request.save()
+
+    assert costs.spent_today(alice) == Decimal("1")
+    assert costs.spent_today(bob) == Decimal("0")
+    with pytest.raises(BudgetExceeded):
+        pipeline.submit(new(alice))
+    assert pipeline.submit(new(bob)).status == Status.SUCCEEDED
 
 
 def test_global_budget_counts_everyone(alice, budget, emulator):
@@ -243,7 +286,7 @@ def test_openai_endpoint_answers_insufficient_quota(alice, budget, emulator):
 def test_command_reports_skipped_requests_and_exits_non_zero(alice, budget, emulator):
     made = [pipeline.submit(new(alice, prompt=f"fox {n}")) for n in range(5)]
     # That was yesterday's spending: today starts with a clean slate.
-    GenerationRequest.objects.update(finished_at=costs.day_start() - timedelta(hours=1))
+    Charge.objects.update(created_at=costs.day_start() - timedelta(hours=1))
     budget(DAILY_BUDGET="3")
     out = io.StringIO()
 
