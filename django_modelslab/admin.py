@@ -31,6 +31,8 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from . import pipeline
+from .admin_costs import charges_html, cost_html, costs_page
+from .exceptions import BudgetExceeded
 from .forms import GenerationRequestAdminForm
 from .models import GeneratedImage, GenerationRequest, WebhookDelivery
 
@@ -108,6 +110,45 @@ def current_images(request: GenerationRequest) -> list[GeneratedImage]:
     return sorted(images, key=lambda image: (not image.chosen, image.position))
 
 
+def nsfw_html(image: GeneratedImage) -> str:
+    """A warning label for an image ModelsLab flagged NSFW (blank otherwise)."""
+    if image.nsfw:
+        return format_html('<span class="modelslab-nsfw">{}</span>', gettext("Flagged NSFW"))
+    return ""
+
+
+def model_attempts_html(obj: GenerationRequest) -> str:
+    """``model_attempts`` as a table: attempt, model, outcome, seconds, error."""
+    if not obj.model_attempts:
+        return "—"
+    rows = format_html_join(
+        "",
+        '<tr class="modelslab-try--{}"><td>{}</td><td><code>{}</code></td><td>{}</td>'
+        "<td>{}</td><td>{}</td></tr>",
+        (
+            (
+                entry.get("outcome", ""),
+                entry.get("attempt", ""),
+                entry.get("model_id", ""),
+                entry.get("outcome", ""),
+                "" if entry.get("seconds") is None else f"{entry['seconds']:.2f} s",
+                entry.get("error", ""),
+            )
+            for entry in obj.model_attempts
+        ),
+    )
+    return format_html(
+        '<table class="modelslab-attempts"><thead><tr><th>{}</th><th>{}</th><th>{}</th>'
+        "<th>{}</th><th>{}</th></tr></thead><tbody>{}</tbody></table>",
+        gettext("Attempt"),
+        gettext("Model"),
+        gettext("Outcome"),
+        gettext("Time"),
+        gettext("Error"),
+        rows,
+    )
+
+
 def eta_label(obj: GenerationRequest) -> str:
     """ModelsLab's estimate while the request is queued or processing, else blank."""
     if obj.status in ACTIVE_STATUSES and obj.eta:
@@ -156,6 +197,7 @@ class GeneratedImageInline(admin.TabularInline):
         "attempt",
         "superseded_label",
         "chosen_label",
+        "nsfw_label",
     )
     readonly_fields = (*base_fields, "choose_button")
 
@@ -216,6 +258,10 @@ class GeneratedImageInline(admin.TabularInline):
             return format_html('<span class="modelslab-chosen">★ {}</span>', gettext("Chosen"))
         return ""
 
+    @admin.display(description=_("NSFW"))
+    def nsfw_label(self, image: GeneratedImage) -> str:
+        return nsfw_html(image)
+
     @admin.display(description="")
     def choose_button(self, image: GeneratedImage) -> str:
         if image.chosen:
@@ -233,6 +279,7 @@ class GeneratedImageInline(admin.TabularInline):
 class GenerationRequestAdmin(admin.ModelAdmin):
     form = GenerationRequestAdminForm
     change_form_template = "django_modelslab/admin/generationrequest/change_form.html"
+    change_list_template = "django_modelslab/admin/generationrequest/change_list.html"
     list_display = (
         "id",
         "thumbnails",
@@ -240,6 +287,7 @@ class GenerationRequestAdmin(admin.ModelAdmin):
         "model_id",
         "status_display",
         "image_count",
+        "cost_display",
         "created_at",
     )
     list_display_links = ("id", "short_prompt")
@@ -253,6 +301,8 @@ class GenerationRequestAdmin(admin.ModelAdmin):
     status_poll_interval = 2.0
     readonly_fields = (
         "error",
+        "produced_by",
+        "model_attempts_table",
         "attempts",
         "provider_id",
         "track_id",
@@ -265,6 +315,9 @@ class GenerationRequestAdmin(admin.ModelAdmin):
         "finished_at",
         "raw_responses",
         "input_preview",
+        "cost_display",
+        "cost_source",
+        "charges_table",
     )
     fieldsets = (
         (None, {"fields": ("prompt", "negative_prompt", "model_id", "width", "height", "samples")}),
@@ -292,7 +345,22 @@ class GenerationRequestAdmin(admin.ModelAdmin):
             _("Advanced"),
             {
                 "classes": ("collapse",),
-                "fields": ("seed", "steps", "guidance", "use_cache", "extra"),
+                "fields": (
+                    "seed",
+                    "steps",
+                    "guidance",
+                    "use_cache",
+                    "extra",
+                    "fallback_models",
+                    "safety_checker",
+                ),
+            },
+        ),
+        (
+            _("Models tried"),
+            {
+                "fields": ("produced_by", "model_attempts_table"),
+                "description": _("Each model tried, in order, with its outcome and error."),
             },
         ),
         (
@@ -305,6 +373,9 @@ class GenerationRequestAdmin(admin.ModelAdmin):
                     "track_id",
                     "eta",
                     "cached_from",
+                    "cost_display",
+                    "cost_source",
+                    "charges_table",
                     "requested_by",
                     "created_at",
                     "submitted_at",
@@ -357,6 +428,11 @@ class GenerationRequestAdmin(admin.ModelAdmin):
                 self.admin_site.admin_view(self.status_view),
                 name=f"{opts.app_label}_{opts.model_name}_status",
             ),
+            path(
+                "costs/",
+                self.admin_site.admin_view(self.costs_view),
+                name=f"{opts.app_label}_{opts.model_name}_costs",
+            ),
             *super().get_urls(),
         ]
 
@@ -397,7 +473,7 @@ class GenerationRequestAdmin(admin.ModelAdmin):
             add or self.has_change_permission(request, obj)
         )
         button = None
-        if allowed and (obj is None or obj.status in (Status.PENDING, Status.FAILED)):
+        if allowed and (obj is None or obj.status in pipeline.SUBMITTABLE):
             button = (GENERATE_BUTTON, gettext("Save and generate"))
         elif allowed and obj.status == Status.SUCCEEDED:
             button = (REGENERATE_BUTTON, gettext("Save and regenerate"))
@@ -455,6 +531,10 @@ class GenerationRequestAdmin(admin.ModelAdmin):
             }
         )
 
+    def costs_view(self, request: HttpRequest) -> HttpResponse:
+        """Totals by user and by model of the requests the list's filters select."""
+        return costs_page(self, request)
+
     # --- columns --------------------------------------------------------------------------
 
     @admin.display(description=_("images"))
@@ -487,6 +567,18 @@ class GenerationRequestAdmin(admin.ModelAdmin):
     def input_preview(self, obj: GenerationRequest) -> str:
         return input_preview_html(obj)
 
+    @admin.display(description=_("cost"), ordering="cost")
+    def cost_display(self, obj: GenerationRequest) -> str:
+        return cost_html(obj)
+
+    @admin.display(description=_("charges (one per paid job)"))
+    def charges_table(self, obj: GenerationRequest) -> str:
+        return charges_html(obj)
+
+    @admin.display(description=_("model attempts"))
+    def model_attempts_table(self, obj: GenerationRequest) -> str:
+        return model_attempts_html(obj)
+
     @admin.display(description=_("raw responses (API key redacted)"))
     def raw_responses(self, obj: GenerationRequest) -> str:
         text = json.dumps(obj.provider_responses, indent=2, sort_keys=True)
@@ -512,6 +604,7 @@ class GenerationRequestAdmin(admin.ModelAdmin):
         results: list[GenerationRequest] = []
         busy: list[GenerationRequest] = []
         done_before: list[GenerationRequest] = []
+        over_budget: dict[str, list[GenerationRequest]] = {}
         for obj in objs:
             if obj.status in ACTIVE_STATUSES:
                 busy.append(obj)
@@ -522,7 +615,20 @@ class GenerationRequestAdmin(admin.ModelAdmin):
                     results.append(pipeline.regenerate(obj) if regenerate else pipeline.submit(obj))
                 except pipeline.GenerationInProgress:
                     busy.append(obj)
+                except BudgetExceeded as exc:  # nothing was queued
+                    over_budget.setdefault(str(exc), []).append(obj)
         self._report(request, results, busy=busy, done_before=done_before)
+        for reason, objs in over_budget.items():
+            self.message_user(
+                request,
+                ngettext(
+                    "%(n)d request not started (%(ids)s): %(why)s",
+                    "%(n)d requests not started (%(ids)s): %(why)s",
+                    len(objs),
+                )
+                % {"n": len(objs), "ids": _ids(objs), "why": reason},
+                messages.ERROR,
+            )
 
     def _report(
         self,
@@ -534,7 +640,8 @@ class GenerationRequestAdmin(admin.ModelAdmin):
     ) -> None:
         succeeded = sum(1 for obj in results if obj.status == Status.SUCCEEDED)
         failed = [obj for obj in results if obj.status == Status.FAILED]
-        waiting = len(results) - succeeded - len(failed)
+        refused = [obj for obj in results if obj.status == Status.REFUSED]
+        waiting = len(results) - succeeded - len(failed) - len(refused)
         if succeeded:
             self.message_user(
                 request,
@@ -561,6 +668,18 @@ class GenerationRequestAdmin(admin.ModelAdmin):
                 )
                 % {"n": len(failed), "why": reasons},
                 messages.ERROR,
+            )
+        if refused:
+            reasons = "; ".join(f"#{obj.pk}: {obj.error}" for obj in refused)
+            self.message_user(
+                request,
+                ngettext(
+                    "%(n)d request refused: %(why)s",
+                    "%(n)d requests refused: %(why)s",
+                    len(refused),
+                )
+                % {"n": len(refused), "why": reasons},
+                messages.WARNING,
             )
         if busy:
             self.message_user(
@@ -615,7 +734,7 @@ class GeneratedImageAdmin(admin.ModelAdmin):
         "created_at",
     )
     list_display_links = ("preview", "id")
-    list_filter = ("request__model_id", "format", "created_at", "chosen", "superseded")
+    list_filter = ("request__model_id", "format", "created_at", "chosen", "superseded", "nsfw")
     search_fields = ("request__prompt",)
     list_select_related = ("request",)
     list_per_page = 50
@@ -635,6 +754,7 @@ class GeneratedImageAdmin(admin.ModelAdmin):
         "position",
         "chosen",
         "superseded",
+        "nsfw",
         "source_url",
         "source_expires_at",
         "created_at",

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.urls import NoReverseMatch, reverse
 
+from .amounts import parse_amount
 from .conf import DEFAULTS, POSITIVE_NUMBERS, SETTINGS_NAME, get_settings, user_settings
 
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
@@ -52,6 +53,7 @@ def check_settings(app_configs: Iterable[Any] | None = None, **kwargs: Any) -> l
     messages += _check_task_backend(conf)
     messages += _check_api(conf)
     messages += _check_kinds(conf)
+    messages += _check_costs(conf)
     return messages
 
 
@@ -303,7 +305,7 @@ def _check_kinds(conf: dict[str, Any]) -> list[CheckMessage]:
                 Error(
                     f"{SETTINGS_NAME}[{name!r}] must be a ModelsLab model id.",
                     hint=f"The default is {DEFAULTS[name]!r}.",
-                    id="django_modelslab.E031",
+                    id="django_modelslab.E041",
                 )
             )
     mode = conf["INPUT_IMAGE_TRANSPORT"]
@@ -313,7 +315,7 @@ def _check_kinds(conf: dict[str, Any]) -> list[CheckMessage]:
                 f"{SETTINGS_NAME}['INPUT_IMAGE_TRANSPORT'] must be one of "
                 f"{', '.join(map(repr, TRANSPORTS))}, got {mode!r}.",
                 hint="'auto' sends a signed link when the storage makes them (S3), else base64.",
-                id="django_modelslab.E030",
+                id="django_modelslab.E040",
             )
         )
     elif mode == "url" and not conf["PUBLIC_BASE_URL"]:
@@ -329,7 +331,118 @@ def _check_kinds(conf: dict[str, Any]) -> list[CheckMessage]:
                     "relative URLs and PUBLIC_BASE_URL is not set: ModelsLab could not reach "
                     "input images.",
                     hint="Set PUBLIC_BASE_URL (the site's public origin), or use 'base64'.",
-                    id="django_modelslab.E032",
+                    id="django_modelslab.E042",
                 )
             )
     return messages
+
+
+def _check_costs(conf: dict[str, Any]) -> list[CheckMessage]:
+    """PRICES, DAILY_BUDGET_PER_USER, DAILY_BUDGET and COST_UNIT (docs/costs.md)."""
+    messages: list[CheckMessage] = []
+    prices = conf["PRICES"]
+    if not isinstance(prices, dict) or not all(
+        isinstance(model, str) and model.strip() and parse_amount(price) is not None
+        for model, price in prices.items()
+    ):
+        messages.append(
+            Error(
+                f"{SETTINGS_NAME}['PRICES'] must be a dict of model ids to prices per image "
+                "(numbers or numeric strings, >= 0).",
+                hint='e.g. {"flux": "0.0047", "*": "0.002"}; "*" prices any other model.',
+                id="django_modelslab.E050",
+            )
+        )
+    for name in ("DAILY_BUDGET_PER_USER", "DAILY_BUDGET"):
+        value = conf[name]
+        if value is not None and parse_amount(value) is None:
+            messages.append(
+                Error(
+                    f"{SETTINGS_NAME}[{name!r}] must be None or an amount >= 0, got {value!r}.",
+                    hint='None means no limit; e.g. "5.00" (in COST_UNIT).',
+                    id="django_modelslab.E051",
+                )
+            )
+    if not isinstance(conf["COST_UNIT"], str):
+        messages.append(
+            Error(
+                f"{SETTINGS_NAME}['COST_UNIT'] must be a string.",
+                hint='e.g. "credits" or "USD".',
+                id="django_modelslab.E052",
+            )
+        )
+    budgets = conf["DAILY_BUDGET_PER_USER"] is not None or conf["DAILY_BUDGET"] is not None
+    if budgets and not prices:
+        messages.append(
+            Warning(
+                "A daily budget is set but PRICES is empty: new requests are estimated at 0, "
+                "so a budget refuses work only once recorded spending has reached it.",
+                hint="Add the price per image of the models you use to PRICES.",
+                id="django_modelslab.W050",
+            )
+        )
+    return messages
+
+
+@register(Tags.compatibility)
+def check_fallbacks_and_safety(
+    app_configs: Iterable[Any] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """FALLBACK_MODELS, FALLBACK_ON_SAFETY, SAFETY_CHECKER and MODERATION_HOOK."""
+    if not isinstance(getattr(settings, SETTINGS_NAME, None) or {}, dict):
+        return []  # reported as E010
+    from .fallbacks import clean_model_ids
+
+    conf = get_settings()
+    messages: list[CheckMessage] = []
+    try:
+        clean_model_ids(conf["FALLBACK_MODELS"])
+    except ValueError as exc:
+        messages.append(
+            Error(
+                f"{SETTINGS_NAME}['FALLBACK_MODELS'] must be a list of model ids: {exc}",
+                hint='e.g. ["flux", "sdxl"]; [] tries only the request\'s own model.',
+                id="django_modelslab.E030",
+            )
+        )
+    if not isinstance(conf["FALLBACK_ON_SAFETY"], bool):
+        messages.append(
+            Error(
+                f"{SETTINGS_NAME}['FALLBACK_ON_SAFETY'] must be True or False.",
+                hint="False (the default): a safety refusal is final.",
+                id="django_modelslab.E031",
+            )
+        )
+    if conf["SAFETY_CHECKER"] not in (None, True, False):
+        messages.append(
+            Error(
+                f"{SETTINGS_NAME}['SAFETY_CHECKER'] must be None, True or False.",
+                hint="None leaves ModelsLab's default; True/False send safety_checker yes/no.",
+                id="django_modelslab.E032",
+            )
+        )
+    hook = conf["MODERATION_HOOK"]
+    if hook is not None:
+        problem = _hook_problem(hook)
+        if problem:
+            messages.append(
+                Error(
+                    f"{SETTINGS_NAME}['MODERATION_HOOK'] {problem}.",
+                    hint='e.g. "myproject.moderation.check_prompt"; None disables the hook.',
+                    id="django_modelslab.E033",
+                )
+            )
+    return messages
+
+
+def _hook_problem(hook: Any) -> str:
+    """Why a dotted path does not name a callable ("" when it does)."""
+    from django.utils.module_loading import import_string
+
+    if not isinstance(hook, str):
+        return f"must be a dotted path to a callable, got {type(hook).__name__}"
+    try:
+        target = import_string(hook)
+    except ImportError as exc:
+        return f"cannot be imported ({exc})"
+    return "" if callable(target) else f"names {hook!r}, which is not callable"

@@ -28,12 +28,14 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from types import TracebackType
 from typing import Any, Final
 
 import httpx
 
 from django_modelslab import __version__
+from django_modelslab.amounts import parse_amount
 from django_modelslab.exceptions import (
     AmbiguousSubmission,
     AuthenticationFailed,
@@ -59,6 +61,7 @@ __all__ = [
     "generate_path",
     "parse_response",
     "redact",
+    "reported_cost",
 ]
 
 logger = logging.getLogger("django_modelslab.client")
@@ -90,6 +93,9 @@ SECRET_FIELDS: Final = frozenset({"key", "api_key", "apikey", "authorization"})
 #: How much of a non-JSON body an exception keeps.
 MAX_TEXT: Final = 2048
 USER_AGENT: Final = f"django-modelslab/{__version__}"
+
+#: Where a cost may be reported (not documented by ModelsLab; see docs/costs.md), first found wins.
+COST_FIELDS: Final = ("cost", "credits", "credits_used", "price")
 
 _PROVIDER_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
@@ -168,9 +174,12 @@ class ProviderResponse:
     fetch_url: str | None = None
     generation_time: float | None = None
     seed: int | None = None
+    cost: Decimal | None = None  # what ModelsLab says the call cost, when it says so
     meta: dict[str, Any] = field(default_factory=dict)
     message: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
+    #: ``nsfw_content_detected`` per output (None where not said); empty when absent.
+    nsfw: tuple[bool | None, ...] = ()
 
     @property
     def done(self) -> bool:
@@ -261,20 +270,53 @@ def _build(status: str, data: dict[str, Any], message: str) -> ProviderResponse:
     meta = meta if isinstance(meta, dict) else {}
     raw_id = data.get("id", data.get("request_id"))
     fetch_url = data.get("fetch_result")
+    output_urls = _urls(data.get("output"))
     return ProviderResponse(
         status=status,
         provider_id=None if raw_id in (None, "") else str(raw_id),
-        output_urls=_urls(data.get("output")),
+        output_urls=output_urls,
         future_urls=_urls(data.get("future_links")),
         proxy_urls=_urls(data.get("proxy_links")),
         eta=_number(data.get("eta")),
         fetch_url=fetch_url if isinstance(fetch_url, str) and fetch_url else None,
         generation_time=_number(data.get("generationTime", data.get("generation_time"))),
         seed=_integer(meta.get("seed", data.get("seed"))),
+        cost=reported_cost(data),
         meta=meta,
         message=message,
         raw=data,
+        nsfw=_nsfw_flags(data.get("nsfw_content_detected"), len(output_urls)),
     )
+
+
+def reported_cost(data: Mapping[str, Any]) -> Decimal | None:
+    """A cost in a ModelsLab body: top-level or ``meta`` ``cost`` / ``credits`` /
+    ``credits_used`` / ``price``, a number or numeric string >= 0; None when absent."""
+    meta = data.get("meta")
+    for source in (data, meta if isinstance(meta, Mapping) else {}):
+        for name in COST_FIELDS:
+            amount = parse_amount(source.get(name))
+            if amount is not None:
+                return amount
+    return None
+
+
+def _nsfw_flags(value: Any, outputs: int) -> tuple[bool | None, ...]:
+    """Per-output flags from one bool (all outputs), a list (one each) or yes/no strings."""
+    if isinstance(value, list | tuple):
+        return tuple(_yes_no(v) for v in value)
+    flag = _yes_no(value)
+    return () if flag is None else (flag,) * max(outputs, 1)
+
+
+def _yes_no(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("yes", "true", "no", "false"):
+        return value.strip().lower() in ("yes", "true")
+    if isinstance(value, int | float):
+        return bool(value)
+    return None
 
 
 def _urls(value: Any) -> tuple[str, ...]:

@@ -79,6 +79,18 @@ DEFAULTS: dict[str, Any] = {
     # Dotted path to ``hook(user, generation) -> None | bool | str``; False or a message
     # refuses the generation with HTTP 429 (see docs/api.md).
     "BUDGET_HOOK": None,
+    # Costs and budgets (docs/costs.md). Amounts are numbers or numeric strings, in COST_UNIT.
+    "PRICES": {},  # model id -> price per image, used when ModelsLab reports no cost; "*": any
+    "DAILY_BUDGET_PER_USER": None,  # None: no limit; else each user's spending per day
+    "DAILY_BUDGET": None,  # None: no limit; else everyone's spending per day
+    "COST_UNIT": "credits",  # how amounts are labelled in messages and the admin
+    # Fallbacks and safety (docs/fallbacks-and-safety.md)
+    "FALLBACK_MODELS": [],  # model ids tried in order when a request's model fails
+    "FALLBACK_ON_SAFETY": False,  # a safety refusal tries the next model too
+    "SAFETY_CHECKER": None,  # None: ModelsLab's default; True/False: sent as "yes"/"no"
+    # Dotted path to ``hook(request) -> None | bool | str``; False or a message refuses the
+    # prompt before any ModelsLab call (the request ends "refused").
+    "MODERATION_HOOK": None,
 }
 
 #: Settings that must be positive numbers, checked at start-up.

@@ -142,3 +142,39 @@ class GenerationInProgress(ModelsLabError):
 
 class WaitTimedOut(ModelsLabError):
     """ModelsLab was still processing the job when ``MAX_WAIT`` ran out."""
+
+
+class BudgetExceeded(ModelsLabError):
+    """A daily budget (``DAILY_BUDGET_PER_USER`` or ``DAILY_BUDGET``) refuses new work.
+
+    Raised before anything is queued or sent; ``scope`` is ``"user"`` or ``"global"``,
+    amounts are :class:`~decimal.Decimal` in ``COST_UNIT``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        scope: str,
+        budget: Any = None,
+        spent: Any = None,
+        estimate: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.scope = scope
+        self.budget = budget
+        self.spent = spent
+        self.estimate = estimate
+
+
+class GenerationRefused(ModelsLabError):
+    """The generation was refused on content grounds: the request ends ``refused``, not
+    ``failed``. An editor can change the prompt and generate again."""
+
+
+class PromptRejected(GenerationRefused):
+    """The MODERATION_HOOK rejected the prompt; ModelsLab was not called."""
+
+
+class SafetyRefused(GenerationRefused):
+    """ModelsLab's safety checker flagged and blanked every output of the job."""

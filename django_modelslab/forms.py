@@ -8,6 +8,7 @@ from django.utils.translation import gettext_lazy as _
 
 from . import inputs, kinds
 from .exceptions import InvalidImage
+from .fallbacks import clean_model_ids
 from .limits import MAX_SAMPLES, MAX_SIDE, MIN_SAMPLES, MIN_SIDE, SIDE_STEP
 from .models import GenerationRequest
 
@@ -44,6 +45,39 @@ def validate_samples(value: int) -> None:
         )
 
 
+class ModelIdsField(forms.CharField):
+    """Model ids, one per line or comma-separated, as a list (checked by clean_model_ids)."""
+
+    widget = forms.Textarea(attrs={"rows": 2})
+
+    def prepare_value(self, value):
+        if isinstance(value, list | tuple):
+            return "\n".join(str(v) for v in value)
+        return value
+
+    def to_python(self, value) -> list[str]:
+        if isinstance(value, list | tuple):
+            text = "\n".join(str(v) for v in value)
+        else:
+            text = super().to_python(value)
+        try:
+            return clean_model_ids(text.replace(",", "\n").splitlines())
+        except ValueError as exc:
+            raise ValidationError(str(exc), code="model_ids") from exc
+
+
+class SafetyCheckerSelect(forms.NullBooleanSelect):
+    """ModelsLab's default / on / off."""
+
+    def __init__(self, attrs=None) -> None:
+        super().__init__(attrs)
+        self.choices = [
+            ("unknown", _("ModelsLab's default")),
+            ("true", _("On")),
+            ("false", _("Off")),
+        ]
+
+
 class GenerationRequestAdminForm(forms.ModelForm):
     """The request form of the admin, with ModelsLab's limits checked at the edge.
 
@@ -67,6 +101,21 @@ class GenerationRequestAdminForm(forms.ModelForm):
         help_text=_("Inpaint: white is repainted, black kept."),
     )
 
+    fallback_models = ModelIdsField(
+        required=False,
+        label=_("Fallback models"),
+        help_text=_(
+            "Model ids tried in order when the model fails (one per line or comma-separated); "
+            "empty: the FALLBACK_MODELS setting (v6 image models; not for upscale or v7)."
+        ),
+    )
+    safety_checker = forms.NullBooleanField(
+        required=False,
+        label=_("Safety checker"),
+        widget=SafetyCheckerSelect(),
+        help_text=_("On: ModelsLab blanks NSFW outputs, and a fully blanked job ends refused."),
+    )
+
     class Meta:
         model = GenerationRequest
         fields = (
@@ -86,6 +135,8 @@ class GenerationRequestAdminForm(forms.ModelForm):
             "guidance",
             "use_cache",
             "extra",
+            "fallback_models",
+            "safety_checker",
         )
         widgets = {
             "prompt": forms.Textarea(attrs={"rows": 3}),

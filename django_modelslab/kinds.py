@@ -99,6 +99,7 @@ def set_inputs(
         request.mask_image = ""
     if request.kind == Kind.UPSCALE:
         request.scale = request.scale or DEFAULT_SCALE
+        request.samples = 1  # one output per input
     if request.init_image:
         width, height = _input_size(request)
         factor = request.scale if request.kind == Kind.UPSCALE and request.scale else 1
@@ -119,6 +120,16 @@ def default_model(request: GenerationRequest) -> str:
     if request.api_version == ApiVersion.V7:
         return get_setting("DEFAULT_V7_MODEL")
     return get_setting("DEFAULT_MODEL")
+
+
+def uses_fallback_setting(request: GenerationRequest) -> bool:
+    """Whether the FALLBACK_MODELS setting applies: it lists v6 image models."""
+    return request.kind != Kind.UPSCALE and request.api_version != ApiVersion.V7
+
+
+def outputs(request: GenerationRequest) -> int:
+    """How many images a job for ``request`` makes: one per input for upscale, else samples."""
+    return 1 if request.kind == Kind.UPSCALE else request.samples or 1
 
 
 def input_images(request: GenerationRequest) -> dict[str, str]:

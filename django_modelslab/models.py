@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from .storage import field_storage
@@ -37,9 +38,15 @@ CACHE_KEY_FIELDS = (
 
 
 def request_id_from_track_id(track_id: str) -> int | None:
-    """The request a track id (``"<request id>-<attempt>"``) belongs to, if it is one of ours."""
+    """The request a track id belongs to, if it is one of ours.
+
+    ``"<request id>-<attempt>"``, or ``"<request id>-<attempt>.<n>"`` for the n-th fallback
+    model tried in that attempt.
+    """
     head, _, attempt = track_id.partition("-")
-    return int(head) if head.isdigit() and attempt.isdigit() else None
+    attempt, _, model = attempt.partition(".")
+    ours = head.isdigit() and attempt.isdigit() and (not model or model.isdigit())
+    return int(head) if ours else None
 
 
 class GenerationRequest(models.Model):
@@ -275,7 +282,43 @@ class GeneratedImage(models.Model):
         ]
 
     def __str__(self) -> str:
-        return self.image.name
+        return f"{self.sha256[:12]}.{self.format.lower()} {self.width}×{self.height}"  # noqa: RUF001
+
+
+class Charge(models.Model):
+    """One paid provider job in the ledger: what it cost, for whom, with which model.
+
+    Written in the transaction that records the job's outcome; ``GenerationRequest.cost`` is
+    the running total of a request's charges. Daily budgets and the admin's Costs page sum
+    these rows by ``created_at`` (when the job was paid), not by request.
+    """
+
+    request = models.ForeignKey(GenerationRequest, on_delete=models.CASCADE, related_name="charges")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="modelslab_charges",
+        help_text=_("Who had asked for the request when the job was paid."),
+    )
+    model_id = models.CharField(max_length=200, blank=True)
+    amount = models.DecimalField(max_digits=12, decimal_places=6)
+    source = models.CharField(max_length=20, choices=GenerationRequest.CostSource.choices)
+    attempt = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ("-created_at", "-pk")
+        verbose_name = _("charge")
+        verbose_name_plural = _("charges")
+        indexes = [
+            models.Index(fields=["user", "created_at"], name="modelslab_charge_user_day"),
+            models.Index(fields=["created_at"], name="modelslab_charge_day"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.request_id} attempt {self.attempt}: {self.amount} ({self.model_id})"
 
 
 class IdempotencyKey(models.Model):

@@ -1,7 +1,7 @@
 """The one place that owns a generation's state machine.
 
-``pending | failed → queued → processing → succeeded | failed``. Faces (admin, API,
-commands, the webhook view) call :func:`submit`, :func:`regenerate`, :func:`choose`,
+``pending | failed | refused → queued → processing → succeeded | failed | refused``. Faces
+(admin, API, commands, the webhook view) call :func:`submit`, :func:`regenerate`, :func:`choose`,
 :func:`requeue` and :func:`sweep_stale`; tasks call :func:`run` and :func:`resume`.
 ``run`` claims a request with a compare-and-set on its status, so calling it twice (or from
 two workers) never starts a second provider job for one attempt; every attempt's end is
@@ -20,12 +20,11 @@ from typing import IO, Any
 
 import httpx
 from django.db import transaction
-from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 
-from . import kinds
-from .client import ModelsLabClient, ProviderResponse, redact
+from . import costs, fallbacks, kinds, safety
+from .client import ModelsLabClient, ProviderResponse, redact, reported_cost
 from .conf import get_setting, get_settings
 from .downloads import Download, download
 from .downloads import make_client as make_download_client
@@ -33,6 +32,7 @@ from .exceptions import (
     AmbiguousSubmission,
     GenerationFailed,
     GenerationInProgress,
+    GenerationRefused,
     ModelsLabError,
     ProviderError,
     ProviderRejected,
@@ -40,7 +40,13 @@ from .exceptions import (
 )
 from .models import GeneratedImage, GenerationRequest
 from .provenance import add_provenance
-from .signals import image_stored, request_failed, request_submitted, request_succeeded
+from .signals import (
+    image_stored,
+    request_failed,
+    request_refused,
+    request_submitted,
+    request_succeeded,
+)
 from .signals import send as send_signal
 from .storage import StoredImage, get_image_storage, image_metadata, store_file
 from .thumbnails import make_thumbnail
@@ -50,7 +56,7 @@ logger = logging.getLogger("django_modelslab.pipeline")
 Status = GenerationRequest.Status
 
 #: Statuses from which a request may be queued (again).
-SUBMITTABLE = (Status.PENDING, Status.FAILED)
+SUBMITTABLE = (Status.PENDING, Status.FAILED, Status.REFUSED)
 #: Statuses from which ``run`` may claim a request.
 CLAIMABLE = (Status.PENDING, Status.QUEUED)
 
@@ -81,6 +87,13 @@ def submit(request: GenerationRequest, *, enqueue: bool = True) -> GenerationReq
     """
     if request.pk is None:
         request.save()
+    refusal = safety.moderation_refusal(request)
+    if refusal is not None:
+        _refuse_on_submit(request, refusal, statuses=SUBMITTABLE)
+        request.refresh_from_db()
+        return request
+    if request.status in SUBMITTABLE:
+        costs.check_budget(request)  # BudgetExceeded: nothing queued, the row is kept
     queued = GenerationRequest.objects.filter(pk=request.pk, status__in=SUBMITTABLE).update(
         status=Status.QUEUED, submitted_at=timezone.now(), updated_at=timezone.now()
     )
@@ -96,19 +109,26 @@ def regenerate(
     """Start a fresh provider job; earlier images stay, marked superseded. Bypasses the cache.
 
     ``batch`` names the ``regenerate_images`` run doing it; ``enqueue=False`` as for
-    :func:`submit`.
+    :func:`submit`. A prompt the MODERATION_HOOK refuses ends ``refused``, images untouched.
     """
+    refusal = safety.moderation_refusal(request)
     with transaction.atomic():
         locked = GenerationRequest.objects.select_for_update().get(pk=request.pk)
         if locked.status in (Status.QUEUED, Status.PROCESSING):
             raise GenerationInProgress(
                 f"Request #{locked.pk} is {locked.status}; regenerate it once it has finished."
             )
+        if refusal is not None:
+            _refuse_on_submit(locked, refusal, statuses=(locked.status,))
+            request.refresh_from_db()
+            return request
+        costs.check_budget(locked, regenerating=True)
         locked.images.filter(superseded=False).update(superseded=True)
         _forget_provider_job(locked)
         locked.status = Status.QUEUED
         locked.error = ""
         locked.cached_from = None
+        locked.produced_by = ""
         locked.use_cache = False
         locked.regeneration_batch = batch
         locked.submitted_at = timezone.now()
@@ -144,6 +164,21 @@ def _submitted_on_commit(request_id: int, *, enqueue: bool) -> None:
     transaction.on_commit(submitted)
 
 
+def _refuse_on_submit(
+    request: GenerationRequest, refusal: GenerationRefused, *, statuses: tuple[str, ...]
+) -> None:
+    """Mark ``request`` refused (by the moderation hook) with no provider call."""
+    now = timezone.now()
+    refused = GenerationRequest.objects.filter(pk=request.pk, status__in=statuses).update(
+        status=Status.REFUSED, error=str(refusal), finished_at=now, updated_at=now
+    )
+    if refused:
+        logger.info("Generation #%s refused: %s", request.pk, refusal)
+        request.refresh_from_db()
+        send = partial(send_signal, request_refused, GenerationRequest, request=request)
+        transaction.on_commit(partial(send, error=refusal, duration=None))
+
+
 def _enqueue_on_commit(request_id: int) -> None:
     from .tasks import run_generation
 
@@ -155,27 +190,40 @@ def _enqueue_on_commit(request_id: int) -> None:
 
 
 def run(request_id: int, *, sleep: Callable[[float], None] = time.sleep) -> GenerationRequest:
-    """Drive one request to ``succeeded`` or ``failed``. Safe to call twice.
+    """Drive one request to ``succeeded``, ``failed`` or ``refused``. Safe to call twice.
 
     With webhooks on, a job ModelsLab queues leaves the request ``processing`` and frees the
-    worker: the webhook (or, if it never comes, :func:`sweep_stale`) continues it.
+    worker: the webhook (or, if it never comes, :func:`sweep_stale`) continues it. When a
+    model fails in a way that lets the next one try, the fallback models are tried in turn
+    (:mod:`django_modelslab.fallbacks`).
     """
     request = _claim(request_id)
     if request is None:
         return GenerationRequest.objects.get(pk=request_id)
     logger.info("Generation #%s: attempt %s started", request.pk, request.attempts)
     with _failures_recorded(request):
+        refusal = safety.moderation_refusal(request)
+        if refusal is not None:
+            raise refusal
         if _reuse_cached_images(request):
             return request
         with build_client() as client:
-            response = _provider_result(request, client)
-            if response is not None and response.processing:
-                if webhook_url() is not None:
-                    logger.info("Generation #%s: waiting for the webhook", request.pk)
-                    return request
-                response = _wait(request, client, response, sleep)
-            _complete(request, response)
+            attempt = partial(_try_model, request, client, sleep)
+            fallbacks.try_models(request, attempt, forget=_forget_provider_job)
     return request
+
+
+def _try_model(
+    request: GenerationRequest, client: ModelsLabClient, sleep: Callable[[float], None]
+) -> None:
+    """Generate with the current model: submit or continue its job, wait, store the images."""
+    response = _provider_result(request, client)
+    if response is not None and response.processing:
+        if webhook_url() is not None:
+            logger.info("Generation #%s: waiting for the webhook", request.pk)
+            return
+        response = _wait(request, client, response, sleep)
+    _complete(request, response)
 
 
 def resume(request_id: int) -> GenerationRequest:
@@ -291,6 +339,11 @@ def _complete(request: GenerationRequest, response: ProviderResponse | None) -> 
             raise GenerationFailed(
                 "ModelsLab reported success but returned no output URLs.", response=response.raw
             )
+        refusal = safety.refusal(request, response, model_id=fallbacks.current_model(request))
+        if refusal is not None:
+            costs.record_unpaid_job(request, response.cost)  # only what ModelsLab reported
+            _forget_provider_job(request)  # blank placeholders: never copied, never reused
+            raise refusal
         request.output_urls = list(response.output_urls)
         ttl = timedelta(seconds=get_setting("OUTPUT_URL_TTL"))
         request.outputs_expire_at = timezone.now() + ttl
@@ -299,26 +352,36 @@ def _complete(request: GenerationRequest, response: ProviderResponse | None) -> 
         )
     with make_download_client() as http:
         stored = [_copy_output(request, url, http) for url in request.output_urls]
-    _finish(request, stored, seed=response.seed if response else None)
+    nsfw = response.nsfw if response else ()
+    seed = response.seed if response else None
+    _finish(request, stored, seed=seed, response=response, nsfw=nsfw)
 
 
 def _claim(request_id: int) -> GenerationRequest | None:
     """Compare-and-set ``pending|queued → processing``; None when another run owns it."""
+    request = GenerationRequest.objects.filter(pk=request_id, status__in=CLAIMABLE).first()
+    if request is None:
+        return None
     now = timezone.now()
-    claimed = GenerationRequest.objects.filter(pk=request_id, status__in=CLAIMABLE).update(
-        status=Status.PROCESSING,
-        attempts=F("attempts") + 1,
-        started_at=now,
-        finished_at=None,
-        error="",
-        updated_at=now,
-    )
+    request.model_id = request.model_id or kinds.default_model(request)
+    changes = {
+        "status": Status.PROCESSING,
+        "attempts": request.attempts + 1,
+        "started_at": now,
+        "finished_at": None,
+        "error": "",
+        "updated_at": now,
+        "model_id": request.model_id,
+        "cache_key": request.compute_cache_key(),
+    }
+    # Compare-and-set on status and attempts: of two runs, one claims this attempt.
+    claimed = GenerationRequest.objects.filter(
+        pk=request_id, status=request.status, attempts=request.attempts
+    ).update(**changes)
     if not claimed:
         return None
-    request = GenerationRequest.objects.get(pk=request_id)
-    request.model_id = request.model_id or kinds.default_model(request)
-    request.cache_key = request.compute_cache_key()
-    request.save(update_fields=["model_id", "cache_key", "updated_at"])
+    for name, value in changes.items():
+        setattr(request, name, value)
     return request
 
 
@@ -353,11 +416,14 @@ def _reuse_cached_images(request: GenerationRequest) -> bool:
                 seed=image.seed,
                 attempt=request.attempts,
                 position=position,
+                nsfw=image.nsfw,
             )
             copies.append(copy)
         request.cached_from = source
+        request.produced_by = source.produced_by or source.model_id
+        costs.record(request, costs.CACHED, model_id=request.produced_by)  # no charge
         _mark(request, Status.SUCCEEDED)
-        transaction.on_commit(partial(_send_succeeded, request, copies))
+        transaction.on_commit(partial(_send_succeeded, request, copies, charge=costs.CACHED))
     logger.info("Generation #%s: reused %s image(s) of #%s", request.pk, len(images), source.pk)
     return True
 
@@ -384,7 +450,7 @@ def _provider_result(
     images = kinds.input_images(request)  # before the track id: reading them may fail
     _forget_provider_job(request)
     # Saved before the call: if this process dies mid-call, the next attempt knows.
-    request.track_id = request.new_track_id()
+    request.track_id = fallbacks.track_id(request)
     request.save(update_fields=["provider_id", "track_id", "output_urls", "eta", "updated_at"])
     params = kinds.provider_params(request, _provider_params(request), images)
     generate = partial(client.generate, request.kind, params, api_version=request.api_version)
@@ -444,6 +510,8 @@ def _call(
         response = send()
     except ProviderError as exc:
         _record(request, call, exc.response, status_code=exc.status_code)
+        if isinstance(exc, GenerationFailed) and isinstance(exc.response, dict):
+            costs.record_unpaid_job(request, reported_cost(exc.response))
         job_over = isinstance(exc, ProviderRejected | GenerationFailed)
         never_started = call != "fetch" and not exc.may_have_been_accepted
         if job_over or never_started:
@@ -467,7 +535,7 @@ def _provider_params(request: GenerationRequest) -> dict[str, Any]:
         key: value for key, value in request.extra.items() if key not in ("key", "track_id")
     }
     params.update(
-        model_id=request.model_id,
+        model_id=fallbacks.current_model(request),
         prompt=request.prompt,
         width=request.width,
         height=request.height,
@@ -484,6 +552,7 @@ def _provider_params(request: GenerationRequest) -> dict[str, Any]:
         "seed": request.seed,
     }
     params.update({key: value for key, value in optional.items() if value is not None})
+    params.update(safety.provider_params(request))
     return params
 
 
@@ -512,7 +581,9 @@ def _copy_output(
             prefix=conf["UPLOAD_PREFIX"],
             max_pixels=conf["MAX_IMAGE_PIXELS"],
             metadata=image_metadata(
-                request_id=request.pk, model_id=request.model_id, prompt=request.prompt
+                request_id=request.pk,
+                model_id=fallbacks.current_model(request),
+                prompt=request.prompt,
             ),
             known=partial(_recorded, sha256),
         )
@@ -536,7 +607,7 @@ def _with_provenance(
         include_prompt = get_setting("PROVENANCE_INCLUDE_PROMPT")
         tagged = add_provenance(
             fetched.file,
-            model_id=request.model_id,
+            model_id=fallbacks.current_model(request),
             prompt=request.prompt if include_prompt else None,
         )
     if tagged is None:
@@ -556,6 +627,8 @@ def _finish(
     stored: list[tuple[StoredImage, StoredImage]],
     *,
     seed: int | None,
+    response: ProviderResponse | None,
+    nsfw: tuple[bool | None, ...] = (),
 ) -> None:
     """Record the images and mark success, unless another run finished this attempt first."""
     with transaction.atomic():
@@ -579,28 +652,43 @@ def _finish(
                 seed=seed if seed is not None else request.seed,
                 attempt=request.attempts,
                 position=position,
+                nsfw=safety.nsfw_flag(nsfw, position),
             )
             rows.append(row)
+        request.produced_by = fallbacks.current_model(request)
+        fallbacks.end(request)
+        # Priced by the model that produced them; its ledger row commits with the images.
+        charge = costs.charge_for(request, response)
+        costs.record(request, charge, model_id=request.produced_by)
         _mark(request, Status.SUCCEEDED)
         uploads = [image.uploaded for image, _thumbnail in stored]
-        transaction.on_commit(partial(_send_succeeded, request, rows, uploads))
+        transaction.on_commit(partial(_send_succeeded, request, rows, uploads, charge=charge))
     logger.info("Generation #%s: stored %s image(s)", request.pk, len(stored))
 
 
 def _fail(request: GenerationRequest, exc: BaseException) -> None:
-    request.error = _reason(exc)
+    """End the attempt ``failed``, or ``refused`` for a refusal (moderation, safety checker)."""
+    reason = _reason(exc)
+    fallbacks.end(request, exc, reason)
+    request.error = fallbacks.explain(request, reason)
+    refused = isinstance(exc, GenerationRefused)
     with transaction.atomic():
         if not _still_current(request):
             logger.warning("Generation #%s: attempt already finished: %s", request.pk, exc)
             return
-        _mark(request, Status.FAILED)
-        failed = partial(send_signal, request_failed, GenerationRequest, request=request)
+        _mark(request, Status.REFUSED if refused else Status.FAILED)
+        signal = request_refused if refused else request_failed
+        failed = partial(send_signal, signal, GenerationRequest, request=request)
         transaction.on_commit(partial(failed, error=exc, duration=request.duration))
-    logger.warning("Generation #%s failed: %s", request.pk, request.error)
+    logger.warning("Generation #%s %s: %s", request.pk, request.status, request.error)
 
 
 def _send_succeeded(
-    request: GenerationRequest, rows: list[GeneratedImage], uploads: list[bool] | None = None
+    request: GenerationRequest,
+    rows: list[GeneratedImage],
+    uploads: list[bool] | None = None,
+    *,
+    charge: costs.JobCost,
 ) -> None:
     """``image_stored`` for each stored image (none for cache reuse), then ``request_succeeded``."""
     for row, uploaded in zip(rows, uploads or [], strict=False):
@@ -611,7 +699,7 @@ def _send_succeeded(
         request=request,
         images=rows,
         duration=request.duration,
-        cost=None,
+        cost=charge.amount,
     )
 
 

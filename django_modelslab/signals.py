@@ -5,9 +5,12 @@ signal                sender                   keyword arguments
 ===================== ======================== ================================================
 request_submitted     ``GenerationRequest``    ``request``
 request_succeeded     ``GenerationRequest``    ``request``, ``images`` (list), ``duration``
-                                               (seconds or None), ``cost`` (None for now)
+                                               (seconds or None), ``cost`` (this attempt's,
+                                               a Decimal; 0 from the cache; None: unknown)
 request_failed        ``GenerationRequest``    ``request``, ``error`` (the exception),
                                                ``duration``
+request_refused       ``GenerationRequest``    ``request``, ``error`` (the refusal),
+                                               ``duration`` (None if refused at submit)
 image_stored          ``GeneratedImage``       ``image``, ``uploaded`` (False: the bytes were
                                                already stored), ``bytes``
 ===================== ======================== ================================================
@@ -28,6 +31,7 @@ logger = logging.getLogger("django_modelslab.signals")
 request_submitted = Signal()
 request_succeeded = Signal()
 request_failed = Signal()
+request_refused = Signal()
 image_stored = Signal()
 
 
@@ -47,7 +51,8 @@ def send(signal: Signal, sender: Any, **kwargs: Any) -> None:
 
 
 def _name(signal: Signal) -> str:
-    for name in ("request_submitted", "request_succeeded", "request_failed", "image_stored"):
+    names = ("request_submitted", "request_succeeded", "request_failed", "request_refused")
+    for name in (*names, "image_stored"):
         if globals()[name] is signal:
             return name
     return repr(signal)

@@ -147,8 +147,7 @@ def inspect_image(file: IO[bytes], *, max_pixels: int) -> ImageInfo:
         raise InvalidImage(f"Unreadable or corrupt image: {exc}") from exc
     finally:
         file.seek(0)
-    extension, content_type = FORMATS[fmt]
-    return ImageInfo(fmt, extension, content_type, width, height)
+    return image_info(fmt, width, height)
 
 
 def _check_large_image(file: IO[bytes], fmt: str, width: int, height: int) -> None:
@@ -254,6 +253,12 @@ def content_key(sha256: str, extension: str, prefix: str) -> str:
     return f"{prefix}{sha256[:2]}/{sha256}.{extension}"
 
 
+def image_info(fmt: str, width: int, height: int) -> ImageInfo:
+    """What :func:`inspect_image` would say of an image this package just encoded."""
+    extension, content_type = FORMATS[fmt]
+    return ImageInfo(fmt, extension, content_type, width, height)
+
+
 def _hash_file(file: IO[bytes]) -> tuple[str, int]:
     file.seek(0)
     digest = hashlib.sha256()
@@ -336,6 +341,7 @@ def store_file(
     max_pixels: int | None = None,
     metadata: Mapping[str, str] | None = None,
     known: Callable[[str], bool] | None = None,
+    info: ImageInfo | None = None,
 ) -> StoredImage:
     """Verify ``file`` as an image and store it under its content key unless already there.
 
@@ -344,21 +350,24 @@ def store_file(
     ``prefix`` (``UPLOAD_PREFIX``) and ``max_pixels`` (``MAX_IMAGE_PIXELS``).
     ``metadata`` goes onto the stored object with ``sha256`` (storages that keep object
     metadata, such as S3). ``known(key)`` returning True means the database already records
-    that key: the storage is not asked at all (no HEAD). A failing storage (credentials,
-    missing bucket, unreachable endpoint, full disk) raises :class:`StorageError`.
+    that key: a remote storage is not asked at all (no HEAD). ``info`` skips the
+    verification, for bytes this package encoded itself (thumbnails), never for downloads.
+    A failing storage (credentials, missing bucket, unreachable endpoint, full disk) raises
+    :class:`StorageError`.
     """
     if sha256 is None or size is None:
         sha256, size = _hash_file(file)
     storage = image_storage if storage is None else storage
     prefix = get_setting("UPLOAD_PREFIX") if prefix is None else prefix
     max_pixels = get_setting("MAX_IMAGE_PIXELS") if max_pixels is None else max_pixels
-    info = inspect_image(file, max_pixels=max_pixels)
+    if info is None:
+        info = inspect_image(file, max_pixels=max_pixels)
     key = content_key(sha256, info.extension, prefix)
     validate_file_name(key, allow_relative_path=True)  # a bad UPLOAD_PREFIX ("../") fails here
     object_metadata = {**(metadata or {}), "sha256": sha256}
     content = VerifiedImage(file, info, name=key, size=size, metadata=object_metadata)
-    if known is not None and known(key):
-        uploaded = False
+    if known is not None and not isinstance(storage, FileSystemStorage) and known(key):
+        uploaded = False  # a local disk is asked directly: a stat is cheaper than a query
     else:
         with _storage_errors(key, storage):
             uploaded = _put(storage, key, content)

@@ -330,15 +330,15 @@ def test_fault_routes_include_the_new_ones(emulator):
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        ({"INPUT_IMAGE_TRANSPORT": "ftp"}, ["django_modelslab.E030"]),
-        ({"INPUT_IMAGE_TRANSPORT": "url"}, ["django_modelslab.E032"]),
+        ({"INPUT_IMAGE_TRANSPORT": "ftp"}, ["django_modelslab.E040"]),
+        ({"INPUT_IMAGE_TRANSPORT": "url"}, ["django_modelslab.E042"]),
         (  # W002: webhooks stay off without a secret; input links work
             {"INPUT_IMAGE_TRANSPORT": "url", "PUBLIC_BASE_URL": "https://example.com"},
             ["django_modelslab.W002"],
         ),
         ({"INPUT_IMAGE_TRANSPORT": "base64"}, []),
-        ({"DEFAULT_UPSCALE_MODEL": ""}, ["django_modelslab.E031"]),
-        ({"DEFAULT_V7_MODEL": None}, ["django_modelslab.E031"]),
+        ({"DEFAULT_UPSCALE_MODEL": ""}, ["django_modelslab.E041"]),
+        ({"DEFAULT_V7_MODEL": None}, ["django_modelslab.E041"]),
         ({"INPUT_URL_TTL": 0}, ["django_modelslab.E003"]),
     ],
 )

@@ -82,6 +82,7 @@ def test_each_image_gets_a_small_content_addressed_thumbnail(
     assert image.thumbnail.name == f"modelslab/thumbs/{digest[:2]}/{digest}.webp"
     with PILImage.open(io.BytesIO(data)) as thumb:
         assert (thumb.format, thumb.size) == ("WEBP", (64, 32))
+    assert str(image) == f"{image.sha256[:12]}.png 512×256"  # noqa: RUF001 (short, for admin inlines)
 
 
 def test_choose_marks_one_image_per_request(emulator, django_capture_on_commit_callbacks):

@@ -20,7 +20,7 @@ class IdempotencyKeyReused(APIException):
 
 
 class BudgetExceeded(APIException):
-    """The BUDGET_HOOK refused the generation."""
+    """The BUDGET_HOOK or a daily budget refused the generation."""
 
     status_code = status.HTTP_429_TOO_MANY_REQUESTS
     default_detail = _("Your image generation budget is used up.")

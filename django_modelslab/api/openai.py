@@ -37,7 +37,7 @@ from ..limits import MAX_SAMPLES, MAX_SIDE, MIN_SIDE, SIDE_STEP
 from ..models import GeneratedImage, GenerationRequest
 from . import idempotency
 from .auth import api_authenticators
-from .budget import check_budget
+from .budget import budget_refusals, check_budget
 from .exceptions import BudgetExceeded, IdempotencyKeyReused
 from .schema import IDEMPOTENCY_HEADER, documented
 from .serializers import NAMESPACE, UNKNOWN_FIELD, StrictSerializer
@@ -179,6 +179,7 @@ def openai_exception_handler(exc: Exception, context: dict[str, Any]) -> Respons
         code = "invalid_api_key"
     elif isinstance(exc, BudgetExceeded):
         error_type = code = "insufficient_quota"
+        response["x-should-retry"] = "false"  # OpenAI's SDKs retry a 429 within seconds
     elif isinstance(exc, exceptions.Throttled):
         error_type, code = "requests", "rate_limit_exceeded"
     elif isinstance(exc, IdempotencyKeyReused):
@@ -242,7 +243,7 @@ class ImagesGenerationsView(APIView):
         parameters=[IDEMPOTENCY_HEADER],
         responses={
             200: ImagesResponseSerializer,
-            400: _error("Invalid request body."),
+            400: _error("Invalid body, or a refused prompt (code content_policy_violation)."),
             401: _error("Missing or wrong API key (a DRF token, sent as Bearer)."),
             403: _error("Authenticated but not allowed."),
             404: _error("Unknown model (code model_not_found)."),
@@ -274,9 +275,10 @@ class ImagesGenerationsView(APIView):
             samples=params.get("n") or 1,
         )
         check_budget(request.user, generation)
-        generation, _replayed = idempotency.create_once(
-            request.user, key, digest, lambda: pipeline.submit(generation)
-        )
+        with budget_refusals():
+            generation, _replayed = idempotency.create_once(
+                request.user, key, digest, lambda: pipeline.submit(generation)
+            )
         return self._answer(generation, params.get("response_format") or "url")
 
     def _answer(self, generation: GenerationRequest, response_format: str) -> Response:
@@ -284,6 +286,13 @@ class ImagesGenerationsView(APIView):
         link = reverse(f"{NAMESPACE}:generation-detail", args=[generation.pk], request=self.request)
         # A retry would pay for the same images again: tell OpenAI's SDKs not to.
         no_retry = {"x-should-retry": "false", "Location": link}
+        if generation.status == GenerationRequest.Status.REFUSED:
+            # OpenAI's answer to a prompt its safety system rejects.
+            raise OpenAIError(
+                generation.error or "Your request was rejected by the safety system.",
+                code="content_policy_violation",
+                headers=no_retry,
+            )
         if generation.status == GenerationRequest.Status.FAILED:
             raise OpenAIError(
                 generation.error or "The generation failed.",

@@ -14,6 +14,7 @@ from rest_framework.reverse import reverse
 from .. import inputs, kinds
 from ..conf import get_setting
 from ..exceptions import InvalidImage
+from ..fallbacks import MAX_FALLBACK_MODELS, clean_model_ids
 from ..limits import MAX_SAMPLES, MAX_SEED, MAX_SIDE, MAX_STEPS, MIN_SIDE, SIDE_STEP
 from ..models import GeneratedImage, GenerationRequest
 from .permissions import visible_images
@@ -171,6 +172,24 @@ class GenerationCreateSerializer(StrictSerializer):
         help_text=_("Fixed seed: an identical earlier request's images are reused."),
     )
     use_cache = serializers.BooleanField(default=True)
+    fallback_models = serializers.ListField(
+        child=serializers.CharField(max_length=200),
+        required=False,
+        max_length=MAX_FALLBACK_MODELS,
+        help_text=_(
+            "Model ids tried in order when the model fails; omitted or empty: the "
+            "FALLBACK_MODELS setting (not for upscale or v7)."
+        ),
+    )
+    safety_checker = serializers.BooleanField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text=_(
+            "Ask ModelsLab to check outputs (it blanks NSFW ones); null: ModelsLab's default "
+            "or the SAFETY_CHECKER setting."
+        ),
+    )
 
     def get_fields(self) -> dict[str, serializers.Field]:
         fields = super().get_fields()
@@ -182,6 +201,12 @@ class GenerationCreateSerializer(StrictSerializer):
         if not value.strip():
             raise serializers.ValidationError(_("This field may not be blank."))
         return value
+
+    def validate_fallback_models(self, value: list[str]) -> list[str]:
+        try:
+            return clean_model_ids(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from exc
 
     def validate_init_image_id(self, value: int) -> GeneratedImage:
         request = self.context.get("request")
@@ -260,6 +285,7 @@ class ImageSerializer(serializers.ModelSerializer):
             "position",
             "chosen",
             "superseded",
+            "nsfw",
             "created_at",
             "links",
         )
@@ -283,6 +309,30 @@ class ImageSerializer(serializers.ModelSerializer):
         }
 
 
+@extend_schema_field(
+    {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {
+                "model_id": {"type": "string"},
+                "outcome": {
+                    "type": "string",
+                    "enum": ["started", "succeeded", "failed", "refused", "abandoned"],
+                },
+                "error": {"type": "string"},
+                "seconds": {"type": "number", "nullable": True},
+                "at": {"type": "string", "format": "date-time"},
+                "attempt": {"type": "integer"},
+                "track_id": {"type": "string"},
+            },
+        },
+    }
+)
+class ModelAttemptsField(serializers.JSONField):
+    """``GenerationRequest.model_attempts``: one object per model tried."""
+
+
 class GenerationLinksSerializer(serializers.Serializer):
     self = serializers.URLField()
     regenerate = serializers.URLField()
@@ -294,6 +344,20 @@ class GenerationSerializer(serializers.ModelSerializer):
     finished = serializers.BooleanField(source="is_finished", read_only=True)
     init_image = serializers.SerializerMethodField(help_text=_("The stored input image."))
     mask_image = serializers.SerializerMethodField(help_text=_("The stored mask image."))
+    cost_source = serializers.ChoiceField(
+        choices=GenerationRequest.CostSource.choices,
+        allow_blank=True,
+        read_only=True,
+        help_text=_("Where cost came from; blank when unknown or reused from the cache."),
+    )
+    fallback_models = serializers.ListField(
+        child=serializers.CharField(),
+        read_only=True,
+        help_text=_("Model ids tried after model_id; empty: the FALLBACK_MODELS setting."),
+    )
+    model_attempts = ModelAttemptsField(
+        read_only=True, help_text=_("Each model tried, in order: outcome, error, seconds.")
+    )
     images = ImageSerializer(many=True, read_only=True)
     links = serializers.SerializerMethodField()
 
@@ -323,8 +387,13 @@ class GenerationSerializer(serializers.ModelSerializer):
             "strength",
             "scale",
             "use_cache",
+            "fallback_models",
+            "safety_checker",
+            "produced_by",
+            "model_attempts",
             "cached_from",
             "cost",
+            "cost_source",
             "created_at",
             "submitted_at",
             "started_at",

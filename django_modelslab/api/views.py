@@ -20,7 +20,7 @@ from .. import pipeline
 from ..models import GeneratedImage, GenerationRequest
 from . import idempotency
 from .auth import api_authenticators
-from .budget import check_budget
+from .budget import budget_refusals, check_budget
 from .exceptions import Conflict
 from .filters import GenerationFilter, ImageFilter, filtered
 from .pagination import ModelsLabPagination
@@ -131,9 +131,10 @@ class GenerationViewSet(
         serializer.is_valid(raise_exception=True)
         generation = serializer.build(requested_by=request.user)
         check_budget(request.user, generation)
-        generation, replayed = idempotency.create_once(
-            request.user, key, digest, lambda: pipeline.submit(generation)
-        )
+        with budget_refusals():
+            generation, replayed = idempotency.create_once(
+                request.user, key, digest, lambda: pipeline.submit(generation)
+            )
         return self._accepted(generation, replayed=replayed)
 
     def _accepted(self, generation: GenerationRequest, *, replayed: bool) -> Response:
@@ -156,9 +157,10 @@ class GenerationViewSet(
     @action(detail=True, methods=["post"])
     def regenerate(self, request: Request, pk: str | None = None) -> Response:
         generation = self.get_object()
-        check_budget(request.user, generation)
+        check_budget(request.user, generation, regenerating=True)
         try:
-            generation = pipeline.regenerate(generation)
+            with budget_refusals():
+                generation = pipeline.regenerate(generation)
         except pipeline.GenerationInProgress as exc:
             raise Conflict(str(exc)) from exc
         return self._accepted(generation, replayed=False)

@@ -161,3 +161,11 @@ def upscale(init: bytes, scale: int, fmt: str = "png") -> bytes:
     base = open_rgb(init)
     size = (base.width * scale, base.height * scale)
     return encode(base.resize(size, Image.Resampling.LANCZOS), fmt)
+
+
+def blank_image(width: int, height: int, fmt: str = "png") -> bytes:
+    """A solid black image: what a safety checker puts in place of a flagged output."""
+    fmt = normalize_format(fmt)
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (0, 0, 0)).save(out, format="PNG" if fmt == "png" else "JPEG")
+    return out.getvalue()

@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import drawing
-from .drawing import EXTENSIONS, FORMATS, draw_image, normalize_format
+from .drawing import EXTENSIONS, FORMATS, blank_image, draw_image, normalize_format
 from .faults import Fault, FaultQueue
 
 logger = logging.getLogger("django_modelslab.testing")
@@ -41,6 +41,9 @@ MISSING_KEY = "The key field is required."
 INPUT_HOSTS = ("127.0.0.1", "localhost", "::1")
 MAX_INPUT_BYTES = 20 * 1024 * 1024
 NOT_FOUND = "Request not found"
+#: A prompt containing this word (any case) gets its outputs flagged NSFW; with the safety
+#: checker on (the emulator's default, as ModelsLab's) they are also blanked (solid black).
+NSFW_TRIGGER = "emulator-nsfw"
 _FIRST_ID = 134_701_497  # real ids are 9-digit integers
 _CORRUPT = b"<html><body>Not an image: the emulator was asked to corrupt this file.</body></html>\n"
 _FLAGS = (
@@ -368,8 +371,11 @@ class Job:
     message: str | None = None  # why it failed
     fail_message: str | None = None  # set by Fault.failed: fail at the next chance
     never_finish: bool = False
+    nsfw: list[bool] = field(default_factory=list)  # per output
+    blanked: frozenset[int] = frozenset()  # outputs replaced by a black image
     fetches: int = 0
     generation_time: float = 0.0
+    cost: float | None = None  # reported in success answers when the report_cost knob is set
     created_at: float = field(default_factory=time.time)
     finished_at: float | None = None
     _created: float = field(default_factory=time.monotonic, repr=False)
@@ -398,7 +404,15 @@ class Emulator:
     ``errors_as_200`` answer validation/auth/not-found errors with HTTP 200;
     ``image_format`` "png" | "jpeg"; ``webhook_duplicates`` extra copies of each callback;
     ``webhook_auto_finish`` a processing job that has a webhook finishes by itself after
-    ``eta`` (and calls back) without being fetched.
+    ``eta`` (and calls back) without being fetched; ``report_cost`` None (no cost in answers)
+    or a price per image: success answers then carry ``"cost"`` = price x samples.
+
+    Models and safety: ``models`` None (any model id) or the ids that exist (others answer
+    404 "Model not found: <id>"); ``failing_models`` maps a model id to ``"failed"`` (the
+    job is accepted, then reported failed) or an HTTP status (e.g. 503, answered at once);
+    a prompt containing ``NSFW_TRIGGER`` ("emulator-nsfw") gets ``nsfw_content_detected``
+    true for every output, or only for the indexes in ``nsfw_outputs`` when that is a list;
+    unless ``safety_checker`` is "no", flagged outputs are solid black.
 
     ``input_hosts`` are the hosts the editing routes (img2img, inpaint, upscale, v7
     image-to-image) download ``init_image`` / ``mask_image`` URLs from; ``data:`` URLs and
@@ -425,6 +439,10 @@ class Emulator:
         errors_as_200: bool = False,
         webhook_duplicates: int = 0,
         webhook_auto_finish: bool = True,
+        report_cost: float | None = None,
+        models: Iterable[str] | None = None,
+        failing_models: dict[str, str | int] | None = None,
+        nsfw_outputs: Iterable[int] | None = None,
         input_hosts: Iterable[str] = INPUT_HOSTS,
     ) -> None:
         self.host = host
@@ -441,7 +459,19 @@ class Emulator:
         self.webhook_duplicates = webhook_duplicates
         self.webhook_auto_finish = webhook_auto_finish
         self.input_hosts = tuple(input_hosts)
-        self.configure(api_keys=api_keys, mode=mode, image_format=image_format)
+        self.report_cost: float | None = None
+        self.models: set[str] | None = None
+        self.failing_models: dict[str, str | int] = {}
+        self.nsfw_outputs: list[int] | None = None
+        self.configure(
+            api_keys=api_keys,
+            mode=mode,
+            image_format=image_format,
+            report_cost=report_cost,
+            models=models,
+            failing_models=failing_models or {},
+            nsfw_outputs=nsfw_outputs,
+        )
         self._defaults = self._knobs()
 
         self.calls: Counter[str] = Counter()
@@ -521,12 +551,17 @@ class Emulator:
             "webhook_duplicates": self.webhook_duplicates,
             "webhook_auto_finish": self.webhook_auto_finish,
             "input_hosts": tuple(self.input_hosts),
+            "report_cost": self.report_cost,
+            "models": None if self.models is None else set(self.models),
+            "failing_models": dict(self.failing_models),
+            "nsfw_outputs": None if self.nsfw_outputs is None else list(self.nsfw_outputs),
         }
 
     def config(self) -> dict[str, Any]:
         """The knobs as JSON-able values (keys are counted, never shown)."""
         knobs = self._knobs()
         knobs["api_keys"] = None if self.api_keys is None else len(self.api_keys)
+        knobs["models"] = None if self.models is None else sorted(self.models)
         return knobs
 
     def configure(self, **knobs: Any) -> None:
@@ -551,6 +586,18 @@ class Emulator:
                 if isinstance(value, str):
                     raise ValueError("input_hosts must be a collection of hosts, not one string")
                 value = tuple(str(host) for host in value)
+            if name == "report_cost" and value is not None:
+                if isinstance(value, bool):
+                    raise ValueError("report_cost must be None or a price per image >= 0")
+                value = float(value)
+                if not 0 <= value < float("inf"):
+                    raise ValueError("report_cost must be None or a price per image >= 0")
+            if name in ("models", "nsfw_outputs") and value is not None:
+                if isinstance(value, str):
+                    raise ValueError(f"{name} must be a collection, not one string")
+                value = {str(v) for v in value} if name == "models" else [int(v) for v in value]
+            if name == "failing_models":
+                value = _failing_models(value)
             setattr(self, name, value)
 
     def reset(self) -> None:
@@ -567,7 +614,9 @@ class Emulator:
             self._images.clear()
             self.faults.clear()
             for name, value in self._defaults.items():
-                setattr(self, name, set(value) if isinstance(value, set) else value)
+                if isinstance(value, set | dict | list):
+                    value = type(value)(value)
+                setattr(self, name, value)
 
     def add_fault(self, route: str, fault: Fault, times: int = 1) -> None:
         """Make the next ``times`` calls on ``route`` (or ``"*"``) misbehave as ``fault``."""
@@ -619,6 +668,9 @@ class Emulator:
 
     def _image(self, name: str, job: Job, index: int) -> bytes:
         data = self._images.get(name)
+        if data is None and index in job.blanked:
+            width, height = _output_size(job)
+            data = blank_image(width, height, job.image_format)
         if data is None and job.inputs:
             data = _edited_image(job, index)
         if data is None:
@@ -731,7 +783,13 @@ class Emulator:
                 family=route.family,
                 inputs=dict(inputs or {}),
                 generation_time=round(1.0 + (seed % 300) / 100 + float(self.latency), 2),
+                cost=None
+                if self.report_cost is None
+                else round(self.report_cost * params["samples"], 6),
             )
+            job.nsfw = self._nsfw(params)
+            if params.get("safety_checker", "yes") == "yes":
+                job.blanked = frozenset(i for i, flag in enumerate(job.nsfw) if flag)
             if fault is not None and fault.kind == "failed":
                 job.fail_message = fault.message
             job.never_finish = fault is not None and fault.kind == "never_finish"
@@ -748,6 +806,24 @@ class Emulator:
         if job.status == "success":
             self._notify(job)
         return body
+
+    def _nsfw(self, params: dict[str, Any]) -> list[bool]:
+        """Per-output NSFW flags: set for a prompt containing NSFW_TRIGGER."""
+        samples = params["samples"]
+        if NSFW_TRIGGER not in (params["prompt"] or "").lower():
+            return [False] * samples
+        chosen = self.nsfw_outputs
+        return [chosen is None or i in chosen for i in range(samples)]
+
+    def _model_problem(self, params: dict[str, Any]) -> tuple[int, str] | None:
+        """``(HTTP status, message)`` when the model does not exist or is set to fail now."""
+        model = params["model_id"]
+        if self.models is not None and model not in self.models:
+            return 404, f"Model not found: {model}"
+        failing = self.failing_models.get(model)
+        if isinstance(failing, int):
+            return failing, f"Model {model} is temporarily unavailable."
+        return None
 
     def _schedule(self, job: Job) -> None:
         epoch = self._epoch
@@ -808,6 +884,8 @@ class Emulator:
                     "id": job.id,
                     "output": list(job.output_urls),
                     "proxy_links": list(job.proxy_urls),
+                    "nsfw_content_detected": _nsfw_field(job),
+                    **_cost(job),
                 }
             elif job.status == "failed":
                 body = {"status": "failed", "id": job.id, "message": job.message}
@@ -901,6 +979,15 @@ def _meta(params: dict[str, Any], seed: int, prefix: str) -> dict[str, Any]:
     }
 
 
+def _output_size(job: Job) -> tuple[int, int]:
+    """The size of a job's outputs: its input's for an editing job, else width x height."""
+    if "init_image" in job.inputs:
+        size = drawing.open_rgb(job.inputs["init_image"]).size
+        scale = int(job.params["scale"]) if job.route == "upscale" else 1
+        return size[0] * scale, size[1] * scale
+    return int(job.params["width"]), int(job.params["height"])
+
+
 def _edited_image(job: Job, index: int) -> bytes:
     """An output of an editing job, made from its input images with real image operations."""
     params, fmt = job.params, job.image_format
@@ -920,10 +1007,32 @@ def _success_body(job: Job) -> dict[str, Any]:
         "id": job.id,
         "output": list(job.output_urls),
         "proxy_links": list(job.proxy_urls),
-        "nsfw_content_detected": False,
+        "nsfw_content_detected": _nsfw_field(job),
         "webhook_status": "",
         "meta": dict(job.meta),
+        **_cost(job),
     }
+
+
+def _cost(job: Job) -> dict[str, Any]:
+    return {} if job.cost is None else {"cost": job.cost}
+
+
+def _nsfw_field(job: Job) -> bool | list[bool]:
+    """One bool when every output agrees (as ModelsLab answers), else one flag per output."""
+    flags = job.nsfw or [False]
+    return flags[0] if len(set(flags)) == 1 else list(flags)
+
+
+def _failing_models(value: Any) -> dict[str, str | int]:
+    if not isinstance(value, dict):
+        raise ValueError("failing_models must map model ids to 'failed' or an HTTP status")
+    checked: dict[str, str | int] = {}
+    for model, how in value.items():
+        if how != "failed" and not (isinstance(how, int) and 400 <= how <= 599):
+            raise ValueError(f"failing_models[{model!r}] must be 'failed' or 400..599, not {how!r}")
+        checked[str(model)] = how
+    return checked
 
 
 def _processing_body(job: Job) -> dict[str, Any]:
@@ -1096,6 +1205,15 @@ class _Handler(BaseHTTPRequestHandler):
                 inputs = self.emu._load_inputs(params)
             except ValidationError as exc:
                 return self._error(400, str(exc))
+            problem = self.emu._model_problem(params)
+            if problem is not None:
+                code, message = problem
+                if code >= 500:
+                    return self._json(code, {"status": "error", "message": message})
+                return self._error(code, message)
+            if self.emu.failing_models.get(params["model_id"]) == "failed" and fault is None:
+                model = params["model_id"]
+                fault = Fault.failed(f"Generation failed: model {model} could not run it.")
             return self._json(200, self.emu._create_job(route, params, fault, inputs))
         raw_id = match["id"] or body.get("request_id")
         status, answer = self.emu._fetch(raw_id, fault, route.family)

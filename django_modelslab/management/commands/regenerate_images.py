@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, time
+from decimal import Decimal
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -24,8 +25,11 @@ from django.db.models import Count, QuerySet, Sum
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from django_modelslab import pipeline
-from django_modelslab.exceptions import GenerationInProgress
+from django_modelslab import costs, pipeline
+from django_modelslab.amounts import format_amount
+from django_modelslab.conf import get_setting
+from django_modelslab.exceptions import BudgetExceeded, GenerationInProgress
+from django_modelslab.fallbacks import clean_model_ids
 from django_modelslab.integrity import requests_with_missing_files
 from django_modelslab.models import GeneratedImage, GenerationRequest
 
@@ -60,14 +64,24 @@ class Summary:
 
     outcomes: Counter[str] = field(default_factory=Counter)
     failures: dict[int, str] = field(default_factory=dict)
+    refusals: dict[int, str] = field(default_factory=dict)  # ended refused (safety, moderation)
+    over_budget: dict[int, str] = field(default_factory=dict)  # not started: a daily budget
+    produced_by: Counter[str] = field(default_factory=Counter)
     images: int = 0
     bytes: int = 0
+    cost: Decimal = Decimal(0)
+    ran: bool = False  # something ran in this process (its cost is known)
 
-    def add(self, request: GenerationRequest) -> None:
+    def add(self, request: GenerationRequest, *, cost_before: Decimal | None = None) -> None:
+        self.ran = True
+        self.cost += (request.cost or 0) - (cost_before or 0)
         self.outcomes[request.status] += 1
         if request.status == Status.FAILED:
             self.failures[request.pk] = request.error
+        if request.status == Status.REFUSED:
+            self.refusals[request.pk] = request.error
         if request.status == Status.SUCCEEDED:
+            self.produced_by[request.produced_by or request.model_id] += 1
             current = GeneratedImage.objects.filter(request=request, attempt=request.attempts)
             totals = current.aggregate(count=Count("pk"), size=Sum("bytes"))
             self.images += totals["count"] or 0
@@ -83,7 +97,8 @@ class Progress:
     def step(self, request: GenerationRequest, summary: Summary) -> None:
         self.done += 1
         if not self.tty:
-            detail = f": {request.error}" if request.status == Status.FAILED else ""
+            failed = request.status in (Status.FAILED, Status.REFUSED)
+            detail = f": {request.error}" if failed else ""
             self.write(f"[{self.done}/{self.total}] #{request.pk} {request.status}{detail}\n")
             return
         width = 30
@@ -179,12 +194,21 @@ class Command(BaseCommand):
             help="Requests run at once in this process (default 4).",
         )
         run.add_argument(
+            "--fallback-model",
+            dest="fallback_models",
+            action="append",
+            metavar="MODEL",
+            help="Try this model when a request's model fails (repeatable, in order); "
+            "recorded on each request run, replacing its own list.",
+        )
+        run.add_argument(
             "--yes",
             action="store_true",
             help=f"Do not ask before running more than {CONFIRM_ABOVE} requests.",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        fallback_models = self.fallback_models(options["fallback_models"])
         requests = list(self.select(options))
         if not requests:
             self.stdout.write("No generation request matches.")
@@ -195,6 +219,8 @@ class Command(BaseCommand):
             self.list_plan(requests)
             return
         self.confirm(len(requests), options["yes"])
+        if fallback_models is not None:
+            self.set_fallbacks(requests, fallback_models)
         batch = options["resume"] or uuid.uuid4().hex[:12]
         self.stdout.write(
             f"Batch {batch}: {len(requests)} request(s). If interrupted, continue with "
@@ -211,8 +237,29 @@ class Command(BaseCommand):
             self.report(summary)
             sys.exit(130)
         self.report(summary)
+        problems = []
         if summary.failures:
-            raise CommandError(f"{len(summary.failures)} request(s) failed.")
+            problems.append(f"{len(summary.failures)} request(s) failed")
+        if summary.over_budget:
+            problems.append(f"{len(summary.over_budget)} request(s) skipped: daily budget reached")
+        if problems:
+            raise CommandError("; ".join(problems) + ".")
+
+    def fallback_models(self, given: list[str] | None) -> list[str] | None:
+        """``--fallback-model`` values, checked (None when the option was not given)."""
+        if not given:
+            return None
+        try:
+            return clean_model_ids(given)
+        except ValueError as exc:
+            raise CommandError(f"--fallback-model: {exc}") from exc
+
+    def set_fallbacks(self, requests: list[GenerationRequest], models: list[str]) -> None:
+        """Record ``models`` as the fallbacks of the requests this run starts."""
+        ids = [request.pk for request in requests]
+        GenerationRequest.objects.filter(pk__in=ids).update(fallback_models=models)
+        for request in requests:
+            request.fallback_models = models
 
     # selection -----------------------------------------------------------------------
 
@@ -220,7 +267,7 @@ class Command(BaseCommand):
         requests: QuerySet[GenerationRequest] = GenerationRequest.objects.order_by("pk")
         if options["resume"]:
             requests = requests.filter(regeneration_batch=options["resume"]).exclude(
-                status=Status.SUCCEEDED
+                status__in=(Status.SUCCEEDED, Status.REFUSED)
             )
         if options["ids"]:
             requests = requests.filter(pk__in=options["ids"])
@@ -247,13 +294,17 @@ class Command(BaseCommand):
 
     def list_plan(self, requests: list[GenerationRequest]) -> None:
         self.stdout.write(f"Dry run: {len(requests)} request(s) would run; nothing was called.")
+        estimate = Decimal(0)
         for request in requests:
             action = self.action_for(request, request.regeneration_batch if self.resuming else "")
+            estimate += costs.estimate(request) if action == "regenerate" else 0
             prompt = request.prompt if len(request.prompt) <= 50 else request.prompt[:49] + "…"
             self.stdout.write(
                 f"  #{request.pk:<6} {request.status:<10} {request.model_id or '-':<16} "
                 f"{action:<10} {prompt}"
             )
+        unit = get_setting("COST_UNIT")
+        self.stdout.write(f"Estimated cost (PRICES): {format_amount(estimate)} {unit}.")
 
     def confirm(self, count: int, yes: bool) -> None:
         if yes or count <= CONFIRM_ABOVE:
@@ -281,8 +332,20 @@ class Command(BaseCommand):
             return "retry"
         return "regenerate"
 
-    def start(self, request: GenerationRequest, batch: str, *, enqueue: bool) -> bool:
-        """Queue one request as :meth:`action_for` says; False when it was not started."""
+    def start(
+        self, request: GenerationRequest, batch: str, summary: Summary, *, enqueue: bool
+    ) -> bool:
+        """Queue one request as :meth:`action_for` says; False when it was not started.
+
+        A request a daily budget refuses is left as it was and noted in ``summary.over_budget``.
+        """
+        try:
+            return self._start(request, batch, enqueue=enqueue)
+        except BudgetExceeded as exc:
+            summary.over_budget[request.pk] = str(exc)
+            return False
+
+    def _start(self, request: GenerationRequest, batch: str, *, enqueue: bool) -> bool:
         action = self.action_for(request, batch if self.resuming else "")
         if action == "continue":
             return pipeline.pick_up(request, enqueue=enqueue)
@@ -299,22 +362,31 @@ class Command(BaseCommand):
 
     def enqueue(self, requests: list[GenerationRequest], batch: str, summary: Summary) -> None:
         for request in requests:
-            queued = self.start(request, batch, enqueue=True)
-            summary.outcomes["enqueued" if queued else "skipped"] += 1
+            if self.start(request, batch, summary, enqueue=True):
+                summary.outcomes["enqueued"] += 1
+            elif request.pk not in summary.over_budget:
+                summary.outcomes["skipped"] += 1
 
     def run_here(
         self, requests: list[GenerationRequest], batch: str, concurrency: int, summary: Summary
     ) -> None:
-        started = [request.pk for request in requests if self.start(request, batch, enqueue=False)]
-        if len(started) < len(requests):
-            summary.outcomes["skipped"] += len(requests) - len(started)
-        progress = Progress(len(started), self.stdout.write, self.stdout.isatty())
+        cost_before = {request.pk: request.cost for request in requests}
+        progress = Progress(len(requests), self.stdout.write, self.stdout.isatty())
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            futures = [pool.submit(run_in_thread, pk) for pk in started]
+            futures = []
             try:
+                # Each request is handed to the pool as soon as it is marked, so the first
+                # provider calls do not wait for the whole selection to be marked.
+                for request in requests:
+                    if self.start(request, batch, summary, enqueue=False):
+                        futures.append(pool.submit(run_in_thread, request.pk))
+                        continue
+                    progress.total -= 1
+                    if request.pk not in summary.over_budget:
+                        summary.outcomes["skipped"] += 1
                 for future in as_completed(futures):
                     request = future.result()
-                    summary.add(request)
+                    summary.add(request, cost_before=cost_before[request.pk])
                     progress.step(request, summary)
             except KeyboardInterrupt:
                 for future in futures:
@@ -322,13 +394,26 @@ class Command(BaseCommand):
                 raise
 
     def report(self, summary: Summary) -> None:
-        counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.outcomes.items()))
+        outcomes = summary.outcomes + Counter({"skipped (budget)": len(summary.over_budget)})
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(outcomes.items()))
         self.stdout.write(f"Done: {counts or 'nothing ran'}.")
         self.stdout.write(f"Images stored: {summary.images} ({summary.bytes:,} bytes).")
-        reasons = Counter(summary.failures.values())
-        for reason, n in reasons.most_common():
-            ids = [str(pk) for pk, why in summary.failures.items() if why == reason]
-            self.stdout.write(f"Failed ({n}): {reason} [#{', #'.join(ids)}]")
+        if summary.ran:
+            self.stdout.write(f"Cost: {format_amount(summary.cost)} {get_setting('COST_UNIT')}.")
+        if summary.produced_by:
+            models = ", ".join(f"{model} {n}" for model, n in summary.produced_by.most_common())
+            self.stdout.write(f"Produced by: {models}.")
+        for label, found in (("Failed", summary.failures), ("Refused", summary.refusals)):
+            for reason, n in Counter(found.values()).most_common():
+                ids = [str(pk) for pk, why in found.items() if why == reason]
+                self.stdout.write(f"{label} ({n}): {reason} [#{', #'.join(ids)}]")
+        if summary.over_budget:  # the amounts differ from one to the next: the first says why
+            ids = ", #".join(str(pk) for pk in summary.over_budget)
+            first = next(iter(summary.over_budget.values()))
+            self.stdout.write(
+                f"Skipped (budget) ({len(summary.over_budget)}): left as they were, nothing sent. "
+                f"{first} [#{ids}]"
+            )
 
 
 def run_in_thread(request_id: int) -> GenerationRequest:

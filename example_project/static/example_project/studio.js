@@ -70,8 +70,8 @@
         await sleep(POLL_MS);
         generation = await call(generation.links.self, { method: "GET" });
       }
-      if (generation.status === "failed") {
-        say(`Request #${generation.id} failed: ${generation.error}`, true);
+      if (generation.status === "failed" || generation.status === "refused") {
+        say(`Request #${generation.id} ${generation.status}: ${generation.error}`, true);
       } else {
         say(`Request #${generation.id}: ${generation.status}`);
         show(generation);

@@ -1,0 +1,258 @@
+"""Model fallbacks: which models a request tries, which errors move on, what each try did.
+
+A request tries its ``model_id`` (or DEFAULT_MODEL), then its ``fallback_models`` (or, when
+that is empty, the FALLBACK_MODELS setting), in order, inside one attempt of
+:func:`~django_modelslab.pipeline.run`. Each model try is a new provider job with its own
+track id (``<request>-<attempt>`` for the first, ``<request>-<attempt>.<n>`` after) and one
+entry in ``GenerationRequest.model_attempts``::
+
+    {"model_id": "flux", "outcome": "failed", "error": "Model not found: flux (HTTP 404)",
+     "seconds": 0.02, "at": "2026-...", "attempt": 1, "track_id": "12-1"}
+
+``outcome`` is ``started`` (in flight), ``succeeded``, ``failed``, ``refused`` or
+``abandoned`` (a job the request stopped waiting for). See :func:`falls_through` for the
+errors that move on to the next model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from django.utils import timezone
+
+from .conf import get_setting
+from .exceptions import (
+    AmbiguousSubmission,
+    AuthenticationFailed,
+    GenerationFailed,
+    GenerationRefused,
+    InsufficientCredits,
+    ProviderRejected,
+    ProviderTransportError,
+    ProviderUnavailable,
+    RateLimited,
+    SafetyRefused,
+)
+
+if TYPE_CHECKING:
+    from .models import GenerationRequest
+
+STARTED = "started"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+REFUSED = "refused"
+ABANDONED = "abandoned"
+#: Most fallback models one request may list.
+MAX_FALLBACK_MODELS = 10
+MAX_MODEL_ID_LENGTH = 200
+
+
+def models_for(request: GenerationRequest) -> list[str]:
+    """The model ids to try, in order, without repeats.
+
+    FALLBACK_MODELS lists v6 image models: upscale and v7 requests fall back only to their own
+    ``fallback_models``.
+    """
+    from . import kinds  # here: kinds needs the models loaded
+
+    first = request.model_id or kinds.default_model(request)
+    fallbacks = request.fallback_models
+    if not fallbacks and kinds.uses_fallback_setting(request):
+        fallbacks = get_setting("FALLBACK_MODELS") or []
+    ordered: list[str] = []
+    for model in (first, *fallbacks):
+        if model and model not in ordered:
+            ordered.append(model)
+    return ordered
+
+
+def clean_model_ids(values: Any) -> list[str]:
+    """Validate a list of fallback model ids (for forms, serializers, the command).
+
+    Strips blanks and repeats; raises ValueError with a message a person can act on for an id
+    that is not a string, too long or has spaces, more than MAX_FALLBACK_MODELS ids, or an id
+    outside ALLOWED_MODELS when that is set.
+    """
+    if isinstance(values, str) or not isinstance(values, list | tuple):
+        raise ValueError("Give a list of model ids.")
+    ids: list[str] = []
+    for value in values:
+        if not isinstance(value, str):
+            raise ValueError(f"{value!r} is not a model id.")
+        model = value.strip()
+        if not model or model in ids:
+            continue
+        if len(model) > MAX_MODEL_ID_LENGTH or any(c.isspace() for c in model):
+            raise ValueError(f"{model[:40]!r} is not a model id (no spaces, at most 200 chars).")
+        ids.append(model)
+    if len(ids) > MAX_FALLBACK_MODELS:
+        raise ValueError(f"Give at most {MAX_FALLBACK_MODELS} fallback models.")
+    allowed = get_setting("ALLOWED_MODELS")
+    unknown = [model for model in ids if allowed is not None and model not in allowed]
+    if unknown:
+        raise ValueError(
+            f"Unknown model(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}."
+        )
+    return ids
+
+
+def falls_through(request: GenerationRequest, exc: BaseException) -> bool:
+    """Whether ``exc``, ending one model's try, lets the next model be tried.
+
+    Yes for a model-specific rejection ("Model not found: …", any ``status: "error"`` that
+    names the model), a job ModelsLab reported ``failed``, and a server error (5xx) or lost
+    connection that left no job behind. A safety refusal only with FALLBACK_ON_SAFETY.
+    Never for what the next model would meet too (API key, credits, rate limit, invalid
+    parameters), for a submission whose answer was lost (the job may run, and be billed),
+    or while a job may still finish (errors polling it, MAX_WAIT).
+    """
+    if isinstance(exc, SafetyRefused):
+        return bool(get_setting("FALLBACK_ON_SAFETY"))
+    if isinstance(exc, GenerationRefused | AmbiguousSubmission):
+        return False
+    if isinstance(exc, AuthenticationFailed | InsufficientCredits | RateLimited):
+        return False
+    if isinstance(exc, GenerationFailed):
+        return True
+    if isinstance(exc, ProviderUnavailable | ProviderTransportError):
+        return not request.provider_id  # with a job known, it may still finish
+    if isinstance(exc, ProviderRejected):
+        return is_model_error(exc)
+    return False
+
+
+def is_model_error(exc: ProviderRejected) -> bool:
+    """A rejection about the model itself (unknown, unavailable, not on this plan)."""
+    return "model" in exc.message.lower()
+
+
+def try_models(
+    request: GenerationRequest,
+    attempt: Callable[[], Any],
+    *,
+    forget: Callable[[GenerationRequest], None],
+) -> None:
+    """Run ``attempt`` for each model in turn until one does not fail in a way that moves on.
+
+    ``attempt`` generates with :func:`current_model` (it submits, waits, stores); ``forget``
+    drops the previous model's job before the next one is submitted. A job already in flight
+    (a retry polling it, or copying its outputs) is continued first, with its own model.
+    The error of the last model tried is raised; :func:`explain` lists them all.
+    """
+    models = models_for(request)
+    in_flight = _entry(request, request.track_id) if request.track_id else None
+    if in_flight is not None and in_flight["model_id"] in models:
+        start = models.index(in_flight["model_id"])
+    else:
+        start = 0
+        if in_flight is None:
+            _begin(request, models[0])
+    for index in range(start, len(models)):
+        if index > start:
+            forget(request)
+            _begin(request, models[index])
+        try:
+            attempt()
+            return
+        except Exception as exc:
+            if index + 1 == len(models) or not falls_through(request, exc):
+                raise
+            end(request, exc)
+            request.save(update_fields=["model_attempts", "updated_at"])
+
+
+def current_model(request: GenerationRequest) -> str:
+    """The model of the job the request is on: the try its track id names, else its own."""
+    found = _entry(request, request.track_id) if request.track_id else None
+    if found is None:
+        found = _open(request)
+    if found is not None:
+        return str(found["model_id"])
+    from . import kinds  # here: kinds needs the models loaded
+
+    return request.model_id or kinds.default_model(request)
+
+
+def track_id(request: GenerationRequest) -> str:
+    """The track id for a new job: the one reserved by the model try in progress."""
+    found = _open(request)
+    return str(found["track_id"]) if found is not None else request.new_track_id()
+
+
+def end(request: GenerationRequest, exc: BaseException | None = None, reason: str = "") -> None:
+    """Close the current try: succeeded (``exc`` None), refused or failed with its reason."""
+    found = _entry(request, request.track_id) if request.track_id else None
+    if found is None:
+        found = _open(request)
+    if found is None:
+        return
+    if exc is None:
+        outcome = SUCCEEDED
+    else:
+        outcome = REFUSED if isinstance(exc, GenerationRefused) else FAILED
+    found.update(
+        outcome=outcome,
+        error=reason or ("" if exc is None else str(exc)),
+        seconds=_seconds_since(found.get("at")),
+    )
+    request.model_attempts = list(request.model_attempts)
+
+
+def explain(request: GenerationRequest, reason: str) -> str:
+    """``reason``, preceded by the errors of the attempt's earlier models when there were any."""
+    tries = [e for e in request.model_attempts if e.get("attempt") == request.attempts]
+    failed = [e for e in tries if e.get("outcome") in (FAILED, REFUSED)]
+    if len(failed) < 2:
+        return reason
+    listed = "; ".join(f"{e['model_id']}: {e.get('error') or e['outcome']}" for e in failed)
+    return f"No model produced images ({len(failed)} tried). {listed}"
+
+
+# --- entries ----------------------------------------------------------------------------
+
+
+def _begin(request: GenerationRequest, model: str) -> None:
+    """Record a new try of ``model`` (saved now: a crash mid-call leaves the evidence)."""
+    entries = list(request.model_attempts)
+    for entry in entries:
+        if entry.get("outcome") == STARTED:
+            entry.update(outcome=ABANDONED, seconds=_seconds_since(entry.get("at")))
+    n = sum(1 for entry in entries if entry.get("attempt") == request.attempts)
+    track = request.new_track_id() if n == 0 else f"{request.new_track_id()}.{n}"
+    entries.append(
+        {
+            "model_id": model,
+            "outcome": STARTED,
+            "error": "",
+            "seconds": None,
+            "at": timezone.now().isoformat(),
+            "attempt": request.attempts,
+            "track_id": track,
+        }
+    )
+    request.model_attempts = entries
+    request.save(update_fields=["model_attempts", "updated_at"])
+
+
+def _entry(request: GenerationRequest, track: str) -> dict[str, Any] | None:
+    for entry in reversed(request.model_attempts):
+        if entry.get("track_id") == track:
+            return entry
+    return None
+
+
+def _open(request: GenerationRequest) -> dict[str, Any] | None:
+    for entry in reversed(request.model_attempts):
+        if entry.get("outcome") == STARTED:
+            return entry
+    return None
+
+
+def _seconds_since(at: Any) -> float | None:
+    try:
+        started = datetime.fromisoformat(str(at))
+    except ValueError:
+        return None
+    return round((timezone.now() - started).total_seconds(), 3)
