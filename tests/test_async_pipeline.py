@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,6 +16,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.core.files.base import ContentFile
 from django.db import connection
+from django.http import JsonResponse
+from django.test import AsyncRequestFactory
 from PIL import Image
 
 from django_modelslab import kinds, pipeline
@@ -164,6 +167,24 @@ def test_aresume_finishes_a_job_the_webhook_announced(emulator, settings):
     request.refresh_from_db()
     assert request.status == Status.SUCCEEDED, request.error
     assert request.images.count() == 1
+    assert emulator.calls["text2img"] == 1
+
+
+async def generate_now(request):  # the async view of docs/pipeline.md, as written there
+    generation = await GenerationRequest.objects.acreate(prompt=request.GET["prompt"])
+    generation = await sync_to_async(pipeline.submit)(generation, enqueue=False)
+    generation = await pipeline.arun(generation.pk)
+    return JsonResponse({"status": generation.status, "error": generation.error})
+
+
+def test_the_documented_async_view_generates_in_the_request(emulator):
+    request = AsyncRequestFactory().get("/generate", {"prompt": "a red fox"})
+
+    response = on_loop(lambda: generate_now(request))
+
+    assert json.loads(response.content) == {"status": "succeeded", "error": ""}
+    generation = GenerationRequest.objects.get(prompt="a red fox")
+    assert generation.images.count() == 1
     assert emulator.calls["text2img"] == 1
 
 
