@@ -10,6 +10,7 @@ import asyncio
 import io
 import json
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -39,7 +40,10 @@ def on_loop(make: Callable[[], Awaitable[Any]]) -> Any:
         finally:
             await sync_to_async(close_connection, thread_sensitive=True)()
 
-    return asyncio.run(main())
+    # A thread of its own: a session fixture (Playwright's sync API) may keep an event loop
+    # running in this one, where asyncio.run() refuses to start.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, main()).result()
 
 
 def close_connection() -> None:

@@ -14,6 +14,7 @@ import sys
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, time
 from decimal import Decimal
@@ -378,7 +379,16 @@ class Command(BaseCommand):
         Ctrl-C stops starting requests (they stay queued for ``--resume``); those already
         talking to ModelsLab are finished first, so none is left with a job in doubt.
         """
-        asyncio.run(self.run_all(requests, batch, concurrency, summary))
+        work = self.run_all(requests, batch, concurrency, summary)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # the usual case (manage.py): the loop runs here, Ctrl-C works
+            asyncio.run(work)
+            return
+        # Called where an event loop already runs (a notebook, Playwright's sync API in tests):
+        # asyncio.run() refuses to start on this thread, so the loop gets one of its own.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pool.submit(asyncio.run, work).result()
 
     async def run_all(
         self, requests: list[GenerationRequest], batch: str, concurrency: int, summary: Summary
