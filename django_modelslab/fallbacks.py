@@ -16,7 +16,7 @@ errors that move on to the next model.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -130,13 +130,15 @@ def is_model_error(exc: ProviderRejected) -> bool:
 
 def try_models(
     request: GenerationRequest,
-    attempt: Callable[[], Any],
+    attempt: Callable[[], Generator[Any, Any, Any]],
     *,
     forget: Callable[[GenerationRequest], None],
-) -> None:
+) -> Generator[Any, Any, None]:
     """Run ``attempt`` for each model in turn until one does not fail in a way that moves on.
 
-    ``attempt`` generates with :func:`current_model` (it submits, waits, stores); ``forget``
+    ``attempt`` generates with :func:`current_model` (it submits, waits, stores); it is a
+    generator of the pipeline's provider calls (``yield from``: see
+    :func:`~django_modelslab.pipeline.drive`), and so is this. ``forget``
     drops the previous model's job before the next one is submitted. A job already in flight
     (a retry polling it, or copying its outputs) is continued first, with its own model.
     The error of the last model tried is raised; :func:`explain` lists them all.
@@ -154,7 +156,7 @@ def try_models(
             forget(request)
             _begin(request, models[index])
         try:
-            attempt()
+            yield from attempt()
             return
         except Exception as exc:
             if index + 1 == len(models) or not falls_through(request, exc):

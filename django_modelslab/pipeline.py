@@ -10,21 +10,24 @@ recorded under a row lock, so of two runs racing to finish it, one result counts
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import httpx
+from asgiref.sync import sync_to_async
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
 from . import costs, fallbacks, kinds, safety
-from .client import ModelsLabClient, ProviderResponse, redact, reported_cost
+from .client import AsyncModelsLabClient, ModelsLabClient, ProviderResponse, redact, reported_cost
 from .conf import get_setting, get_settings
 from .downloads import Download, download
 from .downloads import make_client as make_download_client
@@ -63,16 +66,147 @@ CLAIMABLE = (Status.PENDING, Status.QUEUED)
 
 def build_client() -> ModelsLabClient:
     """A client configured from the MODELSLAB settings."""
+    return ModelsLabClient(**_client_settings())
+
+
+def build_async_client() -> AsyncModelsLabClient:
+    """An :class:`~django_modelslab.client.AsyncModelsLabClient` configured the same way."""
+    return AsyncModelsLabClient(**_client_settings())
+
+
+def _client_settings() -> dict[str, Any]:
     conf = get_settings()
-    return ModelsLabClient(
-        api_key=conf["API_KEY"],
-        base_url=conf["BASE_URL"],
-        timeout=conf["TIMEOUT"],
-        connect_timeout=conf["CONNECT_TIMEOUT"],
-        max_retries=conf["MAX_RETRIES"],
-        retry_backoff=conf["RETRY_BACKOFF"],
-        retry_backoff_max=conf["RETRY_BACKOFF_MAX"],
-    )
+    return {
+        "api_key": conf["API_KEY"],
+        "base_url": conf["BASE_URL"],
+        "timeout": conf["TIMEOUT"],
+        "connect_timeout": conf["CONNECT_TIMEOUT"],
+        "max_retries": conf["MAX_RETRIES"],
+        "retry_backoff": conf["RETRY_BACKOFF"],
+        "retry_backoff_max": conf["RETRY_BACKOFF_MAX"],
+    }
+
+
+# --- what the work asks of the outside world (sans-IO) ----------------------------------
+#
+# The state machine below is written once, as generators that *yield* each provider call
+# or pause they need and receive its result (or have its exception thrown in). The sync
+# driver (:func:`run`, :func:`resume`) performs them with a ModelsLabClient; the async one
+# (:func:`arun`, :func:`aresume`) with an AsyncModelsLabClient, each step of the state
+# machine (database work, storage copies) running in Django's sync thread.
+
+
+@dataclass(frozen=True)
+class Generate:
+    """Start a job: ``client.generate(kind, params, api_version=...)``."""
+
+    kind: str
+    params: dict[str, Any]
+    api_version: str
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """Ask for a job's state: ``client.fetch(provider_id, kind=..., api_version=...)``."""
+
+    provider_id: str
+    kind: str
+    api_version: str
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """Pause between polls."""
+
+    seconds: float
+
+
+Op = Generate | Fetch | Sleep
+T = TypeVar("T")
+#: A piece of the state machine: yields :data:`Op` values, is sent their results.
+Steps = Generator[Op, Any, T]
+
+
+def perform(client: ModelsLabClient, op: Generate | Fetch) -> ProviderResponse:
+    """Make the provider call ``op`` names, blocking."""
+    if isinstance(op, Generate):
+        return client.generate(op.kind, op.params, api_version=op.api_version)
+    return client.fetch(op.provider_id, kind=op.kind, api_version=op.api_version)
+
+
+def drive(steps: Steps[T], *, sleep: Callable[[float], None] = time.sleep) -> T:
+    """Run ``steps`` to the end, blocking: calls on a client from :func:`build_client`.
+
+    An exception of a call (or of ``sleep``) is thrown into ``steps`` where it asked for it.
+    """
+    client: ModelsLabClient | None = None
+    try:
+        op = next(steps)
+        while True:
+            try:
+                if isinstance(op, Sleep):
+                    result: Any = sleep(op.seconds)
+                else:
+                    client = client or build_client()
+                    result = perform(client, op)
+            except BaseException as exc:  # thrown in: the steps decide, as inline code did
+                op = steps.throw(exc)
+            else:
+                op = steps.send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    finally:
+        if client is not None:
+            client.close()
+
+
+async def aperform(client: AsyncModelsLabClient, op: Generate | Fetch) -> ProviderResponse:
+    """Make the provider call ``op`` names, awaiting it."""
+    if isinstance(op, Generate):
+        return await client.generate(op.kind, op.params, api_version=op.api_version)
+    return await client.fetch(op.provider_id, kind=op.kind, api_version=op.api_version)
+
+
+async def adrive(steps: Steps[T], *, client: AsyncModelsLabClient | None = None) -> T:
+    """Run ``steps`` to the end on the event loop: calls and pauses are awaited.
+
+    Each step between two calls runs in Django's sync thread (``sync_to_async``,
+    thread-sensitive), so the database is used as from a sync view. Without ``client``, one
+    from :func:`build_async_client` is used and closed afterwards.
+    """
+    advance = sync_to_async(_advance, thread_sensitive=True)
+    own = client is None
+    try:
+        done, value = await advance(steps, None, None)
+        while not done:
+            op = value
+            try:
+                if isinstance(op, Sleep):
+                    result: Any = await asyncio.sleep(op.seconds)
+                else:
+                    client = client or build_async_client()
+                    result = await aperform(client, op)
+            except Exception as exc:
+                done, value = await advance(steps, None, exc)
+            except BaseException:  # cancelled: the request is left as a killed worker leaves it
+                steps.close()
+                raise
+            else:
+                done, value = await advance(steps, result, None)
+        return value  # type: ignore[no-any-return]
+    finally:
+        if own and client is not None:
+            await client.aclose()
+
+
+def _advance(steps: Steps[Any], value: Any, error: BaseException | None) -> tuple[bool, Any]:
+    """One step: (False, the next op) or (True, the result)."""
+    try:
+        if error is not None:
+            return False, steps.throw(error)
+        return False, steps.send(value)
+    except StopIteration as stop:
+        return True, stop.value
 
 
 # --- faces call these -------------------------------------------------------------------
@@ -197,6 +331,20 @@ def run(request_id: int, *, sleep: Callable[[float], None] = time.sleep) -> Gene
     model fails in a way that lets the next one try, the fallback models are tried in turn
     (:mod:`django_modelslab.fallbacks`).
     """
+    return drive(run_steps(request_id), sleep=sleep)
+
+
+async def arun(request_id: int, *, client: AsyncModelsLabClient | None = None) -> GenerationRequest:
+    """:func:`run` for async code (ASGI views, the command's concurrency); same guarantees.
+
+    Provider calls and polling pauses are awaited on ``client`` (default: one from
+    :func:`build_async_client`, closed afterwards); the rest runs in Django's sync thread.
+    """
+    return await adrive(run_steps(request_id), client=client)
+
+
+def run_steps(request_id: int) -> Steps[GenerationRequest]:
+    """:func:`run` as :data:`Steps`, for any driver."""
     request = _claim(request_id)
     if request is None:
         return GenerationRequest.objects.get(pk=request_id)
@@ -207,22 +355,19 @@ def run(request_id: int, *, sleep: Callable[[float], None] = time.sleep) -> Gene
             raise refusal
         if _reuse_cached_images(request):
             return request
-        with build_client() as client:
-            attempt = partial(_try_model, request, client, sleep)
-            fallbacks.try_models(request, attempt, forget=_forget_provider_job)
+        attempt = partial(_try_model, request)
+        yield from fallbacks.try_models(request, attempt, forget=_forget_provider_job)
     return request
 
 
-def _try_model(
-    request: GenerationRequest, client: ModelsLabClient, sleep: Callable[[float], None]
-) -> None:
+def _try_model(request: GenerationRequest) -> Steps[None]:
     """Generate with the current model: submit or continue its job, wait, store the images."""
-    response = _provider_result(request, client)
+    response = yield from _provider_result(request)
     if response is not None and response.processing:
         if webhook_url() is not None:
             logger.info("Generation #%s: waiting for the webhook", request.pk)
             return
-        response = _wait(request, client, response, sleep)
+        response = yield from _wait(request, response)
     _complete(request, response)
 
 
@@ -236,11 +381,23 @@ def resume(request_id: int) -> GenerationRequest:
     processing is left alone. Never submits a job, so duplicate or concurrent calls are harmless:
     the first to finish records the images, the others find the attempt finished.
     """
+    return drive(resume_steps(request_id))
+
+
+async def aresume(
+    request_id: int, *, client: AsyncModelsLabClient | None = None
+) -> GenerationRequest:
+    """:func:`resume` for async code (an async webhook view, say)."""
+    return await adrive(resume_steps(request_id), client=client)
+
+
+def resume_steps(request_id: int) -> Steps[GenerationRequest]:
+    """:func:`resume` as :data:`Steps`, for any driver."""
     request = GenerationRequest.objects.get(pk=request_id)
     if request.status not in (Status.PROCESSING, Status.FAILED) or not request.provider_id:
         return request
-    with _failures_recorded(request), build_client() as client:
-        response = _call(request, "fetch", _fetcher(client, request), keep=False)
+    with _failures_recorded(request):
+        response = yield from _call(request, "fetch", _fetch(request), keep=False)
         if response.processing:
             request.save(update_fields=["updated_at"])
             return request
@@ -428,9 +585,7 @@ def _reuse_cached_images(request: GenerationRequest) -> bool:
     return True
 
 
-def _provider_result(
-    request: GenerationRequest, client: ModelsLabClient
-) -> ProviderResponse | None:
+def _provider_result(request: GenerationRequest) -> Steps[ProviderResponse | None]:
     """Continue what an earlier attempt left, else submit a new job; None: URLs are known.
 
     This is what keeps a retry from paying twice: output URLs still alive are copied again,
@@ -440,7 +595,7 @@ def _provider_result(
     if request.output_urls and not _outputs_expired(request):
         return None
     if request.provider_id and not request.output_urls:
-        return _call(request, "fetch", _fetcher(client, request), keep=False)
+        return (yield from _call(request, "fetch", _fetch(request), keep=False))
     if request.track_id and not request.provider_id:
         raise AmbiguousSubmission(
             f"An earlier attempt submitted job {request.track_id!r} and its answer was lost; "
@@ -453,20 +608,15 @@ def _provider_result(
     request.track_id = fallbacks.track_id(request)
     request.save(update_fields=["provider_id", "track_id", "output_urls", "eta", "updated_at"])
     params = kinds.provider_params(request, _provider_params(request), images)
-    generate = partial(client.generate, request.kind, params, api_version=request.api_version)
-    response = _call(request, request.kind, generate)
+    generate = Generate(request.kind, params, request.api_version)
+    response = yield from _call(request, request.kind, generate)
     request.provider_id = response.provider_id or ""
     request.eta = response.eta
     request.save(update_fields=["provider_id", "eta", "provider_responses", "updated_at"])
     return response
 
 
-def _wait(
-    request: GenerationRequest,
-    client: ModelsLabClient,
-    response: ProviderResponse,
-    sleep: Callable[[float], None],
-) -> ProviderResponse:
+def _wait(request: GenerationRequest, response: ProviderResponse) -> Steps[ProviderResponse]:
     """Poll fetch until the job is done, pausing ``eta`` first and backing off up to MAX_WAIT.
 
     Each poll touches ``updated_at``: a request whose poller died stops moving, and
@@ -486,9 +636,9 @@ def _wait(
                 f"ModelsLab was still processing job {request.provider_id} after "
                 f"{conf['MAX_WAIT']:g} s (MAX_WAIT). Retrying the request polls the same job."
             )
-        sleep(pause)
+        yield Sleep(pause)
         # Short "still processing" answers are not kept: only the final one (or an error).
-        response = _call(request, "fetch", _fetcher(client, request), keep=False)
+        response = yield from _call(request, "fetch", _fetch(request), keep=False)
         request.save(update_fields=["updated_at"])
         pause = min(conf["POLL_INTERVAL_MAX"], pause * 1.5)
     return response
@@ -497,17 +647,17 @@ def _wait(
 def _call(
     request: GenerationRequest,
     call: str,
-    send: Callable[[], ProviderResponse],
+    op: Generate | Fetch,
     *,
     keep: bool = True,
-) -> ProviderResponse:
+) -> Steps[ProviderResponse]:
     """Make one provider call, keeping its raw answer (or its error's) on the request.
 
     After an error, the job is forgotten (so a retry starts a new one) when it is over or
     certainly never started; it is kept when ModelsLab may still have it.
     """
     try:
-        response = send()
+        response = yield op
     except ProviderError as exc:
         _record(request, call, exc.response, status_code=exc.status_code)
         if isinstance(exc, GenerationFailed) and isinstance(exc.response, dict):
@@ -523,11 +673,9 @@ def _call(
     return response
 
 
-def _fetcher(client: ModelsLabClient, request: GenerationRequest) -> Callable[[], ProviderResponse]:
+def _fetch(request: GenerationRequest) -> Fetch:
     """Fetch the request's job on the route its kind and API version use."""
-    return partial(
-        client.fetch, request.provider_id, kind=request.kind, api_version=request.api_version
-    )
+    return Fetch(request.provider_id, request.kind, request.api_version)
 
 
 def _provider_params(request: GenerationRequest) -> dict[str, Any]:

@@ -9,16 +9,19 @@ a second provider job for anything the first run already sent.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, time
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 from django.db.models import Count, QuerySet, Sum
@@ -27,6 +30,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 
 from django_modelslab import costs, pipeline
 from django_modelslab.amounts import format_amount
+from django_modelslab.client import AsyncModelsLabClient
 from django_modelslab.conf import get_setting
 from django_modelslab.exceptions import BudgetExceeded, GenerationInProgress
 from django_modelslab.fallbacks import clean_model_ids
@@ -370,28 +374,62 @@ class Command(BaseCommand):
     def run_here(
         self, requests: list[GenerationRequest], batch: str, concurrency: int, summary: Summary
     ) -> None:
+        """Run the requests here, ``concurrency`` at once, on one event loop (pipeline.arun).
+
+        Ctrl-C stops starting requests (they stay queued for ``--resume``); those already
+        talking to ModelsLab are finished first, so none is left with a job in doubt.
+        """
+        work = self.run_all(requests, batch, concurrency, summary)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # the usual case (manage.py): the loop runs here, Ctrl-C works
+            asyncio.run(work)
+            return
+        # Called where an event loop already runs (a notebook, Playwright's sync API in tests):
+        # asyncio.run() refuses to start on this thread, so the loop gets one of its own.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pool.submit(asyncio.run, work).result()
+
+    async def run_all(
+        self, requests: list[GenerationRequest], batch: str, concurrency: int, summary: Summary
+    ) -> None:
         cost_before = {request.pk: request.cost for request in requests}
         progress = Progress(len(requests), self.stdout.write, self.stdout.isatty())
-        with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            futures = []
+        slots = asyncio.Semaphore(concurrency)
+        stopping = False
+        # The database work (marking, every step of arun, the summary) runs in one thread.
+        in_sync = partial(sync_to_async, thread_sensitive=True)
+        start, add = in_sync(self.start), in_sync(summary.add)
+
+        async def run_one(pk: int, client: AsyncModelsLabClient) -> GenerationRequest | None:
+            async with slots:
+                if stopping:
+                    return None  # interrupted before it began: left queued
+                return await pipeline.arun(pk, client=client)
+
+        async with pipeline.build_async_client() as client:
+            tasks: list[asyncio.Task[GenerationRequest | None]] = []
             try:
-                # Each request is handed to the pool as soon as it is marked, so the first
+                # Each request is handed to the loop as soon as it is marked, so the first
                 # provider calls do not wait for the whole selection to be marked.
                 for request in requests:
-                    if self.start(request, batch, summary, enqueue=False):
-                        futures.append(pool.submit(run_in_thread, request.pk))
+                    if await start(request, batch, summary, enqueue=False):
+                        tasks.append(asyncio.create_task(run_one(request.pk, client)))
                         continue
                     progress.total -= 1
                     if request.pk not in summary.over_budget:
                         summary.outcomes["skipped"] += 1
-                for future in as_completed(futures):
-                    request = future.result()
-                    summary.add(request, cost_before=cost_before[request.pk])
-                    progress.step(request, summary)
-            except KeyboardInterrupt:
-                for future in futures:
-                    future.cancel()
+                for next_done in asyncio.as_completed(tasks):
+                    done = await next_done
+                    if done is not None:
+                        await add(done, cost_before=cost_before[done.pk])
+                        progress.step(done, summary)
+            except asyncio.CancelledError:  # Ctrl-C (asyncio.run makes it KeyboardInterrupt)
+                stopping = True
+                await asyncio.gather(*tasks, return_exceptions=True)
                 raise
+            finally:
+                await in_sync(close_connection)()
 
     def report(self, summary: Summary) -> None:
         outcomes = summary.outcomes + Counter({"skipped (budget)": len(summary.over_budget)})
@@ -416,9 +454,6 @@ class Command(BaseCommand):
             )
 
 
-def run_in_thread(request_id: int) -> GenerationRequest:
-    """Run one request on this thread's own database connection, closed afterwards."""
-    try:
-        return pipeline.run(request_id)
-    finally:
-        connection.close()
+def close_connection() -> None:
+    """Close the calling thread's database connection."""
+    connection.close()
