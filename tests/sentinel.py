@@ -6,7 +6,9 @@ which tests compare against) is the sentinel, and a test fails if the sentinel a
 
 * any log record (message, arguments and formatted traceback), every logger at DEBUG;
 * the text of an exception raised anywhere in the test (Python >= 3.12, via
-  ``sys.monitoring``; on 3.11 only the test's own failure and logged tracebacks);
+  ``sys.monitoring``; on 3.11 only the test's own failure and logged tracebacks). The
+  ``StopIteration`` that carries a coroutine's return value (httpx's async client returns
+  the request body that way) is iteration machinery, not text anyone sees, and is skipped;
 * any HTTP response the Django test client or the live server serves (headers and body:
   API, admin pages, webhooks), through a middleware put first in ``MIDDLEWARE``;
 * any row of any table, read after the test body while its data is still there.
@@ -93,6 +95,8 @@ def _watch_exceptions() -> Callable[[], None]:
         return lambda: None
 
     def on_raise(code: Any, offset: int, exc: BaseException) -> None:
+        if isinstance(exc, StopIteration | StopAsyncIteration):
+            return  # control flow: a generator's or coroutine's return value, never shown
         try:
             text = f"{exc!s} {exc!r}"
         except Exception:
