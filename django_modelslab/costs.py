@@ -266,22 +266,13 @@ def _budget(name: str) -> Decimal | None:
 
 def _starts_no_job(request: GenerationRequest) -> bool:
     """A retry that polls or copies an existing job, or a request the cache will serve."""
-    alive = request.outputs_expire_at is not None and timezone.now() < request.outputs_expire_at
-    if request.provider_id or (request.output_urls and alive):
+    if request.provider_id or (request.output_urls and request.outputs_alive):
         return True
     if not (request.use_cache and request.seed is not None and get_setting("CACHE")):
         return False
     probe = copy.copy(request)  # unsaved: only its cache key is wanted
     probe.model_id = probe.model_id or kinds.default_model(probe)
-    return (
-        GenerationRequest.objects.filter(
-            cache_key=probe.compute_cache_key(),
-            status=Status.SUCCEEDED,
-            images__superseded=False,
-        )
-        .exclude(pk=request.pk)
-        .exists()
-    )
+    return request.cache_source(probe.compute_cache_key()) is not None
 
 
 def _refuse_over(budget: Decimal, spent: Decimal, cost: Decimal, *, scope: str, who: str) -> None:

@@ -218,6 +218,27 @@ class GenerationRequest(models.Model):
         return self.status in (self.Status.SUCCEEDED, self.Status.FAILED, self.Status.REFUSED)
 
     @property
+    def outputs_alive(self) -> bool:
+        """Whether the last job's output URLs can still be downloaded (OUTPUT_URL_TTL)."""
+        return self.outputs_expire_at is not None and timezone.now() < self.outputs_expire_at
+
+    def cache_source(self, cache_key: str | None = None) -> GenerationRequest | None:
+        """The latest other request with this cache key that succeeded with current images.
+
+        ``cache_key`` defaults to the stored one (blank: no source).
+        """
+        key = self.cache_key if cache_key is None else cache_key
+        if not key:
+            return None
+        return (
+            GenerationRequest.objects.filter(cache_key=key, status=self.Status.SUCCEEDED)
+            .exclude(pk=self.pk)
+            .filter(images__superseded=False)
+            .order_by("-finished_at")
+            .first()
+        )
+
+    @property
     def duration(self) -> float | None:
         """Seconds from the start of the last attempt to its end."""
         if self.started_at and self.finished_at:

@@ -544,15 +544,9 @@ def _claim(request_id: int) -> GenerationRequest | None:
 
 def _reuse_cached_images(request: GenerationRequest) -> bool:
     """Copy the image rows of an identical seeded request that succeeded; no API call."""
-    if not request.use_cache or not request.cache_key or not get_setting("CACHE"):
+    if not request.use_cache or not get_setting("CACHE"):
         return False
-    source = (
-        GenerationRequest.objects.filter(cache_key=request.cache_key, status=Status.SUCCEEDED)
-        .exclude(pk=request.pk)
-        .filter(images__superseded=False)
-        .order_by("-finished_at")
-        .first()
-    )
+    source = request.cache_source()
     if source is None:
         return False
     images = list(source.images.filter(superseded=False))
@@ -592,7 +586,7 @@ def _provider_result(request: GenerationRequest) -> Steps[ProviderResponse | Non
     a job still processing is polled, and a submission whose answer was lost (track id saved,
     no provider id) is never sent again: it fails with the reason until a person regenerates.
     """
-    if request.output_urls and not _outputs_expired(request):
+    if request.output_urls and request.outputs_alive:
         return None
     if request.provider_id and not request.output_urls:
         return (yield from _call(request, "fetch", _fetch(request), keep=False))
@@ -894,7 +888,3 @@ def _forget_provider_job(request: GenerationRequest) -> None:
     request.eta = None
     request.outputs_expire_at = None
     request.track_id = ""
-
-
-def _outputs_expired(request: GenerationRequest) -> bool:
-    return request.outputs_expire_at is None or timezone.now() >= request.outputs_expire_at
