@@ -216,7 +216,8 @@ def explain(request: GenerationRequest, reason: str) -> str:
 
 
 def _begin(request: GenerationRequest, model: str) -> None:
-    """Record a new try of ``model`` (saved now: a crash mid-call leaves the evidence)."""
+    """Record a new try of ``model`` (unsaved: the pipeline saves it with the track id it
+    reserves, before the call, so a crash mid-call leaves the evidence)."""
     entries = list(request.model_attempts)
     for entry in entries:
         if entry.get("outcome") == STARTED:
@@ -235,7 +236,6 @@ def _begin(request: GenerationRequest, model: str) -> None:
         }
     )
     request.model_attempts = entries
-    request.save(update_fields=["model_attempts", "updated_at"])
 
 
 def _entry(request: GenerationRequest, track: str) -> dict[str, Any] | None:

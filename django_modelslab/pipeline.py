@@ -18,9 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
-import httpx
 from asgiref.sync import sync_to_async
 from django.db import transaction
 from django.urls import reverse
@@ -29,8 +28,7 @@ from django.utils import timezone
 from . import costs, fallbacks, kinds, safety
 from .client import AsyncModelsLabClient, ModelsLabClient, ProviderResponse, redact, reported_cost
 from .conf import get_setting, get_settings
-from .downloads import Download, download
-from .downloads import make_client as make_download_client
+from .copying import Copy, copy_outputs
 from .exceptions import (
     AmbiguousSubmission,
     GenerationFailed,
@@ -42,7 +40,6 @@ from .exceptions import (
     WaitTimedOut,
 )
 from .models import GeneratedImage, GenerationRequest
-from .provenance import add_provenance
 from .signals import (
     image_stored,
     request_failed,
@@ -51,8 +48,7 @@ from .signals import (
     request_succeeded,
 )
 from .signals import send as send_signal
-from .storage import StoredImage, get_image_storage, image_metadata, store_file
-from .thumbnails import make_thumbnail
+from .storage import StoredImage
 
 logger = logging.getLogger("django_modelslab.pipeline")
 
@@ -62,6 +58,32 @@ Status = GenerationRequest.Status
 SUBMITTABLE = (Status.PENDING, Status.FAILED, Status.REFUSED)
 #: Statuses from which ``run`` may claim a request.
 CLAIMABLE = (Status.PENDING, Status.QUEUED)
+#: The columns the state machine writes. Saving only these leaves what was asked alone
+#: (an editor changing the prompt meanwhile), and costs half a full save.
+STATE_FIELDS = (
+    "status",
+    "error",
+    "attempts",
+    "model_id",
+    "provider_id",
+    "track_id",
+    "eta",
+    "output_urls",
+    "outputs_expire_at",
+    "provider_responses",
+    "use_cache",
+    "produced_by",
+    "model_attempts",
+    "cost",
+    "cost_source",
+    "cache_key",
+    "regeneration_batch",
+    "cached_from",
+    "submitted_at",
+    "started_at",
+    "finished_at",
+    "updated_at",
+)
 
 
 def build_client() -> ModelsLabClient:
@@ -89,11 +111,12 @@ def _client_settings() -> dict[str, Any]:
 
 # --- what the work asks of the outside world (sans-IO) ----------------------------------
 #
-# The state machine below is written once, as generators that *yield* each provider call
-# or pause they need and receive its result (or have its exception thrown in). The sync
-# driver (:func:`run`, :func:`resume`) performs them with a ModelsLabClient; the async one
-# (:func:`arun`, :func:`aresume`) with an AsyncModelsLabClient, each step of the state
-# machine (database work, storage copies) running in Django's sync thread.
+# The state machine below is written once, as generators that *yield* each provider call,
+# pause or copy into storage they need and receive its result (or have its exception thrown
+# in). The sync driver (:func:`run`, :func:`resume`) performs them with a ModelsLabClient;
+# the async one (:func:`arun`, :func:`aresume`) with an AsyncModelsLabClient, each step of
+# the state machine (the database work) running in Django's sync thread and each copy on a
+# worker thread of its own.
 
 
 @dataclass(frozen=True)
@@ -121,7 +144,7 @@ class Sleep:
     seconds: float
 
 
-Op = Generate | Fetch | Sleep
+Op = Generate | Fetch | Sleep | Copy
 T = TypeVar("T")
 #: A piece of the state machine: yields :data:`Op` values, is sent their results.
 Steps = Generator[Op, Any, T]
@@ -146,6 +169,8 @@ def drive(steps: Steps[T], *, sleep: Callable[[float], None] = time.sleep) -> T:
             try:
                 if isinstance(op, Sleep):
                     result: Any = sleep(op.seconds)
+                elif isinstance(op, Copy):
+                    result = copy_outputs(op, known=_recorded)
                 else:
                     client = client or build_client()
                     result = perform(client, op)
@@ -167,15 +192,26 @@ async def aperform(client: AsyncModelsLabClient, op: Generate | Fetch) -> Provid
     return await client.fetch(op.provider_id, kind=op.kind, api_version=op.api_version)
 
 
-async def adrive(steps: Steps[T], *, client: AsyncModelsLabClient | None = None) -> T:
+async def adrive(
+    steps: Steps[T],
+    *,
+    client: AsyncModelsLabClient | None = None,
+    slots: asyncio.Semaphore | None = None,
+) -> T:
     """Run ``steps`` to the end on the event loop: calls and pauses are awaited.
 
     Each step between two calls runs in Django's sync thread (``sync_to_async``,
-    thread-sensitive), so the database is used as from a sync view. Without ``client``, one
-    from :func:`build_async_client` is used and closed afterwards.
+    thread-sensitive), so the database is used as from a sync view; copies into storage
+    (download, checks, thumbnail: no database) run on a worker thread, in parallel. Without
+    ``client``, one from :func:`build_async_client` is used and closed afterwards.
+
+    ``slots`` bounds the jobs at ModelsLab: the caller holds one when it calls. It is given
+    back as soon as the job's outputs are known, before they are copied, so that another
+    job can start meanwhile, and taken again for a later provider call (a fallback's job).
     """
     advance = sync_to_async(_advance, thread_sensitive=True)
     own = client is None
+    held = slots is not None
     try:
         done, value = await advance(steps, None, None)
         while not done:
@@ -183,7 +219,15 @@ async def adrive(steps: Steps[T], *, client: AsyncModelsLabClient | None = None)
             try:
                 if isinstance(op, Sleep):
                     result: Any = await asyncio.sleep(op.seconds)
+                elif isinstance(op, Copy):  # off the sync thread: no database in a copy
+                    if held:
+                        slots.release()  # type: ignore[union-attr]
+                        held = False
+                    result = await asyncio.to_thread(copy_outputs, op)
                 else:
+                    if slots is not None and not held:
+                        await slots.acquire()
+                        held = True
                     client = client or build_async_client()
                     result = await aperform(client, op)
             except Exception as exc:
@@ -195,6 +239,8 @@ async def adrive(steps: Steps[T], *, client: AsyncModelsLabClient | None = None)
                 done, value = await advance(steps, result, None)
         return value  # type: ignore[no-any-return]
     finally:
+        if held:
+            slots.release()  # type: ignore[union-attr]
         if own and client is not None:
             await client.aclose()
 
@@ -266,9 +312,13 @@ def regenerate(
         locked.use_cache = False
         locked.regeneration_batch = batch
         locked.submitted_at = timezone.now()
-        locked.save()
+        locked.save(update_fields=STATE_FIELDS)
         _submitted_on_commit(locked.pk, enqueue=enqueue)
-    request.refresh_from_db()
+    if enqueue:  # an inline task backend has run it already
+        request.refresh_from_db()
+    else:
+        for name in STATE_FIELDS:
+            setattr(request, name, getattr(locked, name))
     return request
 
 
@@ -289,9 +339,10 @@ def _submitted_on_commit(request_id: int, *, enqueue: bool) -> None:
     task = run_generation.using(backend=get_setting("TASK_BACKEND")) if enqueue else None
 
     def submitted() -> None:
-        request = GenerationRequest.objects.filter(pk=request_id).first()
-        if request is not None:
-            send_signal(request_submitted, GenerationRequest, request=request)
+        if request_submitted.has_listeners(GenerationRequest):
+            request = GenerationRequest.objects.filter(pk=request_id).first()
+            if request is not None:
+                send_signal(request_submitted, GenerationRequest, request=request)
         if task is not None:
             task.enqueue(request_id)
 
@@ -334,13 +385,20 @@ def run(request_id: int, *, sleep: Callable[[float], None] = time.sleep) -> Gene
     return drive(run_steps(request_id), sleep=sleep)
 
 
-async def arun(request_id: int, *, client: AsyncModelsLabClient | None = None) -> GenerationRequest:
+async def arun(
+    request_id: int,
+    *,
+    client: AsyncModelsLabClient | None = None,
+    slots: asyncio.Semaphore | None = None,
+) -> GenerationRequest:
     """:func:`run` for async code (ASGI views, the command's concurrency); same guarantees.
 
     Provider calls and polling pauses are awaited on ``client`` (default: one from
     :func:`build_async_client`, closed afterwards); the rest runs in Django's sync thread.
+    ``slots``: a semaphore of jobs at ModelsLab, one of which the caller holds
+    (:func:`adrive`).
     """
-    return await adrive(run_steps(request_id), client=client)
+    return await adrive(run_steps(request_id), client=client, slots=slots)
 
 
 def run_steps(request_id: int) -> Steps[GenerationRequest]:
@@ -368,7 +426,7 @@ def _try_model(request: GenerationRequest) -> Steps[None]:
             logger.info("Generation #%s: waiting for the webhook", request.pk)
             return
         response = yield from _wait(request, response)
-    _complete(request, response)
+    yield from _complete(request, response)
 
 
 def resume(request_id: int) -> GenerationRequest:
@@ -401,7 +459,7 @@ def resume_steps(request_id: int) -> Steps[GenerationRequest]:
         if response.processing:
             request.save(update_fields=["updated_at"])
             return request
-        _complete(request, response)
+        yield from _complete(request, response)
     return request
 
 
@@ -489,7 +547,7 @@ def _failures_recorded(request: GenerationRequest) -> Iterator[None]:
         raise
 
 
-def _complete(request: GenerationRequest, response: ProviderResponse | None) -> None:
+def _complete(request: GenerationRequest, response: ProviderResponse | None) -> Steps[None]:
     """Copy the outputs into storage and record them (``response`` None: URLs already known)."""
     if response is not None:
         if not response.output_urls:
@@ -505,10 +563,18 @@ def _complete(request: GenerationRequest, response: ProviderResponse | None) -> 
         ttl = timedelta(seconds=get_setting("OUTPUT_URL_TTL"))
         request.outputs_expire_at = timezone.now() + ttl
         request.save(
-            update_fields=["output_urls", "outputs_expire_at", "provider_responses", "updated_at"]
+            update_fields=[
+                "provider_id",
+                "eta",
+                "output_urls",
+                "outputs_expire_at",
+                "provider_responses",
+                "updated_at",
+            ]
         )
-    with make_download_client() as http:
-        stored = [_copy_output(request, url, http) for url in request.output_urls]
+    model_id = fallbacks.current_model(request)
+    copy = Copy(tuple(request.output_urls), request.pk, model_id, request.prompt)
+    stored: list[tuple[StoredImage, StoredImage]] = yield copy
     nsfw = response.nsfw if response else ()
     seed = response.seed if response else None
     _finish(request, stored, seed=seed, response=response, nsfw=nsfw)
@@ -516,8 +582,9 @@ def _complete(request: GenerationRequest, response: ProviderResponse | None) -> 
 
 def _claim(request_id: int) -> GenerationRequest | None:
     """Compare-and-set ``pending|queued → processing``; None when another run owns it."""
-    request = GenerationRequest.objects.filter(pk=request_id, status__in=CLAIMABLE).first()
-    if request is None:
+    try:
+        request = GenerationRequest.objects.get(pk=request_id, status__in=CLAIMABLE)
+    except GenerationRequest.DoesNotExist:
         return None
     now = timezone.now()
     request.model_id = request.model_id or kinds.default_model(request)
@@ -598,15 +665,27 @@ def _provider_result(request: GenerationRequest) -> Steps[ProviderResponse | Non
         )
     images = kinds.input_images(request)  # before the track id: reading them may fail
     _forget_provider_job(request)
-    # Saved before the call: if this process dies mid-call, the next attempt knows.
+    # Saved before the call, with the model try: if this process dies mid-call, the next
+    # attempt knows.
     request.track_id = fallbacks.track_id(request)
-    request.save(update_fields=["provider_id", "track_id", "output_urls", "eta", "updated_at"])
+    request.save(
+        update_fields=[
+            "provider_id",
+            "track_id",
+            "output_urls",
+            "eta",
+            "outputs_expire_at",
+            "model_attempts",
+            "updated_at",
+        ]
+    )
     params = kinds.provider_params(request, _provider_params(request), images)
     generate = Generate(request.kind, params, request.api_version)
     response = yield from _call(request, request.kind, generate)
     request.provider_id = response.provider_id or ""
     request.eta = response.eta
-    request.save(update_fields=["provider_id", "eta", "provider_responses", "updated_at"])
+    if response.processing:  # a finished job is saved by _complete, with its output URLs
+        request.save(update_fields=["provider_id", "eta", "provider_responses", "updated_at"])
     return response
 
 
@@ -696,67 +775,6 @@ def _provider_params(request: GenerationRequest) -> dict[str, Any]:
     params.update({key: value for key, value in optional.items() if value is not None})
     params.update(safety.provider_params(request))
     return params
-
-
-def _copy_output(
-    request: GenerationRequest, url: str, http: httpx.Client
-) -> tuple[StoredImage, StoredImage]:
-    """Copy one output into storage; returns the image and its thumbnail."""
-    conf = get_settings()
-    storage = get_image_storage()
-    with (
-        download(
-            url,
-            allowed_hosts=conf["ALLOWED_DOWNLOAD_HOSTS"],
-            max_bytes=conf["MAX_IMAGE_BYTES"],
-            timeout=conf["DOWNLOAD_TIMEOUT"],
-            connect_timeout=conf["CONNECT_TIMEOUT"],
-            client=http,
-        ) as fetched,
-        _with_provenance(request, fetched) as (file, sha256, size),
-    ):
-        image = store_file(
-            file,
-            sha256=sha256,
-            size=size,
-            storage=storage,
-            prefix=conf["UPLOAD_PREFIX"],
-            max_pixels=conf["MAX_IMAGE_PIXELS"],
-            metadata=image_metadata(
-                request_id=request.pk,
-                model_id=fallbacks.current_model(request),
-                prompt=request.prompt,
-            ),
-            known=partial(_recorded, sha256),
-        )
-        thumbnail = make_thumbnail(
-            file,
-            size=conf["THUMBNAIL_SIZE"],
-            storage=storage,
-            prefix=conf["UPLOAD_PREFIX"],
-            max_pixels=conf["MAX_IMAGE_PIXELS"],
-        )
-    return image, thumbnail
-
-
-@contextmanager
-def _with_provenance(
-    request: GenerationRequest, fetched: Download
-) -> Iterator[tuple[IO[bytes], str, int]]:
-    """The bytes to store: ``fetched`` with provenance XMP in it (PROVENANCE), else as is."""
-    tagged = None
-    if get_setting("PROVENANCE"):
-        include_prompt = get_setting("PROVENANCE_INCLUDE_PROMPT")
-        tagged = add_provenance(
-            fetched.file,
-            model_id=fallbacks.current_model(request),
-            prompt=request.prompt if include_prompt else None,
-        )
-    if tagged is None:
-        yield fetched.file, fetched.sha256, fetched.size
-        return
-    with tagged:
-        yield tagged.file, tagged.sha256, tagged.size
 
 
 def _recorded(sha256: str, key: str) -> bool:
@@ -851,9 +869,10 @@ def _still_current(request: GenerationRequest, *, allow_failed: bool = False) ->
     Images that arrive after the same attempt was failed (say, by MAX_WAIT while a webhook
     was on its way) still count: the failure is replaced by the success.
     """
-    current = GenerationRequest.objects.select_for_update().get(pk=request.pk)
+    rows = GenerationRequest.objects.select_for_update().filter(pk=request.pk)
+    status, attempts = rows.values_list("status", "attempts").get()
     statuses = (Status.PROCESSING, Status.FAILED) if allow_failed else (Status.PROCESSING,)
-    return current.status in statuses and current.attempts == request.attempts
+    return status in statuses and attempts == request.attempts
 
 
 def _mark(request: GenerationRequest, status: str) -> None:
@@ -861,7 +880,7 @@ def _mark(request: GenerationRequest, status: str) -> None:
     request.finished_at = timezone.now()
     if status == Status.SUCCEEDED:
         request.error = ""
-    request.save()
+    request.save(update_fields=STATE_FIELDS)
 
 
 def _reason(exc: BaseException) -> str:

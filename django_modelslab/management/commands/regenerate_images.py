@@ -24,7 +24,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
-from django.db.models import Count, QuerySet, Sum
+from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -71,8 +71,7 @@ class Summary:
     refusals: dict[int, str] = field(default_factory=dict)  # ended refused (safety, moderation)
     over_budget: dict[int, str] = field(default_factory=dict)  # not started: a daily budget
     produced_by: Counter[str] = field(default_factory=Counter)
-    images: int = 0
-    bytes: int = 0
+    succeeded: dict[int, int] = field(default_factory=dict)  # request id -> its attempt
     cost: Decimal = Decimal(0)
     ran: bool = False  # something ran in this process (its cost is known)
 
@@ -86,10 +85,18 @@ class Summary:
             self.refusals[request.pk] = request.error
         if request.status == Status.SUCCEEDED:
             self.produced_by[request.produced_by or request.model_id] += 1
-            current = GeneratedImage.objects.filter(request=request, attempt=request.attempts)
-            totals = current.aggregate(count=Count("pk"), size=Sum("bytes"))
-            self.images += totals["count"] or 0
-            self.bytes += totals["size"] or 0
+            self.succeeded[request.pk] = request.attempts
+
+    def stored(self) -> tuple[int, int]:
+        """Images the succeeded attempts stored, and their bytes (counted once, at the end)."""
+        ids = list(self.succeeded)
+        count = size = 0
+        for start in range(0, len(ids), 500):  # under every database's parameter limit
+            rows = GeneratedImage.objects.filter(request_id__in=ids[start : start + 500])
+            for request_id, attempt, size_ in rows.values_list("request", "attempt", "bytes"):
+                if self.succeeded[request_id] == attempt:
+                    count, size = count + 1, size + size_
+        return count, size
 
 
 class Progress:
@@ -374,7 +381,8 @@ class Command(BaseCommand):
     def run_here(
         self, requests: list[GenerationRequest], batch: str, concurrency: int, summary: Summary
     ) -> None:
-        """Run the requests here, ``concurrency`` at once, on one event loop (pipeline.arun).
+        """Run the requests here on one event loop (pipeline.arun), ``concurrency`` jobs at
+        ModelsLab at once; copying a finished job's images overlaps the next jobs.
 
         Ctrl-C stops starting requests (they stay queued for ``--resume``); those already
         talking to ModelsLab are finished first, so none is left with a job in doubt.
@@ -402,10 +410,11 @@ class Command(BaseCommand):
         start, add = in_sync(self.start), in_sync(summary.add)
 
         async def run_one(pk: int, client: AsyncModelsLabClient) -> GenerationRequest | None:
-            async with slots:
-                if stopping:
-                    return None  # interrupted before it began: left queued
-                return await pipeline.arun(pk, client=client)
+            await slots.acquire()  # given back by arun once the job's outputs are known
+            if stopping:
+                slots.release()
+                return None  # interrupted before it began: left queued
+            return await pipeline.arun(pk, client=client, slots=slots)
 
         async with pipeline.build_async_client() as client:
             tasks: list[asyncio.Task[GenerationRequest | None]] = []
@@ -435,7 +444,8 @@ class Command(BaseCommand):
         outcomes = summary.outcomes + Counter({"skipped (budget)": len(summary.over_budget)})
         counts = ", ".join(f"{n} {status}" for status, n in sorted(outcomes.items()))
         self.stdout.write(f"Done: {counts or 'nothing ran'}.")
-        self.stdout.write(f"Images stored: {summary.images} ({summary.bytes:,} bytes).")
+        images, size = summary.stored()
+        self.stdout.write(f"Images stored: {images} ({size:,} bytes).")
         if summary.ran:
             self.stdout.write(f"Cost: {format_amount(summary.cost)} {get_setting('COST_UNIT')}.")
         if summary.produced_by:

@@ -1,0 +1,96 @@
+"""Copy a job's output URLs into permanent storage: download, tag, verify, store, thumbnail.
+
+No models and no database here, so the async driver can run a copy on any worker thread
+while Django's sync thread does the next request's database work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO
+
+import httpx
+
+from .conf import get_setting, get_settings
+from .downloads import Download, download, make_client
+from .provenance import add_provenance
+from .storage import StoredImage, get_image_storage, image_metadata, store_file
+from .thumbnails import make_thumbnail
+
+#: ``known(sha256, key)``: True when the database already records that image.
+Known = Callable[[str, str], bool]
+
+
+@dataclass(frozen=True)
+class Copy:
+    """Copy ``urls`` (one job's outputs) into storage, in order."""
+
+    urls: tuple[str, ...]
+    request_id: int
+    model_id: str
+    prompt: str
+
+
+def copy_outputs(op: Copy, *, known: Known | None = None) -> list[tuple[StoredImage, StoredImage]]:
+    """Store every output of ``op``; returns each image with its thumbnail.
+
+    ``known`` lets a remote storage skip its existence check for images already recorded.
+    """
+    with make_client() as http:
+        return [_copy_output(op, url, http, known) for url in op.urls]
+
+
+def _copy_output(
+    op: Copy, url: str, http: httpx.Client, known: Known | None
+) -> tuple[StoredImage, StoredImage]:
+    conf = get_settings()
+    storage = get_image_storage()
+    with (
+        download(
+            url,
+            allowed_hosts=conf["ALLOWED_DOWNLOAD_HOSTS"],
+            max_bytes=conf["MAX_IMAGE_BYTES"],
+            timeout=conf["DOWNLOAD_TIMEOUT"],
+            connect_timeout=conf["CONNECT_TIMEOUT"],
+            client=http,
+        ) as fetched,
+        _with_provenance(op, fetched) as (file, sha256, size),
+    ):
+        image = store_file(
+            file,
+            sha256=sha256,
+            size=size,
+            storage=storage,
+            prefix=conf["UPLOAD_PREFIX"],
+            max_pixels=conf["MAX_IMAGE_PIXELS"],
+            metadata=image_metadata(
+                request_id=op.request_id, model_id=op.model_id, prompt=op.prompt
+            ),
+            known=(lambda key: known(sha256, key)) if known is not None else None,
+        )
+        thumbnail = make_thumbnail(
+            file,
+            size=conf["THUMBNAIL_SIZE"],
+            storage=storage,
+            prefix=conf["UPLOAD_PREFIX"],
+            max_pixels=conf["MAX_IMAGE_PIXELS"],
+        )
+    return image, thumbnail
+
+
+@contextmanager
+def _with_provenance(op: Copy, fetched: Download) -> Iterator[tuple[IO[bytes], str, int]]:
+    """The bytes to store: ``fetched`` with provenance XMP in it (PROVENANCE), else as is."""
+    tagged = None
+    if get_setting("PROVENANCE"):
+        include_prompt = get_setting("PROVENANCE_INCLUDE_PROMPT")
+        tagged = add_provenance(
+            fetched.file, model_id=op.model_id, prompt=op.prompt if include_prompt else None
+        )
+    if tagged is None:
+        yield fetched.file, fetched.sha256, fetched.size
+        return
+    with tagged:
+        yield tagged.file, tagged.sha256, tagged.size
