@@ -206,8 +206,9 @@ async def adrive(
     ``client``, one from :func:`build_async_client` is used and closed afterwards.
 
     ``slots`` bounds the jobs at ModelsLab: the caller holds one when it calls. It is given
-    back as soon as the job's outputs are known, before they are copied, so that another
-    job can start meanwhile, and taken again for a later provider call (a fallback's job).
+    back as soon as the job is over there (an answer that is not "processing", or an error),
+    so that another job starts while this one's images are copied, and taken again for a
+    later provider call (a fallback model's job).
     """
     advance = sync_to_async(_advance, thread_sensitive=True)
     own = client is None
@@ -220,16 +221,20 @@ async def adrive(
                 if isinstance(op, Sleep):
                     result: Any = await asyncio.sleep(op.seconds)
                 elif isinstance(op, Copy):  # off the sync thread: no database in a copy
-                    if held:
-                        slots.release()  # type: ignore[union-attr]
-                        held = False
                     result = await asyncio.to_thread(copy_outputs, op)
                 else:
                     if slots is not None and not held:
                         await slots.acquire()
                         held = True
                     client = client or build_async_client()
-                    result = await aperform(client, op)
+                    response = None
+                    try:
+                        response = await aperform(client, op)
+                    finally:
+                        if held and not (response is not None and response.processing):
+                            slots.release()  # type: ignore[union-attr]
+                            held = False
+                    result = response
             except Exception as exc:
                 done, value = await advance(steps, None, exc)
             except BaseException:  # cancelled: the request is left as a killed worker leaves it
@@ -293,32 +298,38 @@ def regenerate(
     """
     refusal = safety.moderation_refusal(request)
     with transaction.atomic():
-        locked = GenerationRequest.objects.select_for_update().get(pk=request.pk)
-        if locked.status in (Status.QUEUED, Status.PROCESSING):
+        row = GenerationRequest.objects.select_for_update().filter(pk=request.pk)
+        status = row.values_list("status", flat=True).get()  # locked until the commit
+        if status in (Status.QUEUED, Status.PROCESSING):
             raise GenerationInProgress(
-                f"Request #{locked.pk} is {locked.status}; regenerate it once it has finished."
+                f"Request #{request.pk} is {status}; regenerate it once it has finished."
             )
         if refusal is not None:
-            _refuse_on_submit(locked, refusal, statuses=(locked.status,))
+            _refuse_on_submit(request, refusal, statuses=(status,))
             request.refresh_from_db()
             return request
-        costs.check_budget(locked, regenerating=True)
-        locked.images.filter(superseded=False).update(superseded=True)
-        _forget_provider_job(locked)
-        locked.status = Status.QUEUED
-        locked.error = ""
-        locked.cached_from = None
-        locked.produced_by = ""
-        locked.use_cache = False
-        locked.regeneration_batch = batch
-        locked.submitted_at = timezone.now()
-        locked.save(update_fields=STATE_FIELDS)
-        _submitted_on_commit(locked.pk, enqueue=enqueue)
+        costs.check_budget(request, regenerating=True)
+        request.images.filter(superseded=False).update(superseded=True)
+        now = timezone.now()
+        # Only what a fresh job resets is written: the rest of the row stays as the lock saw it.
+        fresh = {
+            **_no_provider_job(),
+            "status": Status.QUEUED,
+            "error": "",
+            "cached_from": None,
+            "produced_by": "",
+            "use_cache": False,
+            "regeneration_batch": batch,
+            "submitted_at": now,
+            "updated_at": now,
+        }
+        row.update(**fresh)
+        _submitted_on_commit(request.pk, enqueue=enqueue)
     if enqueue:  # an inline task backend has run it already
         request.refresh_from_db()
     else:
-        for name in STATE_FIELDS:
-            setattr(request, name, getattr(locked, name))
+        for name, value in fresh.items():
+            setattr(request, name, value)
     return request
 
 
@@ -901,9 +912,17 @@ def _record(
     request.provider_responses = [*request.provider_responses, entry]
 
 
+def _no_provider_job() -> dict[str, Any]:
+    """The fields of a request with no provider job (fresh values on every call)."""
+    return {
+        "provider_id": "",
+        "output_urls": [],
+        "eta": None,
+        "outputs_expire_at": None,
+        "track_id": "",
+    }
+
+
 def _forget_provider_job(request: GenerationRequest) -> None:
-    request.provider_id = ""
-    request.output_urls = []
-    request.eta = None
-    request.outputs_expire_at = None
-    request.track_id = ""
+    for name, value in _no_provider_job().items():
+        setattr(request, name, value)

@@ -686,6 +686,14 @@ class Emulator:
                 self._images.setdefault(name, data)
         return data
 
+    def _prerender(self, job_id: str) -> None:
+        """Draw a finished job's images now, as ModelsLab has them ready when it answers."""
+        job = self.jobs.get(job_id)
+        if job is None or job.status != "success" or job.inputs or job.blanked:
+            return
+        for index, url in enumerate(job.output_urls):
+            self._image(url.rsplit("/", 1)[1], job, index)
+
     def _downloadable(self, name: str) -> tuple[bytes, str] | None:
         """Bytes and content type for an output file, or None (unknown, unfinished, expired)."""
         with self._lock:
@@ -1081,6 +1089,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "ModelsLabEmulator/1.0"
     timeout = 60  # idle keep-alive connections give their thread back
     server: _Server
+    _answer_at: float | None = None
 
     # plumbing
     def setup(self) -> None:
@@ -1102,6 +1111,9 @@ class _Handler(BaseHTTPRequestHandler):
         return self.server.emulator
 
     def _send(self, status: int, data: bytes, content_type: str, headers: dict | None = None):
+        if self._answer_at is not None:  # --latency: answer no sooner than that after the call
+            time.sleep(max(0.0, self._answer_at - time.monotonic()))
+            self._answer_at = None
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
@@ -1189,7 +1201,10 @@ class _Handler(BaseHTTPRequestHandler):
         route, match = found
         fault = self.emu._begin(route.name, route.kind, body, self.headers)
         if route.kind == "generate" and self.emu.latency > 0:
-            time.sleep(float(self.emu.latency))
+            if fault is None:  # the job's own work (drawing its images) is part of the latency
+                self._answer_at = time.monotonic() + float(self.emu.latency)
+            else:
+                time.sleep(float(self.emu.latency))
         if self._common_fault(fault):
             return None
         if body is None:
@@ -1214,7 +1229,10 @@ class _Handler(BaseHTTPRequestHandler):
             if self.emu.failing_models.get(params["model_id"]) == "failed" and fault is None:
                 model = params["model_id"]
                 fault = Fault.failed(f"Generation failed: model {model} could not run it.")
-            return self._json(200, self.emu._create_job(route, params, fault, inputs))
+            body = self.emu._create_job(route, params, fault, inputs)
+            if self._answer_at is not None:
+                self.emu._prerender(str(body.get("id")))
+            return self._json(200, body)
         raw_id = match["id"] or body.get("request_id")
         status, answer = self.emu._fetch(raw_id, fault, route.family)
         if status != 200:
