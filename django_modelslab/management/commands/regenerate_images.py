@@ -76,6 +76,7 @@ class Summary:
     ran: bool = False  # something ran in this process (its cost is known)
 
     def add(self, request: GenerationRequest, *, cost_before: Decimal | None = None) -> None:
+        """Count a finished request (no database: the images are counted by :meth:`stored`)."""
         self.ran = True
         self.cost += (request.cost or 0) - (cost_before or 0)
         self.outcomes[request.status] += 1
@@ -405,9 +406,9 @@ class Command(BaseCommand):
         progress = Progress(len(requests), self.stdout.write, self.stdout.isatty())
         slots = asyncio.Semaphore(concurrency)
         stopping = False
-        # The database work (marking, every step of arun, the summary) runs in one thread.
+        # The database work (marking, every step of arun) runs in one thread.
         in_sync = partial(sync_to_async, thread_sensitive=True)
-        start, add = in_sync(self.start), in_sync(summary.add)
+        start = in_sync(self.start)
 
         async def run_one(pk: int, client: AsyncModelsLabClient) -> GenerationRequest | None:
             await slots.acquire()  # given back by arun once the job's outputs are known
@@ -431,7 +432,7 @@ class Command(BaseCommand):
                 for next_done in asyncio.as_completed(tasks):
                     done = await next_done
                     if done is not None:
-                        await add(done, cost_before=cost_before[done.pk])
+                        summary.add(done, cost_before=cost_before[done.pk])  # no database
                         progress.step(done, summary)
             except asyncio.CancelledError:  # Ctrl-C (asyncio.run makes it KeyboardInterrupt)
                 stopping = True
