@@ -234,6 +234,8 @@ async def adrive(
                         if held and not (response is not None and response.processing):
                             slots.release()  # type: ignore[union-attr]
                             held = False
+                    if not held and slots is not None:
+                        await asyncio.sleep(0)  # the job waiting for the slot starts first
                     result = response
             except Exception as exc:
                 done, value = await advance(steps, None, exc)
