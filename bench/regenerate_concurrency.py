@@ -3,11 +3,14 @@
 The emulator runs in its own process (as ModelsLab is remote) with 0.5 s latency per
 generate call. Ideal = ceil(128 / 16) x 0.5 s: the provider's latency alone, as if our own
 work (download, verify, store, thumbnail, database) took no time. Target: <= 1.1 x ideal.
+For scale, the same number of bare generate calls (AsyncModelsLabClient, CONCURRENCY at
+once, nothing else) is timed in the same run: what the HTTP stack and the emulator cost.
 Usage: python bench/regenerate_concurrency.py [N] [CONCURRENCY]
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import math
 import subprocess
@@ -45,6 +48,24 @@ def start_emulator() -> tuple[subprocess.Popen, str]:
     base_url = process.stdout.readline().strip()
     httpx.get(base_url.rsplit("/api", 1)[0] + "/_emulator/stats", timeout=5).raise_for_status()
     return process, base_url
+
+
+async def bare_calls(base_url: str) -> float:
+    """N generate calls, CONCURRENCY at once, with nothing done between them."""
+    from django_modelslab.client import AsyncModelsLabClient
+
+    slots = asyncio.Semaphore(CONCURRENCY)
+    async with AsyncModelsLabClient(api_key="bench", base_url=base_url) as client:
+
+        async def call(n: int) -> None:
+            params = {"model_id": "flux", "prompt": f"bare {n}", "width": SIZE, "height": SIZE}
+            async with slots:
+                await client.generate("text2img", {**params, "seed": n}, api_version="v6")
+
+        await call(N)  # warm-up: the connection
+        started = time.perf_counter()
+        await asyncio.gather(*(call(n) for n in range(N)))
+        return time.perf_counter() - started
 
 
 def configure_django(workdir: Path, base_url: str) -> None:
@@ -85,6 +106,7 @@ def main() -> int:
             )
             wall = time.perf_counter() - started
             succeeded = GenerationRequest.objects.filter(status="succeeded").count() - 1
+            bare = asyncio.run(bare_calls(base_url))
     finally:
         emulator.terminate()
         emulator.wait(timeout=10)
@@ -98,6 +120,7 @@ def main() -> int:
         f"one request alone: {one:.3f} s; ideal = ceil({N}/{CONCURRENCY}) x {LATENCY} "
         f"= {ideal:.2f} s"
     )
+    print(f"bare generate calls (for scale): {bare:.2f} s = {bare / ideal:.3f}x the ideal")
     print(f"regenerate_images: {wall:.2f} s, {succeeded}/{N} succeeded")
     print(f"ratio: {ratio:.3f}x (target <= {TARGET}x) -> {'OK' if ratio <= TARGET else 'OVER'}")
     return 0 if ratio <= TARGET and succeeded == N else 1

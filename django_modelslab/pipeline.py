@@ -11,6 +11,7 @@ recorded under a row lock, so of two runs racing to finish it, one result counts
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -27,6 +28,7 @@ from django.utils import timezone
 
 from . import costs, fallbacks, kinds, safety
 from .client import AsyncModelsLabClient, ModelsLabClient, ProviderResponse, redact, reported_cost
+from .concurrency import Shared
 from .conf import get_setting, get_settings
 from .copying import Copy, copy_outputs
 from .exceptions import (
@@ -196,7 +198,7 @@ async def adrive(
     steps: Steps[T],
     *,
     client: AsyncModelsLabClient | None = None,
-    slots: asyncio.Semaphore | None = None,
+    shared: Shared | None = None,
 ) -> T:
     """Run ``steps`` to the end on the event loop: calls and pauses are awaited.
 
@@ -205,26 +207,40 @@ async def adrive(
     (download, checks, thumbnail: no database) run on a worker thread, in parallel. Without
     ``client``, one from :func:`build_async_client` is used and closed afterwards.
 
-    ``slots`` bounds the jobs at ModelsLab: the caller holds one when it calls. It is given
-    back as soon as the job is over there (an answer that is not "processing", or an error),
-    so that another job starts while this one's images are copied, and taken again for a
-    later provider call (a fallback model's job).
+    ``shared``: what this run shares with the others on the loop (:mod:`.concurrency`). The
+    caller holds one of its slots when it calls; it is given back as soon as the job is
+    over at ModelsLab, and taken again for a later provider call (a fallback model's job).
     """
     advance = sync_to_async(_advance, thread_sensitive=True)
     own = client is None
-    held = slots is not None
+    held = shared is not None
+
+    async def later_step(value: Any, error: BaseException | None) -> tuple[bool, Any]:
+        if shared is not None:
+            await shared.later_step()
+        return await advance(steps, value, error)
+
     try:
-        done, value = await advance(steps, None, None)
+        if shared is None:
+            done, value = await advance(steps, None, None)
+        else:
+            async with shared.first_step():
+                done, value = await advance(steps, None, None)
         while not done:
             op = value
             try:
                 if isinstance(op, Sleep):
                     result: Any = await asyncio.sleep(op.seconds)
                 elif isinstance(op, Copy):  # off the sync thread: no database in a copy
-                    result = await asyncio.to_thread(copy_outputs, op)
+                    copier = None
+                    if shared is not None:
+                        await shared.later_step()  # a copy, too, lets first steps go first
+                        copier = shared.copier
+                    copy = partial(contextvars.copy_context().run, copy_outputs, op)
+                    result = await asyncio.get_running_loop().run_in_executor(copier, copy)
                 else:
-                    if slots is not None and not held:
-                        await slots.acquire()
+                    if shared is not None and not held:
+                        await shared.slots.acquire()
                         held = True
                     client = client or build_async_client()
                     response = None
@@ -232,22 +248,22 @@ async def adrive(
                         response = await aperform(client, op)
                     finally:
                         if held and not (response is not None and response.processing):
-                            slots.release()  # type: ignore[union-attr]
+                            shared.slots.release()  # type: ignore[union-attr]
                             held = False
-                    if not held and slots is not None:
-                        await asyncio.sleep(0)  # the job waiting for the slot starts first
+                    if shared is not None and not held:
+                        await asyncio.sleep(0)  # the run waiting for the slot starts first
                     result = response
             except Exception as exc:
-                done, value = await advance(steps, None, exc)
+                done, value = await later_step(None, exc)
             except BaseException:  # cancelled: the request is left as a killed worker leaves it
                 steps.close()
                 raise
             else:
-                done, value = await advance(steps, result, None)
+                done, value = await later_step(result, None)
         return value  # type: ignore[no-any-return]
     finally:
         if held:
-            slots.release()  # type: ignore[union-attr]
+            shared.slots.release()  # type: ignore[union-attr]
         if own and client is not None:
             await client.aclose()
 
@@ -402,16 +418,15 @@ async def arun(
     request_id: int,
     *,
     client: AsyncModelsLabClient | None = None,
-    slots: asyncio.Semaphore | None = None,
+    shared: Shared | None = None,
 ) -> GenerationRequest:
     """:func:`run` for async code (ASGI views, the command's concurrency); same guarantees.
 
     Provider calls and polling pauses are awaited on ``client`` (default: one from
     :func:`build_async_client`, closed afterwards); the rest runs in Django's sync thread.
-    ``slots``: a semaphore of jobs at ModelsLab, one of which the caller holds
-    (:func:`adrive`).
+    ``shared``: as for :func:`adrive`.
     """
-    return await adrive(run_steps(request_id), client=client, slots=slots)
+    return await adrive(run_steps(request_id), client=client, shared=shared)
 
 
 def run_steps(request_id: int) -> Steps[GenerationRequest]:

@@ -112,6 +112,22 @@ def test_processing_job_is_polled_until_done(emulator, django_capture_on_commit_
     assert request.provider_responses[0]["body"]["status"] == "processing"
 
 
+def test_an_edit_made_while_the_job_runs_is_not_overwritten(emulator):
+    emulator.mode = "processing"
+    request = make_request(seed=4)
+    pipeline.submit(request, enqueue=False)
+
+    def editor_saves_meanwhile(seconds: float) -> None:  # the run is polling its job
+        GenerationRequest.objects.filter(pk=request.pk).update(negative_prompt="blurry")
+
+    pipeline.run(request.pk, sleep=editor_saves_meanwhile)
+
+    request.refresh_from_db()
+    assert request.status == Status.SUCCEEDED, request.error
+    assert request.negative_prompt == "blurry"
+    assert request.images.count() == 1
+
+
 def test_same_bytes_are_stored_once(emulator, django_capture_on_commit_callbacks, settings):
     settings.MODELSLAB = {**settings.MODELSLAB, "CACHE": False}
     first = generate(django_capture_on_commit_callbacks, seed=5)

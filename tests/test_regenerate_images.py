@@ -4,6 +4,7 @@ summaries, exit codes, and resuming after an interruption without a second provi
 from __future__ import annotations
 
 import io
+import time
 from datetime import timedelta
 
 import pytest
@@ -56,6 +57,22 @@ def test_regenerates_selected_requests_and_keeps_history(emulator):
     assert "Done: 2 succeeded." in out
     assert "Images stored: 2 (" in out
     assert "[2/2]" in out  # plain progress lines when not on a terminal
+
+
+def test_concurrency_bounds_jobs_at_modelslab_and_copies_overlap_the_next_job(emulator):
+    make(2)
+    emulator.latency = 0.5  # every generate call
+    emulator.add_fault("download", Fault.delay(1.5), times=2)  # every copy
+    started = time.perf_counter()
+
+    regenerate_images("--concurrency", "1")
+
+    elapsed = time.perf_counter() - started
+    # One job at ModelsLab at a time: 0.5 s + 0.5 s, then the second copy (1.5 s), which
+    # began when the second job did. Holding the slot through each copy would take 4 s;
+    # two jobs at once, 2 s.
+    assert 2.5 <= elapsed < 3.5
+    assert GenerationRequest.objects.filter(status=Status.SUCCEEDED).count() == 2
 
 
 def test_dry_run_lists_and_calls_nothing(emulator):

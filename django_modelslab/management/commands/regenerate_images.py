@@ -31,6 +31,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 from django_modelslab import costs, pipeline
 from django_modelslab.amounts import format_amount
 from django_modelslab.client import AsyncModelsLabClient
+from django_modelslab.concurrency import Shared
 from django_modelslab.conf import get_setting
 from django_modelslab.exceptions import BudgetExceeded, GenerationInProgress
 from django_modelslab.fallbacks import clean_model_ids
@@ -404,31 +405,41 @@ class Command(BaseCommand):
     ) -> None:
         cost_before = {request.pk: request.cost for request in requests}
         progress = Progress(len(requests), self.stdout.write, self.stdout.isatty())
-        slots = asyncio.Semaphore(concurrency)
         stopping = False
         # The database work (marking, every step of arun) runs in one thread.
         in_sync = partial(sync_to_async, thread_sensitive=True)
-        start = in_sync(self.start)
+        start_all = in_sync(
+            lambda chunk: [self.start(r, batch, summary, enqueue=False) for r in chunk]
+        )
 
         async def run_one(pk: int, client: AsyncModelsLabClient) -> GenerationRequest | None:
-            await slots.acquire()  # given back by arun once the job's outputs are known
+            await shared.slots.acquire()  # given back by arun once the job is over there
             if stopping:
-                slots.release()
+                shared.slots.release()
                 return None  # interrupted before it began: left queued
-            return await pipeline.arun(pk, client=client, slots=slots)
+            return await pipeline.arun(pk, client=client, shared=shared)
 
+        # Copies run one at a time, in the background: a copy takes milliseconds and a job
+        # at ModelsLab seconds, so one thread keeps up, and leaves the interpreter to the
+        # provider calls and database steps that decide how soon the next jobs start.
+        copier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelslab-copy")
+        shared = Shared(concurrency, copier=copier)
         async with pipeline.build_async_client() as client:
             tasks: list[asyncio.Task[GenerationRequest | None]] = []
             try:
-                # Each request is handed to the loop as soon as it is marked, so the first
-                # provider calls do not wait for the whole selection to be marked.
-                for request in requests:
-                    if await start(request, batch, summary, enqueue=False):
-                        tasks.append(asyncio.create_task(run_one(request.pk, client)))
-                        continue
-                    progress.total -= 1
-                    if request.pk not in summary.over_budget:
-                        summary.outcomes["skipped"] += 1
+                # Requests are marked ``concurrency`` at a time (one trip to the database
+                # thread) and handed to the loop at once: the first provider calls do not
+                # wait for the whole selection to be marked.
+                for first in range(0, len(requests), concurrency):
+                    chunk = requests[first : first + concurrency]
+                    for request, started in zip(chunk, await start_all(chunk), strict=True):
+                        if started:
+                            tasks.append(asyncio.create_task(run_one(request.pk, client)))
+                            continue
+                        progress.total -= 1
+                        if request.pk not in summary.over_budget:
+                            summary.outcomes["skipped"] += 1
+                    await asyncio.sleep(0)  # the new tasks' first steps go before more marking
                 for next_done in asyncio.as_completed(tasks):
                     done = await next_done
                     if done is not None:
@@ -439,6 +450,7 @@ class Command(BaseCommand):
                 await asyncio.gather(*tasks, return_exceptions=True)
                 raise
             finally:
+                copier.shutdown(wait=False)
                 await in_sync(close_connection)()
 
     def report(self, summary: Summary) -> None:
