@@ -1,6 +1,6 @@
 """What runs going on together on one event loop share (``regenerate_images --concurrency``).
 
-Three things decide how close a bulk run gets to the provider's own latency, and
+Two things decide how close a bulk run gets to the provider's own latency, and
 :class:`Shared` holds them for :func:`~django_modelslab.pipeline.adrive`:
 
 - **slots**: at most ``jobs`` runs have a job at ModelsLab at once. A run takes a slot
@@ -9,26 +9,24 @@ Three things decide how close a bulk run gets to the provider's own latency, and
   copied and recorded;
 - **first steps first**: runs share Django's one sync thread for the database. A run's
   first step (the claim, which its provider call waits for) goes before the other runs'
-  later steps (recording answers and images), which wait while any first step is pending;
-- **copier**: the executor copies run on (``None``: the loop's default executor).
+  later steps (recording answers and images) and copies, which wait while any first step
+  is pending.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from concurrent.futures import Executor
 from contextlib import asynccontextmanager
 
 
 class Shared:
-    """Slots, step order and copier shared by the runs of one event loop."""
+    """Slots and step order shared by the runs of one event loop."""
 
-    def __init__(self, jobs: int, *, copier: Executor | None = None) -> None:
+    def __init__(self, jobs: int) -> None:
         if jobs < 1:
             raise ValueError("jobs must be at least 1")
         self.slots = asyncio.Semaphore(jobs)
-        self.copier = copier
         self._first_steps = 0
         self._no_first_steps = asyncio.Event()
         self._no_first_steps.set()
@@ -46,5 +44,5 @@ class Shared:
                 self._no_first_steps.set()
 
     async def later_step(self) -> None:
-        """Before any other database step: wait while a first step is pending."""
+        """Before any other step: wait while a first step is pending."""
         await self._no_first_steps.wait()

@@ -11,7 +11,6 @@ recorded under a row lock, so of two runs racing to finish it, one result counts
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -232,12 +231,9 @@ async def adrive(
                 if isinstance(op, Sleep):
                     result: Any = await asyncio.sleep(op.seconds)
                 elif isinstance(op, Copy):  # off the sync thread: no database in a copy
-                    copier = None
                     if shared is not None:
                         await shared.later_step()  # a copy, too, lets first steps go first
-                        copier = shared.copier
-                    copy = partial(contextvars.copy_context().run, copy_outputs, op)
-                    result = await asyncio.get_running_loop().run_in_executor(copier, copy)
+                    result = await asyncio.to_thread(copy_outputs, op)
                 else:
                     if shared is not None and not held:
                         await shared.slots.acquire()

@@ -419,11 +419,7 @@ class Command(BaseCommand):
                 return None  # interrupted before it began: left queued
             return await pipeline.arun(pk, client=client, shared=shared)
 
-        # Copies run one at a time, in the background: a copy takes milliseconds and a job
-        # at ModelsLab seconds, so one thread keeps up, and leaves the interpreter to the
-        # provider calls and database steps that decide how soon the next jobs start.
-        copier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelslab-copy")
-        shared = Shared(concurrency, copier=copier)
+        shared = Shared(concurrency)
         async with pipeline.build_async_client() as client:
             tasks: list[asyncio.Task[GenerationRequest | None]] = []
             try:
@@ -450,7 +446,6 @@ class Command(BaseCommand):
                 await asyncio.gather(*tasks, return_exceptions=True)
                 raise
             finally:
-                copier.shutdown(wait=False)
                 await in_sync(close_connection)()
 
     def report(self, summary: Summary) -> None:
