@@ -206,3 +206,54 @@ def test_an_async_client_passed_in_is_left_open(emulator):
     assert on_loop(with_client) is False
     request.refresh_from_db()
     assert request.status == Status.SUCCEEDED, request.error
+
+
+# --- runs sharing one loop: concurrency.Shared ------------------------------------------
+
+
+def test_later_steps_wait_while_a_first_step_is_pending():
+    from django_modelslab.concurrency import Shared
+
+    async def main() -> list[str]:
+        shared, done = Shared(2), []
+
+        async def claim() -> None:
+            async with shared.first_step():
+                await asyncio.sleep(0.05)
+                done.append("claim")
+
+        async def record() -> None:
+            await asyncio.sleep(0)  # the claim is pending by now
+            await shared.later_step()
+            done.append("record")
+
+        await asyncio.gather(record(), claim())
+        return done
+
+    assert asyncio.run(main()) == ["claim", "record"]
+    with pytest.raises(ValueError):
+        Shared(0)
+
+
+def test_shared_slots_bound_jobs_and_each_run_gives_its_slot_back(emulator):
+    from django_modelslab.concurrency import Shared
+
+    requests = [
+        GenerationRequest.objects.create(prompt=f"gull {n}", width=256, height=256, seed=n)
+        for n in range(3)
+    ]
+
+    async def run_all() -> tuple[list[GenerationRequest], bool]:
+        shared = Shared(1)
+
+        async def one(pk: int) -> GenerationRequest:
+            await shared.slots.acquire()
+            return await pipeline.arun(pk, shared=shared)
+
+        done = await asyncio.gather(*(one(r.pk) for r in requests))
+        return list(done), not shared.slots.locked()
+
+    done, free = on_loop(run_all)
+    assert [r.status for r in done] == [Status.SUCCEEDED] * 3
+    assert free  # every slot was given back
+    assert emulator.calls["text2img"] == 3
