@@ -230,7 +230,7 @@ def test_later_steps_wait_while_a_first_step_is_pending():
         await asyncio.gather(record(), claim())
         return done
 
-    assert asyncio.run(main()) == ["claim", "record"]
+    assert on_loop(main) == ["claim", "record"]
     with pytest.raises(ValueError):
         Shared(0)
 
