@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from . import costs, fallbacks, kinds, safety
 from .client import AsyncModelsLabClient, ModelsLabClient, ProviderResponse, redact, reported_cost
-from .concurrency import Shared
+from .concurrency import Priority, Shared
 from .conf import get_setting, get_settings
 from .copying import Copy, copy_outputs
 from .exceptions import (
@@ -209,30 +209,34 @@ async def adrive(
     ``shared``: what this run shares with the others on the loop (:mod:`.concurrency`). The
     caller holds one of its slots when it calls; it is given back as soon as the job is
     over at ModelsLab, and taken again for a later provider call (a fallback model's job).
+    The first step goes before the other runs' waiting steps (``Priority.START``), and the
+    run counts as starting (copies wait) until its provider call is made.
     """
     advance = sync_to_async(_advance, thread_sensitive=True)
     own = client is None
     held = shared is not None
+    end_start = shared.start_pending() if shared is not None else _nothing
 
-    async def later_step(value: Any, error: BaseException | None) -> tuple[bool, Any]:
-        if shared is not None:
-            await shared.later_step()
-        return await advance(steps, value, error)
+    async def step(
+        value: Any, error: BaseException | None, priority: Priority = Priority.LATER
+    ) -> tuple[bool, Any]:
+        if shared is None:
+            return await advance(steps, value, error)
+        async with shared.step(priority):
+            return await advance(steps, value, error)
 
     try:
-        if shared is None:
-            done, value = await advance(steps, None, None)
-        else:
-            async with shared.first_step():
-                done, value = await advance(steps, None, None)
+        done, value = await step(None, None, Priority.START)
         while not done:
             op = value
+            if not isinstance(op, Generate | Fetch):
+                end_start()  # no provider call to wait for (say, outputs to copy again)
             try:
                 if isinstance(op, Sleep):
                     result: Any = await asyncio.sleep(op.seconds)
                 elif isinstance(op, Copy):  # off the sync thread: no database in a copy
                     if shared is not None:
-                        await shared.later_step()  # a copy, too, lets first steps go first
+                        await shared.quiet()
                     result = await asyncio.to_thread(copy_outputs, op)
                 else:
                     if shared is not None and not held:
@@ -240,6 +244,7 @@ async def adrive(
                         held = True
                     client = client or build_async_client()
                     response = None
+                    end_start()
                     try:
                         response = await aperform(client, op)
                     finally:
@@ -250,18 +255,23 @@ async def adrive(
                         await asyncio.sleep(0)  # the run waiting for the slot starts first
                     result = response
             except Exception as exc:
-                done, value = await later_step(None, exc)
+                done, value = await step(None, exc)
             except BaseException:  # cancelled: the request is left as a killed worker leaves it
                 steps.close()
                 raise
             else:
-                done, value = await later_step(result, None)
+                done, value = await step(result, None)
         return value  # type: ignore[no-any-return]
     finally:
+        end_start()
         if held:
             shared.slots.release()  # type: ignore[union-attr]
         if own and client is not None:
             await client.aclose()
+
+
+def _nothing() -> None:
+    pass
 
 
 def _advance(steps: Steps[Any], value: Any, error: BaseException | None) -> tuple[bool, Any]:

@@ -211,28 +211,83 @@ def test_an_async_client_passed_in_is_left_open(emulator):
 # --- runs sharing one loop: concurrency.Shared ------------------------------------------
 
 
-def test_later_steps_wait_while_a_first_step_is_pending():
+def test_database_steps_go_one_at_a_time_most_urgent_first():
+    from django_modelslab.concurrency import Priority, Shared
+
+    async def main() -> tuple[list[str], int]:
+        shared, done, running, most = Shared(2), [], 0, 0
+
+        async def step(name: str, priority: Priority, order: int = 0) -> None:
+            nonlocal running, most
+            async with shared.step(priority, order):
+                running += 1
+                most = max(most, running)
+                await asyncio.sleep(0.01)
+                done.append(name)
+                running -= 1
+
+        first = asyncio.create_task(step("running", Priority.LATER))
+        await asyncio.sleep(0)  # it has the turn; the others queue behind it
+        await asyncio.gather(
+            step("mark 2", Priority.PREPARE, 2),
+            step("mark 1", Priority.PREPARE, 1),
+            step("record", Priority.LATER),
+            step("claim", Priority.START),
+            first,
+        )
+        return done, most
+
+    done, most = on_loop(main)
+    assert done == ["running", "claim", "record", "mark 1", "mark 2"]
+    assert most == 1
+    with pytest.raises(ValueError):
+        Shared(0)
+
+
+def test_a_step_cancelled_while_waiting_does_not_stop_the_others():
+    from django_modelslab.concurrency import Priority, Shared
+
+    async def main() -> list[str]:
+        shared, done = Shared(1), []
+
+        async def step(name: str) -> None:
+            async with shared.step(Priority.LATER):
+                await asyncio.sleep(0.01)
+                done.append(name)
+
+        first = asyncio.create_task(step("first"))
+        await asyncio.sleep(0)
+        cancelled = asyncio.create_task(step("cancelled"))
+        last = asyncio.create_task(step("last"))
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        await asyncio.wait_for(asyncio.gather(first, last), timeout=1)
+        return done
+
+    assert on_loop(main) == ["first", "last"]
+
+
+def test_copies_wait_while_a_start_is_pending():
     from django_modelslab.concurrency import Shared
 
     async def main() -> list[str]:
         shared, done = Shared(2), []
+        end_start = shared.start_pending()
 
-        async def claim() -> None:
-            async with shared.first_step():
-                await asyncio.sleep(0.05)
-                done.append("claim")
+        async def copy() -> None:
+            await shared.quiet()
+            done.append("copy")
 
-        async def record() -> None:
-            await asyncio.sleep(0)  # the claim is pending by now
-            await shared.later_step()
-            done.append("record")
+        async def start() -> None:
+            await asyncio.sleep(0.05)
+            done.append("provider call")
+            end_start()
+            end_start()  # a second call changes nothing
 
-        await asyncio.gather(record(), claim())
+        await asyncio.gather(copy(), start())
         return done
 
-    assert on_loop(main) == ["claim", "record"]
-    with pytest.raises(ValueError):
-        Shared(0)
+    assert on_loop(main) == ["provider call", "copy"]
 
 
 def test_shared_slots_bound_jobs_and_each_run_gives_its_slot_back(emulator):

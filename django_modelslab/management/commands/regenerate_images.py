@@ -31,7 +31,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 from django_modelslab import costs, pipeline
 from django_modelslab.amounts import format_amount
 from django_modelslab.client import AsyncModelsLabClient
-from django_modelslab.concurrency import Shared
+from django_modelslab.concurrency import Priority, Shared
 from django_modelslab.conf import get_setting
 from django_modelslab.exceptions import BudgetExceeded, GenerationInProgress
 from django_modelslab.fallbacks import clean_model_ids
@@ -408,34 +408,34 @@ class Command(BaseCommand):
         stopping = False
         # The database work (marking, every step of arun) runs in one thread.
         in_sync = partial(sync_to_async, thread_sensitive=True)
-        start_all = in_sync(
-            lambda chunk: [self.start(r, batch, summary, enqueue=False) for r in chunk]
-        )
+        start_one = in_sync(lambda request: self.start(request, batch, summary, enqueue=False))
 
-        async def run_one(pk: int, client: AsyncModelsLabClient) -> GenerationRequest | None:
+        async def run_one(
+            order: int, request: GenerationRequest, client: AsyncModelsLabClient
+        ) -> GenerationRequest | None:
+            # Marked when the database thread has nothing more urgent, in selection order.
+            async with shared.step(Priority.PREPARE, order):
+                if stopping:
+                    return None  # interrupted before it was reached: left as it was
+                started = await start_one(request)
+            if not started:
+                progress.total -= 1
+                if request.pk not in summary.over_budget:
+                    summary.outcomes["skipped"] += 1
+                return None
             await shared.slots.acquire()  # given back by arun once the job is over there
             if stopping:
                 shared.slots.release()
                 return None  # interrupted before it began: left queued
-            return await pipeline.arun(pk, client=client, shared=shared)
+            return await pipeline.arun(request.pk, client=client, shared=shared)
 
         shared = Shared(concurrency)
         async with pipeline.build_async_client() as client:
-            tasks: list[asyncio.Task[GenerationRequest | None]] = []
+            tasks = [
+                asyncio.create_task(run_one(order, request, client))
+                for order, request in enumerate(requests)
+            ]
             try:
-                # Requests are marked ``concurrency`` at a time (one trip to the database
-                # thread) and handed to the loop at once: the first provider calls do not
-                # wait for the whole selection to be marked.
-                for first in range(0, len(requests), concurrency):
-                    chunk = requests[first : first + concurrency]
-                    for request, started in zip(chunk, await start_all(chunk), strict=True):
-                        if started:
-                            tasks.append(asyncio.create_task(run_one(request.pk, client)))
-                            continue
-                        progress.total -= 1
-                        if request.pk not in summary.over_budget:
-                            summary.outcomes["skipped"] += 1
-                    await asyncio.sleep(0)  # the new tasks' first steps go before more marking
                 for next_done in asyncio.as_completed(tasks):
                     done = await next_done
                     if done is not None:
