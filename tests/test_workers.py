@@ -189,7 +189,8 @@ def test_regenerate_images_interrupted_then_resumed_submits_each_job_once(emulat
         text=True,
     )
     deadline = time.monotonic() + 30
-    while emulator.calls["text2img"] < 2:  # two jobs in flight
+    unmarked = GenerationRequest.objects.filter(regeneration_batch="")
+    while emulator.calls["text2img"] < 2 or unmarked.exists():  # two jobs in flight, all marked
         assert time.monotonic() < deadline, "the command never called ModelsLab"
         time.sleep(0.05)
     first.send_signal(signal.SIGINT)  # Ctrl-C

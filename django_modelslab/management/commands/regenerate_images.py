@@ -386,8 +386,9 @@ class Command(BaseCommand):
         """Run the requests here on one event loop (pipeline.arun), ``concurrency`` jobs at
         ModelsLab at once; copying a finished job's images overlaps the next jobs.
 
-        Ctrl-C stops starting requests (they stay queued for ``--resume``); those already
-        talking to ModelsLab are finished first, so none is left with a job in doubt.
+        Ctrl-C stops marking and starting requests (marked ones stay queued for
+        ``--resume``); those already talking to ModelsLab are finished first, so none is left
+        with a job in doubt.
         """
         work = self.run_all(requests, batch, concurrency, summary)
         try:
