@@ -9,15 +9,22 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 
 import httpx
 
 from .conf import get_setting, get_settings
 from .downloads import Download, download, make_client
 from .provenance import add_provenance
-from .storage import StoredImage, get_image_storage, image_metadata, store_file
-from .thumbnails import make_thumbnail
+from .storage import (
+    ImageInfo,
+    StoredImage,
+    decode_image,
+    get_image_storage,
+    image_metadata,
+    store_file,
+)
+from .thumbnails import Thumbnail, render_thumbnail, store_thumbnail
 
 #: ``known(sha256, key)``: True when the database already records that image.
 Known = Callable[[str, str], bool]
@@ -58,26 +65,33 @@ def _copy_output(
         ) as fetched,
         _with_provenance(op, fetched) as (file, sha256, size),
     ):
+        info, thumbnail = _verify_with_thumbnail(file, conf)
         image = store_file(
             file,
             sha256=sha256,
             size=size,
             storage=storage,
             prefix=conf["UPLOAD_PREFIX"],
-            max_pixels=conf["MAX_IMAGE_PIXELS"],
             metadata=image_metadata(
                 request_id=op.request_id, model_id=op.model_id, prompt=op.prompt
             ),
             known=(lambda key: known(sha256, key)) if known is not None else None,
+            info=info,
         )
-        thumbnail = make_thumbnail(
-            file,
-            size=conf["THUMBNAIL_SIZE"],
+        stored_thumbnail = store_thumbnail(
+            thumbnail,
             storage=storage,
             prefix=conf["UPLOAD_PREFIX"],
             max_pixels=conf["MAX_IMAGE_PIXELS"],
         )
-    return image, thumbnail
+    return image, stored_thumbnail
+
+
+def _verify_with_thumbnail(file: IO[bytes], conf: dict[str, Any]) -> tuple[ImageInfo, Thumbnail]:
+    """Verify the bytes to store, and render their thumbnail from the same decode."""
+    info, pixels = decode_image(file, max_pixels=conf["MAX_IMAGE_PIXELS"])
+    # Checked without a whole decode (very large), the thumbnail reads the bytes again.
+    return info, render_thumbnail(file if pixels is None else pixels, size=conf["THUMBNAIL_SIZE"])
 
 
 @contextmanager

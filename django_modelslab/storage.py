@@ -117,7 +117,17 @@ def inspect_image(file: IO[bytes], *, max_pixels: int) -> ImageInfo:
     truncated file fails), WebP's RIFF chunk sizes must add up to the file and GIF must end
     with its trailer. The file is rewound.
     """
+    return decode_image(file, max_pixels=max_pixels)[0]
+
+
+def decode_image(file: IO[bytes], *, max_pixels: int) -> tuple[ImageInfo, Image.Image | None]:
+    """:func:`inspect_image`, also giving the pixels when it decoded the image whole.
+
+    They are ``None`` above :data:`FULL_DECODE_PIXELS`, where the checks do not decode the
+    whole image. They hold nothing open (the file is the caller's, and rewound).
+    """
     file.seek(0)
+    pixels = None
     try:
         with Image.open(file, formats=list(FORMATS)) as img:
             fmt = img.format or ""
@@ -133,8 +143,7 @@ def inspect_image(file: IO[bytes], *, max_pixels: int) -> ImageInfo:
             img.verify()  # PNG: every chunk's CRC, through IEND; others: little or nothing
         file.seek(0)
         if width * height <= FULL_DECODE_PIXELS:
-            with Image.open(file, formats=[fmt]) as img:
-                img.load()  # decode: verify() does not catch truncated JPEG/WebP data
+            pixels = _decode_whole(file, fmt)
         else:
             _check_large_image(file, fmt, width, height)
     except InvalidImage:
@@ -147,7 +156,13 @@ def inspect_image(file: IO[bytes], *, max_pixels: int) -> ImageInfo:
         raise InvalidImage(f"Unreadable or corrupt image: {exc}") from exc
     finally:
         file.seek(0)
-    return image_info(fmt, width, height)
+    return image_info(fmt, width, height), pixels
+
+
+def _decode_whole(file: IO[bytes], fmt: str) -> Image.Image:
+    with Image.open(file, formats=[fmt]) as image:  # leaving lets go of the file, not the pixels
+        image.load()  # decode: verify() does not catch truncated JPEG/WebP data
+    return image
 
 
 def _check_large_image(file: IO[bytes], fmt: str, width: int, height: int) -> None:
@@ -351,7 +366,8 @@ def store_file(
     ``metadata`` goes onto the stored object with ``sha256`` (storages that keep object
     metadata, such as S3). ``known(key)`` returning True means the database already records
     that key: a remote storage is not asked at all (no HEAD). ``info`` skips the
-    verification, for bytes this package encoded itself (thumbnails), never for downloads.
+    verification: what :func:`decode_image` said of exactly these bytes, or of bytes this
+    package encoded itself (thumbnails).
     A failing storage (credentials, missing bucket, unreachable endpoint, full disk) raises
     :class:`StorageError`.
     """
