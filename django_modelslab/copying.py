@@ -78,12 +78,7 @@ def _copy_output(
             known=(lambda key: known(sha256, key)) if known is not None else None,
             info=info,
         )
-        stored_thumbnail = store_thumbnail(
-            thumbnail,
-            storage=storage,
-            prefix=conf["UPLOAD_PREFIX"],
-            max_pixels=conf["MAX_IMAGE_PIXELS"],
-        )
+        stored_thumbnail = store_thumbnail(thumbnail, storage=storage, prefix=conf["UPLOAD_PREFIX"])
     return image, stored_thumbnail
 
 

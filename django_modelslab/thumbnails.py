@@ -47,14 +47,11 @@ def render_thumbnail(source: IO[bytes] | Image.Image, *, size: int) -> Thumbnail
     return Thumbnail(buffer, image_info("WEBP", *image.size))
 
 
-def store_thumbnail(
-    thumbnail: Thumbnail, *, storage: Storage, prefix: str, max_pixels: int
-) -> StoredImage:
+def store_thumbnail(thumbnail: Thumbnail, *, storage: Storage, prefix: str) -> StoredImage:
     """Store ``thumbnail`` under its own hash, beside the images (stored once)."""
     return store_file(
         thumbnail.file,
         storage=storage,
         prefix=f"{prefix}{THUMBNAIL_FOLDER}",
-        max_pixels=max_pixels,
         info=thumbnail.info,  # our own encoder's output: not verified again
     )
