@@ -25,9 +25,9 @@ class Thumbnail:
 def render_thumbnail(source: IO[bytes] | Image.Image, *, size: int) -> Thumbnail:
     """A WebP no larger than ``size`` px on its longest side, upright (EXIF orientation).
 
-    ``source`` is a verified image: its pixels as :func:`~django_modelslab.storage.
-    decode_image` gave them (not decoded again), or its bytes (for images decoded only in
-    part, a JPEG is decoded at a reduced scale). The same source always gives the same bytes.
+    ``source`` is a verified image: the pixels :func:`.storage.decode_image` gave (not
+    decoded again), or its bytes, for images too large to have been decoded whole (a JPEG is
+    then decoded at a reduced scale). The same source always gives the same bytes.
     """
     if isinstance(source, Image.Image):
         image = ImageOps.exif_transpose(source)
