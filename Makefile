@@ -60,12 +60,13 @@ migrations-check: $(VENV)/.synced $(VENV61)/.synced
 	DJANGO_SETTINGS_MODULE=tests.settings $(VENV61)/bin/python -m django makemigrations --check --dry-run django_modelslab
 
 # The suite runs with a sentinel API key (tests/sentinel.py): any test fails where the key
-# shows up in a log record, an exception, an HTTP response or a database row.
+# shows up in a log record, an exception, an HTTP response or a database row. On Django 6.1
+# the key is configured with a trailing newline, as read from a secrets file (it is stripped).
 test-dj52: system-deps $(VENV)/.synced
 	MODELSLAB_SENTINEL_KEY=1 $(VENV)/bin/python -m pytest
 
 test-dj61: system-deps $(VENV61)/.synced
-	MODELSLAB_SENTINEL_KEY=1 $(VENV61)/bin/python -m pytest
+	MODELSLAB_SENTINEL_KEY=newline $(VENV61)/bin/python -m pytest
 
 # Locking, workers and webhooks again on PostgreSQL (a throwaway cluster per stack).
 test-pg: system-deps $(VENV)/.synced $(VENV61)/.synced

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import unicodedata
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,6 +20,15 @@ LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
 WHOLE_NUMBERS = {"MAX_RETRIES": 0, "MAX_ATTEMPTS": 1}
 MIN_SECRET_LENGTH = 24
 NEW_SECRET_HINT = "Make one with: python -c 'import secrets; print(secrets.token_urlsafe())'"  # noqa: S105  (a hint, not a secret)
+
+
+def odd_character(secret: str) -> str:
+    """Where ``secret`` has whitespace or a control character, e.g. ``"U+000A at position
+    21"`` (never the secret itself); ``""`` when it has none."""
+    for position, char in enumerate(secret, 1):
+        if char.isspace() or unicodedata.category(char).startswith("C"):
+            return f"U+{ord(char):04X} at position {position}"
+    return ""
 
 
 def is_loopback_url(url: str) -> bool:
@@ -101,6 +111,17 @@ def _check_base_url_and_key(conf: dict[str, Any]) -> list[CheckMessage]:
                 id="django_modelslab.E001",
             )
         ]
+    if where := odd_character(key):
+        return [
+            Error(
+                f"{SETTINGS_NAME}['API_KEY'] contains whitespace or a control character ({where}).",
+                hint=(
+                    "Surrounding whitespace is stripped; a ModelsLab key has none inside. "
+                    "Copy the key again from the ModelsLab dashboard."
+                ),
+                id="django_modelslab.E011",
+            )
+        ]
     return []
 
 
@@ -174,6 +195,16 @@ def _check_webhooks(conf: dict[str, Any]) -> list[CheckMessage]:
             )
         ]
     messages: list[CheckMessage] = []
+    for number, secret in enumerate(secrets, 1):
+        if where := odd_character(secret):
+            messages.append(
+                Error(
+                    f"{SETTINGS_NAME}['WEBHOOK_SECRETS'] entry {number} contains whitespace or "
+                    f"a control character ({where}).",
+                    hint=f"Surrounding whitespace is stripped. {NEW_SECRET_HINT}",
+                    id="django_modelslab.E012",
+                )
+            )
     if base_url:
         parts = urlsplit(base_url) if isinstance(base_url, str) else None
         if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:

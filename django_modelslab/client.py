@@ -20,17 +20,19 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import json
 import logging
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import TracebackType
 from typing import Any, Final
+from urllib.parse import quote, quote_plus
 
 import httpx
 
@@ -62,6 +64,7 @@ __all__ = [
     "parse_response",
     "redact",
     "reported_cost",
+    "secret_forms",
 ]
 
 logger = logging.getLogger("django_modelslab.client")
@@ -103,18 +106,64 @@ _PROVIDER_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 # -- redaction -----------------------------------------------------------------------------
 
 
-def redact(value: Any, secret: str | None = None) -> Any:
-    """Copy ``value`` with credential fields masked and ``secret`` cut out of every string."""
+def redact(value: Any, secret: str | Iterable[str | None] | None = None) -> Any:
+    """Copy ``value`` with credential fields masked and ``secret`` cut out of every string.
+
+    ``secret`` is one secret or several. Each is cut out as written, without its surrounding
+    whitespace and in its escaped forms (:func:`secret_forms`), from values and from the
+    field names of mappings alike. Redact before truncating, so no prefix of a secret that
+    straddles the cut survives.
+    """
+    secrets = [secret] if isinstance(secret, str) or secret is None else secret
+    forms = tuple(sorted({f for s in secrets if s for f in secret_forms(s)}, key=len, reverse=True))
+    return _redact(value, forms)
+
+
+def _redact(value: Any, forms: tuple[str, ...]) -> Any:
     if isinstance(value, Mapping):
-        return {
-            k: REDACTED if str(k).lower() in SECRET_FIELDS else redact(v, secret)
-            for k, v in value.items()
-        }
+        out: dict[Any, Any] = {}
+        for k, v in value.items():
+            name = _redact(k, forms)
+            if name != k:  # a field named by a secret: keep it, under a name of its own
+                base, n = name, 1
+                while name in out or name in value:
+                    n += 1
+                    name = f"{base} ({n})"
+            out[name] = REDACTED if str(k).lower() in SECRET_FIELDS else _redact(v, forms)
+        return out
     if isinstance(value, list | tuple):
-        return [redact(v, secret) for v in value]
-    if isinstance(value, str) and secret:
-        return value.replace(secret, REDACTED)
+        return [_redact(v, forms) for v in value]
+    if isinstance(value, str):
+        for form in forms:
+            if form in value:
+                value = value.replace(form, REDACTED)
     return value
+
+
+@functools.lru_cache(maxsize=32)
+def secret_forms(secret: str) -> frozenset[str]:
+    """How ``secret`` can appear in text: as is, stripped, and as the inside of its ``repr``,
+    its JSON string, its bytes ``repr`` and its URL encodings, one escaping deep or two
+    (an error message quoting a ``repr``, stored as JSON)."""
+    found = {f for f in (secret, secret.strip()) if f}
+    for _depth in range(2):
+        found |= {e for f in found for e in _escaped(f)}
+    return frozenset(f for f in found if f)
+
+
+def _escaped(text: str) -> set[str]:
+    quoted = (quote(text, safe=""), quote(text), quote_plus(text))
+    return {
+        repr(text)[1:-1],
+        json.dumps(text)[1:-1],
+        json.dumps(text, ensure_ascii=False)[1:-1],
+        repr(text.encode())[2:-1],
+        *quoted,
+        *(_PERCENT.sub(lambda m: m.group().lower(), q) for q in quoted),
+    }
+
+
+_PERCENT = re.compile(r"%[0-9A-F]{2}")
 
 
 #: Strings longer than this made only of base64 characters are taken for inline image data.
@@ -431,7 +480,7 @@ class _ClientCore:
             raise TypeError("The ModelsLab API key must be a string")
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
-        self._api_key = api_key
+        self._api_key = api_key.strip()  # a key read from a file often ends in a newline
         self.base_url = base_url.rstrip("/") + "/"
         self.timeout = httpx.Timeout(timeout, connect=connect_timeout)
         self.max_retries = max_retries
@@ -496,7 +545,7 @@ class _ClientCore:
         try:
             body: Any = response.json()
         except ValueError:
-            body = response.text[:MAX_TEXT]
+            body = response.text  # cut to MAX_TEXT by parse_response, after redaction
         try:
             return parse_response(
                 elide_image_data(self._redact(body)),
@@ -523,7 +572,11 @@ class _ClientCore:
         self, call: _Call, attempt: int, exc: httpx.TransportError, elapsed: float
     ) -> float:
         """Seconds to wait before trying again after ``exc``; raise when that is not safe."""
-        reason = self._redact(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        reason = self._redact(text)
+        # An error whose text quotes the key (httpx: "Illegal header value b'...'") is not
+        # chained: tracebacks would print it.
+        cause = exc if reason == text else None
         logger.debug(
             "POST %s failed after %.3fs (attempt %d): %s", call.path, elapsed, attempt + 1, reason
         )
@@ -531,17 +584,17 @@ class _ClientCore:
             f"Could not reach ModelsLab: {reason}", payload=call.shown_payload
         )
         if isinstance(exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError):
-            raise error from exc  # our configuration or request is wrong; repeating won't help
+            raise error from cause  # our configuration or request is wrong; repeating won't help
         if not call.idempotent and not isinstance(exc, _NOT_SENT):
             raise AmbiguousSubmission(
                 f"Lost the answer to a generate call ({reason}); the generation may have been"
                 " queued, not retried",
                 payload=call.shown_payload,
-            ) from exc
+            ) from cause
         try:
             return self._retry_or_raise(call, attempt, error, self._backoff(attempt))
         except ProviderTransportError as final:
-            raise final from exc
+            raise final from cause
 
     def _retry_delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is None:

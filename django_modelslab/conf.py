@@ -124,9 +124,31 @@ def get_setting(name: str) -> Any:
     """One setting: the project's value, else the default. Unknown names raise KeyError."""
     if name not in DEFAULTS:
         raise KeyError(f"{SETTINGS_NAME}[{name!r}] is not a django-modelslab setting")
-    return user_settings().get(name, DEFAULTS[name])
+    return _cleaned(name, user_settings().get(name, DEFAULTS[name]))
 
 
 def get_settings() -> dict[str, Any]:
     """All settings, defaults filled in."""
-    return {**DEFAULTS, **{k: v for k, v in user_settings().items() if k in DEFAULTS}}
+    conf = {**DEFAULTS, **{k: v for k, v in user_settings().items() if k in DEFAULTS}}
+    return {name: _cleaned(name, value) for name, value in conf.items()}
+
+
+def configured_secrets() -> list[str]:
+    """The API key and the webhook secrets: what redaction cuts out of kept text."""
+    secrets = get_setting("WEBHOOK_SECRETS")
+    secrets = list(secrets) if isinstance(secrets, list | tuple) else []
+    return [s for s in (get_setting("API_KEY"), *secrets) if isinstance(s, str) and s]
+
+
+def _cleaned(name: str, value: Any) -> Any:
+    """Credentials without surrounding whitespace.
+
+    Keys and secrets read from a file often end in a newline, which would make an illegal
+    HTTP header (and an error message quoting the key). Every consumer reads settings through
+    here, so none sees the unstripped value; inner whitespace is refused by a system check.
+    """
+    if name == "API_KEY" and isinstance(value, str):
+        return value.strip()
+    if name == "WEBHOOK_SECRETS" and isinstance(value, list | tuple):
+        return [s.strip() if isinstance(s, str) else s for s in value]
+    return value

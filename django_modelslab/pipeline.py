@@ -28,7 +28,7 @@ from django.utils import timezone
 from . import costs, fallbacks, kinds, safety
 from .client import AsyncModelsLabClient, ModelsLabClient, ProviderResponse, redact, reported_cost
 from .concurrency import Priority, Shared
-from .conf import get_setting, get_settings
+from .conf import configured_secrets, get_setting, get_settings
 from .copying import Copy, copy_outputs
 from .exceptions import (
     AmbiguousSubmission,
@@ -868,7 +868,7 @@ def _fail(request: GenerationRequest, exc: BaseException) -> None:
     refused = isinstance(exc, GenerationRefused)
     with transaction.atomic():
         if not _still_current(request):
-            logger.warning("Generation #%s: attempt already finished: %s", request.pk, exc)
+            logger.warning("Generation #%s: attempt already finished: %s", request.pk, reason)
             return
         _mark(request, Status.REFUSED if refused else Status.FAILED)
         signal = request_refused if refused else request_failed
@@ -918,17 +918,21 @@ def _mark(request: GenerationRequest, status: str) -> None:
 
 
 def _reason(exc: BaseException) -> str:
-    """A sentence a person can act on."""
+    """A sentence a person can act on (shown in the admin and the API: redacted)."""
     if isinstance(exc, ModelsLabError):
-        return str(exc)
-    return f"Unexpected error ({type(exc).__name__}): {exc}"
+        return _redact_secrets(str(exc))
+    return _redact_secrets(f"Unexpected error ({type(exc).__name__}): {exc}")
+
+
+def _redact_secrets(value: Any) -> Any:
+    """``value`` without the API key or a webhook secret (see :func:`client.redact`)."""
+    return redact(value, configured_secrets())
 
 
 def _record(
     request: GenerationRequest, call: str, body: Any, *, status_code: int | None = None
 ) -> None:
-    for secret in get_setting("WEBHOOK_SECRETS"):
-        body = redact(body, secret)  # ModelsLab echoes the webhook URL, secret included
+    body = _redact_secrets(body)  # ModelsLab echoes the webhook URL, secret included
     entry: dict[str, Any] = {"at": timezone.now().isoformat(), "call": call, "body": body}
     if status_code is not None:
         entry["status_code"] = status_code

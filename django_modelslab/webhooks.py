@@ -19,7 +19,7 @@ from django.db import transaction
 from django.utils.crypto import constant_time_compare
 
 from .client import elide_image_data, redact
-from .conf import get_setting
+from .conf import configured_secrets, get_setting
 from .models import GenerationRequest, WebhookDelivery, request_id_from_track_id
 
 logger = logging.getLogger("django_modelslab.webhooks")
@@ -51,7 +51,7 @@ def receive(secret: str, body: bytes, *, remote_addr: str | None = None) -> Webh
         if not isinstance(payload, dict):
             raise ValueError("the body is not a JSON object")
     except ValueError as exc:
-        delivery.raw_body = _redacted(body.decode("utf-8", "replace")[:MAX_RAW_BODY])
+        delivery.raw_body = _redacted(body.decode("utf-8", "replace"))[:MAX_RAW_BODY]
         _save(delivery, Outcome.REJECTED, error=f"Unreadable body: {exc}")
         raise WebhookRejected("ModelsLab webhook body is not a JSON object.") from exc
     delivery.body = _redacted(payload)
@@ -115,6 +115,7 @@ def _resume_on_commit(request_id: int) -> None:
 
 
 def _save(delivery: WebhookDelivery, outcome: str, *, error: str = "") -> None:
+    error = redact(error, configured_secrets())  # a traceback can quote anything
     delivery.outcome = outcome
     delivery.error = error
     delivery.save()
@@ -128,7 +129,6 @@ def _meta(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def _redacted(value: Any) -> Any:
-    value = elide_image_data(redact(value, get_setting("API_KEY") or None))
-    for secret in get_setting("WEBHOOK_SECRETS"):
-        value = redact(value, secret)
-    return value
+    """``value`` without the API key or any webhook secret (values and field names, in their
+    escaped forms too) and without inline image data. Redact before truncating."""
+    return elide_image_data(redact(value, configured_secrets()))

@@ -13,6 +13,11 @@ which tests compare against) is the sentinel, and a test fails if the sentinel a
   API, admin pages, webhooks), through a middleware put first in ``MIDDLEWARE``;
 * any row of any table, read after the test body while its data is still there.
 
+``MODELSLAB_SENTINEL_KEY=newline`` configures a generated sentinel followed by a newline, as
+a key read from a secrets file often is (a given ``<key>`` keeps its surrounding whitespace
+the same way). The sentinel without the whitespace is what is grepped for, and
+``TEST_API_KEY``: the app must strip the key before using it.
+
 Enable it from ``tests/conftest.py`` with ``pytest_plugins = ["tests.sentinel"]``.
 """
 
@@ -30,9 +35,12 @@ from typing import Any
 import pytest
 
 ENV = "MODELSLAB_SENTINEL_KEY"
+#: The value of ``ENV`` that configures the generated sentinel with a trailing newline.
+NEWLINE = "newline"
 MIDDLEWARE = "tests.sentinel.SentinelMiddleware"
 
 _key: str | None = None
+_configured: str | None = None  # MODELSLAB["API_KEY"]: the sentinel, maybe with whitespace
 _found: list[str] = []
 _lock = threading.Lock()
 
@@ -144,14 +152,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    global _key
+    global _key, _configured
     value = os.environ.get(ENV, "")
     if not (config.getoption("--sentinel-key", False) or value):
         return
-    _key = value if len(value) >= 16 else f"sentinel-{secrets.token_hex(12)}-modelslab"
+    generated = f"sentinel-{secrets.token_hex(12)}-modelslab"
+    if value.strip() == NEWLINE:
+        _key, _configured = generated, generated + "\n"
+    elif len(value.strip()) >= 16:
+        _key, _configured = value.strip(), value
+    else:
+        _key = _configured = generated
     from django.conf import settings
 
-    settings.MODELSLAB["API_KEY"] = _key
+    settings.MODELSLAB["API_KEY"] = _configured
     settings.MIDDLEWARE = [MIDDLEWARE, *settings.MIDDLEWARE]
     conftest = sys.modules.get("tests.conftest")
     if conftest is not None:
@@ -170,7 +184,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
-    return "sentinel API key check: on" if _key else None
+    if not _key:
+        return None
+    extra = " (configured with surrounding whitespace)" if _configured != _key else ""
+    return f"sentinel API key check: on{extra}"
 
 
 def _uses_database(item: pytest.Item) -> bool:

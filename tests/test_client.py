@@ -6,7 +6,9 @@ import json
 import logging
 import socket
 import time
+import traceback
 from collections.abc import Callable, Iterator
+from urllib.parse import quote, quote_plus
 
 import httpx
 import pytest
@@ -334,6 +336,39 @@ def test_empty_key_is_sent_as_is_and_never_replaces_text() -> None:
     assert redact("some text", "") == "some text"
 
 
+def test_redaction_covers_escaped_forms_and_field_names() -> None:
+    secret = 'k"ey\\with/odd+chars é\n'  # as read from a file: a trailing newline
+    text = {
+        "repr": f"Illegal header value {secret.encode()!r}",
+        "json": json.dumps({"key_echo": secret}),
+        "url": f"https://x.test/?k={quote_plus(secret)}&p=/{quote(secret, safe='')}",
+        "stripped": f"key={secret.strip()}.",
+        secret.strip(): "a field named by the key",
+        f"prefix-{quote(secret)}": "and by its URL form",
+    }
+
+    shown = redact(text, secret)
+
+    assert shown == {
+        "repr": "Illegal header value b'[redacted]'",
+        "json": '{"key_echo": "[redacted]"}',
+        "url": "https://x.test/?k=[redacted]&p=/[redacted]",
+        "stripped": "key=[redacted].",
+        "[redacted]": "a field named by the key",
+        "prefix-[redacted]": "and by its URL form",
+    }
+    assert redact(["a", "b"], ["a", None, ""]) == ["[redacted]", "b"]  # several secrets
+
+
+def test_a_text_answer_is_redacted_before_it_is_cut() -> None:
+    head = 2048 - 18  # the cut falls 18 characters into the key
+    server = Recorder(httpx.Response(502, text="x" * head + KEY + "y" * 50))
+    with pytest.raises(ProviderUnavailable) as info:
+        server.client(max_retries=0).fetch(1)
+    assert info.value.response == "x" * head + "[redacted]" + "y" * 8
+    assert KEY[:18] not in str(info.value)
+
+
 # -- real HTTP against the bundled emulator ------------------------------------------------
 
 
@@ -445,6 +480,28 @@ def test_emulator_bad_key(emulator: Emulator, client: ModelsLabClient, errors_as
 def test_emulator_good_key(emulator: Emulator, client: ModelsLabClient) -> None:
     emulator.configure(api_keys={KEY})
     assert client.text2img(PARAMS).done
+
+
+@pytest.mark.parametrize("api_version", ["v6", "v7"])
+def test_emulator_key_with_surrounding_whitespace_is_stripped(
+    emulator: Emulator, api_version: str
+) -> None:
+    emulator.configure(api_keys={KEY})
+    with ModelsLabClient(f" {KEY}\n", emulator.base_url, max_retries=0) as client:
+        model = {"v6": "flux", "v7": "flux-2-pro"}[api_version]
+        assert client.generate("text2img", {**PARAMS, "model_id": model}, api_version=api_version)
+
+
+def test_emulator_key_with_a_newline_inside_is_never_quoted(emulator: Emulator) -> None:
+    key = "first-half-of-a-key\nsecond-half-of-it"  # refused by check E011, used anyway
+    client = ModelsLabClient(key, emulator.base_url, max_retries=0)
+    with client, pytest.raises(ProviderTransportError) as info:  # not a legal header value
+        client.generate("text2img", PARAMS, api_version="v7")
+    shown = "".join(traceback.format_exception(info.value)) + repr(info.value)
+    assert "Could not reach ModelsLab: LocalProtocolError" in shown
+    assert "[redacted]" in shown
+    assert "first-half-of-a-key" not in shown and "second-half-of-it" not in shown
+    assert emulator.calls["v7_text2img"] == 0
 
 
 def test_emulator_insufficient_credits(emulator: Emulator, client: ModelsLabClient) -> None:

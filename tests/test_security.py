@@ -19,6 +19,7 @@ Proved elsewhere, not repeated here:
 from __future__ import annotations
 
 import io
+import json
 import socket
 import struct
 import threading
@@ -27,7 +28,7 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, quote_plus, urlsplit
 
 import httpx
 import pytest
@@ -37,6 +38,7 @@ from django.utils import timezone
 from PIL import Image
 
 from django_modelslab import pipeline
+from django_modelslab.client import MAX_TEXT
 from django_modelslab.conf import DEFAULT_ALLOWED_DOWNLOAD_HOSTS
 from django_modelslab.downloads import download, make_client
 from django_modelslab.exceptions import DownloadError, DownloadRefused
@@ -75,6 +77,7 @@ def _bomb(side: int = 8_000) -> bytes:
 
 PNG = _png()
 BOMB = _bomb()
+NO_ANSWER = (404, b"Not Found", "text/plain")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -96,6 +99,11 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, b"Not Found", "text/plain")
 
+    def do_POST(self) -> None:
+        """A ModelsLab stand-in: every call gets ``server.answer`` (status, body, type)."""
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._send(*self.server.answer)  # type: ignore[attr-defined]
+
     def _send(self, status: int, body: bytes, content_type: str, **headers: str) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -112,6 +120,7 @@ def local() -> Iterator[ThreadingHTTPServer]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     server.daemon_threads = True
     server.paths = []  # type: ignore[attr-defined]
+    server.answer = NO_ANSWER  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield server
@@ -349,3 +358,115 @@ def test_the_client_repr_and_errors_never_show_the_key(settings) -> None:
         client.fetch("1")
     text = f"{caught.value!s} {caught.value!r} {vars(caught.value)}"
     assert TEST_API_KEY not in text
+
+
+# --- the API key: stripped when read, redacted in every form it can take -----------------
+
+
+@pytest.fixture
+def provider(local, settings) -> Iterator[Callable[..., None]]:
+    """``BASE_URL`` on ``local``, whose API calls all get the answer set by calling this."""
+    settings.MODELSLAB = {
+        **settings.MODELSLAB,
+        "BASE_URL": f"http://127.0.0.1:{port(local)}/api",
+        "MAX_RETRIES": 0,
+    }
+
+    def answer(status: int, body: bytes, content_type: str = "application/json") -> None:
+        local.answer = (status, body, content_type)  # type: ignore[attr-defined]
+
+    yield answer
+    local.answer = NO_ANSWER  # type: ignore[attr-defined]
+
+
+def run_request(**fields) -> GenerationRequest:
+    request = GenerationRequest.objects.create(
+        prompt="a key test", seed=1, width=256, height=256, **fields
+    )
+    pipeline.run(request.pk)
+    request.refresh_from_db()
+    return request
+
+
+def all_text(value: object) -> list[str]:
+    """Every string in ``value``, field names included."""
+    if isinstance(value, dict):
+        return [t for k, v in value.items() for t in (*all_text(k), *all_text(v))]
+    if isinstance(value, list | tuple):
+        return [t for v in value for t in all_text(v)]
+    return [value] if isinstance(value, str) else []
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("api_version", ["v6", "v7"])
+def test_a_key_read_with_a_trailing_newline_is_stripped(emulator, settings, api_version) -> None:
+    # v7 sends the key as a header too: with the newline, httpx refused it ("Illegal header
+    # value b'<key>\\n'") and that text, key included, became the request's error.
+    settings.MODELSLAB = {**settings.MODELSLAB, "API_KEY": f"\t{TEST_API_KEY}\n"}
+    emulator.configure(api_keys={TEST_API_KEY})  # exactly the key, nothing around it
+
+    request = run_request(api_version=api_version)
+
+    assert request.status == Status.SUCCEEDED, request.error
+    assert request.images.count() == 1
+
+
+@pytest.mark.django_db
+def test_the_key_as_a_field_name_of_an_answer_is_stored_redacted(provider, admin_client) -> None:
+    errors = {TEST_API_KEY: ["is not valid"], f"{TEST_API_KEY}.key": ["is too long"]}
+    provider(422, json.dumps({"status": "error", "errors": errors}).encode())
+
+    request = run_request()
+
+    assert request.status == Status.FAILED
+    kept = request.provider_responses[-1]["body"]
+    assert kept["errors"] == {"[redacted]": ["is not valid"], "[redacted].key": ["is too long"]}
+    assert "is not valid" in request.error
+    page = admin_client.get(
+        reverse("admin:django_modelslab_generationrequest_change", args=[request.pk])
+    )
+    assert page.status_code == 200
+    for text in (json.dumps(request.provider_responses), request.error, page.content.decode()):
+        assert TEST_API_KEY not in text
+
+
+@pytest.mark.django_db
+def test_a_key_across_the_truncation_point_of_a_text_answer_leaves_no_prefix(provider) -> None:
+    head = MAX_TEXT - 18  # the cut fell 18 characters into the key
+    provider(200, b"x" * head + TEST_API_KEY.encode() + b"y" * 100, "text/plain")
+
+    request = run_request()
+
+    assert request.status == Status.FAILED
+    kept = request.provider_responses[-1]["body"]
+    assert kept.startswith("x" * head + "[redacted")
+    assert len(kept) == MAX_TEXT
+    assert TEST_API_KEY[:18] not in kept and TEST_API_KEY[:18] not in request.error
+
+
+ODD_KEY = 'odd"key\\with/slash+plus&amp=eq é-0123456789'  # JSON, repr and URLs escape it
+
+
+@pytest.mark.django_db
+def test_the_key_is_redacted_in_its_escaped_forms(provider, settings) -> None:
+    settings.MODELSLAB = {**settings.MODELSLAB, "API_KEY": ODD_KEY}
+    forms = {
+        "repr": repr(ODD_KEY)[1:-1],
+        "json": json.dumps(ODD_KEY)[1:-1],
+        "bytes": repr(ODD_KEY.encode())[2:-1],
+        "url": quote(ODD_KEY, safe=""),
+        "path": quote(ODD_KEY),
+        "form": quote_plus(ODD_KEY),
+        "json twice": json.dumps(json.dumps(ODD_KEY)[1:-1])[1:-1],
+    }
+    assert len(set(forms.values())) == len(forms)  # each form differs from the others
+    body = {"status": "error", "message": " ".join(forms.values()), "echo": forms}
+    provider(400, json.dumps(body).encode())
+
+    request = run_request()
+
+    assert request.status == Status.FAILED
+    kept = [*all_text(request.provider_responses), request.error]
+    for name, form in {"raw": ODD_KEY, **forms}.items():
+        assert not [text for text in kept if form in text], name
+    assert "[redacted]" in request.error

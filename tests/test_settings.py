@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from django.core.checks import Error, Warning
 
+from django_modelslab import pipeline
 from django_modelslab.checks import check_settings
-from django_modelslab.conf import DEFAULTS, get_setting
+from django_modelslab.conf import DEFAULTS, get_setting, get_settings
 
 
 def ids(messages) -> list[str]:
@@ -44,6 +45,47 @@ def test_missing_key_is_an_error_outside_the_emulator(settings):
 def test_missing_key_is_fine_with_the_emulator(settings, base_url):
     settings.MODELSLAB = {"BASE_URL": base_url}
     assert check_settings() == []
+
+
+def test_surrounding_whitespace_is_stripped_from_the_key_and_the_secrets(settings):
+    secret = "a-long-enough-secret-for-the-check"
+    settings.MODELSLAB = {
+        **settings.MODELSLAB,
+        "API_KEY": " the-key-from-a-file\r\n",
+        "PUBLIC_BASE_URL": "https://example.com",
+        "WEBHOOK_SECRETS": (f"{secret}\n", "\tanother-long-enough-secret-0123"),
+    }
+    assert get_setting("API_KEY") == "the-key-from-a-file"
+    assert get_settings()["API_KEY"] == "the-key-from-a-file"
+    expected = [secret, "another-long-enough-secret-0123"]
+    assert get_setting("WEBHOOK_SECRETS") == get_settings()["WEBHOOK_SECRETS"] == expected
+    assert pipeline.webhook_url() == f"https://example.com/modelslab/webhook/{secret}/"
+    assert check_settings() == []
+
+
+INNER = ["the key", "the\nkey", "the\x00key", "the\u200bkey", "the\u00a0key", "the\x7fkey"]
+
+
+@pytest.mark.parametrize("key", INNER)
+def test_a_key_with_whitespace_or_a_control_character_inside_is_an_error(settings, key):
+    settings.MODELSLAB = {**settings.MODELSLAB, "API_KEY": f"{key}-0123456789\n"}
+    messages = check_settings()
+    assert ids(messages) == ["django_modelslab.E011"]
+    assert "at position 4" in messages[0].msg
+    for text in (messages[0].msg, messages[0].hint, str(messages[0])):
+        assert "key-0123456789" not in text
+
+
+@pytest.mark.parametrize("secret", INNER)
+def test_a_webhook_secret_with_whitespace_inside_is_an_error(settings, secret):
+    settings.MODELSLAB = {
+        **settings.MODELSLAB,
+        "WEBHOOK_SECRETS": ["a-long-enough-secret-0123", f"{secret}-0123456789-abcdefghij"],
+    }
+    messages = check_settings()
+    assert ids(messages) == ["django_modelslab.E012"]
+    assert "entry 2" in messages[0].msg and "at position 4" in messages[0].msg
+    assert "0123456789-abcdefghij" not in str(messages[0])
 
 
 def test_unknown_storage_alias(settings):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from urllib.parse import quote, quote_plus
 
 import httpx
 import pytest
@@ -13,6 +14,7 @@ from django.urls import reverse
 from django_modelslab import pipeline
 from django_modelslab.models import GenerationRequest, WebhookDelivery
 from django_modelslab.testing import Fault
+from django_modelslab.webhooks import MAX_RAW_BODY
 
 from .conftest import TEST_API_KEY
 
@@ -206,3 +208,43 @@ def test_deliveries_are_listed_read_only_in_the_admin(webhooks_on, admin_client)
         reverse("admin:django_modelslab_webhookdelivery_change", args=[delivery.pk])
     ).content.decode()
     assert 'name="_save"' not in detail  # read-only
+
+
+ODD_SECRET = 'rotated"secret\\with/odd+chars é-0123456789'  # JSON, repr and URLs escape it
+
+
+def test_secrets_are_redacted_from_field_names_and_escaped_forms(webhooks_on, settings):
+    settings.MODELSLAB = {**settings.MODELSLAB, "WEBHOOK_SECRETS": [SECRET, ODD_SECRET]}
+    forms = {
+        "url": f"https://site.test/modelslab/webhook/{quote(ODD_SECRET, safe='')}/",
+        "form": f"secret={quote_plus(ODD_SECRET)}",
+        "json": json.dumps({"secret": ODD_SECRET}),
+        "repr": repr(ODD_SECRET.encode()),
+    }
+    body = {"id": 5, "track_id": "none-such", SECRET: "named by the secret", **forms}
+    body[TEST_API_KEY] = ["named by the key"]
+
+    response = post(webhook_url(webhooks_on), body)
+
+    assert response.status_code == 200
+    kept = WebhookDelivery.objects.get().body
+    assert kept["[redacted]"] == "named by the secret"
+    assert kept["[redacted] (2)"] == ["named by the key"]  # nothing lost to a name clash
+    assert kept["url"] == "https://site.test/modelslab/webhook/[redacted]/"
+    assert kept["form"] == "secret=[redacted]"
+    assert kept["json"] == '{"secret": "[redacted]"}'
+    assert kept["repr"] == "b'[redacted]'"
+    for secret in (SECRET, TEST_API_KEY, "odd+chars"):
+        assert secret not in json.dumps(kept, ensure_ascii=False)
+
+
+def test_an_unreadable_body_is_redacted_before_it_is_cut(webhooks_on):
+    head = MAX_RAW_BODY - 14  # the cut falls 14 characters into the secret
+    body = b"x" * head + SECRET.encode() + b"y" * 100
+
+    response = httpx.post(webhook_url(webhooks_on), content=body, timeout=10)
+
+    assert response.status_code == 400
+    kept = WebhookDelivery.objects.get().raw_body
+    assert kept == "x" * head + "[redacted]" + "y" * 4
+    assert SECRET[:14] not in kept
