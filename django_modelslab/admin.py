@@ -32,7 +32,7 @@ from django.utils.translation import gettext_lazy as _
 
 from . import pipeline
 from .admin_costs import charges_html, cost_html, costs_page
-from .exceptions import BudgetExceeded
+from .exceptions import BudgetExceeded, ReservedParameters
 from .forms import GenerationRequestAdminForm
 from .models import GeneratedImage, GenerationRequest, WebhookDelivery
 
@@ -604,7 +604,7 @@ class GenerationRequestAdmin(admin.ModelAdmin):
         results: list[GenerationRequest] = []
         busy: list[GenerationRequest] = []
         done_before: list[GenerationRequest] = []
-        over_budget: dict[str, list[GenerationRequest]] = {}
+        not_started: dict[str, list[GenerationRequest]] = {}
         for obj in objs:
             if obj.status in ACTIVE_STATUSES:
                 busy.append(obj)
@@ -615,10 +615,10 @@ class GenerationRequestAdmin(admin.ModelAdmin):
                     results.append(pipeline.regenerate(obj) if regenerate else pipeline.submit(obj))
                 except pipeline.GenerationInProgress:
                     busy.append(obj)
-                except BudgetExceeded as exc:  # nothing was queued
-                    over_budget.setdefault(str(exc), []).append(obj)
+                except (BudgetExceeded, ReservedParameters) as exc:  # nothing was queued
+                    not_started.setdefault(str(exc), []).append(obj)
         self._report(request, results, busy=busy, done_before=done_before)
-        for reason, objs in over_budget.items():
+        for reason, objs in not_started.items():
             self.message_user(
                 request,
                 ngettext(

@@ -265,7 +265,8 @@ def _check_hosts(conf: dict[str, Any]) -> list[CheckMessage]:
 
 
 def _check_api(conf: dict[str, Any]) -> list[CheckMessage]:
-    """The REST API's settings: ALLOWED_MODELS, MODEL_ALIASES and BUDGET_HOOK."""
+    """The REST API's settings: ALLOWED_MODELS, MODEL_ALIASES, API_REQUIRE_GENERATE_PERMISSION
+    and BUDGET_HOOK."""
     messages: list[CheckMessage] = []
     allowed = conf["ALLOWED_MODELS"]
     if allowed is not None and (
@@ -290,6 +291,14 @@ def _check_api(conf: dict[str, Any]) -> list[CheckMessage]:
                 "ModelsLab model ids.",
                 hint='e.g. {"dall-e-3": "flux"}; "" maps a name to DEFAULT_MODEL.',
                 id="django_modelslab.E021",
+            )
+        )
+    if not isinstance(conf["API_REQUIRE_GENERATE_PERMISSION"], bool):
+        messages.append(
+            Error(
+                f"{SETTINGS_NAME}['API_REQUIRE_GENERATE_PERMISSION'] must be True or False.",
+                hint="False (the default): any authenticated user may generate through the API.",
+                id="django_modelslab.E023",
             )
         )
     hook = conf["BUDGET_HOOK"]

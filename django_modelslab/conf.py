@@ -76,6 +76,9 @@ DEFAULTS: dict[str, Any] = {
     # here is used as a ModelsLab id as it is.
     "MODEL_ALIASES": {"dall-e-2": "", "dall-e-3": "", "gpt-image-1": ""},
     "OPENAI_WAIT_TIMEOUT": 120.0,  # seconds v1/images/generations waits for the images
+    # True: creating (generations/, v1/images/generations) and regenerating through the API
+    # need the generate_images permission, as in the admin; False: any authenticated user.
+    "API_REQUIRE_GENERATE_PERMISSION": False,
     # Dotted path to ``hook(user, generation) -> None | bool | str``; False or a message
     # refuses the generation with HTTP 429 (see docs/api.md).
     "BUDGET_HOOK": None,

@@ -136,6 +136,17 @@ class StorageError(ModelsLabError):
         self.status_code = status_code
 
 
+class ReservedParameters(ModelsLabError, ValueError):
+    """A request's ``extra`` tries to set payload fields the pipeline sets itself.
+
+    ``names`` lists the refused keys as given; nothing is saved, queued or sent.
+    """
+
+    def __init__(self, message: str, *, names: list[str]) -> None:
+        super().__init__(message)
+        self.names = names
+
+
 class GenerationInProgress(ModelsLabError):
     """The request is queued or processing; it cannot be regenerated until it finishes."""
 

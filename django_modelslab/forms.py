@@ -242,6 +242,14 @@ class GenerationRequestAdminForm(forms.ModelForm):
         )
         return super().save(commit)
 
+    def clean_extra(self) -> object:
+        """Further ModelsLab parameters; never one the pipeline sets (the key, the webhook...)."""
+        value = self.cleaned_data.get("extra")
+        problem = kinds.extra_problem(value)
+        if problem is not None:
+            raise ValidationError(problem, code="invalid_extra")
+        return value
+
     def clean_samples(self) -> int:
         value = self.cleaned_data["samples"]
         validate_samples(value)

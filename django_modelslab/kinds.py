@@ -12,8 +12,9 @@ from typing import IO, Any
 from django.utils.translation import gettext as _
 
 from . import inputs
+from .client import SECRET_FIELDS
 from .conf import get_setting
-from .exceptions import ModelsLabError
+from .exceptions import ModelsLabError, ReservedParameters
 from .models import GeneratedImage, GenerationRequest
 
 Kind = GenerationRequest.Kind
@@ -26,6 +27,27 @@ TAKES_STRENGTH = (Kind.IMG2IMG, Kind.INPAINT)
 #: What ModelsLab's v7 serves here (v7/images/text-to-image and image-to-image).
 V7_KINDS = (Kind.TEXT2IMG, Kind.IMG2IMG)
 MIN_SCALE, MAX_SCALE, DEFAULT_SCALE = 2, 4, 2
+
+#: Payload fields the pipeline and the client set themselves (:func:`provider_params`,
+#: ``pipeline._provider_params``, the client's key): ``extra`` may not set them, in any case.
+PIPELINE_PARAMS: frozenset[str] = SECRET_FIELDS | {
+    "webhook",
+    "track_id",
+    "model_id",
+    "prompt",
+    "negative_prompt",
+    "width",
+    "height",
+    "samples",
+    "num_inference_steps",
+    "guidance_scale",
+    "seed",
+    "safety_checker",
+    "init_image",
+    "mask_image",
+    "strength",
+    "scale",
+}
 
 
 class InputMissing(ModelsLabError):
@@ -68,6 +90,36 @@ def input_errors(
         elif not MIN_SCALE <= scale <= MAX_SCALE:
             errors["scale"] = _("Use %(min)s to %(max)s.") % {"min": MIN_SCALE, "max": MAX_SCALE}
     return errors
+
+
+def reserved_params(extra: Any) -> list[str]:
+    """The keys of ``extra`` that name a :data:`PIPELINE_PARAMS` field, as given, sorted."""
+    if not isinstance(extra, dict):
+        return []
+    return sorted(str(name) for name in extra if str(name).strip().lower() in PIPELINE_PARAMS)
+
+
+def extra_problem(extra: Any) -> str | None:
+    """Why ``extra`` cannot be sent to ModelsLab (None when it can): one message for every face."""
+    if extra is None:
+        return None
+    if not isinstance(extra, dict):
+        return _("Extra must be a JSON object of further ModelsLab parameters.")
+    names = reserved_params(extra)
+    if not names:
+        return None
+    return _(
+        "Extra cannot set %(names)s: django-modelslab sets these itself. Use the request's own "
+        "fields for the prompt, size, seed, model and input images."
+    ) % {"names": ", ".join(names)}
+
+
+def check_extra(request: GenerationRequest) -> None:
+    """Raise :class:`ReservedParameters` when ``request.extra`` may not be sent as it is."""
+    problem = extra_problem(request.extra)
+    if problem is not None:
+        label = f"Request #{request.pk}: " if request.pk else ""
+        raise ReservedParameters(label + problem, names=reserved_params(request.extra))
 
 
 def set_inputs(
@@ -153,6 +205,13 @@ def _provider_image(name: str) -> str:
         raise InputMissing(f"The input image {name} cannot be read: {exc}") from exc
 
 
+def extra_params(request: GenerationRequest) -> dict[str, Any]:
+    """``request.extra`` without any :data:`PIPELINE_PARAMS` field (a row saved before they
+    were refused is sent without them)."""
+    extra = request.extra if isinstance(request.extra, dict) else {}
+    return {k: v for k, v in extra.items() if str(k).strip().lower() not in PIPELINE_PARAMS}
+
+
 def provider_params(
     request: GenerationRequest, params: dict[str, Any], images: dict[str, str]
 ) -> dict[str, Any]:
@@ -160,7 +219,7 @@ def provider_params(
     if request.kind == Kind.TEXT2IMG:
         return params
     if request.kind == Kind.UPSCALE:
-        upscale = {k: v for k, v in request.extra.items() if k not in ("key", "track_id")}
+        upscale = extra_params(request)
         upscale.update(
             images,
             model_id=params["model_id"],

@@ -346,6 +346,14 @@ class IdempotencyKey(models.Model):
     """An API client's ``Idempotency-Key``: the same key and body return the same request."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    endpoint = models.CharField(
+        max_length=40,
+        blank=True,
+        help_text=_(
+            "The API endpoint the key was sent to; a key is scoped to its endpoint. Blank: "
+            "recorded before keys were scoped (matches either endpoint)."
+        ),
+    )
     key = models.CharField(max_length=255)
     body_hash = models.CharField(max_length=64)
     request = models.ForeignKey(GenerationRequest, on_delete=models.CASCADE, related_name="+")
@@ -355,7 +363,9 @@ class IdempotencyKey(models.Model):
         verbose_name = _("idempotency key")
         verbose_name_plural = _("idempotency keys")
         constraints = [
-            models.UniqueConstraint(fields=["user", "key"], name="modelslab_idempotency_unique")
+            models.UniqueConstraint(
+                fields=["user", "endpoint", "key"], name="modelslab_idempotency_scope_unique"
+            )
         ]
 
     def __str__(self) -> str:

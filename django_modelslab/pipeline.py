@@ -293,7 +293,10 @@ def submit(request: GenerationRequest, *, enqueue: bool = True) -> GenerationReq
     Idempotent: a request already queued, processing or succeeded is returned unchanged.
     A failed request is retried: a job the provider may still finish is polled, not resubmitted.
     ``enqueue=False`` only marks it queued, for callers that :func:`run` it themselves.
+    An ``extra`` setting a field the pipeline sets itself raises :class:`ReservedParameters`
+    before anything is saved or queued.
     """
+    kinds.check_extra(request)
     if request.pk is None:
         request.save()
     refusal = safety.moderation_refusal(request)
@@ -319,7 +322,9 @@ def regenerate(
 
     ``batch`` names the ``regenerate_images`` run doing it; ``enqueue=False`` as for
     :func:`submit`. A prompt the MODERATION_HOOK refuses ends ``refused``, images untouched.
+    ``extra`` is checked as by :func:`submit`.
     """
+    kinds.check_extra(request)
     refusal = safety.moderation_refusal(request)
     with transaction.atomic():
         row = GenerationRequest.objects.select_for_update().filter(pk=request.pk)
@@ -786,9 +791,7 @@ def _fetch(request: GenerationRequest) -> Fetch:
 
 
 def _provider_params(request: GenerationRequest) -> dict[str, Any]:
-    params: dict[str, Any] = {
-        key: value for key, value in request.extra.items() if key not in ("key", "track_id")
-    }
+    params: dict[str, Any] = kinds.extra_params(request)
     params.update(
         model_id=fallbacks.current_model(request),
         prompt=request.prompt,

@@ -269,6 +269,36 @@ def test_the_form_checks_sizes_and_samples(client, editor, fields, message):
     assert not GenerationRequest.objects.exists()
 
 
+def test_the_form_refuses_extra_that_sets_what_the_pipeline_owns(client, editor, emulator):
+    """A change right must not redirect the provider's results (webhook) or reuse a job."""
+    request = make_request(seed=9)
+    run_action(client, "generate", request)
+    hijack = json.dumps({"webhook": "http://attacker.invalid/hook", "Track_ID": "1-1"})
+
+    refused = client.post(
+        change_url(request), form_data(seed="9", extra=hijack, _regenerate="Regenerate")
+    )
+    allowed = client.post(
+        change_url(request),
+        form_data(seed="9", extra='{"enhance_prompt": "yes"}', _regenerate="Regenerate"),
+        follow=True,
+    )
+
+    assert refused.status_code == 200
+    errors = refused.context["adminform"].form.errors["extra"]
+    assert errors == [
+        "Extra cannot set Track_ID, webhook: django-modelslab sets these itself. Use the "
+        "request's own fields for the prompt, size, seed, model and input images."
+    ]
+    assert "1 request succeeded." in messages_of(allowed)
+    bodies = [body for route, body in emulator.requests if route == "text2img"]
+    assert len(bodies) == 2  # the first generation and the allowed regeneration only
+    assert all("attacker" not in json.dumps(body) for body in bodies)
+    assert bodies[-1]["enhance_prompt"] == "yes"
+    request.refresh_from_db()
+    assert request.extra == {"enhance_prompt": "yes"}
+
+
 def test_without_the_permission_actions_and_buttons_are_hidden(client, emulator):
     client.force_login(staff("writer", EDIT_PERMS))
     request = make_request(seed=8)

@@ -8,16 +8,17 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.core.cache import cache
 from django.db import connection
+from django.db.models import Q
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from django_modelslab.models import GeneratedImage, GenerationRequest, IdempotencyKey
+from django_modelslab.models import Charge, GeneratedImage, GenerationRequest, IdempotencyKey
 
 from .conftest import TEST_API_KEY
 
@@ -163,7 +164,26 @@ def test_choose_marks_one_image_and_unmarks_the_rest(owner):
 
 # --- who may do what ----------------------------------------------------------------------
 
-ACTORS = ("anonymous", "owner", "other", "staff")
+#: staff: is_staff and no permission; viewer: view_generationrequest; generator: that and
+#: generate_images; superuser: every permission.
+ACTORS = ("anonymous", "owner", "other", "staff", "viewer", "generator", "superuser")
+
+
+def with_perms(username: str, *codenames: str, **fields: object) -> User:
+    user = User.objects.create_user(username, **fields)
+    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    return user
+
+
+def _actor(name: str, owner: User, other: User, staff: User) -> User | None:
+    users = {"anonymous": None, "owner": owner, "other": other, "staff": staff}
+    if name in users:
+        return users[name]
+    if name == "viewer":
+        return with_perms("viewer", "view_generationrequest")
+    if name == "generator":
+        return with_perms("generator", "view_generationrequest", "generate_images")
+    return User.objects.create_superuser("root")
 
 
 def _call(client: APIClient, endpoint: str, generation: GenerationRequest):
@@ -182,16 +202,18 @@ def _call(client: APIClient, endpoint: str, generation: GenerationRequest):
     return calls[endpoint]()
 
 
-#: Expected status per endpoint for (anonymous, owner, other, staff).
+#: Expected status per endpoint for each of ACTORS, in order.
 MATRIX = {
-    "list generations": (401, 200, 200, 200),
-    "create generation": (401, 202, 202, 202),
-    "get generation": (401, 200, 404, 200),
-    "regenerate": (401, 202, 404, 202),
-    "list images": (401, 200, 200, 200),
-    "get image": (401, 200, 404, 200),
-    "choose image": (401, 200, 404, 200),
+    "list generations": (401, 200, 200, 200, 200, 200, 200),
+    "create generation": (401, 202, 202, 202, 202, 202, 202),
+    "get generation": (401, 200, 404, 404, 200, 200, 200),
+    "regenerate": (401, 202, 404, 404, 403, 202, 202),
+    "list images": (401, 200, 200, 200, 200, 200, 200),
+    "get image": (401, 200, 404, 404, 200, 200, 200),
+    "choose image": (401, 200, 404, 404, 403, 200, 200),
 }
+#: Who sees the owner's request in the lists.
+SEES_OWNERS = ("owner", "viewer", "generator", "superuser")
 
 
 @pytest.mark.django_db
@@ -199,7 +221,7 @@ MATRIX = {
 @pytest.mark.parametrize("actor", ACTORS)
 def test_permission_matrix(endpoint, actor, owner, other, staff):
     generation = make_request(owner)
-    user = {"anonymous": None, "owner": owner, "other": other, "staff": staff}[actor]
+    user = _actor(actor, owner, other, staff)
 
     response = _call(api_client(user), endpoint, generation)
 
@@ -209,12 +231,68 @@ def test_permission_matrix(endpoint, actor, owner, other, staff):
     elif endpoint.startswith("list"):
         ids = [item["id"] for item in response.json()["results"]]
         mine = generation.pk if endpoint == "list generations" else generation.images.first().pk
-        assert (mine in ids) == (actor in ("owner", "staff"))
+        assert (mine in ids) == (actor in SEES_OWNERS)
     generation.refresh_from_db()
-    if endpoint == "regenerate" and actor == "other":
+    if endpoint == "regenerate" and response.status_code != 202:
         assert generation.status == Status.SUCCEEDED  # untouched
-    if endpoint == "choose image" and actor == "other":
+        assert not generation.images.filter(superseded=True).exists()
+    if endpoint == "choose image" and response.status_code != 200:
         assert not generation.images.filter(chosen=True).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_is_staff_alone_cannot_spend_other_users_credits(owner, staff, emulator):
+    """A staff user with no permission neither sees nor regenerates (pays for) others' work."""
+    mine = api_client(owner).post(url("generation-list"), {"prompt": "a fox"}, format="json")
+    generation = GenerationRequest.objects.get(pk=mine.json()["id"])
+    image = generation.images.get()
+    charges = Charge.objects.count()
+    client = api_client(staff)
+
+    listed = client.get(url("generation-list")).json()["results"]
+    images = client.get(url("image-list")).json()["results"]
+    regenerated = client.post(url("generation-regenerate", generation.pk))
+    chosen = client.post(url("image-choose", image.pk))
+
+    assert emulator.calls["text2img"] == 1  # the owner's own generation only
+    assert (regenerated.status_code, chosen.status_code) == (404, 404)
+    assert (listed, images) == ([], [])
+    assert Charge.objects.count() == charges
+    assert not generation.images.filter(Q(superseded=True) | Q(chosen=True)).exists()
+
+
+@pytest.mark.django_db
+def test_a_viewer_may_look_but_not_act(owner):
+    """view_generationrequest shows others' requests; acting on them needs generate_images."""
+    generation = make_request(owner)
+    client = api_client(with_perms("viewer", "view_generationrequest"))
+
+    regenerated = client.post(url("generation-regenerate", generation.pk))
+    chosen = client.post(url("image-choose", generation.images.first().pk))
+
+    assert client.get(url("generation-detail", generation.pk)).status_code == 200
+    assert regenerated.status_code == chosen.status_code == 403
+    assert "generate_images" in regenerated.json()["detail"]
+
+
+@pytest.mark.django_db
+def test_generating_can_require_the_permission(owner, settings):
+    """API_REQUIRE_GENERATE_PERMISSION: creating and regenerating need generate_images."""
+    settings.MODELSLAB = {**settings.MODELSLAB, "API_REQUIRE_GENERATE_PERMISSION": True}
+    generation = make_request(owner)
+    client = api_client(owner)
+
+    created = client.post(url("generation-list"), {"prompt": "x"}, format="json")
+    regenerated = client.post(url("generation-regenerate", generation.pk))
+    chosen = client.post(url("image-choose", generation.images.first().pk))  # costs nothing
+    listed = client.get(url("generation-list"))
+
+    assert (created.status_code, regenerated.status_code) == (403, 403)
+    assert "generate_images" in created.json()["detail"]
+    assert (chosen.status_code, listed.status_code) == (200, 200)
+    assert GenerationRequest.objects.count() == 1
+    permitted = api_client(with_perms("maker", "generate_images"))
+    assert permitted.post(url("generation-list"), {"prompt": "x"}).status_code == 202
 
 
 @pytest.mark.django_db
@@ -242,6 +320,36 @@ def test_session_posts_need_the_csrf_token(owner):
     assert "CSRF" in response.json()["detail"]
 
 
+# --- the cache ------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cache_hit_does_not_link_to_another_users_request(owner, other, emulator):
+    """Bob's identical seeded request reuses alice's images but is not told her request."""
+    body = {"prompt": "a quiet harbour", "width": 256, "height": 256, "seed": 11}
+    alice = api_client(owner)
+    first = alice.post(url("generation-list"), body, format="json").json()
+    again = alice.post(url("generation-list"), body, format="json").json()
+    bob = api_client(other)
+
+    bobs = bob.post(url("generation-list"), body, format="json")
+    shown = [
+        bob.get(url("generation-detail", bobs.json()["id"])).json(),
+        bob.get(url("generation-list")).json()["results"][0],
+    ]
+
+    assert emulator.calls["text2img"] == 1  # the images were shared
+    assert bobs.json()["images"][0]["sha256"] == first["images"][0]["sha256"]
+    assert GenerationRequest.objects.get(pk=bobs.json()["id"]).cached_from_id == again["id"]
+    assert [bobs.json()["cached_from"], *(item["cached_from"] for item in shown)] == [None] * 3
+    assert f"/generations/{again['id']}/" not in bobs.content.decode()
+    # Alice is shown her own source; whoever may see every request is shown bob's.
+    assert again["cached_from"] == first["id"]
+    viewer = api_client(with_perms("viewer", "view_generationrequest"))
+    detail = viewer.get(url("generation-detail", bobs.json()["id"])).json()
+    assert detail["cached_from"] == again["id"]
+
+
 # --- validation ---------------------------------------------------------------------------
 
 
@@ -262,7 +370,10 @@ def test_session_posts_need_the_csrf_token(owner):
         ({"prompt": "x", "steps": 51}, "steps", "less than or equal to 50"),
         ({"prompt": "x", "guidance": 0.5}, "guidance", "greater than or equal to 1"),
         ({"prompt": "x", "seed": -1}, "seed", "greater than or equal to 0"),
-        ({"prompt": "x", "webhook": "http://evil.invalid"}, "webhook", "Unknown field."),
+        ({"prompt": "x", "webhook": "http://evil.invalid"}, "webhook", "sets this parameter"),
+        ({"prompt": "x", "track_id": "1-1"}, "track_id", "sets this parameter itself"),
+        ({"prompt": "x", "Key": "theirs"}, "Key", "sets this parameter itself"),
+        ({"prompt": "x", "extra": {"webhook": "http://evil.invalid"}}, "extra", "Unknown field."),
         ({"prompt": "x", "status": "succeeded"}, "status", "Unknown field."),
         ({"prompt": "x\x00y"}, "prompt", "Null characters are not allowed."),
     ],
@@ -348,6 +459,41 @@ def test_idempotency_keys_are_scoped_to_the_user(owner, other):
     assert mine.status_code == theirs.status_code == 202
     assert mine.json()["id"] != theirs.json()["id"]
     assert GenerationRequest.objects.get(pk=theirs.json()["id"]).requested_by == other
+
+
+@pytest.mark.django_db(transaction=True)
+def test_idempotency_keys_are_scoped_to_the_endpoint(owner, emulator):
+    """One key and body on the OpenAI endpoint, then on generations/: two calls, two requests."""
+    client = api_client(owner)
+    body = {"prompt": "a boat"}
+
+    openai = client.post(url("openai-images"), body, format="json", HTTP_IDEMPOTENCY_KEY="k")
+    native = client.post(url("generation-list"), body, format="json", HTTP_IDEMPOTENCY_KEY="k")
+    again = client.post(url("generation-list"), body, format="json", HTTP_IDEMPOTENCY_KEY="k")
+
+    assert (openai.status_code, native.status_code) == (200, 202)
+    assert not native.has_header("Idempotent-Replayed")
+    assert again["Idempotent-Replayed"] == "true"
+    assert again.json()["id"] == native.json()["id"]
+    assert GenerationRequest.objects.count() == 2
+    assert emulator.calls["text2img"] == 2
+    scopes = dict(IdempotencyKey.objects.values_list("endpoint", "request_id"))
+    assert scopes["generations"] == native.json()["id"]
+    assert scopes["v1/images/generations"] != native.json()["id"]
+
+
+@pytest.mark.django_db
+def test_a_key_recorded_before_scoping_still_replays(owner):
+    """A key stored before keys had an endpoint (blank) still protects a retry of its call."""
+    client = api_client(owner)
+    first = client.post(url("generation-list"), {"prompt": "x"}, HTTP_IDEMPOTENCY_KEY="old")
+    IdempotencyKey.objects.update(endpoint="")  # as the migration leaves earlier rows
+
+    retry = client.post(url("generation-list"), {"prompt": "x"}, HTTP_IDEMPOTENCY_KEY="old")
+
+    assert retry["Idempotent-Replayed"] == "true"
+    assert retry.json()["id"] == first.json()["id"]
+    assert GenerationRequest.objects.count() == 1
 
 
 @pytest.mark.django_db
@@ -509,6 +655,8 @@ def test_budget_hook_refuses_with_429(owner, settings):
         ({"BUDGET_HOOK": "tests.test_api.no_such_hook"}, "django_modelslab.E022"),
         ({"BUDGET_HOOK": "tests.test_api.ACTORS"}, "django_modelslab.E022"),
         ({"OPENAI_WAIT_TIMEOUT": 0}, "django_modelslab.E003"),
+        ({"API_REQUIRE_GENERATE_PERMISSION": "yes"}, "django_modelslab.E023"),
+        ({"API_REQUIRE_GENERATE_PERMISSION": None}, "django_modelslab.E023"),
     ],
 )
 def test_api_settings_are_checked(settings, override, check_id):
@@ -527,6 +675,7 @@ def test_valid_api_settings_pass_the_checks(settings):
         "ALLOWED_MODELS": ["flux"],
         "MODEL_ALIASES": {"dall-e-3": "flux"},
         "BUDGET_HOOK": "tests.test_api.allow_one_request_each",
+        "API_REQUIRE_GENERATE_PERMISSION": True,
     }
 
     assert check_settings() == []

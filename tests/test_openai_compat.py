@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -167,6 +167,23 @@ def test_budget_refusal_is_insufficient_quota(sdk, settings, emulator):
 
 def no_budget(user, generation):
     return "No images left this month."
+
+
+def test_generating_can_require_the_permission(sdk, settings, user, emulator):
+    """API_REQUIRE_GENERATE_PERMISSION: the OpenAI endpoint needs generate_images too."""
+    settings.MODELSLAB = {**settings.MODELSLAB, "API_REQUIRE_GENERATE_PERMISSION": True}
+
+    with pytest.raises(openai.PermissionDeniedError) as error:
+        sdk.images.generate(prompt="x", size="256x256")
+    user.user_permissions.add(Permission.objects.get(codename="generate_images"))
+    allowed = sdk.images.generate(prompt="x", size="256x256")
+
+    assert error.value.status_code == 403
+    assert error.value.code == "permission_denied"
+    assert "generate_images" in error.value.body["message"]
+    assert len(allowed.data) == 1
+    assert GenerationRequest.objects.count() == 1
+    assert emulator.calls["text2img"] == 1
 
 
 def test_idempotency_key_header_reuses_the_generation(sdk, emulator):

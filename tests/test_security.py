@@ -2,7 +2,7 @@
 
 Proved elsewhere, not repeated here:
 
-* users reach only their own requests and images through the API:
+* users reach others' requests and images through the API only with Django's permissions:
   ``test_api.py::test_permission_matrix``;
 * admin actions need the permission:
   ``test_admin.py::test_without_the_permission_posts_are_refused``
@@ -41,7 +41,7 @@ from django_modelslab import pipeline
 from django_modelslab.client import MAX_TEXT
 from django_modelslab.conf import DEFAULT_ALLOWED_DOWNLOAD_HOSTS
 from django_modelslab.downloads import download, make_client
-from django_modelslab.exceptions import DownloadError, DownloadRefused
+from django_modelslab.exceptions import DownloadError, DownloadRefused, ReservedParameters
 from django_modelslab.models import GenerationRequest, WebhookDelivery
 
 from .conftest import TEST_API_KEY
@@ -470,3 +470,58 @@ def test_the_key_is_redacted_in_its_escaped_forms(provider, settings) -> None:
     for name, form in {"raw": ODD_KEY, **forms}.items():
         assert not [text for text in kept if form in text], name
     assert "[redacted]" in request.error
+
+
+# --- extra cannot set what the pipeline owns ------------------------------------------------
+
+HIJACK = {"webhook": "http://attacker.invalid/hook", "KEY": "someone-elses", "steps": 30}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_submit_refuses_extra_naming_pipeline_parameters(emulator) -> None:
+    request = GenerationRequest(prompt="p", width=256, height=256, extra=HIJACK)
+
+    with pytest.raises(ReservedParameters) as caught:
+        pipeline.submit(request)
+
+    assert isinstance(caught.value, ValueError)
+    assert caught.value.names == ["KEY", "webhook"]
+    assert "Extra cannot set KEY, webhook: django-modelslab sets these itself" in str(caught.value)
+    assert not GenerationRequest.objects.exists()
+    assert emulator.calls["text2img"] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_regenerate_refuses_a_stored_extra_naming_pipeline_parameters(emulator) -> None:
+    request = pipeline.submit(GenerationRequest(prompt="p", width=256, height=256, seed=1))
+    GenerationRequest.objects.filter(pk=request.pk).update(extra={"track_id": "1-1"})
+    request.refresh_from_db()
+
+    with pytest.raises(ReservedParameters, match=rf"Request #{request.pk}: .* track_id"):
+        pipeline.regenerate(request)
+
+    request.refresh_from_db()
+    assert request.status == Status.SUCCEEDED
+    assert not request.images.filter(superseded=True).exists()
+    assert emulator.calls["text2img"] == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("kind", ["text2img", "upscale"])
+def test_a_row_queued_with_such_extra_never_sends_it(emulator, kind) -> None:
+    """Rows saved before the check (or by hand): the pipeline's own values are sent."""
+    fields = {"kind": kind, "prompt": "p", "width": 256, "height": 256}
+    if kind == "upscale":
+        image = pipeline.submit(GenerationRequest(prompt="p", width=256, height=256)).images.get()
+        fields.update(init_from=image, init_image=image.image.name, scale=2)
+    request = GenerationRequest.objects.create(**fields, status=Status.QUEUED)
+    extra = {**HIJACK, "enhance_prompt": "yes"}
+    GenerationRequest.objects.filter(pk=request.pk).update(extra=extra)
+
+    pipeline.run(request.pk)
+
+    route = "upscale" if kind == "upscale" else "text2img"
+    sent = [body for name, body in emulator.requests if name == route][-1]
+    assert "webhook" not in sent and "KEY" not in sent
+    assert sent["enhance_prompt"] == "yes"
+    assert GenerationRequest.objects.get(pk=request.pk).status == Status.SUCCEEDED

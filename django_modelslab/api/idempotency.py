@@ -1,4 +1,8 @@
-"""``Idempotency-Key``: one key and body, one generation, even when two calls race."""
+"""``Idempotency-Key``: one key and body, one generation, even when two calls race.
+
+A key is scoped to its user and its endpoint: the same key sent to ``generations/`` and to
+``v1/images/generations`` names two different calls.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,11 @@ from .exceptions import IdempotencyKeyReused
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
+#: The endpoints a key is scoped to (``IdempotencyKey.endpoint``).
+GENERATIONS = "generations"
+OPENAI_IMAGES = "v1/images/generations"
+#: Keys recorded before they were scoped: they match either endpoint.
+UNSCOPED = ""
 
 
 def body_hash(data: Any) -> str:
@@ -51,9 +60,15 @@ def header_key(request: Any) -> str | None:
     return key
 
 
-def replayed(user: Any, key: str, digest: str) -> GenerationRequest | None:
-    """The request an earlier call with this key made; 422 if that call's body differed."""
-    record = IdempotencyKey.objects.filter(user=user, key=key).select_related("request").first()
+def replayed(user: Any, key: str, digest: str, *, endpoint: str) -> GenerationRequest | None:
+    """The request an earlier call to ``endpoint`` with this key made; 422 if that call's
+    body differed."""
+    record = (
+        IdempotencyKey.objects.filter(user=user, key=key, endpoint__in=(endpoint, UNSCOPED))
+        .select_related("request")
+        .order_by("-endpoint")  # this endpoint's own record first
+        .first()
+    )
     if record is None:
         return None
     if record.body_hash != digest:
@@ -62,7 +77,12 @@ def replayed(user: Any, key: str, digest: str) -> GenerationRequest | None:
 
 
 def create_once(
-    user: Any, key: str | None, digest: str, create: Callable[[], GenerationRequest]
+    user: Any,
+    key: str | None,
+    digest: str,
+    create: Callable[[], GenerationRequest],
+    *,
+    endpoint: str,
 ) -> tuple[GenerationRequest, bool]:
     """Run ``create`` and record ``key``; returns ``(request, replayed)``.
 
@@ -76,9 +96,11 @@ def create_once(
     try:
         with transaction.atomic():
             generation = create()
-            IdempotencyKey.objects.create(user=user, key=key, body_hash=digest, request=generation)
+            IdempotencyKey.objects.create(
+                user=user, endpoint=endpoint, key=key, body_hash=digest, request=generation
+            )
     except IntegrityError:
-        winner = replayed(user, key, digest)
+        winner = replayed(user, key, digest, endpoint=endpoint)
         if winner is None:
             raise
         return winner, True

@@ -39,6 +39,7 @@ from . import idempotency
 from .auth import api_authenticators
 from .budget import budget_refusals, check_budget
 from .exceptions import BudgetExceeded, IdempotencyKeyReused
+from .permissions import CanGenerate
 from .schema import IDEMPOTENCY_HEADER, documented
 from .serializers import NAMESPACE, UNKNOWN_FIELD, StrictSerializer
 from .throttling import api_throttles
@@ -221,7 +222,7 @@ def _validation_error(exc: serializers.ValidationError) -> OpenAIError:
 class ImagesGenerationsView(APIView):
     """OpenAI-compatible image generation."""
 
-    permission_classes = (IsAuthenticated,)
+    permission_classes = (IsAuthenticated, CanGenerate)
     schema = AutoSchema()  # whatever the project's DEFAULT_SCHEMA_CLASS
     parser_classes = (JSONParser,)
     renderer_classes = (JSONRenderer,)
@@ -257,7 +258,11 @@ class ImagesGenerationsView(APIView):
     def post(self, request: Request) -> Response:
         key = idempotency.header_key(request)
         digest = idempotency.body_hash(request.data)
-        if key is not None and (earlier := idempotency.replayed(request.user, key, digest)):
+        if key is not None and (
+            earlier := idempotency.replayed(
+                request.user, key, digest, endpoint=idempotency.OPENAI_IMAGES
+            )
+        ):
             return self._answer(earlier, _response_format(request.data))
         body = ImagesGenerateSerializer(data=request.data)
         try:
@@ -277,7 +282,11 @@ class ImagesGenerationsView(APIView):
         check_budget(request.user, generation)
         with budget_refusals():
             generation, _replayed = idempotency.create_once(
-                request.user, key, digest, lambda: pipeline.submit(generation)
+                request.user,
+                key,
+                digest,
+                lambda: pipeline.submit(generation),
+                endpoint=idempotency.OPENAI_IMAGES,
             )
         return self._answer(generation, params.get("response_format") or "url")
 

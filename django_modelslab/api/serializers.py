@@ -17,22 +17,36 @@ from ..exceptions import InvalidImage
 from ..fallbacks import MAX_FALLBACK_MODELS, clean_model_ids
 from ..limits import MAX_SAMPLES, MAX_SEED, MAX_SIDE, MAX_STEPS, MIN_SIDE, SIDE_STEP
 from ..models import GeneratedImage, GenerationRequest
-from .permissions import visible_images
+from .permissions import sees_everything, visible_images
 
 NAMESPACE = "modelslab-api"
 UNKNOWN_FIELD = "unknown_field"
+RESERVED_FIELD = "reserved_field"
 
 
 class StrictSerializer(serializers.Serializer):
-    """Rejects fields it does not know (a typo must not silently fall back to a default)."""
+    """Rejects fields it does not know (a typo must not silently fall back to a default).
+
+    An unknown field named in ``reserved`` (any case) gets a message saying that the pipeline
+    sets it (:data:`kinds.PIPELINE_PARAMS`: the key, the webhook, the track id...).
+    """
+
+    reserved: frozenset[str] = frozenset()
 
     def to_internal_value(self, data: Any) -> Any:
         if hasattr(data, "keys"):
             unknown = sorted(set(data.keys()) - set(self.fields))
             if unknown:
-                message = ErrorDetail(str(_("Unknown field.")), UNKNOWN_FIELD)
-                raise serializers.ValidationError({name: [message] for name in unknown})
+                raise serializers.ValidationError({name: [self._refusal(name)] for name in unknown})
         return super().to_internal_value(data)
+
+    def _refusal(self, name: Any) -> ErrorDetail:
+        if str(name).strip().lower() in self.reserved:
+            return ErrorDetail(
+                str(_("django-modelslab sets this parameter itself; it cannot be sent.")),
+                RESERVED_FIELD,
+            )
+        return ErrorDetail(str(_("Unknown field.")), UNKNOWN_FIELD)
 
 
 def validate_side(value: int) -> int:
@@ -109,6 +123,8 @@ class GenerationCreateSerializer(StrictSerializer):
     output size follows the input (width and height are ignored). An upscale's prompt is not
     sent to ModelsLab: it labels the request.
     """
+
+    reserved = kinds.PIPELINE_PARAMS
 
     kind = serializers.ChoiceField(
         choices=GenerationRequest.Kind.choices, default=GenerationRequest.Kind.TEXT2IMG
@@ -333,6 +349,11 @@ class ModelAttemptsField(serializers.JSONField):
     """``GenerationRequest.model_attempts``: one object per model tried."""
 
 
+#: Annotation a view may add (``cached_from__requested_by``) to save a query per request.
+CACHED_FROM_OWNER = "cached_from_owner_id"
+_UNKNOWN = object()
+
+
 class GenerationLinksSerializer(serializers.Serializer):
     self = serializers.URLField()
     regenerate = serializers.URLField()
@@ -357,6 +378,12 @@ class GenerationSerializer(serializers.ModelSerializer):
     )
     model_attempts = ModelAttemptsField(
         read_only=True, help_text=_("Each model tried, in order: outcome, error, seconds.")
+    )
+    cached_from = serializers.SerializerMethodField(
+        help_text=_(
+            "The request whose images were reused (cache hit); null when none, or when it is "
+            "another user's request you may not see."
+        )
     )
     images = ImageSerializer(many=True, read_only=True)
     links = serializers.SerializerMethodField()
@@ -410,6 +437,26 @@ class GenerationSerializer(serializers.ModelSerializer):
     @extend_schema_field(serializers.URLField(allow_null=True))
     def get_mask_image(self, generation: GenerationRequest) -> str | None:
         return _file_url(self.context.get("request"), generation.mask_image)
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True))
+    def get_cached_from(self, generation: GenerationRequest) -> int | None:
+        """The source's id, shown only to its owner or to someone who may see every request:
+        a cache hit shares the images, not the link to another user's request."""
+        source_id = generation.cached_from_id
+        if source_id is None:
+            return None
+        user = getattr(self.context.get("request"), "user", None)
+        if sees_everything(user):
+            return source_id
+        owner_id = getattr(generation, CACHED_FROM_OWNER, _UNKNOWN)
+        if owner_id is _UNKNOWN:
+            owner_id = (
+                GenerationRequest.objects.filter(pk=source_id)
+                .values_list("requested_by_id", flat=True)
+                .first()
+            )
+        mine = user is not None and owner_id is not None and owner_id == user.pk
+        return source_id if mine else None
 
     @extend_schema_field(GenerationLinksSerializer)
     def get_links(self, generation: GenerationRequest) -> dict[str, str]:

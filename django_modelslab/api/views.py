@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import F, Prefetch, QuerySet
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import mixins, status, viewsets
@@ -24,9 +24,10 @@ from .budget import budget_refusals, check_budget
 from .exceptions import Conflict
 from .filters import GenerationFilter, ImageFilter, filtered
 from .pagination import ModelsLabPagination
-from .permissions import IsOwnerOrStaff, visible_images, visible_requests
+from .permissions import CanGenerate, IsOwnerOrPermitted, visible_images, visible_requests
 from .schema import IDEMPOTENCY_HEADER, documented
 from .serializers import (
+    CACHED_FROM_OWNER,
     VALIDATION_ERROR_SCHEMA,
     ErrorSerializer,
     GenerationCreateSerializer,
@@ -48,7 +49,7 @@ BAD_REQUEST = {400: OpenApiResponse(VALIDATION_ERROR_SCHEMA, description="Invali
 class ModelsLabAPIMixin:
     """Authentication (Bearer tokens added), throttling scopes, pagination and permissions."""
 
-    permission_classes = (IsAuthenticated, IsOwnerOrStaff)
+    permission_classes = (IsAuthenticated, CanGenerate, IsOwnerOrPermitted)
     parser_classes = (JSONParser,)
     schema = AutoSchema()  # whatever the project's DEFAULT_SCHEMA_CLASS
     pagination_class = ModelsLabPagination
@@ -67,6 +68,11 @@ def _images_in_order() -> Prefetch:
     return Prefetch("images", queryset=GeneratedImage.objects.order_by("attempt", "position"))
 
 
+def _with_cache_owner(queryset: QuerySet[GenerationRequest]) -> QuerySet[GenerationRequest]:
+    """Who owns each request's cache source: the serializer shows the link only to them."""
+    return queryset.annotate(**{CACHED_FROM_OWNER: F("cached_from__requested_by")})
+
+
 @documented(tags=["generations"])
 class GenerationViewSet(
     ModelsLabAPIMixin,
@@ -83,14 +89,16 @@ class GenerationViewSet(
     def get_queryset(self) -> QuerySet[GenerationRequest]:
         if getattr(self, "swagger_fake_view", False):  # drf-spectacular inspecting types
             return GenerationRequest.objects.none()
-        queryset = visible_requests(self.request.user).prefetch_related(_images_in_order())
+        queryset = _with_cache_owner(visible_requests(self.request.user))
+        queryset = queryset.prefetch_related(_images_in_order())
         if self.action == "list":
             queryset = filtered(GenerationFilter, self.request.query_params, queryset)
         return queryset.order_by("-created_at", "-pk")
 
     def _fresh(self, generation: GenerationRequest) -> GenerationRequest:
         """Re-read after the pipeline ran (with an inline task backend it may have finished)."""
-        return GenerationRequest.objects.prefetch_related(_images_in_order()).get(pk=generation.pk)
+        queryset = _with_cache_owner(GenerationRequest.objects.all())
+        return queryset.prefetch_related(_images_in_order()).get(pk=generation.pk)
 
     @documented(
         summary="List generation requests",
@@ -124,7 +132,9 @@ class GenerationViewSet(
         key = idempotency.header_key(request)
         digest = idempotency.body_hash(request.data)
         if key is not None:
-            earlier = idempotency.replayed(request.user, key, digest)
+            earlier = idempotency.replayed(
+                request.user, key, digest, endpoint=idempotency.GENERATIONS
+            )
             if earlier is not None:
                 return self._accepted(earlier, replayed=True)
         serializer = GenerationCreateSerializer(data=request.data, context={"request": request})
@@ -133,7 +143,11 @@ class GenerationViewSet(
         check_budget(request.user, generation)
         with budget_refusals():
             generation, replayed = idempotency.create_once(
-                request.user, key, digest, lambda: pipeline.submit(generation)
+                request.user,
+                key,
+                digest,
+                lambda: pipeline.submit(generation),
+                endpoint=idempotency.GENERATIONS,
             )
         return self._accepted(generation, replayed=replayed)
 
