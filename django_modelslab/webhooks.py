@@ -83,9 +83,11 @@ def _handle(delivery: WebhookDelivery) -> tuple[str, str]:
     if request.status == GenerationRequest.Status.SUCCEEDED:
         return Outcome.DUPLICATE, "The request has already succeeded."
     if not request.provider_id and delivery.provider_id:
-        # The answer to the generate call was lost; the authenticated callback tells the id.
-        request.provider_id = delivery.provider_id
-        request.save(update_fields=["provider_id", "updated_at"])
+        # The answer to the generate call was lost. The job the delivery names becomes the
+        # request's only once fetching it shows it is (pipeline.resume): a delivery may name
+        # anyone's job.
+        _resume_on_commit(request.pk, job_id=delivery.provider_id)
+        return Outcome.ACCEPTED, ""
     if not request.provider_id:
         return Outcome.UNKNOWN, "The delivery names no provider id to confirm."
     _resume_on_commit(request.pk)
@@ -107,11 +109,11 @@ def _find_request(delivery: WebhookDelivery) -> GenerationRequest | None:
     return requests.filter(pk=request_id).first() if request_id else None
 
 
-def _resume_on_commit(request_id: int) -> None:
+def _resume_on_commit(request_id: int, *, job_id: str | None = None) -> None:
     from .tasks import resume_generation
 
     task = resume_generation.using(backend=get_setting("TASK_BACKEND"))
-    transaction.on_commit(lambda: task.enqueue(request_id))
+    transaction.on_commit(lambda: task.enqueue(request_id, job_id))
 
 
 def _save(delivery: WebhookDelivery, outcome: str, *, error: str = "") -> None:
