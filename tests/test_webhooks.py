@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -234,6 +235,26 @@ def test_a_delivery_cannot_give_a_lost_answer_request_another_requests_job(
     assert delivery.outcome == Outcome.UNKNOWN
     assert f"Job {alice.provider_id} is not adopted" in delivery.error
     assert f"Job {alice.provider_id} is not adopted" in caplog.text
+
+
+def test_deliveries_with_an_unknown_secret_are_counted_not_stored_one_by_one(client, settings):
+    """1,000 anonymous POSTs store one row a minute, whose count says how many came."""
+    settings.MODELSLAB = {**settings.MODELSLAB, "WEBHOOK_SECRETS": [SECRET]}
+    url = reverse("modelslab:webhook", kwargs={"secret": "not-the-secret"})
+    earlier = WebhookDelivery.objects.create(outcome=Outcome.REJECTED, error="Unknown secret.")
+    WebhookDelivery.objects.filter(pk=earlier.pk).update(
+        received_at=earlier.received_at - timedelta(minutes=2)
+    )
+
+    for n in range(1000):
+        body = json.dumps({"id": n, "padding": "x" * 1000})
+        assert client.post(url, body, content_type="application/json").status_code == 400
+
+    rows = WebhookDelivery.objects.exclude(pk=earlier.pk)
+    assert 1 <= rows.count() <= 2  # one a minute (the loop may straddle a minute)
+    assert sum(rows.values_list("count", flat=True)) == 1000
+    assert {(row.valid, row.outcome, row.body) for row in rows} == {(False, Outcome.REJECTED, None)}
+    assert WebhookDelivery.objects.get(pk=earlier.pk).count == 1  # an earlier minute's row
 
 
 def test_check_warns_when_webhooks_have_no_secret(settings):
