@@ -257,6 +257,24 @@ def test_deliveries_with_an_unknown_secret_are_counted_not_stored_one_by_one(cli
     assert WebhookDelivery.objects.get(pk=earlier.pk).count == 1  # an earlier minute's row
 
 
+def test_the_webhook_is_open_under_login_required_middleware(client, settings):
+    """Django's LoginRequiredMiddleware must not send ModelsLab to the login page."""
+    settings.MIDDLEWARE = [
+        *settings.MIDDLEWARE,
+        "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    ]
+    settings.MODELSLAB = {**settings.MODELSLAB, "WEBHOOK_SECRETS": [SECRET]}
+
+    def deliver(secret: str) -> int:
+        url = reverse("modelslab:webhook", kwargs={"secret": secret})
+        body = json.dumps({"id": 1, "track_id": "none-such"})
+        return client.post(url, body, content_type="application/json").status_code
+
+    assert deliver(SECRET) == 200
+    assert deliver("not-the-secret") == 400
+    assert client.get("/media/none.png").status_code == 302  # a plain view: the middleware is on
+
+
 def test_check_warns_when_webhooks_have_no_secret(settings):
     from django_modelslab.checks import check_settings
 
