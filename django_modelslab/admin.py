@@ -899,13 +899,22 @@ class GeneratedImageAdmin(admin.ModelAdmin):
 class WebhookDeliveryAdmin(admin.ModelAdmin):
     """Every POST ModelsLab made to the webhook view, read-only (bodies are redacted)."""
 
-    list_display = ("received_at", "outcome", "valid", "track_id", "provider_id", "request")
+    list_display = (
+        "received_at",
+        "outcome",
+        "valid",
+        "count",
+        "track_id",
+        "provider_id",
+        "request",
+    )
     list_filter = ("outcome", "valid", "received_at")
     search_fields = ("track_id", "provider_id")
     list_select_related = ("request",)
     date_hierarchy = "received_at"
     readonly_fields = (
         "received_at",
+        "count",
         "valid",
         "outcome",
         "error",

@@ -11,6 +11,8 @@ from typing import Any
 
 #: The precision of ``GenerationRequest.cost`` (``decimal_places=6``).
 QUANTUM = Decimal("0.000001")
+#: The largest amount ``GenerationRequest.cost`` and ``Charge.amount`` hold (``max_digits=12``).
+MAX_AMOUNT = Decimal("999999.999999")
 CENT = Decimal("0.01")
 
 

@@ -23,6 +23,7 @@ import email.utils
 import functools
 import json
 import logging
+import math
 import random
 import re
 import time
@@ -37,7 +38,7 @@ from urllib.parse import quote, quote_plus
 import httpx
 
 from django_modelslab import __version__
-from django_modelslab.amounts import parse_amount
+from django_modelslab.amounts import MAX_AMOUNT, parse_amount
 from django_modelslab.exceptions import (
     AmbiguousSubmission,
     AuthenticationFailed,
@@ -99,6 +100,12 @@ USER_AGENT: Final = f"django-modelslab/{__version__}"
 
 #: Where a cost may be reported (not documented by ModelsLab; see docs/costs.md), first found wins.
 COST_FIELDS: Final = ("cost", "credits", "credits_used", "price")
+#: What the figures of an answer may be to be stored (``GeneratedImage.seed`` is a
+#: BigIntegerField, ``provider_id`` 64 characters; an eta past a day outlives the outputs).
+#: Outside these a figure is unknown (None), with a warning; the raw answer still holds it.
+SEED_RANGE: Final = range(-(2**63), 2**63)
+MAX_ETA: Final = 86400.0
+MAX_ID_LENGTH: Final = 64
 
 _PROVIDER_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
@@ -320,16 +327,17 @@ def _build(status: str, data: dict[str, Any], message: str) -> ProviderResponse:
     raw_id = data.get("id", data.get("request_id"))
     fetch_url = data.get("fetch_result")
     output_urls = _urls(data.get("output"))
+    raw_seed = meta.get("seed", data.get("seed"))
     return ProviderResponse(
         status=status,
-        provider_id=None if raw_id in (None, "") else str(raw_id),
+        provider_id=_storable("id", raw_id, _provider_id(raw_id)),
         output_urls=output_urls,
         future_urls=_urls(data.get("future_links")),
         proxy_urls=_urls(data.get("proxy_links")),
-        eta=_number(data.get("eta")),
+        eta=_storable("eta", data.get("eta"), _eta(data.get("eta"))),
         fetch_url=fetch_url if isinstance(fetch_url, str) and fetch_url else None,
         generation_time=_number(data.get("generationTime", data.get("generation_time"))),
-        seed=_integer(meta.get("seed", data.get("seed"))),
+        seed=_storable("seed", raw_seed, _seed(raw_seed)),
         cost=reported_cost(data),
         meta=meta,
         message=message,
@@ -340,14 +348,71 @@ def _build(status: str, data: dict[str, Any], message: str) -> ProviderResponse:
 
 def reported_cost(data: Mapping[str, Any]) -> Decimal | None:
     """A cost in a ModelsLab body: top-level or ``meta`` ``cost`` / ``credits`` /
-    ``credits_used`` / ``price``, a number or numeric string >= 0; None when absent."""
+    ``credits_used`` / ``price``, a number or numeric string from 0 to
+    :data:`~django_modelslab.amounts.MAX_AMOUNT`; None when absent or unusable (warned)."""
     meta = data.get("meta")
     for source in (data, meta if isinstance(meta, Mapping) else {}):
         for name in COST_FIELDS:
-            amount = parse_amount(source.get(name))
-            if amount is not None:
+            value = source.get(name)
+            amount = parse_amount(value)
+            if amount is not None and amount > MAX_AMOUNT:
+                amount = None
+            if _storable(name, value, amount) is not None:
                 return amount
     return None
+
+
+def loads(text: str | bytes) -> Any:
+    """JSON, keeping as text the numbers Python cannot hold as finite numbers.
+
+    ``NaN``, ``Infinity``, ``1e400`` and integers too long to convert stay strings, so an
+    answer is always storable JSON (PostgreSQL's ``jsonb`` refuses non-finite numbers).
+    """
+    return json.loads(text, parse_float=_float_or_text, parse_int=_int_or_text, parse_constant=str)
+
+
+def _float_or_text(text: str) -> float | str:
+    number = float(text)
+    return number if math.isfinite(number) else text
+
+
+def _int_or_text(text: str) -> int | str:
+    try:
+        return int(text)
+    except ValueError:  # more digits than int() converts
+        return text
+
+
+def _storable(name: str, value: Any, parsed: Any) -> Any:
+    """``parsed``; a warning when the answer had a ``name`` but it cannot be stored."""
+    if parsed is None and value not in (None, ""):
+        shown = repr(value)
+        shown = shown if len(shown) <= 80 else shown[:79] + "…"
+        logger.warning(
+            "ModelsLab answered %s=%s, which cannot be stored: recorded as unknown "
+            "(the raw answer keeps it).",
+            name,
+            shown,
+        )
+    return parsed
+
+
+def _provider_id(value: Any) -> str | None:
+    """An id that can be stored and fetched: up to 64 letters, digits, ``_`` or ``-``."""
+    if value in (None, "") or isinstance(value, bool | dict | list):
+        return None
+    text = str(value).strip()
+    return text if len(text) <= MAX_ID_LENGTH and _PROVIDER_ID.match(text) else None
+
+
+def _eta(value: Any) -> float | None:
+    number = _number(value)
+    return number if number is not None and 0 <= number <= MAX_ETA else None
+
+
+def _seed(value: Any) -> int | None:
+    number = _integer(value)
+    return number if number is not None and number in SEED_RANGE else None
 
 
 def _nsfw_flags(value: Any, outputs: int) -> tuple[bool | None, ...]:
@@ -387,12 +452,19 @@ def _number(value: Any) -> float | None:
         return None
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     return number if number == number else None  # drop NaN
 
 
 def _integer(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value  # exact: a float would round integers past 2**53
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
     number = _number(value)
     return int(number) if number is not None and number.is_integer() else None
 
@@ -543,7 +615,7 @@ class _ClientCore:
             attempt + 1,
         )
         try:
-            body: Any = response.json()
+            body: Any = loads(response.content)
         except ValueError:
             body = response.text  # cut to MAX_TEXT by parse_response, after redaction
         try:

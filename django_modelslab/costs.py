@@ -16,6 +16,7 @@ called by :func:`django_modelslab.pipeline.submit` and
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass
 from datetime import date, datetime
 from datetime import time as clock
@@ -29,7 +30,7 @@ from django.db.models.functions import Coalesce, NullIf
 from django.utils import timezone
 
 from . import kinds
-from .amounts import QUANTUM, format_amount, parse_amount
+from .amounts import MAX_AMOUNT, QUANTUM, format_amount, parse_amount
 from .client import ProviderResponse, reported_cost
 from .conf import get_setting
 from .exceptions import BudgetExceeded
@@ -54,6 +55,8 @@ __all__ = [
     "today",
     "totals",
 ]
+
+logger = logging.getLogger("django_modelslab.costs")
 
 Status = GenerationRequest.Status
 Source = GenerationRequest.CostSource
@@ -99,7 +102,10 @@ def charge_for(request: GenerationRequest, response: ProviderResponse | None) ->
     price = price_of(request.produced_by or request.model_id)
     if price is None:
         return JobCost(None)
-    return JobCost(price * len(request.output_urls), Source.PRICE_TABLE)
+    amount = price * len(request.output_urls)
+    if not _fits(request, amount):
+        return JobCost(None)
+    return JobCost(amount, Source.PRICE_TABLE)
 
 
 def record(request: GenerationRequest, cost: JobCost, *, model_id: str) -> Charge | None:
@@ -109,7 +115,7 @@ def record(request: GenerationRequest, cost: JobCost, *, model_id: str) -> Charg
     outcome are saved together. An unknown amount changes nothing; a cost without a source
     (the cache) sets ``cost`` but is no charge.
     """
-    if cost.amount is None:
+    if cost.amount is None or not _fits(request, cost.amount):
         return None
     amount = cost.amount.quantize(QUANTUM)
     request.cost = ((request.cost or ZERO) + amount).quantize(QUANTUM)
@@ -144,6 +150,25 @@ def record_unpaid_job(request: GenerationRequest, reported: Decimal | None) -> N
             return
         record(request, JobCost(reported, Source.PROVIDER), model_id=model_id)
         request.save(update_fields=["cost", "cost_source", "updated_at"])
+
+
+def _fits(request: GenerationRequest, amount: Decimal) -> bool:
+    """Whether ``amount``, and the request's total with it, fit the cost columns; else warn.
+
+    A cost past :data:`~django_modelslab.amounts.MAX_AMOUNT` is recorded as unknown: stored,
+    it would make every page that reads the row fail.
+    """
+    if amount <= MAX_AMOUNT and (request.cost or ZERO) + amount <= MAX_AMOUNT:
+        return True
+    logger.warning(
+        "Generation #%s: a cost of %s (on a total of %s) is more than the cost columns hold "
+        "(%s); recorded as unknown.",
+        request.pk,
+        amount,
+        request.cost or ZERO,
+        MAX_AMOUNT,
+    )
+    return False
 
 
 def _last_reported_cost(request: GenerationRequest) -> Decimal | None:

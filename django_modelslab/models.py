@@ -383,6 +383,13 @@ class WebhookDelivery(models.Model):
         ERROR = "error", _("Error while handling")
 
     received_at = models.DateTimeField(auto_now_add=True)
+    count = models.PositiveIntegerField(
+        default=1,
+        help_text=_(
+            "How many deliveries the row stands for: those with an unknown secret are counted "
+            "on one row a minute, not stored one by one."
+        ),
+    )
     valid = models.BooleanField(default=False, help_text=_("The URL carried a known secret."))
     outcome = models.CharField(max_length=20, choices=Outcome.choices)
     error = models.TextField(blank=True)

@@ -40,7 +40,7 @@ from .exceptions import (
     ProviderRejected,
     WaitTimedOut,
 )
-from .models import GeneratedImage, GenerationRequest
+from .models import GeneratedImage, GenerationRequest, WebhookDelivery
 from .signals import (
     image_stored,
     request_failed,
@@ -468,7 +468,7 @@ def _try_model(request: GenerationRequest) -> Steps[None]:
     yield from _complete(request, response)
 
 
-def resume(request_id: int) -> GenerationRequest:
+def resume(request_id: int, *, job_id: str | None = None) -> GenerationRequest:
     """Finish a request whose job may be done (a webhook said so).
 
     Works on ``processing`` requests, and on ``failed`` ones whose job is known (say, failed by
@@ -477,29 +477,90 @@ def resume(request_id: int) -> GenerationRequest:
     The news is confirmed through the fetch endpoint before anything is stored; a job still
     processing is left alone. Never submits a job, so duplicate or concurrent calls are harmless:
     the first to finish records the images, the others find the attempt finished.
+
+    ``job_id``: the job a webhook named for a request whose generate answer was lost (track id
+    saved, no provider id). It becomes the request's job only if the fetched job echoes the
+    request's track id (or, echoing none, its prompt, model and seed); otherwise it is logged,
+    noted on the webhook delivery, and the request is left as it was.
     """
-    return drive(resume_steps(request_id))
+    return drive(resume_steps(request_id, job_id=job_id))
 
 
 async def aresume(
-    request_id: int, *, client: AsyncModelsLabClient | None = None
+    request_id: int, *, client: AsyncModelsLabClient | None = None, job_id: str | None = None
 ) -> GenerationRequest:
     """:func:`resume` for async code (an async webhook view, say)."""
-    return await adrive(resume_steps(request_id), client=client)
+    return await adrive(resume_steps(request_id, job_id=job_id), client=client)
 
 
-def resume_steps(request_id: int) -> Steps[GenerationRequest]:
+def resume_steps(request_id: int, *, job_id: str | None = None) -> Steps[GenerationRequest]:
     """:func:`resume` as :data:`Steps`, for any driver."""
     request = GenerationRequest.objects.get(pk=request_id)
-    if request.status not in (Status.PROCESSING, Status.FAILED) or not request.provider_id:
+    if request.status not in (Status.PROCESSING, Status.FAILED):
         return request
+    adopted: ProviderResponse | None = None
+    if not request.provider_id:
+        if not (job_id and request.track_id):
+            return request
+        adopted = yield from _adopt(request, job_id)
+        if adopted is None:
+            return request
     with _failures_recorded(request):
-        response = yield from _call(request, "fetch", _fetch(request), keep=False)
+        response = adopted or (yield from _call(request, "fetch", _fetch(request), keep=False))
         if response.processing:
             request.save(update_fields=["updated_at"])
             return request
         yield from _complete(request, response)
     return request
+
+
+def _adopt(request: GenerationRequest, job_id: str) -> Steps[ProviderResponse | None]:
+    """Fetch the job a webhook named; make it ``request``'s only if it is (else None)."""
+    try:
+        response = yield Fetch(job_id, request.kind, request.api_version)
+    except (ProviderError, ValueError) as exc:
+        return _ignore_job(request, job_id, f"it could not be fetched ({exc})")
+    if not _is_job_of(request, response):
+        return _ignore_job(
+            request, job_id, "it echoes another track id, or not this request's parameters"
+        )
+    adopted = GenerationRequest.objects.filter(
+        pk=request.pk, attempts=request.attempts, track_id=request.track_id, provider_id=""
+    ).update(provider_id=job_id, updated_at=timezone.now())
+    if not adopted:  # another delivery adopted it first, or the attempt moved on
+        return None
+    request.provider_id = job_id
+    if not response.processing:
+        _record(request, "fetch", response.raw)
+    logger.info("Generation #%s: job %s named by a webhook adopted", request.pk, job_id)
+    return response
+
+
+def _is_job_of(request: GenerationRequest, response: ProviderResponse) -> bool:
+    """Whether a fetched job is ``request``'s, by what its answer echoes.
+
+    Its track id (top level or ``meta``) when it echoes one; else its ``meta`` must echo the
+    request's prompt, and its model and seed where it echoes them.
+    """
+    meta = response.meta
+    echoed = response.raw.get("track_id") or meta.get("track_id")
+    if echoed not in (None, ""):
+        return str(echoed) == request.track_id
+    if not request.prompt or meta.get("prompt") != request.prompt:
+        return False
+    model = meta.get("model_id")
+    if model not in (None, "") and str(model) != fallbacks.current_model(request):
+        return False
+    return request.seed is None or response.seed in (None, request.seed)
+
+
+def _ignore_job(request: GenerationRequest, job_id: str, why: str) -> None:
+    """Log and note on the webhook deliveries that named it a job that is not adopted."""
+    reason = f"Job {job_id} is not adopted for request #{request.pk}: {why}."
+    logger.warning("Generation #%s: %s", request.pk, reason)
+    WebhookDelivery.objects.filter(
+        request=request, provider_id=job_id, outcome=WebhookDelivery.Outcome.ACCEPTED
+    ).update(outcome=WebhookDelivery.Outcome.UNKNOWN, error=reason)
 
 
 def sweep_stale(*, now: datetime | None = None) -> list[int]:

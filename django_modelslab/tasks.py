@@ -20,11 +20,14 @@ def run_generation(request_id: int) -> str:
 
 
 @task()
-def resume_generation(request_id: int) -> str:
-    """Finish a request a webhook said is done (confirmed through the API first)."""
+def resume_generation(request_id: int, job_id: str | None = None) -> str:
+    """Finish a request a webhook said is done (confirmed through the API first).
+
+    ``job_id``: the job the webhook named, for a request whose generate answer was lost.
+    """
     from .pipeline import resume
 
-    return resume(request_id).status
+    return resume(request_id, job_id=job_id).status
 
 
 @task()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -10,6 +11,7 @@ from . import webhooks
 
 
 @csrf_exempt
+@login_not_required  # ModelsLab has no session: LoginRequiredMiddleware must let it through
 @require_POST
 def webhook(request: HttpRequest, secret: str) -> JsonResponse:
     """200 for every authenticated delivery (duplicates too), 400 for a bad secret or body.

@@ -3,8 +3,9 @@
 A delivery is a hint, never trusted as a result: an accepted one queues
 :func:`~django_modelslab.pipeline.resume`, which confirms through the fetch endpoint before
 storing anything. ModelsLab signs nothing, so the URL carries a secret (compared in constant
-time against every entry of ``WEBHOOK_SECRETS``, for rotation). Every delivery is kept as a
-:class:`~django_modelslab.models.WebhookDelivery` row, whatever its outcome.
+time against every entry of ``WEBHOOK_SECRETS``, for rotation). Every delivery with a known
+secret is kept as a :class:`~django_modelslab.models.WebhookDelivery` row, whatever its
+outcome; those with an unknown secret (anyone can send them) are counted, one row a minute.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 
 from django.core.exceptions import SuspiciousOperation
 from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
 from .client import elide_image_data, redact
@@ -43,7 +46,7 @@ def receive(secret: str, body: bytes, *, remote_addr: str | None = None) -> Webh
     """Record one delivery and act on it; raises WebhookRejected for a bad secret or body."""
     delivery = WebhookDelivery(remote_addr=remote_addr or None)
     if not secret_is_valid(secret):
-        _save(delivery, Outcome.REJECTED, error="Unknown webhook secret.")
+        _count_rejected(delivery)
         raise WebhookRejected("Unknown ModelsLab webhook secret.")
     delivery.valid = True
     try:
@@ -83,9 +86,11 @@ def _handle(delivery: WebhookDelivery) -> tuple[str, str]:
     if request.status == GenerationRequest.Status.SUCCEEDED:
         return Outcome.DUPLICATE, "The request has already succeeded."
     if not request.provider_id and delivery.provider_id:
-        # The answer to the generate call was lost; the authenticated callback tells the id.
-        request.provider_id = delivery.provider_id
-        request.save(update_fields=["provider_id", "updated_at"])
+        # The answer to the generate call was lost. The job the delivery names becomes the
+        # request's only once fetching it shows it is (pipeline.resume): a delivery may name
+        # anyone's job.
+        _resume_on_commit(request.pk, job_id=delivery.provider_id)
+        return Outcome.ACCEPTED, ""
     if not request.provider_id:
         return Outcome.UNKNOWN, "The delivery names no provider id to confirm."
     _resume_on_commit(request.pk)
@@ -107,11 +112,27 @@ def _find_request(delivery: WebhookDelivery) -> GenerationRequest | None:
     return requests.filter(pk=request_id).first() if request_id else None
 
 
-def _resume_on_commit(request_id: int) -> None:
+def _count_rejected(delivery: WebhookDelivery) -> None:
+    """Count a delivery with an unknown secret on this minute's row (the first one makes it).
+
+    Anonymous traffic thus stores at most one row a minute, however much of it comes; the
+    row keeps the first sender's address and ``count`` says how many came.
+    """
+    minute = timezone.now().replace(second=0, microsecond=0)
+    this_minute = WebhookDelivery.objects.filter(
+        valid=False, outcome=Outcome.REJECTED, received_at__gte=minute
+    )
+    row = this_minute.order_by("pk").values_list("pk", flat=True).first()
+    if row is not None and WebhookDelivery.objects.filter(pk=row).update(count=F("count") + 1):
+        return
+    _save(delivery, Outcome.REJECTED, error="Unknown webhook secret.")
+
+
+def _resume_on_commit(request_id: int, *, job_id: str | None = None) -> None:
     from .tasks import resume_generation
 
     task = resume_generation.using(backend=get_setting("TASK_BACKEND"))
-    transaction.on_commit(lambda: task.enqueue(request_id))
+    transaction.on_commit(lambda: task.enqueue(request_id, job_id))
 
 
 def _save(delivery: WebhookDelivery, outcome: str, *, error: str = "") -> None:

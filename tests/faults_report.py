@@ -49,6 +49,27 @@ ELSEWHERE = [
         "Never resubmitted; the callback names the job and its images are stored (1 job).",
     ),
     (
+        "Generate answer lost; a delivery with the secret names another request's job",
+        "tests/test_webhooks.py::test_a_delivery_cannot_give_a_lost_answer_request_another_"
+        "requests_job",
+        "The named job is fetched first; it echoes another track id (or prompt), so it is not "
+        "adopted: nothing stored, a warning, the delivery marked unknown with the reason.",
+    ),
+    (
+        "1,000 webhook POSTs with wrong secrets",
+        "tests/test_webhooks.py::test_deliveries_with_an_unknown_secret_are_counted_not_stored_"
+        "one_by_one",
+        "HTTP 400 each; counted on one row a minute (`count`), no body stored.",
+    ),
+    (
+        'Figures no column holds (cost 5000000 or "1e30", seed 1e30, eta Infinity, NaN, '
+        "a 100-digit job id)",
+        "tests/test_pipeline.py::test_a_figure_no_column_holds_is_unknown_and_the_paid_job_"
+        "is_stored",
+        "The paid job's images are stored; the figure is unknown (null) with a warning, the raw "
+        "answer keeps it; REST list and detail, admin changelist and change page answer 200.",
+    ),
+    (
         "S3 errors on put (wrong credentials, missing bucket)",
         "tests/test_s3_storage.py::test_wrong_credentials_fail_the_request_and_a_retry_"
         "copies_the_same_urls, ::test_missing_bucket_fails_the_request_with_the_reason",
@@ -199,7 +220,9 @@ def render(rows: list[dict[str, str]]) -> str:
         "- A generate call whose answer is lost (read timeout, dropped connection, HTTP 500",
         "  or 504) is never sent again: ModelsLab documents no idempotency key, so a second",
         "  call could start and bill a second job. With webhooks on, the callback recovers the",
-        "  job; without them the request fails with the reason and a person regenerates it.",
+        "  job when fetching it shows it is the request's (it echoes the track id, or the",
+        "  prompt); without them, or when it echoes neither, the request fails with the reason",
+        "  and a person regenerates it.",
         "- Outputs ModelsLab deletes before the first copy succeeds (its URLs live 24 hours)",
         "  cannot be recovered; the request keeps the reason and the URLs, and only an explicit",
         "  regenerate pays for a new job.",

@@ -173,6 +173,24 @@ def test_processing_then_fetch_path_form(emu: Emulator, api: httpx.Client):
     assert emu.calls["fetch"] == 2
 
 
+def test_answer_fields_set_odd_figures_in_success_answers(emu: Emulator, api: httpx.Client):
+    emu.configure(answer_fields={"cost": "1e30", "eta": float("inf"), "meta": {"seed": 1e30}})
+    emu.mode = "processing"
+    emu.eta = 0
+    emu.pending_fetches = 0
+
+    job = generate(api, seed=3, track_id="t-1").json()
+    assert "cost" not in job  # processing answers are left as they were
+    done = api.post(f"/v6/images/fetch/{job['id']}", json={"key": KEY})
+
+    assert b'"eta": Infinity' in done.content  # sent as given: non-standard JSON
+    body = json.loads(done.content)
+    assert (body["cost"], body["meta"]["seed"]) == ("1e30", 1e30)
+    assert body["meta"]["track_id"] == "t-1"  # the rest of the meta is still echoed
+    with pytest.raises(ValueError, match="answer_fields"):
+        emu.configure(answer_fields={"meta": "seed"})
+
+
 def test_fetch_body_form_with_string_request_id(emu: Emulator, api: httpx.Client):
     emu.mode = "processing"
     emu.eta = 0

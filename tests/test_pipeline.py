@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
+from django.contrib.auth.models import User
+from django.urls import reverse
 from PIL import Image as PILImage
 
 from django_modelslab import pipeline
@@ -301,3 +303,84 @@ def test_kind_without_its_input_image_fails_with_a_reason_before_any_call(emulat
     assert "Upscale needs an input image" in request.error
     assert emulator.calls["upscale"] == 0
     assert request.track_id == ""
+
+
+# --- figures a column cannot hold ----------------------------------------------------------
+
+HUGE_ID = "9" * 100  # more than provider_id's 64 characters
+
+
+@pytest.mark.parametrize(
+    ("answer", "kept"),
+    [
+        ({"cost": 5_000_000}, ("cost", 5_000_000)),  # past max_digits=12, decimal_places=6
+        ({"cost": "1e30"}, ("cost", "1e30")),
+        ({"cost": -3}, ("cost", -3)),
+        ({"cost": float("nan")}, ("cost", "NaN")),  # JSON's non-standard NaN, kept as text
+        ({"meta": {"seed": 1e30}}, ("seed", 1e30)),  # past a BigIntegerField
+        ({"meta": {"seed": float("inf")}}, ("seed", "Infinity")),
+        ({"eta": float("inf")}, ("eta", "Infinity")),
+        ({"eta": 1e30}, ("eta", 1e30)),
+        ({"id": HUGE_ID}, ("id", HUGE_ID)),
+    ],
+    ids=lambda value: str(value)[:24],
+)
+def test_a_figure_no_column_holds_is_unknown_and_the_paid_job_is_stored(
+    emulator, admin_client, caplog, answer, kept
+):
+    """Out-of-range provider numbers: images stored, figure None, warning, raw answer kept,
+    and every page that shows the row still answers."""
+    from .test_api import api_client, url
+
+    owner = User.objects.create_user("owner")
+    emulator.configure(answer_fields=answer)
+    request = make_request(requested_by=owner)  # no seed of its own: the image's is ModelsLab's
+
+    pipeline.run(request.pk)
+
+    request.refresh_from_db()
+    assert request.status == Status.SUCCEEDED, request.error
+    image = request.images.get()
+    assert media_path(image).is_file()
+    assert (request.cost, request.charges.count(), request.eta) == (None, 0, None)
+    assert (image.seed is None) == ("meta" in answer)
+    assert request.provider_id == ("" if "id" in answer else request.provider_id)
+    name, value = kept
+    body = request.provider_responses[-1]["body"]
+    assert (body["meta"] if name == "seed" else body)[name] == value
+    assert "cannot be stored" in caplog.text or "more than the cost columns hold" in caplog.text
+
+    rest = api_client(owner)
+    for page in (
+        rest.get(url("generation-list")),
+        rest.get(url("generation-detail", request.pk)),
+        admin_client.get(reverse("admin:django_modelslab_generationrequest_changelist")),
+        admin_client.get(
+            reverse("admin:django_modelslab_generationrequest_change", args=[request.pk])
+        ),
+    ):
+        assert page.status_code == 200
+
+
+def test_a_price_or_a_running_total_past_the_column_is_unknown(
+    emulator, settings, caplog, django_capture_on_commit_callbacks
+):
+    settings.MODELSLAB = {**settings.MODELSLAB, "PRICES": {"*": 5_000_000}}
+    priced = make_request(seed=41)
+    pipeline.run(priced.pk)
+    priced.refresh_from_db()
+    assert (priced.status, priced.cost, priced.charges.count()) == (Status.SUCCEEDED, None, 0)
+
+    settings.MODELSLAB = {**settings.MODELSLAB, "PRICES": {"*": 600_000}}
+    request = make_request(seed=42, use_cache=False)
+    pipeline.run(request.pk)
+    request.refresh_from_db()
+    assert request.cost == 600_000
+    with django_capture_on_commit_callbacks(execute=True):
+        pipeline.regenerate(request)  # a second job: 1,200,000 in all, past the column
+
+    request.refresh_from_db()
+    assert request.status == Status.SUCCEEDED, request.error
+    assert request.images.count() == 2
+    assert (request.cost, request.charges.count()) == (600_000, 1)
+    assert "more than the cost columns hold" in caplog.text

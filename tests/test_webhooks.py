@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timedelta
 from urllib.parse import quote, quote_plus
 
 import httpx
@@ -183,6 +184,97 @@ def test_webhook_recovers_a_lost_generate_answer(webhooks_on, emulator, settings
     done = wait_for(lambda: finished(request, Status.SUCCEEDED))
     assert done.images.count() == 1
     assert emulator.calls["text2img"] == 1
+
+
+@pytest.mark.parametrize("echoes_track_id", [True, False], ids=["track-id", "parameters"])
+def test_webhook_recovers_a_lost_answer_when_the_fetched_job_echoes_the_request(
+    webhooks_on, emulator, settings, echoes_track_id
+):
+    """The job a callback names is adopted once fetching it shows it is the request's: by
+    its track id, or (echoing none) by its prompt, model and seed."""
+    if not echoes_track_id:
+        emulator.configure(answer_fields={"meta": {"track_id": None}})
+    settings.MODELSLAB = {**settings.MODELSLAB, "TIMEOUT": 0.3}
+    emulator.add_fault("text2img", Fault.delay(0.6))
+    request = new_request(seed=6)
+
+    assert pipeline.run(request.pk).status == Status.FAILED
+
+    done = wait_for(lambda: finished(request, Status.SUCCEEDED))
+    assert done.images.count() == 1
+    assert done.provider_id == str(next(iter(emulator.jobs.values())).id)
+
+
+@pytest.mark.parametrize("echoes_track_id", [True, False], ids=["track-id", "parameters"])
+def test_a_delivery_cannot_give_a_lost_answer_request_another_requests_job(
+    webhooks_on, emulator, settings, caplog, echoes_track_id
+):
+    """{"track_id": <bob's>, "id": <alice's job>} gives bob nothing: alice's job, fetched,
+    echoes alice's track id (or alice's prompt), not bob's."""
+    if not echoes_track_id:
+        emulator.configure(answer_fields={"meta": {"track_id": None}})
+    alice = new_request(prompt="alice's lighthouse", seed=7)
+    pipeline.run(alice.pk)
+    alice = wait_for(lambda: finished(alice, Status.SUCCEEDED))
+    emulator.webhook_auto_finish = False  # bob's own job never calls back
+    settings.MODELSLAB = {**settings.MODELSLAB, "TIMEOUT": 0.3}
+    emulator.add_fault("text2img", Fault.delay(0.6))
+    bob = new_request(prompt="bob's orchard", seed=8)
+    assert pipeline.run(bob.pk).status == Status.FAILED  # the generate answer was lost
+    bob.refresh_from_db()
+    downloads = emulator.calls["download"]
+
+    response = post(
+        webhook_url(webhooks_on),
+        {"status": "success", "track_id": bob.track_id, "id": alice.provider_id},
+    )
+
+    assert response.status_code == 200
+    bob.refresh_from_db()
+    assert (bob.status, bob.provider_id, bob.images.count()) == (Status.FAILED, "", 0)
+    assert emulator.calls["download"] == downloads
+    delivery = WebhookDelivery.objects.get(provider_id=alice.provider_id, request=bob)
+    assert delivery.outcome == Outcome.UNKNOWN
+    assert f"Job {alice.provider_id} is not adopted" in delivery.error
+    assert f"Job {alice.provider_id} is not adopted" in caplog.text
+
+
+def test_deliveries_with_an_unknown_secret_are_counted_not_stored_one_by_one(client, settings):
+    """1,000 anonymous POSTs store one row a minute, whose count says how many came."""
+    settings.MODELSLAB = {**settings.MODELSLAB, "WEBHOOK_SECRETS": [SECRET]}
+    url = reverse("modelslab:webhook", kwargs={"secret": "not-the-secret"})
+    earlier = WebhookDelivery.objects.create(outcome=Outcome.REJECTED, error="Unknown secret.")
+    WebhookDelivery.objects.filter(pk=earlier.pk).update(
+        received_at=earlier.received_at - timedelta(minutes=2)
+    )
+
+    for n in range(1000):
+        body = json.dumps({"id": n, "padding": "x" * 1000})
+        assert client.post(url, body, content_type="application/json").status_code == 400
+
+    rows = WebhookDelivery.objects.exclude(pk=earlier.pk)
+    assert 1 <= rows.count() <= 2  # one a minute (the loop may straddle a minute)
+    assert sum(rows.values_list("count", flat=True)) == 1000
+    assert {(row.valid, row.outcome, row.body) for row in rows} == {(False, Outcome.REJECTED, None)}
+    assert WebhookDelivery.objects.get(pk=earlier.pk).count == 1  # an earlier minute's row
+
+
+def test_the_webhook_is_open_under_login_required_middleware(client, settings):
+    """Django's LoginRequiredMiddleware must not send ModelsLab to the login page."""
+    settings.MIDDLEWARE = [
+        *settings.MIDDLEWARE,
+        "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    ]
+    settings.MODELSLAB = {**settings.MODELSLAB, "WEBHOOK_SECRETS": [SECRET]}
+
+    def deliver(secret: str) -> int:
+        url = reverse("modelslab:webhook", kwargs={"secret": secret})
+        body = json.dumps({"id": 1, "track_id": "none-such"})
+        return client.post(url, body, content_type="application/json").status_code
+
+    assert deliver(SECRET) == 200
+    assert deliver("not-the-secret") == 400
+    assert client.get("/media/none.png").status_code == 302  # a plain view: the middleware is on
 
 
 def test_check_warns_when_webhooks_have_no_secret(settings):

@@ -8,6 +8,7 @@ imports nothing from Django.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import random
@@ -376,6 +377,7 @@ class Job:
     fetches: int = 0
     generation_time: float = 0.0
     cost: float | None = None  # reported in success answers when the report_cost knob is set
+    answer_fields: dict[str, Any] = field(default_factory=dict)  # the answer_fields knob's
     created_at: float = field(default_factory=time.time)
     finished_at: float | None = None
     _created: float = field(default_factory=time.monotonic, repr=False)
@@ -405,7 +407,10 @@ class Emulator:
     ``image_format`` "png" | "jpeg"; ``webhook_duplicates`` extra copies of each callback;
     ``webhook_auto_finish`` a processing job that has a webhook finishes by itself after
     ``eta`` (and calls back) without being fetched; ``report_cost`` None (no cost in answers)
-    or a price per image: success answers then carry ``"cost"`` = price x samples.
+    or a price per image: success answers then carry ``"cost"`` = price x samples;
+    ``answer_fields`` fields set as given in the success answers (generate, fetch, webhook) of
+    the jobs created meanwhile, its ``"meta"`` merged into the job's meta (odd figures such as
+    ``{"cost": "1e30", "meta": {"seed": 1e30}}``).
 
     Models and safety: ``models`` None (any model id) or the ids that exist (others answer
     404 "Model not found: <id>"); ``failing_models`` maps a model id to ``"failed"`` (the
@@ -440,6 +445,7 @@ class Emulator:
         webhook_duplicates: int = 0,
         webhook_auto_finish: bool = True,
         report_cost: float | None = None,
+        answer_fields: dict[str, Any] | None = None,
         models: Iterable[str] | None = None,
         failing_models: dict[str, str | int] | None = None,
         nsfw_outputs: Iterable[int] | None = None,
@@ -460,6 +466,7 @@ class Emulator:
         self.webhook_auto_finish = webhook_auto_finish
         self.input_hosts = tuple(input_hosts)
         self.report_cost: float | None = None
+        self.answer_fields: dict[str, Any] = {}
         self.models: set[str] | None = None
         self.failing_models: dict[str, str | int] = {}
         self.nsfw_outputs: list[int] | None = None
@@ -468,6 +475,7 @@ class Emulator:
             mode=mode,
             image_format=image_format,
             report_cost=report_cost,
+            answer_fields=answer_fields or {},
             models=models,
             failing_models=failing_models or {},
             nsfw_outputs=nsfw_outputs,
@@ -552,6 +560,7 @@ class Emulator:
             "webhook_auto_finish": self.webhook_auto_finish,
             "input_hosts": tuple(self.input_hosts),
             "report_cost": self.report_cost,
+            "answer_fields": copy.deepcopy(self.answer_fields),
             "models": None if self.models is None else set(self.models),
             "failing_models": dict(self.failing_models),
             "nsfw_outputs": None if self.nsfw_outputs is None else list(self.nsfw_outputs),
@@ -598,6 +607,8 @@ class Emulator:
                 value = {str(v) for v in value} if name == "models" else [int(v) for v in value]
             if name == "failing_models":
                 value = _failing_models(value)
+            if name == "answer_fields":
+                value = _answer_fields(value)
             setattr(self, name, value)
 
     def reset(self) -> None:
@@ -794,6 +805,7 @@ class Emulator:
                 cost=None
                 if self.report_cost is None
                 else round(self.report_cost * params["samples"], 6),
+                answer_fields=copy.deepcopy(self.answer_fields),
             )
             job.nsfw = self._nsfw(params)
             if params.get("safety_checker", "yes") == "yes":
@@ -893,8 +905,10 @@ class Emulator:
                     "output": list(job.output_urls),
                     "proxy_links": list(job.proxy_urls),
                     "nsfw_content_detected": _nsfw_field(job),
+                    "meta": dict(job.meta),
                     **_cost(job),
                 }
+                body = _with_answer_fields(body, job)
             elif job.status == "failed":
                 body = {"status": "failed", "id": job.id, "message": job.message}
             else:
@@ -1009,7 +1023,7 @@ def _edited_image(job: Job, index: int) -> bytes:
 
 
 def _success_body(job: Job) -> dict[str, Any]:
-    return {
+    body = {
         "status": "success",
         "generationTime": job.generation_time,
         "id": job.id,
@@ -1020,6 +1034,27 @@ def _success_body(job: Job) -> dict[str, Any]:
         "meta": dict(job.meta),
         **_cost(job),
     }
+    return _with_answer_fields(body, job)
+
+
+def _with_answer_fields(body: dict[str, Any], job: Job) -> dict[str, Any]:
+    """``body`` with the job's ``answer_fields`` set (its ``"meta"`` merged into the meta)."""
+    fields = copy.deepcopy(job.answer_fields)
+    meta = fields.pop("meta", None)
+    body = {**body, **fields}
+    if isinstance(meta, dict):
+        body["meta"] = {**body.get("meta", {}), **meta}
+    return body
+
+
+def _answer_fields(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict) or not isinstance(value.get("meta", {}), dict):
+        raise ValueError("answer_fields must be an object (its 'meta', if any, an object)")
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"answer_fields must be JSON: {exc}") from None
+    return copy.deepcopy(value)
 
 
 def _cost(job: Job) -> dict[str, Any]:
