@@ -319,7 +319,7 @@ def test_every_frame_of_an_animation_is_decoded() -> None:
     with Image.open(io.BytesIO(data)) as gif:  # where the last frame's image data starts
         gif.seek(2)
         last = gif.tile[0][2]
-    broken = data[:last] + bytes(b ^ 0x5A for b in data[last : -1]) + data[-1:]
+    broken = data[:last] + bytes(b ^ 0x5A for b in data[last:-1]) + data[-1:]
 
     with pytest.raises(InvalidImage, match="Unreadable or corrupt image"):
         inspect_image(io.BytesIO(broken), max_pixels=10_000)
