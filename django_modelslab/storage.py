@@ -377,6 +377,42 @@ def store_file(
     )
 
 
+def restore_file(
+    file: IO[bytes],
+    name: str,
+    *,
+    storage: Storage | None = None,
+    metadata: Mapping[str, str] | None = None,
+    max_pixels: int | None = None,
+) -> StoredImage:
+    """Write ``file`` under ``name`` in place of missing or damaged bytes (a repair).
+
+    ``name`` is a content key: the bytes must hash to the digest it names and be a valid
+    image, else :class:`InvalidImage` and nothing is written. Unlike :func:`store_file`, an
+    object already there is replaced (on the filesystem atomically; elsewhere deleted, then
+    written). A failing storage raises :class:`StorageError`.
+    """
+    sha256, size = _hash_file(file)
+    claimed = os.path.splitext(os.path.basename(name))[0].lower()
+    if sha256 != claimed:
+        raise InvalidImage(f"These bytes hash to {sha256}: they are not {name}")
+    storage = image_storage if storage is None else storage
+    max_pixels = get_setting("MAX_IMAGE_PIXELS") if max_pixels is None else max_pixels
+    info = inspect_image(file, max_pixels=max_pixels)
+    object_metadata = {**(metadata or {}), "sha256": sha256}
+    content = VerifiedImage(file, info, name=name, size=size, metadata=object_metadata)
+    with _storage_errors(name, storage):
+        if isinstance(storage, ContentAddressedStorageMixin):
+            storage.replace(name, content)
+        else:
+            if storage.exists(name):
+                storage.delete(name)
+            if storage.save(name, content) != name:
+                raise StorageError(f"Storing {name} failed: the storage renamed it", key=name)
+    file.seek(0)
+    return StoredImage(name, sha256, size, info, uploaded=True, metadata=object_metadata)
+
+
 def _put(storage: Storage, key: str, content: VerifiedImage) -> bool:
     if isinstance(storage, ContentAddressedStorageMixin):
         return storage.put_if_absent(key, content)
@@ -440,6 +476,12 @@ class ContentAddressedStorageMixin:
         super()._save(name, content)  # type: ignore[misc]
         return True
 
+    def replace(self, name: str, content: File) -> None:
+        """Store ``content`` under ``name`` even when something is there (a repair)."""
+        if self.exists(name):  # type: ignore[attr-defined]
+            self.delete(name)  # type: ignore[attr-defined]
+        super()._save(name, content)  # type: ignore[misc]
+
     def digest(self, name: str) -> tuple[str, int]:
         """SHA-256 and size of the stored bytes (``FileNotFoundError`` when absent)."""
         with self.open(name, "rb") as stored:  # type: ignore[attr-defined]
@@ -458,19 +500,8 @@ class ContentAddressedFileSystemStorage(ContentAddressedStorageMixin, FileSystem
         full_path = self.path(name)
         if os.path.exists(full_path):
             return False
-        directory = os.path.dirname(full_path)
-        self._make_directories(directory)
-        tmp_path = os.path.join(directory, f".tmp-{secrets.token_hex(8)}.part")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-        fd = os.open(tmp_path, flags, 0o666)  # the umask applies, as in FileSystemStorage
+        tmp_path = self._write_temporary(full_path, content)
         try:
-            with os.fdopen(fd, "wb") as tmp:
-                for chunk in content.chunks():
-                    tmp.write(chunk if isinstance(chunk, bytes) else chunk.encode())
-                tmp.flush()
-                os.fsync(tmp.fileno())
-            if self.file_permissions_mode is not None:
-                os.chmod(tmp_path, self.file_permissions_mode)
             try:
                 os.link(tmp_path, full_path)
             except FileExistsError:
@@ -484,6 +515,38 @@ class ContentAddressedFileSystemStorage(ContentAddressedStorageMixin, FileSystem
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_path)
+
+    def replace(self, name: str, content: File) -> None:
+        """Atomically put ``content`` in place of whatever ``name`` holds (a repair)."""
+        full_path = self.path(name)
+        tmp_path = self._write_temporary(full_path, content)
+        try:
+            os.replace(tmp_path, full_path)
+            self._ensure_location_group_id(full_path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_path)
+
+    def _write_temporary(self, full_path: str, content: File) -> str:
+        """``content`` in a new temporary file beside ``full_path``, synced; its path."""
+        directory = os.path.dirname(full_path)
+        self._make_directories(directory)
+        tmp_path = os.path.join(directory, f".tmp-{secrets.token_hex(8)}.part")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+        fd = os.open(tmp_path, flags, 0o666)  # the umask applies, as in FileSystemStorage
+        try:
+            with os.fdopen(fd, "wb") as tmp:
+                for chunk in content.chunks():
+                    tmp.write(chunk if isinstance(chunk, bytes) else chunk.encode())
+                tmp.flush()
+                os.fsync(tmp.fileno())
+            if self.file_permissions_mode is not None:
+                os.chmod(tmp_path, self.file_permissions_mode)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_path)
+            raise
+        return tmp_path
 
     def _make_directories(self, directory: str) -> None:
         mode = self.directory_permissions_mode

@@ -28,6 +28,7 @@ from django_modelslab.storage import (
     get_image_storage,
     image_storage,
     inspect_image,
+    restore_file,
     store_file,
 )
 from django_modelslab.testing import Emulator, Fault
@@ -329,6 +330,21 @@ def test_a_corrupt_input_image_is_refused_and_not_stored(media: Path) -> None:
     with pytest.raises(InvalidImage, match="Unreadable or corrupt image"):
         store_input(io.BytesIO(corrupted("WEBP", (2000, 1300))))
     assert files_under(media) == []
+
+
+def test_restore_file_replaces_damaged_bytes_only_with_the_right_ones(media: Path) -> None:
+    data = image_bytes(seed=21)
+    stored = store_file(io.BytesIO(data))
+    (media / stored.key).write_bytes(b"bit rot")
+    assert store_file(io.BytesIO(data)).uploaded is False  # storing again does not see it
+
+    with pytest.raises(InvalidImage, match="not " + stored.key):
+        restore_file(io.BytesIO(image_bytes(seed=22)), stored.key)
+    assert (media / stored.key).read_bytes() == b"bit rot"
+
+    restore_file(io.BytesIO(data), stored.key)
+    assert (media / stored.key).read_bytes() == data
+    assert [p.name for p in files_under(media)] == [Path(stored.key).name]  # no temporary left
 
 
 # --- end to end with the emulator -------------------------------------------------------
