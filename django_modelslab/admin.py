@@ -68,22 +68,29 @@ def thumbnail_url(image: GeneratedImage) -> str:
     return image.thumbnail.url if image.thumbnail else image.image.url
 
 
-def thumbnail_html(image: GeneratedImage, size: int = 96) -> str:
+def thumbnail_html(image: GeneratedImage, size: int = 96, *, link: bool = True) -> str:
     """A thumbnail (never the full image) linking to the full image.
 
     ``size`` (64, 96, 128 or 256) picks a CSS class, not an inline style: CSP-friendly.
+    ``link=False`` gives the thumbnail alone, for a cell the changelist already makes a link
+    (a link inside a link is invalid HTML).
     """
     if not image.image:
         return "—"
-    return format_html(
-        '<a class="modelslab-thumb" href="{}" title="{}">'
-        '<img class="modelslab-thumb--{}" src="{}" alt="{}" loading="lazy"></a>',
-        image.image.url,
-        gettext("Open the full image (%(size)s)") % {"size": f"{image.width}{TIMES}{image.height}"},
+    img = format_html(
+        '<img class="modelslab-thumb--{}" src="{}" alt="{}" loading="lazy">',
         size,
         thumbnail_url(image),
         gettext("Image %(pk)s of request %(request)s")
         % {"pk": image.pk, "request": image.request_id},
+    )
+    if not link:
+        return format_html('<span class="modelslab-thumb">{}</span>', img)
+    return format_html(
+        '<a class="modelslab-thumb" href="{}" title="{}">{}</a>',
+        image.image.url,
+        gettext("Open the full image (%(size)s)") % {"size": f"{image.width}{TIMES}{image.height}"},
+        img,
     )
 
 
@@ -724,7 +731,7 @@ class GeneratedImageAdmin(admin.ModelAdmin):
         "id",
         "request_link",
         "prompt",
-        "model",
+        "model_id_column",
         "dimensions",
         "format",
         "size",
@@ -849,7 +856,7 @@ class GeneratedImageAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("preview"))
     def preview(self, image: GeneratedImage) -> str:
-        return thumbnail_html(image, 128)
+        return thumbnail_html(image, 128, link=False)  # the cell links to the image's page
 
     @admin.display(description=_("preview"))
     def large_preview(self, image: GeneratedImage) -> str:
@@ -882,8 +889,9 @@ class GeneratedImageAdmin(admin.ModelAdmin):
         text = image.request.prompt
         return text if len(text) <= 60 else text[:59] + "…"
 
+    # Not ``model``: that name is ModelAdmin's own (the model class), set on every instance.
     @admin.display(description=_("model"), ordering="request__model_id")
-    def model(self, image: GeneratedImage) -> str:
+    def model_id_column(self, image: GeneratedImage) -> str:
         return image.request.model_id
 
     @admin.display(description=_("size"))

@@ -29,7 +29,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from types import TracebackType
 from typing import Any, Final
@@ -545,6 +545,7 @@ class _ClientCore:
         max_retries: int = 3,
         retry_backoff: float = 1.0,
         retry_backoff_max: float = 30.0,
+        max_retry_after: float | None = None,
     ) -> None:
         # An empty key is sent as is: the bundled emulator accepts it, the real API answers
         # 401, and system check django_modelslab.E001 refuses it for any non-loopback BASE_URL.
@@ -558,6 +559,8 @@ class _ClientCore:
         self.max_retries = max_retries
         self.retry_backoff = retry_backoff
         self.retry_backoff_max = retry_backoff_max
+        # A longer Retry-After is not waited for (None: waited, capped at retry_backoff_max).
+        self.max_retry_after = max_retry_after
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} base_url={self.base_url!r}>"
@@ -626,6 +629,9 @@ class _ClientCore:
                 headers=response.headers,
             )
         except RateLimited as exc:
+            limit, wait = self.max_retry_after, exc.retry_after
+            if limit is not None and wait is not None and wait > limit:
+                raise _try_again_later(exc) from exc
             # Rejected before queueing: safe to repeat even for generate calls.
             delay = self._retry_delay(attempt, exc.retry_after)
             return self._retry_or_raise(call, attempt, exc, delay)
@@ -687,6 +693,20 @@ class _ClientCore:
         return delay
 
 
+def _try_again_later(exc: RateLimited) -> RateLimited:
+    """``exc`` saying when to try again, for a caller that does not wait that long."""
+    seconds = exc.retry_after or 0.0
+    at = datetime.now(UTC) + timedelta(seconds=seconds)
+    return RateLimited(
+        f"{exc.message.rstrip('. ')}: ModelsLab asks to wait {seconds:g} s; try again after "
+        f"{at:%Y-%m-%d %H:%M:%S} UTC",
+        retry_after=exc.retry_after,
+        status_code=exc.status_code,
+        response=exc.response,
+        payload=exc.payload,
+    )
+
+
 # Generate calls (text2img) are NOT idempotent: ModelsLab documents no idempotency key, so a
 # repeated call after the provider queued the job would start, and bill, a second one. A
 # generate call is therefore retried only when the provider certainly did not accept it:
@@ -717,6 +737,7 @@ class ModelsLabClient(_ClientCore):
         max_retries: int = 3,
         retry_backoff: float = 1.0,
         retry_backoff_max: float = 30.0,
+        max_retry_after: float | None = None,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -728,6 +749,7 @@ class ModelsLabClient(_ClientCore):
             max_retries=max_retries,
             retry_backoff=retry_backoff,
             retry_backoff_max=retry_backoff_max,
+            max_retry_after=max_retry_after,
         )
         self._sleep = sleep
         self._http = httpx.Client(transport=transport, **self._client_kwargs())
@@ -798,6 +820,7 @@ class AsyncModelsLabClient(_ClientCore):
         max_retries: int = 3,
         retry_backoff: float = 1.0,
         retry_backoff_max: float = 30.0,
+        max_retry_after: float | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     ) -> None:
@@ -809,6 +832,7 @@ class AsyncModelsLabClient(_ClientCore):
             max_retries=max_retries,
             retry_backoff=retry_backoff,
             retry_backoff_max=retry_backoff_max,
+            max_retry_after=max_retry_after,
         )
         self._sleep = sleep
         self._http = httpx.AsyncClient(transport=transport, **self._client_kwargs())

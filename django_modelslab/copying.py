@@ -82,6 +82,27 @@ def _copy_output(
     return image, stored_thumbnail
 
 
+@contextmanager
+def fetch_again(
+    url: str, *, request_id: int, model_id: str, prompt: str
+) -> Iterator[tuple[IO[bytes], str, int]]:
+    """Download ``url`` and tag it as a copy did: the bytes (and their SHA-256 and size) a
+    copy stores, for putting back a stored image that was lost or damaged."""
+    conf = get_settings()
+    op = Copy((url,), request_id, model_id, prompt)
+    with (
+        download(
+            url,
+            allowed_hosts=conf["ALLOWED_DOWNLOAD_HOSTS"],
+            max_bytes=conf["MAX_IMAGE_BYTES"],
+            timeout=conf["DOWNLOAD_TIMEOUT"],
+            connect_timeout=conf["CONNECT_TIMEOUT"],
+        ) as fetched,
+        _with_provenance(op, fetched) as stored,
+    ):
+        yield stored
+
+
 def _verify_with_thumbnail(file: IO[bytes], conf: dict[str, Any]) -> tuple[ImageInfo, Thumbnail]:
     """Verify the bytes to store, and render their thumbnail from the same decode."""
     info, pixels = decode_image(file, max_pixels=conf["MAX_IMAGE_PIXELS"])

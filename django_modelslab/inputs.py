@@ -71,8 +71,8 @@ def check_input(file: IO[bytes]) -> ImageInfo:
 
 def store_input(file: IO[bytes]) -> StoredImage:
     """Verify ``file`` and store it under ``<UPLOAD_PREFIX>inputs/`` by its content."""
-    check_input(file)
-    return store_file(file, prefix=input_prefix(), metadata={"role": "input"})
+    info = check_input(file)  # verified once: store_file does not decode it again
+    return store_file(file, prefix=input_prefix(), metadata={"role": "input"}, info=info)
 
 
 def decode_data_url(text: str) -> ContentFile:

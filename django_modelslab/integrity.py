@@ -2,7 +2,7 @@
 
 Pipeline layer: faces (``verify_images``, ``regenerate_images --missing-files``) ask this
 module, which asks the storage. Each key is read (or looked up) once however many rows
-share it. Nothing here writes or deletes.
+share it. Only :func:`repair` writes: it puts good bytes back where it has them.
 """
 
 from __future__ import annotations
@@ -13,10 +13,20 @@ from dataclasses import dataclass, field
 
 from django.core.files.storage import Storage
 from django.db.models import QuerySet
+from django.utils import timezone
 
-from .exceptions import StorageError
+from .conf import get_setting
+from .copying import fetch_again
+from .exceptions import ModelsLabError, StorageError
 from .models import GeneratedImage, GenerationRequest
-from .storage import get_image_storage, stored_digest
+from .storage import (
+    _hash_file,
+    get_image_storage,
+    image_metadata,
+    restore_file,
+    stored_digest,
+)
+from .thumbnails import render_thumbnail, store_thumbnail
 
 
 def name_digest(name: str) -> str:
@@ -79,6 +89,77 @@ class Inspector:
                     f"thumbnail {image.thumbnail.name}: corrupt: bytes hash to {thumb.sha256}"
                 )
         return problems
+
+
+def _damaged(stored: Stored, name: str) -> bool:
+    """Missing, or bytes that do not hash to the name (unreadable is not damage we can fix)."""
+    if stored.problem:
+        return stored.problem == "missing"
+    return stored.sha256 != name_digest(name)
+
+
+def repair(image: GeneratedImage, inspector: Inspector) -> list[str]:
+    """Put good bytes back for ``image``'s missing or corrupt file and thumbnail, if any.
+
+    The image comes again from its source URL while ModelsLab still serves it, tagged as
+    the copy was: only bytes hashing to its name are written. A thumbnail is rendered again
+    from the intact image (stored under a new key, and the row updated, if the rendering
+    has changed since). Returns a line for each thing repaired or left as it was.
+    """
+    notes: list[str] = []
+    name = image.image.name
+    if name_digest(name) == image.sha256 and _damaged(inspector.read(name), name):
+        notes.append(_repair_image(image, inspector))
+    thumbnail = image.thumbnail.name if image.thumbnail else ""
+    if thumbnail and _damaged(inspector.read(thumbnail), thumbnail):
+        if inspector.read(name).sha256 == name_digest(name):
+            notes.append(_repair_thumbnail(image, inspector))
+        else:
+            notes.append(f"thumbnail {thumbnail}: not repaired: the image itself is damaged")
+    return notes
+
+
+def _repair_image(image: GeneratedImage, inspector: Inspector) -> str:
+    name, url, expires = image.image.name, image.source_url, image.source_expires_at
+    if not url:
+        return f"{name}: not repaired: no source URL is recorded"
+    if expires is not None and expires <= timezone.now():
+        return f"{name}: not repaired: its source URL expired at {expires:%Y-%m-%d %H:%M} UTC"
+    request = image.request
+    model_id = request.produced_by or request.model_id
+    try:
+        with fetch_again(url, request_id=request.pk, model_id=model_id, prompt=request.prompt) as (
+            file,
+            sha256,
+            _size,
+        ):
+            if sha256 != image.sha256:
+                return f"{name}: not repaired: its source URL now gives other bytes ({sha256})"
+            metadata = image_metadata(
+                request_id=request.pk, model_id=model_id, prompt=request.prompt
+            )
+            stored = restore_file(file, name, storage=inspector.storage, metadata=metadata)
+    except ModelsLabError as exc:
+        return f"{name}: not repaired: {exc}"
+    inspector.seen[name] = Stored(stored.sha256, stored.size)
+    return f"{name}: repaired from its source URL"
+
+
+def _repair_thumbnail(image: GeneratedImage, inspector: Inspector) -> str:
+    name, storage = image.thumbnail.name, inspector.storage
+    try:
+        with storage.open(image.image.name, "rb") as source:
+            thumbnail = render_thumbnail(source, size=get_setting("THUMBNAIL_SIZE"))
+        if name_digest(name) == _hash_file(thumbnail.file)[0]:
+            stored = restore_file(thumbnail.file, name, storage=storage)
+            inspector.seen[name] = Stored(stored.sha256, stored.size)
+            return f"thumbnail {name}: repaired (rendered again)"
+        stored = store_thumbnail(thumbnail, storage=storage, prefix=get_setting("UPLOAD_PREFIX"))
+    except (ModelsLabError, OSError) as exc:
+        return f"thumbnail {name}: not repaired: {exc}"
+    GeneratedImage.objects.filter(thumbnail=name).update(thumbnail=stored.key)
+    image.thumbnail.name = stored.key
+    return f"thumbnail {name}: rendered again as {stored.key} (the rows now point there)"
 
 
 def check_images(

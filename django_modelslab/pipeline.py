@@ -87,9 +87,15 @@ STATE_FIELDS = (
 )
 
 
-def build_client() -> ModelsLabClient:
-    """A client configured from the MODELSLAB settings."""
-    return ModelsLabClient(**_client_settings())
+#: Longest Retry-After an inline run waits for (someone's web request is waiting on it);
+#: a longer one fails the attempt at once, its error saying when to try again.
+INLINE_MAX_RETRY_AFTER = 5.0
+
+
+def build_client(*, inline: bool = False) -> ModelsLabClient:
+    """A client configured from the MODELSLAB settings (``inline``: see :func:`run`)."""
+    limit = INLINE_MAX_RETRY_AFTER if inline else None
+    return ModelsLabClient(**_client_settings(), max_retry_after=limit)
 
 
 def build_async_client() -> AsyncModelsLabClient:
@@ -158,7 +164,9 @@ def perform(client: ModelsLabClient, op: Generate | Fetch) -> ProviderResponse:
     return client.fetch(op.provider_id, kind=op.kind, api_version=op.api_version)
 
 
-def drive(steps: Steps[T], *, sleep: Callable[[float], None] = time.sleep) -> T:
+def drive(
+    steps: Steps[T], *, sleep: Callable[[float], None] = time.sleep, inline: bool = False
+) -> T:
     """Run ``steps`` to the end, blocking: calls on a client from :func:`build_client`.
 
     An exception of a call (or of ``sleep``) is thrown into ``steps`` where it asked for it.
@@ -173,7 +181,7 @@ def drive(steps: Steps[T], *, sleep: Callable[[float], None] = time.sleep) -> T:
                 elif isinstance(op, Copy):
                     result = copy_outputs(op, known=_recorded)
                 else:
-                    client = client or build_client()
+                    client = client or build_client(inline=inline)
                     result = perform(client, op)
             except BaseException as exc:  # thrown in: the steps decide, as inline code did
                 op = steps.throw(exc)
@@ -414,15 +422,19 @@ def _enqueue_on_commit(request_id: int) -> None:
 # --- the work ---------------------------------------------------------------------------
 
 
-def run(request_id: int, *, sleep: Callable[[float], None] = time.sleep) -> GenerationRequest:
+def run(
+    request_id: int, *, sleep: Callable[[float], None] = time.sleep, inline: bool = False
+) -> GenerationRequest:
     """Drive one request to ``succeeded``, ``failed`` or ``refused``. Safe to call twice.
 
     With webhooks on, a job ModelsLab queues leaves the request ``processing`` and frees the
     worker: the webhook (or, if it never comes, :func:`sweep_stale`) continues it. When a
     model fails in a way that lets the next one try, the fallback models are tried in turn
-    (:mod:`django_modelslab.fallbacks`).
+    (:mod:`django_modelslab.fallbacks`). ``inline``: the caller (a web request) waits on this
+    run, so a rate limit longer than :data:`INLINE_MAX_RETRY_AFTER` fails it at once, saying
+    when to try again, instead of blocking.
     """
-    return drive(run_steps(request_id), sleep=sleep)
+    return drive(run_steps(request_id), sleep=sleep, inline=inline)
 
 
 async def arun(

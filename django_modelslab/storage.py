@@ -53,9 +53,12 @@ FORMATS: dict[str, tuple[str, str]] = {
 }
 #: A year, immutable: a content-addressed key never changes meaning (``CACHE_CONTROL``).
 CACHE_CONTROL: str = DEFAULTS["CACHE_CONTROL"]
-#: Images with more pixels are checked without decoding them whole, so memory stays
-#: bounded (RGBA at this size is 10 MB): see :func:`inspect_image`.
+#: PNG and JPEG images with more pixels are checked without decoding them whole, so memory
+#: stays bounded (RGBA at this size is 10 MB): see :func:`inspect_image`.
 FULL_DECODE_PIXELS = 2_500_000
+#: Formats always decoded whole (up to MAX_IMAGE_PIXELS), every frame: nothing short of
+#: decoding finds corrupt image data in them.
+ALWAYS_DECODED = ("GIF", "WEBP")
 #: S3 allows 2 KB of user metadata in all; a prompt (when allowed) is cut to fit.
 MAX_PROMPT_METADATA = 1024
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
@@ -109,13 +112,13 @@ def inspect_image(file: IO[bytes], *, max_pixels: int) -> ImageInfo:
 
     Only PNG, JPEG, WebP and GIF are accepted. The pixel count is checked from the header
     before anything is decoded (Pillow's own ``Image.MAX_IMAGE_PIXELS`` guard applies too).
-    Then truncated or corrupt files are refused with memory bounded by
-    :data:`FULL_DECODE_PIXELS` whatever the image size: up to that many pixels the image
-    is fully decoded; above it, PNG is checked chunk by chunk (every CRC through ``IEND``)
-    and its pixel data inflated piece by piece to exactly the size the header promises,
-    JPEG is decoded at 1/8 scale (every byte of entropy-coded data is still read, so a
-    truncated file fails), WebP's RIFF chunk sizes must add up to the file and GIF must end
-    with its trailer. The file is rewound.
+    Then truncated or corrupt files are refused. Every frame is decoded, one at a time, for
+    images up to :data:`FULL_DECODE_PIXELS` and for GIF and WebP of any size (memory grows
+    with the pixel count, bounded by ``max_pixels``). PNG and JPEG above that size are
+    checked in bounded memory: PNG chunk by chunk (every CRC through ``IEND``) with its
+    pixel data inflated piece by piece to exactly the size the header promises, JPEG
+    decoded at 1/8 scale (every byte of entropy-coded data is still read, so a truncated
+    file fails). The file is rewound.
     """
     return decode_image(file, max_pixels=max_pixels)[0]
 
@@ -123,8 +126,9 @@ def inspect_image(file: IO[bytes], *, max_pixels: int) -> ImageInfo:
 def decode_image(file: IO[bytes], *, max_pixels: int) -> tuple[ImageInfo, Image.Image | None]:
     """:func:`inspect_image`, also giving the pixels when it decoded the image whole.
 
-    They are ``None`` above :data:`FULL_DECODE_PIXELS`, where the checks do not decode the
-    whole image. They hold nothing open (the file is the caller's, and rewound).
+    They are the first frame's, and ``None`` for PNG and JPEG above
+    :data:`FULL_DECODE_PIXELS`, where the checks do not decode the whole image. They hold
+    nothing open (the file is the caller's, and rewound).
     """
     file.seek(0)
     pixels = None
@@ -142,7 +146,7 @@ def decode_image(file: IO[bytes], *, max_pixels: int) -> tuple[ImageInfo, Image.
                 raise _bomb(width * height, max_pixels, f"{width}x{height} ")
             img.verify()  # PNG: every chunk's CRC, through IEND; others: little or nothing
         file.seek(0)
-        if width * height <= FULL_DECODE_PIXELS:
+        if fmt in ALWAYS_DECODED or width * height <= FULL_DECODE_PIXELS:
             pixels = _decode_whole(file, fmt)
         else:
             _check_large_image(file, fmt, width, height)
@@ -160,8 +164,17 @@ def decode_image(file: IO[bytes], *, max_pixels: int) -> tuple[ImageInfo, Image.
 
 
 def _decode_whole(file: IO[bytes], fmt: str) -> Image.Image:
+    """Decode every frame, one at a time (verify() does not catch corrupt JPEG, WebP or GIF
+    data); the first frame's pixels are returned."""
     with Image.open(file, formats=[fmt]) as image:  # leaving lets go of the file, not the pixels
-        image.load()  # decode: verify() does not catch truncated JPEG/WebP data
+        image.load()
+        frames = getattr(image, "n_frames", 1)
+        if frames > 1:
+            for frame in range(1, frames):
+                image.seek(frame)
+                image.load()
+            image.seek(0)
+            image.load()
     return image
 
 
@@ -171,12 +184,6 @@ def _check_large_image(file: IO[bytes], fmt: str, width: int, height: int) -> No
         with Image.open(file, formats=[fmt]) as img:
             img.draft(img.mode, (-(-width // 8), -(-height // 8)))
             img.load()
-    elif fmt == "WEBP":
-        _check_riff(file)
-    elif fmt == "GIF":
-        file.seek(-1, os.SEEK_END)
-        if file.read(1) != b";":
-            raise InvalidImage("Unreadable or corrupt image: GIF trailer missing (truncated?)")
     elif fmt == "PNG":  # verify() has checked every chunk's CRC; now the pixel data
         _check_png_data(file, width, height)
 
@@ -226,29 +233,6 @@ def _check_png_data(file: IO[bytes], width: int, height: int) -> None:
         raise InvalidImage(
             f"Unreadable or corrupt image: PNG pixel data is {produced} bytes, {expected} expected"
         )
-
-
-def _check_riff(file: IO[bytes]) -> None:
-    """WebP: the RIFF size must match the file, and the chunks must tile it exactly."""
-    file.seek(0, os.SEEK_END)
-    total = file.tell()
-    file.seek(0)
-    header = file.read(12)
-    if len(header) < 12 or header[:4] != b"RIFF" or header[8:] != b"WEBP":
-        raise InvalidImage("Unreadable or corrupt image: not a RIFF/WEBP file")
-    end = 8 + struct.unpack("<I", header[4:8])[0]
-    if end > total:
-        raise InvalidImage(f"Unreadable or corrupt image: WebP truncated ({total} of {end} bytes)")
-    position = 12
-    while position < end:
-        file.seek(position)
-        chunk = file.read(8)
-        if len(chunk) < 8:
-            raise InvalidImage("Unreadable or corrupt image: WebP chunk header cut off")
-        length = struct.unpack("<I", chunk[4:])[0]
-        position += 8 + length + (length & 1)
-    if position != end:
-        raise InvalidImage("Unreadable or corrupt image: WebP chunk sizes do not add up")
 
 
 def _bomb(pixels: int, max_pixels: int, size: str = "") -> InvalidImage:
@@ -393,6 +377,42 @@ def store_file(
     )
 
 
+def restore_file(
+    file: IO[bytes],
+    name: str,
+    *,
+    storage: Storage | None = None,
+    metadata: Mapping[str, str] | None = None,
+    max_pixels: int | None = None,
+) -> StoredImage:
+    """Write ``file`` under ``name`` in place of missing or damaged bytes (a repair).
+
+    ``name`` is a content key: the bytes must hash to the digest it names and be a valid
+    image, else :class:`InvalidImage` and nothing is written. Unlike :func:`store_file`, an
+    object already there is replaced (on the filesystem atomically; elsewhere deleted, then
+    written). A failing storage raises :class:`StorageError`.
+    """
+    sha256, size = _hash_file(file)
+    claimed = os.path.splitext(os.path.basename(name))[0].lower()
+    if sha256 != claimed:
+        raise InvalidImage(f"These bytes hash to {sha256}: they are not {name}")
+    storage = image_storage if storage is None else storage
+    max_pixels = get_setting("MAX_IMAGE_PIXELS") if max_pixels is None else max_pixels
+    info = inspect_image(file, max_pixels=max_pixels)
+    object_metadata = {**(metadata or {}), "sha256": sha256}
+    content = VerifiedImage(file, info, name=name, size=size, metadata=object_metadata)
+    with _storage_errors(name, storage):
+        if isinstance(storage, ContentAddressedStorageMixin):
+            storage.replace(name, content)
+        else:
+            if storage.exists(name):
+                storage.delete(name)
+            if storage.save(name, content) != name:
+                raise StorageError(f"Storing {name} failed: the storage renamed it", key=name)
+    file.seek(0)
+    return StoredImage(name, sha256, size, info, uploaded=True, metadata=object_metadata)
+
+
 def _put(storage: Storage, key: str, content: VerifiedImage) -> bool:
     if isinstance(storage, ContentAddressedStorageMixin):
         return storage.put_if_absent(key, content)
@@ -456,6 +476,12 @@ class ContentAddressedStorageMixin:
         super()._save(name, content)  # type: ignore[misc]
         return True
 
+    def replace(self, name: str, content: File) -> None:
+        """Store ``content`` under ``name`` even when something is there (a repair)."""
+        if self.exists(name):  # type: ignore[attr-defined]
+            self.delete(name)  # type: ignore[attr-defined]
+        super()._save(name, content)  # type: ignore[misc]
+
     def digest(self, name: str) -> tuple[str, int]:
         """SHA-256 and size of the stored bytes (``FileNotFoundError`` when absent)."""
         with self.open(name, "rb") as stored:  # type: ignore[attr-defined]
@@ -474,19 +500,8 @@ class ContentAddressedFileSystemStorage(ContentAddressedStorageMixin, FileSystem
         full_path = self.path(name)
         if os.path.exists(full_path):
             return False
-        directory = os.path.dirname(full_path)
-        self._make_directories(directory)
-        tmp_path = os.path.join(directory, f".tmp-{secrets.token_hex(8)}.part")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-        fd = os.open(tmp_path, flags, 0o666)  # the umask applies, as in FileSystemStorage
+        tmp_path = self._write_temporary(full_path, content)
         try:
-            with os.fdopen(fd, "wb") as tmp:
-                for chunk in content.chunks():
-                    tmp.write(chunk if isinstance(chunk, bytes) else chunk.encode())
-                tmp.flush()
-                os.fsync(tmp.fileno())
-            if self.file_permissions_mode is not None:
-                os.chmod(tmp_path, self.file_permissions_mode)
             try:
                 os.link(tmp_path, full_path)
             except FileExistsError:
@@ -500,6 +515,38 @@ class ContentAddressedFileSystemStorage(ContentAddressedStorageMixin, FileSystem
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_path)
+
+    def replace(self, name: str, content: File) -> None:
+        """Atomically put ``content`` in place of whatever ``name`` holds (a repair)."""
+        full_path = self.path(name)
+        tmp_path = self._write_temporary(full_path, content)
+        try:
+            os.replace(tmp_path, full_path)
+            self._ensure_location_group_id(full_path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_path)
+
+    def _write_temporary(self, full_path: str, content: File) -> str:
+        """``content`` in a new temporary file beside ``full_path``, synced; its path."""
+        directory = os.path.dirname(full_path)
+        self._make_directories(directory)
+        tmp_path = os.path.join(directory, f".tmp-{secrets.token_hex(8)}.part")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+        fd = os.open(tmp_path, flags, 0o666)  # the umask applies, as in FileSystemStorage
+        try:
+            with os.fdopen(fd, "wb") as tmp:
+                for chunk in content.chunks():
+                    tmp.write(chunk if isinstance(chunk, bytes) else chunk.encode())
+                tmp.flush()
+                os.fsync(tmp.fileno())
+            if self.file_permissions_mode is not None:
+                os.chmod(tmp_path, self.file_permissions_mode)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_path)
+            raise
+        return tmp_path
 
     def _make_directories(self, directory: str) -> None:
         mode = self.directory_permissions_mode

@@ -6,17 +6,24 @@
 from __future__ import annotations
 
 try:
-    from django.tasks import task
+    from django.tasks import TaskContext, task
+    from django.tasks.backends.immediate import ImmediateBackend
 except ImportError:  # Django < 6.0
-    from django_tasks import task
+    from django_tasks import TaskContext, task
+    from django_tasks.backends.immediate import ImmediateBackend
 
 
-@task()
-def run_generation(request_id: int) -> str:
-    """Run one generation request; returns its final status."""
+@task(takes_context=True)
+def run_generation(context: TaskContext, request_id: int) -> str:
+    """Run one generation request; returns its final status.
+
+    On the immediate backend the task runs inside ``enqueue()``: whoever enqueued it (a web
+    request, usually) is waiting, so the run does not sit out a long rate limit.
+    """
     from .pipeline import run
 
-    return run(request_id).status
+    inline = isinstance(context.task_result.task.get_backend(), ImmediateBackend)
+    return run(request_id, inline=inline).status
 
 
 @task()

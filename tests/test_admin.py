@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+from html.parser import HTMLParser
 
 import pytest
 from django.contrib.auth.models import Permission, User
@@ -446,6 +447,62 @@ def test_image_list_filters_searches_and_links_back(client, editor):
     assert "a kite" in by_format and "a boat" not in by_format
     assert f'href="{change_url(kite)}"' in searched
     assert 'src="/media/modelslab/thumbs/0.webp"' in searched
+
+
+class _Cells(HTMLParser):
+    """The changelist table's header texts and rows of cell texts; notes any nested <a>."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.headers: dict[str, str] = {}  # column class -> header text
+        self.rows: list[dict[str, str]] = []  # column class -> cell text
+        self.nested_links = 0
+        self._links = 0
+        self._cell: tuple[str, str] | None = None  # ("th"/"td", column)
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self.nested_links += self._links > 0
+            self._links += 1
+        classes = (dict(attrs).get("class") or "").split()
+        column = next((c[len("field-") :] for c in classes if c.startswith("field-")), None)
+        header = next((c[len("column-") :] for c in classes if c.startswith("column-")), None)
+        if tag == "tr":
+            self.rows.append({})
+        if tag in ("th", "td") and (column or header):
+            self._cell, self._text = ("td" if column else "th", column or header or ""), []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a":
+            self._links -= 1
+        if tag in ("th", "td") and self._cell is not None:
+            kind, column = self._cell
+            text = " ".join("".join(self._text).split())
+            (self.rows[-1] if kind == "td" else self.headers)[column] = text
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._text.append(data)
+
+
+def test_image_list_columns_read_right_and_links_do_not_nest(client, editor):
+    request = make_request(prompt="a kite", model_id="flux-pro", status=Status.SUCCEEDED)
+    GeneratedImage.objects.create(
+        request=request, image="modelslab/k.png", thumbnail="modelslab/thumbs/k.webp",
+        sha256="a" * 64, width=640, height=480, format="PNG", bytes=10,
+    )  # fmt: skip
+
+    page = _Cells()
+    page.feed(client.get(IMAGES).content.decode())
+
+    (row,) = [row for row in page.rows if row]
+    cells = {page.headers[column]: text for column, text in row.items()}
+    assert page.nested_links == 0
+    assert cells["Model"] == "flux-pro"
+    assert cells["Size"] == "640\u00d7480"
+    assert "None" not in " ".join(cells.values())
 
 
 def _rows(count: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from datetime import timedelta
 
 import httpx
@@ -19,6 +20,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from django_modelslab.models import Charge, GeneratedImage, GenerationRequest, IdempotencyKey
+from django_modelslab.testing import Fault
 
 from .conftest import TEST_API_KEY
 
@@ -118,6 +120,27 @@ def test_create_generates_and_answers_with_permanent_absolute_urls(owner, emulat
     assert emulator.origin not in text  # never ModelsLab's temporary URLs
     assert TEST_API_KEY not in text
     assert "source_url" not in text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_long_rate_limit_fails_an_inline_run_at_once_saying_when(owner, emulator, settings):
+    settings.MODELSLAB = {**settings.MODELSLAB, "RETRY_BACKOFF_MAX": 30.0, "MAX_RETRIES": 1}
+    emulator.add_fault("text2img", Fault.rate_limit(retry_after=9999))
+    client = api_client(owner)
+
+    started = time.monotonic()
+    response = client.post(url("generation-list"), {"prompt": "a kite"}, format="json")
+    elapsed = time.monotonic() - started
+
+    body = response.json()
+    assert body["status"] == "failed"
+    assert "ModelsLab asks to wait 9999 s; try again after " in body["error"]
+    assert emulator.calls["text2img"] == 1  # not waited out (30 s, the cap) and sent again
+    assert elapsed < 20  # generous: the fault answers at once
+    # Nothing lost: asked again once the limit has cleared, the same request succeeds.
+    again = client.post(body["links"]["regenerate"])
+    assert again.json()["status"] == "succeeded"
+    assert again.json()["id"] == body["id"]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -304,6 +304,22 @@ def test_rate_limit_exhausted() -> None:
     assert info.value.retry_after == 1 and "Queue full" in str(info.value)
 
 
+def test_a_retry_after_longer_than_max_retry_after_raises_at_once() -> None:
+    limited = {"status": "error", "message": "Rate limit exceeded."}
+    server = Recorder(
+        ok(limited, 429, headers={"Retry-After": "3"}),  # short enough: waited
+        ok(limited, 429, headers={"Retry-After": "9999"}),  # too long: raised, not slept
+        ok(),
+    )
+    with pytest.raises(RateLimited) as info:
+        server.client(retry_backoff_max=30.0, max_retry_after=5.0).text2img({"prompt": "p"})
+    assert server.sleeps == [3] and len(server.requests) == 2
+    assert info.value.retry_after == 9999 and info.value.status_code == 429
+    assert "Rate limit exceeded: ModelsLab asks to wait 9999 s; try again after 20" in str(
+        info.value
+    )
+
+
 def test_no_retry_when_max_retries_is_zero() -> None:
     server = Recorder(ok({"status": "error"}, 503), ok())
     with pytest.raises(ProviderUnavailable):

@@ -311,7 +311,7 @@ def test_url_is_presigned_by_default_and_plain_with_a_custom_domain(s3: S3Case, 
 # --- bounded validation of large images -------------------------------------------------
 
 
-@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "GIF"])
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "GIF"])  # GIF, WebP: decoded whole
 def test_large_images_are_checked_without_a_full_decode(fmt: str, monkeypatch) -> None:
     monkeypatch.setattr(storage_module, "FULL_DECODE_PIXELS", 0)
     data = image_bytes(fmt, seed=8, size=(200, 160))

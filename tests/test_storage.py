@@ -16,15 +16,19 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, storages
 from PIL import Image
 
+from django_modelslab import storage as storage_module
 from django_modelslab.downloads import download
 from django_modelslab.exceptions import InvalidImage
+from django_modelslab.inputs import store_input
 from django_modelslab.storage import (
     ContentAddressedFileSystemStorage,
     ImageInfo,
     content_key,
+    decode_image,
     get_image_storage,
     image_storage,
     inspect_image,
+    restore_file,
     store_file,
 )
 from django_modelslab.testing import Emulator, Fault
@@ -273,6 +277,74 @@ def test_inspect_image_with_a_tiny_pixel_limit() -> None:
     assert inspect_image(io.BytesIO(data), max_pixels=32 * 24).width == 32
     with pytest.raises(InvalidImage, match="decompression bomb"):
         inspect_image(io.BytesIO(data), max_pixels=32 * 24 - 1)
+
+
+def gradients(size: tuple[int, int], turn: int = 0) -> Image.Image:
+    """A picture with detail everywhere, the same every time."""
+    bands = [Image.linear_gradient("L"), Image.radial_gradient("L"), Image.linear_gradient("L")]
+    bands[2] = bands[2].rotate(90 + turn)
+    return Image.merge("RGB", [band.resize(size) for band in bands])
+
+
+def corrupted(fmt: str, size: tuple[int, int]) -> bytes:
+    """A GIF or WebP whose structure is intact (GIF trailer, WebP RIFF sizes) but whose
+    image data is garbage: only decoding finds out."""
+    buffer = io.BytesIO()
+    gradients(size).save(buffer, fmt)
+    data = bytearray(buffer.getvalue())
+    start, end = (len(data) // 2, len(data) - 1) if fmt == "GIF" else (40, len(data))
+    for i in range(start, end):
+        data[i] = (i * 13) & 0xFF
+    return bytes(data)
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "WEBP"])
+def test_gif_and_webp_above_the_full_decode_size_are_decoded_for_real(fmt: str) -> None:
+    size = (2000, 1300)  # 2.6 Mpx: more than FULL_DECODE_PIXELS
+    assert size[0] * size[1] > storage_module.FULL_DECODE_PIXELS
+    data = corrupted(fmt, size)
+
+    with pytest.raises(InvalidImage, match="Unreadable or corrupt image"):
+        inspect_image(io.BytesIO(data), max_pixels=40_000_000)
+
+    info, pixels = decode_image(io.BytesIO(image_bytes(fmt, size=size)), max_pixels=40_000_000)
+    assert pixels is not None and pixels.size == size == (info.width, info.height)
+
+
+def test_every_frame_of_an_animation_is_decoded() -> None:
+    frames = [gradients((64, 48), turn=30 * n).convert("P") for n in range(3)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=100)
+    data = buffer.getvalue()
+    assert inspect_image(io.BytesIO(data), max_pixels=10_000).format == "GIF"
+    with Image.open(io.BytesIO(data)) as gif:  # where the last frame's image data starts
+        gif.seek(2)
+        last = gif.tile[0][2]
+    broken = data[:last] + bytes(b ^ 0x5A for b in data[last:-1]) + data[-1:]
+
+    with pytest.raises(InvalidImage, match="Unreadable or corrupt image"):
+        inspect_image(io.BytesIO(broken), max_pixels=10_000)
+
+
+def test_a_corrupt_input_image_is_refused_and_not_stored(media: Path) -> None:
+    with pytest.raises(InvalidImage, match="Unreadable or corrupt image"):
+        store_input(io.BytesIO(corrupted("WEBP", (2000, 1300))))
+    assert files_under(media) == []
+
+
+def test_restore_file_replaces_damaged_bytes_only_with_the_right_ones(media: Path) -> None:
+    data = image_bytes(seed=21)
+    stored = store_file(io.BytesIO(data))
+    (media / stored.key).write_bytes(b"bit rot")
+    assert store_file(io.BytesIO(data)).uploaded is False  # storing again does not see it
+
+    with pytest.raises(InvalidImage, match="not " + stored.key):
+        restore_file(io.BytesIO(image_bytes(seed=22)), stored.key)
+    assert (media / stored.key).read_bytes() == b"bit rot"
+
+    restore_file(io.BytesIO(data), stored.key)
+    assert (media / stored.key).read_bytes() == data
+    assert [p.name for p in files_under(media)] == [Path(stored.key).name]  # no temporary left
 
 
 # --- end to end with the emulator -------------------------------------------------------

@@ -1,17 +1,21 @@
-"""``manage.py verify_images``: reports missing and corrupt objects, never touches them."""
+"""``manage.py verify_images``: reports missing and corrupt objects; ``--repair`` puts them back."""
 
 from __future__ import annotations
 
+import hashlib
 import io
+from datetime import timedelta
 from io import StringIO
 from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 from PIL import Image
 
+from django_modelslab import pipeline
 from django_modelslab.models import GeneratedImage, GenerationRequest
-from django_modelslab.storage import StoredImage, store_file
+from django_modelslab.storage import StoredImage, get_image_storage, store_file
 
 pytest.register_assert_rewrite("tests.s3")
 pytest_plugins = ["tests.s3"]
@@ -151,3 +155,85 @@ def test_s3_objects_are_verified_in_the_bucket(
     assert error is not None
     assert f"{fine.image.name}: unreadable" in out
     assert "wrong" not in out.replace(f"{fine.image.name}", "")
+
+
+# --- --repair -----------------------------------------------------------------------------
+
+
+def generated(emulator) -> GeneratedImage:
+    """An image the pipeline copied from the emulator (source URL, provenance, thumbnail)."""
+    request = GenerationRequest.objects.create(prompt="a kite", width=256, height=256, seed=3)
+    request = pipeline.run(pipeline.submit(request, enqueue=False).pk)
+    assert request.status == GenerationRequest.Status.SUCCEEDED, request.error
+    return request.images.get()
+
+
+def stored_sha256(name: str) -> str | None:
+    storage = get_image_storage()
+    if not storage.exists(name):
+        return None
+    with storage.open(name, "rb") as file:
+        return hashlib.sha256(file.read()).hexdigest()
+
+
+def damage(image: GeneratedImage) -> None:
+    """Corrupt the image in place and lose its thumbnail (whatever the storage)."""
+    storage = get_image_storage()
+    storage.delete(image.image.name)
+    storage.save(image.image.name, io.BytesIO(b"bit rot"))
+    storage.delete(image.thumbnail.name)
+    assert stored_sha256(image.image.name) == hashlib.sha256(b"bit rot").hexdigest()
+
+
+def check_repair(image: GeneratedImage) -> None:
+    thumbnail_sha256 = stored_sha256(image.thumbnail.name)
+    damage(image)
+    assert "1 with problems" in (verify()[1] or "")
+
+    out, error = verify("--repair")
+
+    assert error is None, out
+    assert f"{image.image.name}: corrupt" in out  # reported, then repaired
+    assert f"{image.image.name}: repaired from its source URL" in out
+    assert f"thumbnail {image.thumbnail.name}: repaired (rendered again)" in out
+    assert "0 OK, 1 repaired, 0 with problems" in out
+    assert stored_sha256(image.image.name) == image.sha256
+    assert stored_sha256(image.thumbnail.name) == thumbnail_sha256
+    assert verify()[1] is None  # and it stays repaired
+
+
+def test_repair_puts_good_bytes_back_on_the_filesystem(media: Path, emulator) -> None:
+    image = generated(emulator)
+    assert (media / image.image.name).exists()
+
+    check_repair(image)
+
+
+def test_repair_puts_good_bytes_back_in_s3(s3: S3Case, settings, emulator) -> None:
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "modelslab": {"BACKEND": STORAGE_BACKEND, "OPTIONS": s3.options()},
+    }
+    image = generated(emulator)
+    key = f"{s3.location}/{image.image.name}"
+    assert s3.client.head_object(Bucket=s3.server.bucket, Key=key)["ContentType"] == "image/png"
+
+    check_repair(image)
+
+    head = s3.client.head_object(Bucket=s3.server.bucket, Key=key)
+    assert head["ContentType"] == "image/png"
+    assert head["Metadata"]["sha256"] == image.sha256
+
+
+def test_repair_without_good_bytes_reports_and_changes_nothing(media: Path, emulator) -> None:
+    image = generated(emulator)
+    GeneratedImage.objects.filter(pk=image.pk).update(
+        source_expires_at=timezone.now() - timedelta(minutes=1)
+    )
+    (media / image.image.name).write_bytes(b"bit rot")
+
+    out, error = verify("--repair")
+
+    assert error is not None and "0 repaired, 1 with problems" in error
+    assert f"{image.image.name}: not repaired: its source URL expired at" in out
+    assert (media / image.image.name).read_bytes() == b"bit rot"
