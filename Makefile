@@ -11,18 +11,21 @@ export UV_NO_PROGRESS := 1
 
 VENV := .venv
 VENV61 := .venv-dj61
+# The demo's own environment: the package's runtime dependencies only, as users install it.
+VENVDEMO := .venv-demo
 
 PG_TESTS := tests/test_workers.py tests/test_pipeline.py tests/test_webhooks.py \
 	tests/test_regenerate_images.py tests/test_api.py tests/test_api_schema.py
 
 .PHONY: help demo test test-dj52 test-dj61 test-pg lint migrations-check docs bench clean \
-	system-deps faults
+	system-deps faults package-check
 
 help:
 	@echo "make demo   - set up, generate images offline (bundled emulator), serve the admin"
 	@echo "make test   - set up and run the whole suite on Django 5.2/Py3.11 and 6.1/Py3.12"
 	@echo "make docs   - build the documentation (warnings are errors)"
 	@echo "make bench  - pipeline benchmark against the emulator"
+	@echo "make package-check - build the sdist and wheel, install it, make a site from the README"
 
 # Debian packages the real-part tests use: headless Chromium and a PostgreSQL server.
 system-deps:
@@ -48,8 +51,13 @@ $(VENV61)/.synced: $(UV) pyproject.toml uv.lock
 	UV_PROJECT_ENVIRONMENT=$(VENV61) $(UV) sync --frozen --group django61 --python "$(PYTHON312)"
 	@touch $@
 
-demo: $(VENV)/.synced
-	$(VENV)/bin/python -m example_project.demo
+$(VENVDEMO)/.synced: $(UV) pyproject.toml uv.lock
+	UV_PROJECT_ENVIRONMENT=$(VENVDEMO) $(UV) sync --frozen --no-default-groups --group django52 \
+		--python "$(PYTHON311)"
+	@touch $@
+
+demo: $(VENVDEMO)/.synced
+	$(VENVDEMO)/bin/python -m example_project.demo
 
 lint: $(VENV)/.synced
 	$(VENV)/bin/ruff check .
@@ -77,6 +85,12 @@ test-pg: system-deps $(VENV)/.synced $(VENV61)/.synced
 faults: $(VENV)/.synced
 	$(VENV)/bin/python -m tests.faults_report
 
+# The sdist and wheel as users get them: twine check, the wheel's contents, every module
+# imported from it in a fresh venv, and a new site made from the README's blocks
+# (tests/test_install.py; test-dj52 and test-dj61 run it too, each on its own stack).
+package-check: system-deps $(VENV)/.synced
+	$(VENV)/bin/python -m pytest -q tests/test_install.py
+
 docs: $(VENV)/.synced
 	$(VENV)/bin/mkdocs build --strict --site-dir site
 
@@ -87,4 +101,4 @@ bench: $(VENV)/.synced
 	$(VENV)/bin/python bench/storage_memory.py
 
 clean:
-	rm -rf $(VENV) $(VENV61) .tools site .demo .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VENV61) $(VENVDEMO) .tools site dist .demo .pytest_cache .ruff_cache

@@ -486,3 +486,100 @@ def _hook_problem(hook: Any) -> str:
     except ImportError as exc:
         return f"cannot be imported ({exc})"
     return "" if callable(target) else f"names {hook!r}, which is not callable"
+
+
+#: Apps the REST API (``django_modelslab.api.urls``) needs in INSTALLED_APPS.
+API_APPS = ("rest_framework", "rest_framework.authtoken")
+
+
+@register(Tags.compatibility)
+def check_site_setup(app_configs: Iterable[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """A new site's mistakes: the emulator's images refused, no media settings, API apps missing."""
+    if not isinstance(getattr(settings, SETTINGS_NAME, None) or {}, dict):
+        return []  # reported as E010
+    conf = get_settings()
+    return [*_check_emulator_downloads(conf), *_check_media(), *_check_api_apps()]
+
+
+def _check_emulator_downloads(conf: dict[str, Any]) -> list[CheckMessage]:
+    """BASE_URL on loopback (the emulator) whose host the download allow-list refuses."""
+    from .downloads import is_exactly_listed
+
+    base_url, hosts = conf["BASE_URL"], conf["ALLOWED_DOWNLOAD_HOSTS"]
+    if not isinstance(base_url, str) or not is_loopback_url(base_url):
+        return []
+    if isinstance(hosts, str) or not isinstance(hosts, list | tuple):
+        return []  # reported as E005
+    host = urlsplit(base_url).hostname or ""
+    if is_exactly_listed(host, hosts):
+        return []
+    return [
+        Warning(
+            f"{SETTINGS_NAME}['BASE_URL'] is on this machine (the bundled emulator?) but "
+            f"{host} is not in ALLOWED_DOWNLOAD_HOSTS: generations will fail when their "
+            "images are downloaded.",
+            hint=f'Add "{host}" to {SETTINGS_NAME}["ALLOWED_DOWNLOAD_HOSTS"]: the emulator '
+            "serves its images from there, and loopback hosts must be listed exactly.",
+            id="django_modelslab.W060",
+        )
+    ]
+
+
+def _check_media() -> list[CheckMessage]:
+    """Images on the file system with no MEDIA_ROOT (stored in the cwd) or MEDIA_URL (404s)."""
+    from django.core.files.storage import FileSystemStorage
+
+    from .storage import get_image_storage
+
+    try:
+        storage = get_image_storage()
+    except Exception:  # a broken STORAGES entry is reported by Django and E002
+        return []
+    if not isinstance(storage, FileSystemStorage):
+        return []
+    messages: list[CheckMessage] = []
+    if not str(storage.base_location):
+        messages.append(
+            Warning(
+                "Generated images are stored on the file system, but MEDIA_ROOT is not set: "
+                "they would be written under the current working directory.",
+                hint='Set MEDIA_ROOT, e.g. MEDIA_ROOT = BASE_DIR / "media".',
+                id="django_modelslab.W061",
+            )
+        )
+    if storage.base_url in ("", "/"):  # Django serves an empty MEDIA_URL as "/"
+        messages.append(
+            Warning(
+                "Generated images are stored on the file system, but MEDIA_URL is not set: "
+                "their URLs start at the site's root (/modelslab/...), where nothing serves "
+                "them, so the admin's images and thumbnails do not load.",
+                hint='Set MEDIA_URL = "/media/" and, in development, add '
+                "static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT) to urlpatterns.",
+                id="django_modelslab.W062",
+            )
+        )
+    return messages
+
+
+def _check_api_apps() -> list[CheckMessage]:
+    """The REST API's URLs are included but the apps it needs are not installed."""
+    from django.apps import apps
+
+    try:
+        reverse("modelslab-api:schema")
+    except NoReverseMatch:
+        return []  # the API is not used
+    missing = [name for name in API_APPS if not apps.is_installed(name)]
+    if not missing:
+        return []
+    return [
+        Error(
+            "The REST API (django_modelslab.api.urls) is in your URLs but "
+            f"{' and '.join(map(repr, missing))} {'is' if len(missing) == 1 else 'are'} not in "
+            "INSTALLED_APPS.",
+            hint="Add them, then migrate. Without rest_framework.authtoken, tokens "
+            "(Authorization: Bearer / Token) are refused and anonymous calls get 403 instead "
+            "of 401; without rest_framework, the browsable API has no templates.",
+            id="django_modelslab.E060",
+        )
+    ]

@@ -6,8 +6,14 @@ import pytest
 from django.core.checks import Error, Warning
 
 from django_modelslab import pipeline
-from django_modelslab.checks import check_settings
-from django_modelslab.conf import DEFAULTS, get_setting, get_settings
+from django_modelslab.checks import check_settings, check_site_setup
+from django_modelslab.conf import (
+    DEFAULT_ALLOWED_DOWNLOAD_HOSTS,
+    DEFAULTS,
+    get_setting,
+    get_settings,
+)
+from django_modelslab.models import GenerationRequest
 
 
 def ids(messages) -> list[str]:
@@ -189,3 +195,89 @@ def test_webhooks_need_the_url_included(settings):
         "WEBHOOK_SECRETS": ["a-long-enough-secret-for-the-check"],
     }
     assert ids(check_settings()) == ["django_modelslab.E008"]
+
+
+# A new site's mistakes (check_site_setup): ids W060-W062 and E060.
+
+
+def test_test_settings_pass_the_site_checks():
+    assert check_site_setup() == []
+
+
+@pytest.mark.parametrize(
+    ("base_url", "hosts", "expected"),
+    [
+        ("http://127.0.0.1:8777/api", list(DEFAULT_ALLOWED_DOWNLOAD_HOSTS), ["W060"]),
+        ("http://127.0.0.1:8777/api", [".0.0.1", "localhost"], ["W060"]),
+        ("http://localhost:8777/api", ["127.0.0.1"], ["W060"]),
+        ("http://127.0.0.1:8777/api", ["127.0.0.1"], []),
+        ("http://localhost:8777/api", ["localhost"], []),
+        ("https://modelslab.com/api", list(DEFAULT_ALLOWED_DOWNLOAD_HOSTS), []),
+        ("http://127.0.0.1:8777/api", "127.0.0.1", []),  # E005's business
+    ],
+)
+def test_emulator_base_url_needs_its_host_allowed(settings, base_url, hosts, expected):
+    settings.MODELSLAB = {"BASE_URL": base_url, "ALLOWED_DOWNLOAD_HOSTS": hosts}
+    messages = check_site_setup()
+    assert ids(messages) == [f"django_modelslab.{id_}" for id_ in expected]
+    assert all(isinstance(message, Warning) for message in messages)
+    if expected:
+        host = base_url.split("/")[2].split(":")[0]
+        assert f'Add "{host}"' in messages[0].hint
+
+
+@pytest.mark.django_db
+def test_what_w060_warns_about_happens_at_the_first_download(
+    settings, emulator, django_capture_on_commit_callbacks
+):
+    """The check passes (no error) with the defaults, then the first generation fails."""
+    settings.MODELSLAB = {
+        "BASE_URL": emulator.base_url,
+        "ALLOWED_DOWNLOAD_HOSTS": list(DEFAULT_ALLOWED_DOWNLOAD_HOSTS),
+    }
+    assert check_settings() == []
+    assert ids(check_site_setup()) == ["django_modelslab.W060"]
+    with django_capture_on_commit_callbacks(execute=True):
+        request = pipeline.submit(GenerationRequest(prompt="a kite", width=256, height=256))
+    request.refresh_from_db()
+    assert request.status == GenerationRequest.Status.FAILED
+    assert "ALLOWED_DOWNLOAD_HOSTS" in request.error
+    assert emulator.calls["text2img"] == 1
+
+
+@pytest.mark.parametrize(("name", "expected"), [("MEDIA_ROOT", "W061"), ("MEDIA_URL", "W062")])
+def test_images_on_the_file_system_need_media_settings(settings, name, expected):
+    setattr(settings, name, "")
+    messages = check_site_setup()
+    assert ids(messages) == [f"django_modelslab.{expected}"]
+    assert name in messages[0].msg
+
+
+def test_media_settings_do_not_matter_for_other_storages(settings):
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "modelslab": {"BACKEND": "django.core.files.storage.InMemoryStorage"},
+    }
+    settings.MEDIA_ROOT = settings.MEDIA_URL = ""
+    assert check_site_setup() == []
+
+
+@pytest.mark.parametrize(
+    "removed",
+    [["rest_framework.authtoken"], ["rest_framework", "rest_framework.authtoken"]],
+)
+def test_the_api_in_the_urls_needs_its_apps(settings, removed):
+    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app not in removed]
+    messages = check_site_setup()
+    assert ids(messages) == ["django_modelslab.E060"]
+    assert isinstance(messages[0], Error)
+    for app in removed:
+        assert repr(app) in messages[0].msg
+
+
+@pytest.mark.urls("tests.urls_without_webhook")
+def test_api_apps_are_not_needed_without_the_api(settings):
+    settings.INSTALLED_APPS = [
+        app for app in settings.INSTALLED_APPS if not app.startswith("rest_framework")
+    ]
+    assert check_site_setup() == []
