@@ -128,6 +128,35 @@ def test_unreadable_body_is_a_400(webhooks_on):
     assert WebhookDelivery.objects.get().outcome == Outcome.REJECTED
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000 + b"]" * 100_000,  # 200 KB: json.loads alone ends in a RecursionError
+        b'{"id": 1, "meta": ' + b"[" * 40 + b"]" * 40 + b"}",
+    ],
+)
+def test_deeply_nested_body_is_a_400_and_recorded(webhooks_on, body):
+    response = httpx.post(webhook_url(webhooks_on), content=body, timeout=10)
+
+    assert response.status_code == 400
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.valid, delivery.outcome) == (True, Outcome.REJECTED)
+    assert delivery.error == "Unreadable body: nested more than 32 levels deep"
+
+
+def test_body_over_djangos_limit_is_a_400_and_recorded(webhooks_on):
+    body = json.dumps({"id": 1, "status": "success", "junk": "x" * (3 * 1024 * 1024)})
+
+    response = httpx.post(webhook_url(webhooks_on), content=body, timeout=10)
+
+    assert response.status_code == 400
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.valid, delivery.outcome) == (True, Outcome.REJECTED)
+    assert delivery.error == (
+        "Unreadable body: larger than DATA_UPLOAD_MAX_MEMORY_SIZE (2621440 bytes)"
+    )
+
+
 def test_forged_success_is_not_trusted(webhooks_on, emulator):
     """A delivery claiming success for a job still processing stores nothing."""
     emulator.add_fault("text2img", Fault.never_finish())

@@ -21,7 +21,6 @@ from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import exceptions, serializers, status
 from rest_framework.authentication import BaseAuthentication
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
@@ -39,6 +38,7 @@ from . import idempotency
 from .auth import api_authenticators
 from .budget import budget_refusals, check_budget
 from .exceptions import BudgetExceeded, IdempotencyKeyReused
+from .parsers import LimitedJSONParser
 from .schema import IDEMPOTENCY_HEADER, documented
 from .serializers import NAMESPACE, UNKNOWN_FIELD, StrictSerializer
 from .throttling import api_throttles
@@ -223,7 +223,7 @@ class ImagesGenerationsView(APIView):
 
     permission_classes = (IsAuthenticated,)
     schema = AutoSchema()  # whatever the project's DEFAULT_SCHEMA_CLASS
-    parser_classes = (JSONParser,)
+    parser_classes = (LimitedJSONParser,)
     renderer_classes = (JSONRenderer,)
 
     def get_authenticators(self) -> list[BaseAuthentication]:
