@@ -646,6 +646,22 @@ def test_deeply_nested_json_is_a_400(owner, body):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ('{"\\ud800": 1, "prompt": "x"}', "a string holds a lone surrogate"),
+        ('{"prompt": "x", "guidance": 1e999}', "inf is not a JSON number"),
+    ],
+)
+def test_json_that_cannot_be_sent_back_is_a_400(owner, body, reason):
+    """A lone surrogate in a key ended in a 500 when the "Unknown field" answer was rendered."""
+    response = api_client(owner).post(url("generation-list"), body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith(f"JSON parse error - {reason}")
+
+
+@pytest.mark.django_db
 def test_out_of_range_ids_are_400_in_filters_and_bodies_and_404_in_paths(owner):
     generation = make_request(owner, images=1)
     client = api_client(owner)

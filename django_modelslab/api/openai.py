@@ -247,6 +247,7 @@ class ImagesGenerationsView(APIView):
             401: _error("Missing or wrong API key (a DRF token, sent as Bearer)."),
             403: _error("Authenticated but not allowed."),
             404: _error("Unknown model (code model_not_found)."),
+            413: _error("The body is larger than allowed (code request_too_large)."),
             422: _error("The Idempotency-Key was used with another body."),
             429: _error("Throttled (rate_limit_exceeded) or budget used up (insufficient_quota)."),
             500: _error("Unexpected server error."),

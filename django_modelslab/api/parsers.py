@@ -19,7 +19,7 @@ from rest_framework.parsers import BaseParser, DataAndFiles, JSONParser, MultiPa
 from rest_framework.renderers import JSONRenderer
 
 from ..conf import get_setting
-from ..limits import TOO_DEEP, check_depth
+from ..limits import TOO_DEEP, check_json
 from .exceptions import RequestTooLarge
 
 #: Room in a JSON body for everything but its images: keys, numbers, whitespace.
@@ -60,7 +60,7 @@ def _too_large(limit: int) -> RequestTooLarge:
 
 
 class LimitedJSONParser(BaseParser):
-    """JSON up to :func:`json_body_limit` (``images`` data: URLs), nested at most 32 deep.
+    """JSON up to :func:`json_body_limit` (``images`` data: URLs) that ``check_json`` passes.
 
     Not a JSONParser subclass: DRF reads those through ``request.body``, which applies
     Django's ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (2.5 MiB) instead of this parser's limit.
@@ -81,7 +81,7 @@ class LimitedJSONParser(BaseParser):
         body = self._read(stream, limit, parser_context or {})
         try:
             data = JSONParser().parse(io.BytesIO(body), media_type, parser_context)
-            check_depth(data)
+            check_json(data)
         except RecursionError:
             raise ParseError(_("JSON parse error - %(error)s") % {"error": TOO_DEEP}) from None
         except ValueError as exc:

@@ -43,6 +43,13 @@ ERRORS: dict[int, Any] = {
 NOT_FOUND = {404: OpenApiResponse(ErrorSerializer, description="No such object, or not yours.")}
 NO_PAGE = {404: OpenApiResponse(ErrorSerializer, description="No such page.")}
 BAD_REQUEST = {400: OpenApiResponse(VALIDATION_ERROR_SCHEMA, description="Invalid input.")}
+BAD_BODY = {
+    400: OpenApiResponse(
+        {"anyOf": [VALIDATION_ERROR_SCHEMA, {"$ref": "#/components/schemas/Error"}]},
+        description="Invalid input (messages by field), or a body that is not JSON (detail).",
+    )
+}
+TOO_LARGE = {413: OpenApiResponse(ErrorSerializer, description="The body is larger than allowed.")}
 
 
 class ModelsLabAPIMixin:
@@ -113,7 +120,8 @@ class GenerationViewSet(
         parameters=[IDEMPOTENCY_HEADER],
         responses={
             202: GenerationSerializer,
-            **BAD_REQUEST,
+            **BAD_BODY,
+            **TOO_LARGE,
             **ERRORS,
             422: OpenApiResponse(
                 ErrorSerializer, description="The Idempotency-Key was used with another body."
