@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_not_required
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -19,5 +20,9 @@ def webhook(request: HttpRequest, secret: str) -> JsonResponse:
     A crash propagates as a 500 so that a sender that retries will try again; the delivery is
     recorded with the traceback first.
     """
-    delivery = webhooks.receive(secret, request.body, remote_addr=request.META.get("REMOTE_ADDR"))
+    try:
+        body: bytes | None = request.body
+    except RequestDataTooBig:
+        body = None  # over DATA_UPLOAD_MAX_MEMORY_SIZE: recorded and refused by receive()
+    delivery = webhooks.receive(secret, body, remote_addr=request.META.get("REMOTE_ADDR"))
     return JsonResponse({"outcome": delivery.outcome})

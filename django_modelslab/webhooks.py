@@ -10,11 +10,11 @@ outcome; those with an unknown secret (anyone can send them) are counted, one ro
 
 from __future__ import annotations
 
-import json
 import logging
 import traceback
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import SuspiciousOperation
 from django.db import transaction
 from django.db.models import F
@@ -23,6 +23,7 @@ from django.utils.crypto import constant_time_compare
 
 from .client import elide_image_data, redact
 from .conf import configured_secrets, get_setting
+from .limits import load_json
 from .models import GenerationRequest, WebhookDelivery, request_id_from_track_id
 
 logger = logging.getLogger("django_modelslab.webhooks")
@@ -42,19 +43,25 @@ def secret_is_valid(secret: str) -> bool:
     return any(matches)
 
 
-def receive(secret: str, body: bytes, *, remote_addr: str | None = None) -> WebhookDelivery:
-    """Record one delivery and act on it; raises WebhookRejected for a bad secret or body."""
+def receive(secret: str, body: bytes | None, *, remote_addr: str | None = None) -> WebhookDelivery:
+    """Record one delivery and act on it; raises WebhookRejected for a bad secret or body.
+
+    ``body`` is None when it was larger than Django's ``DATA_UPLOAD_MAX_MEMORY_SIZE``.
+    """
     delivery = WebhookDelivery(remote_addr=remote_addr or None)
     if not secret_is_valid(secret):
         _count_rejected(delivery)
         raise WebhookRejected("Unknown ModelsLab webhook secret.")
     delivery.valid = True
     try:
-        payload = json.loads(body)
+        if body is None:
+            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+            raise ValueError(f"larger than DATA_UPLOAD_MAX_MEMORY_SIZE ({limit} bytes)")
+        payload = load_json(body)
         if not isinstance(payload, dict):
             raise ValueError("the body is not a JSON object")
     except ValueError as exc:
-        delivery.raw_body = _redacted(body.decode("utf-8", "replace"))[:MAX_RAW_BODY]
+        delivery.raw_body = _redacted((body or b"").decode("utf-8", "replace"))[:MAX_RAW_BODY]
         _save(delivery, Outcome.REJECTED, error=f"Unreadable body: {exc}")
         raise WebhookRejected("ModelsLab webhook body is not a JSON object.") from exc
     delivery.body = _redacted(payload)

@@ -1,4 +1,5 @@
-"""Run the fault matrix (tests/test_faults.py) and write docs/reliability.md from its figures.
+"""Run the fault matrix (tests/test_faults.py) and the bad-input run (BAD_INPUT), and write
+docs/reliability.md from their figures.
 
 ``python -m tests.faults_report [--output docs/reliability.md]`` (``make faults``). Exits
 non-zero when a scenario fails; the report is written either way, failures marked.
@@ -18,10 +19,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 MATRIX = "tests/test_faults.py"
+#: Generated and hostile requests to every API endpoint and the webhook ("bad input").
+BAD_INPUT = "tests/test_api_schema.py::test_generated_and_hostile_inputs_get_no_server_error"
 FIGURES = ("images_lost", "double_submissions", "orphan_jobs", "app_5xx")
 
 #: Properties proved by other tests, cited in the report (they run in ``make test``).
 ELSEWHERE = [
+    (
+        "Bad input: deeply nested JSON, huge ids, bodies over the limit, NaN, lone surrogates",
+        "tests/test_api_schema.py::test_generated_and_hostile_inputs_get_no_server_error",
+        "A 4xx in the endpoint's own shape (400, 404, 413), never a 5xx; the figures above.",
+    ),
     (
         "Duplicate webhook deliveries (2 extra copies)",
         "tests/test_webhooks.py::test_duplicate_deliveries_change_nothing",
@@ -114,6 +122,7 @@ def run_matrix(junit: Path) -> int:
                 "junit_family=xunit1",
                 f"--junitxml={junit}",
                 MATRIX,
+                BAD_INPUT,
             ]
         )
     )
@@ -162,7 +171,25 @@ def cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def bad_input_line(rows: list[dict[str, str]]) -> str:
+    """The "bad input" figure, from the schemathesis test's properties."""
+    name = BAD_INPUT.rpartition("::")[2]
+    row = next((row for row in rows if row["name"] == name), None)
+    if row is None:
+        return "- Bad input: **not run**"
+    line = (
+        f"- Bad input (generated and hostile requests to every API endpoint and the webhook): "
+        f"{row.get('bad_inputs_tried', '?')} tried, **{row.get('bad_inputs_5xx', '?')}** "
+        f"answered with a 5xx (target 0)"
+    )
+    if row["passed"] != "yes":
+        line += f"; **failed**: {cell(row.get('failure', ''))}"
+    return line
+
+
 def render(rows: list[dict[str, str]]) -> str:
+    bad_input = bad_input_line(rows)
+    rows = [row for row in rows if row["name"] != BAD_INPUT.rpartition("::")[2]]
     totals = {key: sum(int(row.get(key, 0) or 0) for row in rows) for key in FIGURES}
     jobs = sum(int(row.get("provider_jobs", 0) or 0) for row in rows)
     longest = max((float(row.get("longest_run_s", 0) or 0) for row in rows), default=0.0)
@@ -186,6 +213,7 @@ def render(rows: list[dict[str, str]]) -> str:
         f"- Double submissions (provider jobs beyond those needed): "
         f"**{totals['double_submissions']}** (of {jobs} provider jobs)",
         f"- Server errors (5xx) answered by the app to webhook deliveries: **{totals['app_5xx']}**",
+        bad_input,
         f"- Orphan jobs (ModelsLab finished them but the answer to the generate call was lost; "
         f"never resubmitted automatically): **{totals['orphan_jobs']}**, all expected",
         f"- Longest single run: {longest:.1f} s (every run asserted under its bound)",
@@ -244,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         print("The fault matrix did not run", file=sys.stderr)
         return status or 1
     Path(args.output).write_text(render(rows), encoding="utf-8")
-    print(f"Wrote {args.output}: {len(rows)} scenarios")
+    print(f"Wrote {args.output}: {len(rows)} tests")
     return status
 
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
+import json
+import random
 import threading
 import time
 from datetime import timedelta
 
 import httpx
 import pytest
+from django.conf import settings as django_settings
 from django.contrib.auth.models import Permission, User
 from django.core.cache import cache
 from django.db import connection
@@ -16,6 +21,7 @@ from django.db.models import Q
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
+from PIL import Image
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -786,3 +792,119 @@ def test_date_filters_accept_any_iso_offset(owner):
     assert far_offset.status_code == 200
     assert far_offset.json()["count"] == 1
     assert too_early.status_code == 400
+
+
+# --- odd input: deep nesting, huge numbers, large bodies ---------------------------------------
+
+#: 200 KB of brackets: json.loads alone ends in a RecursionError.
+BRACKETS = "[" * 100_000 + "]" * 100_000
+HUGE = 10**23
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "body", [BRACKETS, '{"prompt": ' + nested(40) + "}", '{"prompt": ' + nested(960) + "}"]
+)
+def test_deeply_nested_json_is_a_400(owner, body):
+    response = api_client(owner).post(url("generation-list"), body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json() == {"detail": "JSON parse error - nested more than 32 levels deep"}
+    assert not GenerationRequest.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ('{"\\ud800": 1, "prompt": "x"}', "a string holds a lone surrogate"),
+        ('{"prompt": "x", "guidance": 1e999}', "inf is not a JSON number"),
+    ],
+)
+def test_json_that_cannot_be_sent_back_is_a_400(owner, body, reason):
+    """A lone surrogate in a key ended in a 500 when the "Unknown field" answer was rendered."""
+    response = api_client(owner).post(url("generation-list"), body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith(f"JSON parse error - {reason}")
+
+
+@pytest.mark.django_db
+def test_out_of_range_ids_are_400_in_filters_and_bodies_and_404_in_paths(owner):
+    generation = make_request(owner, images=1)
+    client = api_client(owner)
+
+    as_filter = client.get(url("image-list"), {"request": HUGE})
+    in_body = client.post(
+        url("generation-list"),
+        {"prompt": "x", "kind": "img2img", "init_image_id": HUGE},
+        format="json",
+    )
+    paths = [
+        client.get(url("generation-detail", HUGE)),
+        client.post(url("generation-regenerate", HUGE)),
+        client.get(url("image-detail", HUGE)),
+        client.post(url("image-choose", HUGE)),
+    ]
+
+    assert as_filter.status_code == 400
+    assert "less than or equal to 9223372036854775807" in as_filter.json()["request"][0]
+    assert in_body.status_code == 400
+    assert "less than or equal to" in in_body.json()["init_image_id"][0]
+    assert [answer.status_code for answer in paths] == [404] * 4
+    assert GenerationRequest.objects.get() == generation
+
+
+@pytest.mark.django_db
+def test_a_json_body_over_the_limit_is_413_before_it_is_read(owner, settings):
+    """Two data: URLs of MAX_IMAGE_BYTES plus room for the text, when over Django's 2.5 MiB."""
+    settings.MODELSLAB = {**settings.MODELSLAB, "MAX_IMAGE_BYTES": 1024 * 1024}
+    limit = 2 * (4 * -(-1024 * 1024 // 3) + 23) + 2 * 2000 * 12 + 64 * 1024
+    assert limit > django_settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    client = api_client(owner)
+    body = json.dumps({"prompt": "x", "kind": "img2img", "init_image": "A" * limit})
+
+    response = client.post(url("generation-list"), body, content_type="application/json")
+
+    assert response.status_code == 413
+    assert response.json() == {
+        "detail": f"The request body is larger than this endpoint accepts ({limit} bytes)."
+    }
+    assert not GenerationRequest.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_form_field_over_djangos_limit_is_413(owner):
+    """Multipart keeps DATA_UPLOAD_MAX_MEMORY_SIZE for fields; files are the way for images."""
+    response = api_client(owner).post(
+        url("generation-list"),
+        {"prompt": "x", "kind": "img2img", "init_image": "A" * (3 * 1024 * 1024)},
+        format="multipart",
+    )
+
+    assert response.status_code == 413
+    assert "send input images as file parts" in response.json()["detail"]
+    assert not GenerationRequest.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_data_url_image_larger_than_djangos_body_limit_is_accepted(owner, emulator):
+    """MAX_IMAGE_BYTES is the limit for data: inputs, not DATA_UPLOAD_MAX_MEMORY_SIZE."""
+    noise = Image.frombytes("RGB", (1024, 768), random.Random(5).randbytes(1024 * 768 * 3))
+    buffer = io.BytesIO()
+    noise.save(buffer, "PNG", compress_level=0)
+    init = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    body = json.dumps({"prompt": "x", "kind": "img2img", "init_image": init, "strength": 0.5})
+    assert len(body) > django_settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+
+    response = api_client(owner).post(url("generation-list"), body, content_type="application/json")
+
+    assert response.status_code == 202, response.content[:300]
+    generation = GenerationRequest.objects.get()
+    assert generation.status == Status.SUCCEEDED, generation.error
+    with generation.init_image.open("rb") as file:
+        assert file.read() == buffer.getvalue()

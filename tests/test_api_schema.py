@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import schemathesis
 from django.contrib.auth.models import User
 from django.core.wsgi import get_wsgi_application
+from django.test import Client
+from django.urls import Resolver404, resolve
 from drf_spectacular.drainage import GENERATOR_STATS
 from drf_spectacular.validation import validate_schema
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
-from schemathesis.specs.openapi.checks import positive_data_acceptance
+from schemathesis import GenerationMode
+from schemathesis.core.failures import FailureGroup
+from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
 SCHEMA_URL = "/api/modelslab/schema/"
 
@@ -84,7 +90,9 @@ def test_every_operation_declares_its_errors(schema):
             if method == "post" and "{id}" not in path:
                 assert "400" in codes, (method, path)
     openai_errors = schema["paths"]["/api/modelslab/v1/images/generations"]["post"]["responses"]
-    for code in ("400", "401", "404", "429", "502", "504"):
+    for path in ("generations/", "v1/images/generations"):
+        assert "413" in schema["paths"][f"/api/modelslab/{path}"]["post"]["responses"]
+    for code in ("400", "401", "404", "413", "429", "502", "504"):
         body = openai_errors[code]["content"]["application/json"]["schema"]
         assert body == {"$ref": "#/components/schemas/OpenAIError"}
 
@@ -99,12 +107,80 @@ def test_schema_follows_the_prompt_length_setting(settings):
     assert request["properties"]["width"]["maximum"] == 1024
 
 
-# --- schemathesis: generated requests never produce a server error --------------------------
+# --- schemathesis and hostile inputs: no request gets a server error -------------------------
+
+WEBHOOK_PATH = "/modelslab/webhook/{secret}/"
+WEBHOOK_SECRET = "schema-fuzz-webhook-secret-0123456789"
+#: Generated examples per operation and mode (positive: valid by the schema; negative: not).
+EXAMPLES = 25
+#: Integers no id or filter can hold (past 64 bits, or not an integer at all).
+HUGE_INTEGERS = ["99999999999999999999999", "-99999999999999999999999", "9223372036854775808"]
+#: Bodies no schema-driven generator sends; each must be refused with a 4xx.
+HOSTILE_BODIES: list[tuple[str, bytes | str, str]] = [
+    ("200 KB of brackets", "[" * 100_000 + "]" * 100_000, "application/json"),
+    ("nested 40 deep", '{"prompt": ' + "[" * 40 + "]" * 40 + "}", "application/json"),
+    ("over every body limit", '{"prompt": "' + "x" * (4 * 1024 * 1024) + '"}', "application/json"),
+    ("not UTF-8", b'{"prompt": "\xff\xfe"}', "application/json"),
+    ("a 5000-digit number", '{"prompt": "x", "n": 1' + "9" * 5000 + "}", "application/json"),
+    ("NaN", '{"prompt": "x", "guidance": NaN}', "application/json"),
+    ("a lone surrogate", '{"prompt": "\\ud800"}', "application/json"),
+    ("an empty body", "", "application/json"),
+    ("plain text", "prompt=x", "text/plain"),
+]
+
+
+def webhook_operation() -> dict[str, Any]:
+    """The webhook, described for schemathesis (not published: ModelsLab calls it, not clients)."""
+    payload = {
+        "type": "object",
+        "properties": {
+            "status": {"type": "string"},
+            "id": {"type": "integer"},
+            "track_id": {"type": "string"},
+            "output": {"type": "array", "items": {"type": "string"}},
+            "meta": {"type": "object"},
+            "message": {"type": "string"},
+        },
+    }
+    outcome = {
+        "type": "object",
+        "properties": {"outcome": {"type": "string"}},
+        "required": ["outcome"],
+    }
+    return {
+        "post": {
+            "operationId": "modelslab_webhook",
+            "parameters": [
+                {
+                    "name": "secret",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                }
+            ],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": payload}}},
+            "responses": {
+                "200": {
+                    "description": "Recorded.",
+                    "content": {"application/json": {"schema": outcome}},
+                },
+                "400": {"description": "Bad secret or unreadable body (recorded)."},
+                "404": {"description": "Not a webhook URL."},
+            },
+        }
+    }
 
 
 @pytest.fixture
-def seeded(emulator, transactional_db) -> tuple[str, dict[str, int]]:
+def seeded(emulator, transactional_db, settings) -> tuple[str, dict[str, int]]:
     """A staff token, and a finished request so detail and action paths find something."""
+    settings.ALLOWED_HOSTS = ["*"]
+    settings.MODELSLAB = {
+        **settings.MODELSLAB,
+        "WEBHOOK_SECRETS": [WEBHOOK_SECRET],
+        # Small, so that the hostile "over every body limit" body stays small too.
+        "MAX_IMAGE_BYTES": 1024 * 1024,
+    }
     user = User.objects.create_user("fuzzer", is_staff=True)
     client = APIClient()
     client.force_authenticate(user)
@@ -114,62 +190,162 @@ def seeded(emulator, transactional_db) -> tuple[str, dict[str, int]]:
     return Token.objects.create(user=user).key, ids
 
 
-def fuzz(operation: Any, check: Any) -> None:
+def fuzz(operation: Any, check: Any, mode: GenerationMode) -> None:
     """Run ``check(case)`` on bounded, reproducible examples of one operation."""
 
     @hypothesis_settings(
-        max_examples=12,
+        max_examples=EXAMPLES,
         deadline=None,
         derandomize=True,
         suppress_health_check=list(HealthCheck),
         database=None,
     )
-    @given(case=operation.as_strategy())
+    @given(case=operation.as_strategy(generation_mode=mode))
     def run(case: Any) -> None:
         check(case)
 
     run()
 
 
-def test_generated_requests_get_no_server_error_and_match_the_schema(seeded, settings):
-    """Every operation, bounded examples, through Django's WSGI app (emulator behind it).
+def path_for(template: str, ids: dict[str, int], **values: str) -> str:
+    """``template`` with a real id and the webhook secret, unless ``values`` gives others."""
+    defaults = {"id": str(ids.get(template.split("/")[3], 1)), "secret": WEBHOOK_SECRET}
+    for name, default in defaults.items():
+        template = template.replace("{" + name + "}", values.get(name, default))
+    return template
 
-    Besides "no 5xx", schemathesis checks status codes, content types, headers and bodies
-    against the schema, and that calls without credentials are refused. Its "schema-valid
-    data is accepted" check is left out: the API rightly refuses some values a JSON schema
-    cannot describe (a blank prompt, lone surrogates, an unknown model when ALLOWED_MODELS
-    is set).
+
+def hostile_inputs(
+    document: dict[str, Any], ids: dict[str, int]
+) -> Iterator[tuple[str, str, dict[str, Any], bool]]:
+    """(label, method, test client arguments, must be a 4xx) for every operation: each huge
+    integer in each integer parameter, each hostile body where the operation takes a body."""
+    for template, operations in document["paths"].items():
+        for method, operation in operations.items():
+            label = f"{method.upper()} {template}"
+            for parameter in operation.get("parameters", []):
+                if parameter.get("schema", {}).get("type") != "integer":
+                    continue
+                name = parameter["name"]
+                for value in HUGE_INTEGERS:
+                    if parameter["in"] == "path":  # no such row: 404
+                        path = path_for(template, ids, **{name: value})
+                        yield f"{label} {name}={value}", method, {"path": path}, True
+                    else:  # a filter refuses it; page_size is capped at 100
+                        arguments = {"path": path_for(template, ids), "data": {name: value}}
+                        yield f"{label} ?{name}={value}", method, arguments, False
+            if "requestBody" not in operation:
+                continue
+            path = path_for(template, ids)
+            for name, body, content_type in HOSTILE_BODIES:
+                arguments = {"path": path, "data": body, "content_type": content_type}
+                yield f"{label} {name}", method, arguments, True
+            if "multipart/form-data" in operation["requestBody"]["content"]:
+                form = {"prompt": "x", "init_image": "A" * (3 * 1024 * 1024)}
+                yield f"{label} a 3 MiB form field", method, {"path": path, "data": form}, True
+
+
+def routed(path: str) -> bool:
+    """Whether ``path`` reaches one of the API's views (not the project's 404 page)."""
+    try:
+        resolve(urlsplit(path).path)
+    except Resolver404:
+        return False
+    return True
+
+
+def in_the_endpoints_shape(path: str, response: Any) -> bool:
+    """OpenAI's error shape on v1/, DRF's JSON on the rest of the API; the webhook's own."""
+    if path.startswith("/modelslab/webhook/"):
+        return response.status_code in (400, 404) or response.json().get("outcome") is not None
+    if response["Content-Type"] != "application/json":
+        return False
+    if "/v1/" in path and response.status_code >= 400:
+        return set(response.json().get("error", {})) == {"message", "type", "param", "code"}
+    return True
+
+
+def test_generated_and_hostile_inputs_get_no_server_error(seeded, record_property):
+    """Every operation, the webhook too, through Django's WSGI app (emulator behind it).
+
+    Schemathesis generates valid and invalid requests from the schema, and checks status
+    codes, content types, headers and bodies against it, and that calls without credentials
+    are refused. Two of its checks are left out. "Schema-valid data is accepted": the API
+    rightly refuses some values a JSON schema cannot describe (a blank prompt, lone
+    surrogates, an unknown model when ALLOWED_MODELS is set). "Invalid data is refused": a
+    blank query value means "no filter" (DRF's rule for form input), the test sends a valid
+    token whatever Authorization header was generated, and the webhook records any JSON
+    object (a delivery is a hint, confirmed by fetch).
+
+    Then hostile inputs no generator sends (HUGE_INTEGERS, HOSTILE_BODIES) go to every
+    operation: bodies must be refused with a 4xx, and every answer must be in the
+    endpoint's shape. ``make faults`` reports the figures (docs/reliability.md).
     """
     token, ids = seeded
-    settings.ALLOWED_HOSTS = ["*"]
-    api = schemathesis.openapi.from_wsgi(SCHEMA_URL + "?format=json", get_wsgi_application())
+    document = fetch_schema()
+    document["paths"][WEBHOOK_PATH] = webhook_operation()
+    api = schemathesis.openapi.from_dict(document)
+    api.app = get_wsgi_application()
+    auth = {"Authorization": f"Bearer {token}"}
     statuses: dict[str, set[int]] = {}
     failures: list[str] = []
     calls: Counter[str] = Counter()
+    server_errors = 0
 
     for result in api.get_all_operations():
         operation = result.ok()
         label = f"{operation.method.upper()} {operation.path}"
 
-        def check(case, label: str = label) -> None:
+        def check(case: Any, label: str = label) -> None:
+            nonlocal server_errors
             calls[label] += 1
-            if "id" in (case.path_parameters or {}) and calls[label] % 2:
-                # Random ids rarely exist: aim half of the calls at real objects.
-                case.path_parameters["id"] = ids[case.path.split("/")[3]]
+            parameters = case.path_parameters or {}
+            positive = case.meta is None or case.meta.generation.mode.is_positive
+            # Random ids and secrets rarely exist: aim half of the valid calls at real ones.
+            if positive and calls[label] % 2:
+                if "id" in parameters:
+                    parameters["id"] = ids[case.path.split("/")[3]]
+                if "secret" in parameters:
+                    parameters["secret"] = WEBHOOK_SECRET
             try:
-                response = case.call_and_validate(
-                    headers={"Authorization": f"Bearer {token}"},
-                    excluded_checks=[positive_data_acceptance],
+                response = case.call(headers=auth)
+                server_errors += response.status_code >= 500
+                if not routed(case.formatted_path):  # e.g. an id of "1.5": the project's 404
+                    assert response.status_code == 404, response.status_code
+                    return
+                case.validate_response(
+                    response,
+                    excluded_checks=[positive_data_acceptance, negative_data_rejection],
+                    headers=auth,
+                    transport_kwargs={"headers": auth},
                 )
-            except Exception as exc:  # a schemathesis failure group: keep going, report all
+            except (Exception, FailureGroup) as exc:  # keep going, report every failure
                 failures.append(f"{label}: {str(exc)[:1000]}")
                 return
             statuses.setdefault(label, set()).add(response.status_code)
 
-        fuzz(operation, check)
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            fuzz(operation, check, mode)
 
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {token}", raise_request_exception=False)
+    hostile = 0
+    for label, method, arguments, refused in hostile_inputs(document, ids):
+        hostile += 1
+        response = getattr(client, method)(**arguments)
+        server_errors += response.status_code >= 500
+        lowest = 400 if refused else 200
+        if not (
+            lowest <= response.status_code < 500
+            and in_the_endpoints_shape(arguments["path"], response)
+        ):
+            failures.append(f"{label}: {response.status_code} {response.content[:200]!r}")
+
+    tried = sum(calls.values()) + hostile
+    record_property("bad_inputs_tried", tried)
+    record_property("bad_inputs_5xx", server_errors)
     assert failures == []
-    assert len(statuses) == 8  # operations
-    assert sum(calls.values()) > 60
+    assert server_errors == 0
+    assert len(statuses) == 9  # operations, the webhook included
+    assert hostile == 55
     for label, seen in statuses.items():
         assert any(200 <= code < 300 for code in seen), (label, seen)

@@ -238,3 +238,44 @@ def test_other_errors_keep_the_openai_shape(user):
     assert not_an_object.status_code == 400
     for response in (wrong_method, not_json, broken_json, not_an_object):
         assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_deeply_nested_json_is_a_400_in_openai_shape(user):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {Token.objects.create(user=user).key}")
+
+    response = client.post(ENDPOINT, "[" * 100_000 + "]" * 100_000, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": {
+            "message": "JSON parse error - nested more than 32 levels deep",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "parse_error",
+        }
+    }
+
+
+def test_a_body_over_the_limit_is_413_in_openai_shape(sdk, user, emulator):
+    """The body holds no images: its limit is Django's DATA_UPLOAD_MAX_MEMORY_SIZE, 2.5 MiB."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {sdk.api_key}")
+
+    over_djangos_limit = client.post(
+        ENDPOINT, {"prompt": "x", "user": "u" * (3 * 1024 * 1024)}, format="json"
+    )
+    with pytest.raises(openai.APIStatusError) as through_the_sdk:
+        sdk.images.generate(prompt="a fox " * 500_000)
+
+    assert over_djangos_limit.status_code == 413
+    assert over_djangos_limit.json()["error"] == {
+        "message": "The request body is larger than this endpoint accepts (2621440 bytes).",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "request_too_large",
+    }
+    assert through_the_sdk.value.status_code == 413
+    assert through_the_sdk.value.code == "request_too_large"
+    assert not GenerationRequest.objects.exists()
+    assert emulator.calls["text2img"] == 0

@@ -131,6 +131,40 @@ def test_unreadable_body_is_a_400(webhooks_on):
     assert WebhookDelivery.objects.get().outcome == Outcome.REJECTED
 
 
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        # 200 KB: json.loads alone ends in a RecursionError.
+        (b"[" * 100_000 + b"]" * 100_000, "nested more than 32 levels deep"),
+        (b'{"id": 1, "meta": ' + b"[" * 40 + b"]" * 40 + b"}", "nested more than 32 levels deep"),
+        # Neither can be stored in a JSON column (found by tests/test_api_schema.py).
+        (b'{"id": NaN}', "NaN is not a JSON number"),
+        (b'{"id": 1e999}', "inf is not a JSON number"),
+        (b'{"id": 1, "message": "\\ud800"}', "a string holds a lone surrogate"),
+    ],
+)
+def test_odd_json_is_a_400_and_recorded(webhooks_on, body, reason):
+    response = httpx.post(webhook_url(webhooks_on), content=body, timeout=10)
+
+    assert response.status_code == 400
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.valid, delivery.outcome) == (True, Outcome.REJECTED)
+    assert delivery.error.startswith(f"Unreadable body: {reason}")
+
+
+def test_body_over_djangos_limit_is_a_400_and_recorded(webhooks_on):
+    body = json.dumps({"id": 1, "status": "success", "junk": "x" * (3 * 1024 * 1024)})
+
+    response = httpx.post(webhook_url(webhooks_on), content=body, timeout=10)
+
+    assert response.status_code == 400
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.valid, delivery.outcome) == (True, Outcome.REJECTED)
+    assert delivery.error == (
+        "Unreadable body: larger than DATA_UPLOAD_MAX_MEMORY_SIZE (2621440 bytes)"
+    )
+
+
 def test_forged_success_is_not_trusted(webhooks_on, emulator):
     """A delivery claiming success for a job still processing stores nothing."""
     emulator.add_fault("text2img", Fault.never_finish())

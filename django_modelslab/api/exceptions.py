@@ -25,3 +25,11 @@ class BudgetExceeded(APIException):
     status_code = status.HTTP_429_TOO_MANY_REQUESTS
     default_detail = _("Your image generation budget is used up.")
     default_code = "budget_exceeded"
+
+
+class RequestTooLarge(APIException):
+    """A body larger than the endpoint parses (see ``api.parsers``)."""
+
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = _("The request body is too large.")
+    default_code = "request_too_large"

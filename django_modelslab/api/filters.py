@@ -13,6 +13,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from ..limits import MAX_ID
 from ..models import GeneratedImage, GenerationRequest
 
 
@@ -68,7 +69,7 @@ class GenerationFilter(serializers.Serializer):
 
 class ImageFilter(serializers.Serializer):
     request = serializers.IntegerField(
-        required=False, min_value=1, help_text=_("Only this request's images.")
+        required=False, min_value=1, max_value=MAX_ID, help_text=_("Only this request's images.")
     )
     chosen = serializers.BooleanField(required=False, allow_null=True, default=None)
     superseded = serializers.BooleanField(required=False, allow_null=True, default=None)

@@ -21,7 +21,6 @@ from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import exceptions, serializers, status
 from rest_framework.authentication import BaseAuthentication
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
@@ -39,6 +38,7 @@ from . import idempotency
 from .auth import api_authenticators
 from .budget import budget_refusals, check_budget
 from .exceptions import BudgetExceeded, IdempotencyKeyReused
+from .parsers import LimitedJSONParser
 from .permissions import CanGenerate
 from .schema import IDEMPOTENCY_HEADER, documented
 from .serializers import NAMESPACE, UNKNOWN_FIELD, StrictSerializer
@@ -224,7 +224,7 @@ class ImagesGenerationsView(APIView):
 
     permission_classes = (IsAuthenticated, CanGenerate)
     schema = AutoSchema()  # whatever the project's DEFAULT_SCHEMA_CLASS
-    parser_classes = (JSONParser,)
+    parser_classes = (LimitedJSONParser,)
     renderer_classes = (JSONRenderer,)
 
     def get_authenticators(self) -> list[BaseAuthentication]:
@@ -248,6 +248,7 @@ class ImagesGenerationsView(APIView):
             401: _error("Missing or wrong API key (a DRF token, sent as Bearer)."),
             403: _error("Authenticated but not allowed."),
             404: _error("Unknown model (code model_not_found)."),
+            413: _error("The body is larger than allowed (code request_too_large)."),
             422: _error("The Idempotency-Key was used with another body."),
             429: _error("Throttled (rate_limit_exceeded) or budget used up (insufficient_quota)."),
             500: _error("Unexpected server error."),

@@ -15,7 +15,7 @@ from .. import inputs, kinds
 from ..conf import get_setting
 from ..exceptions import InvalidImage
 from ..fallbacks import MAX_FALLBACK_MODELS, clean_model_ids
-from ..limits import MAX_SAMPLES, MAX_SEED, MAX_SIDE, MAX_STEPS, MIN_SIDE, SIDE_STEP
+from ..limits import MAX_ID, MAX_SAMPLES, MAX_SEED, MAX_SIDE, MAX_STEPS, MIN_SIDE, SIDE_STEP
 from ..models import GeneratedImage, GenerationRequest
 from .permissions import sees_everything, visible_images
 
@@ -140,6 +140,7 @@ class GenerationCreateSerializer(StrictSerializer):
     init_image_id = serializers.IntegerField(
         required=False,
         min_value=1,
+        max_value=MAX_ID,
         help_text=_("img2img, inpaint, upscale: the id of one of your images, as the input."),
     )
     mask_image = InputImageField(

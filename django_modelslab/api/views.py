@@ -10,7 +10,6 @@ from drf_spectacular.utils import OpenApiResponse
 from rest_framework import mixins, status, viewsets
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.decorators import action
-from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -24,6 +23,7 @@ from .budget import budget_refusals, check_budget
 from .exceptions import Conflict
 from .filters import GenerationFilter, ImageFilter, filtered
 from .pagination import ModelsLabPagination
+from .parsers import GenerationJSONParser, LimitedJSONParser, LimitedMultiPartParser
 from .permissions import CanGenerate, IsOwnerOrPermitted, visible_images, visible_requests
 from .schema import IDEMPOTENCY_HEADER, documented
 from .serializers import (
@@ -44,13 +44,20 @@ ERRORS: dict[int, Any] = {
 NOT_FOUND = {404: OpenApiResponse(ErrorSerializer, description="No such object, or not yours.")}
 NO_PAGE = {404: OpenApiResponse(ErrorSerializer, description="No such page.")}
 BAD_REQUEST = {400: OpenApiResponse(VALIDATION_ERROR_SCHEMA, description="Invalid input.")}
+BAD_BODY = {
+    400: OpenApiResponse(
+        {"anyOf": [VALIDATION_ERROR_SCHEMA, {"$ref": "#/components/schemas/Error"}]},
+        description="Invalid input (messages by field), or a body that is not JSON (detail).",
+    )
+}
+TOO_LARGE = {413: OpenApiResponse(ErrorSerializer, description="The body is larger than allowed.")}
 
 
 class ModelsLabAPIMixin:
     """Authentication (Bearer tokens added), throttling scopes, pagination and permissions."""
 
     permission_classes = (IsAuthenticated, CanGenerate, IsOwnerOrPermitted)
-    parser_classes = (JSONParser,)
+    parser_classes = (LimitedJSONParser,)
     schema = AutoSchema()  # whatever the project's DEFAULT_SCHEMA_CLASS
     pagination_class = ModelsLabPagination
     #: Actions that start a generation (counted in the ``modelslab_generate`` scope too).
@@ -84,7 +91,7 @@ class GenerationViewSet(
 
     serializer_class = GenerationSerializer
     generating_actions = ("create", "regenerate")
-    parser_classes = (JSONParser, MultiPartParser)  # multipart: input image uploads
+    parser_classes = (GenerationJSONParser, LimitedMultiPartParser)  # multipart: file uploads
 
     def get_queryset(self) -> QuerySet[GenerationRequest]:
         if getattr(self, "swagger_fake_view", False):  # drf-spectacular inspecting types
@@ -121,7 +128,8 @@ class GenerationViewSet(
         parameters=[IDEMPOTENCY_HEADER],
         responses={
             202: GenerationSerializer,
-            **BAD_REQUEST,
+            **BAD_BODY,
+            **TOO_LARGE,
             **ERRORS,
             422: OpenApiResponse(
                 ErrorSerializer, description="The Idempotency-Key was used with another body."
