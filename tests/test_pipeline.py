@@ -366,7 +366,7 @@ def test_a_price_or_a_running_total_past_the_column_is_unknown(
     emulator, settings, caplog, django_capture_on_commit_callbacks
 ):
     settings.MODELSLAB = {**settings.MODELSLAB, "PRICES": {"*": 5_000_000}}
-    priced = make_request(seed=41)
+    priced = make_request(seed=6141)  # bytes no other test stores (test_signals counts uploads)
     pipeline.run(priced.pk)
     priced.refresh_from_db()
     assert (priced.status, priced.cost, priced.charges.count()) == (Status.SUCCEEDED, None, 0)
