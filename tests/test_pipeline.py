@@ -366,13 +366,14 @@ def test_a_price_or_a_running_total_past_the_column_is_unknown(
     emulator, settings, caplog, django_capture_on_commit_callbacks
 ):
     settings.MODELSLAB = {**settings.MODELSLAB, "PRICES": {"*": 5_000_000}}
-    priced = make_request(seed=6141)  # bytes no other test stores (test_signals counts uploads)
+    # Seeds no other test stores (test_signals counts first uploads of seeds 41 and 42).
+    priced = make_request(seed=6141)
     pipeline.run(priced.pk)
     priced.refresh_from_db()
     assert (priced.status, priced.cost, priced.charges.count()) == (Status.SUCCEEDED, None, 0)
 
     settings.MODELSLAB = {**settings.MODELSLAB, "PRICES": {"*": 600_000}}
-    request = make_request(seed=42, use_cache=False)
+    request = make_request(seed=6142, use_cache=False)
     pipeline.run(request.pk)
     request.refresh_from_db()
     assert request.cost == 600_000
