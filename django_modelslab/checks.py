@@ -17,7 +17,7 @@ from .conf import DEFAULTS, POSITIVE_NUMBERS, SETTINGS_NAME, get_settings, user_
 
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
 #: Settings that must be whole numbers, with their minimum.
-WHOLE_NUMBERS = {"MAX_RETRIES": 0, "MAX_ATTEMPTS": 1}
+WHOLE_NUMBERS = {"MAX_RETRIES": 0, "MAX_ATTEMPTS": 1, "URL_SIGNING_WINDOW": 0}
 MIN_SECRET_LENGTH = 24
 NEW_SECRET_HINT = "Make one with: python -c 'import secrets; print(secrets.token_urlsafe())'"  # noqa: S105  (a hint, not a secret)
 
@@ -58,6 +58,7 @@ def check_settings(app_configs: Iterable[Any] | None = None, **kwargs: Any) -> l
     messages += _check_base_url_and_key(conf)
     messages += _check_storage(conf)
     messages += _check_numbers(conf)
+    messages += _check_signing_window(conf)
     messages += _check_hosts(conf)
     messages += _check_webhooks(conf)
     messages += _check_task_backend(conf)
@@ -164,6 +165,36 @@ def _check_numbers(conf: dict[str, Any]) -> list[CheckMessage]:
                 )
             )
     return messages
+
+
+#: The longest a presigned S3 URL may live (SigV4: seven days).
+MAX_PRESIGNED_SECONDS = 7 * 24 * 60 * 60
+
+
+def _check_signing_window(conf: dict[str, Any]) -> list[CheckMessage]:
+    """A URL signed at the start of its window must not outlive what S3 allows."""
+    from .storage import get_image_storage
+
+    window = conf["URL_SIGNING_WINDOW"]
+    if isinstance(window, bool) or not isinstance(window, int) or window <= 0:
+        return []  # 0 is off; a bad value is E003
+    try:
+        storage = get_image_storage()
+        expire = getattr(storage, "querystring_expire", None)
+        signed = getattr(storage, "querystring_auth", False) and hasattr(storage, "bucket_name")
+    except Exception:  # a broken storage is reported when it is used
+        return []
+    if not signed or not isinstance(expire, int) or expire + window <= MAX_PRESIGNED_SECONDS:
+        return []
+    return [
+        Error(
+            f"{SETTINGS_NAME}['URL_SIGNING_WINDOW'] ({window} s) plus the storage's "
+            f"querystring_expire ({expire} s) is longer than S3 lets a presigned URL live "
+            f"({MAX_PRESIGNED_SECONDS} s): URLs would be refused.",
+            hint="Shorten the window or querystring_expire; 0 turns the window off.",
+            id="django_modelslab.E013",
+        )
+    ]
 
 
 def _check_task_backend(conf: dict[str, Any]) -> list[CheckMessage]:

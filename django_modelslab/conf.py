@@ -49,6 +49,9 @@ DEFAULTS: dict[str, Any] = {
     "THUMBNAIL_SIZE": 256,  # longest side of the stored WebP thumbnail, in pixels
     # Cache-Control of stored objects (S3); "" sends none. Keys never change meaning.
     "CACHE_CONTROL": "public, max-age=31536000, immutable",
+    # Presigned S3 URLs are signed as of the start of a window this long (seconds) and stay
+    # the same within it, so browsers can cache them; 0 signs each URL as of now.
+    "URL_SIGNING_WINDOW": 3600,
     "STORE_PROMPT_METADATA": False,  # put the prompt in object metadata (prompts can be private)
     # Provenance: XMP in stored PNG/JPEG files saying they are AI-generated (docs/provenance.md)
     "PROVENANCE": True,  # write it (source type and model id)

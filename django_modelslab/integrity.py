@@ -2,12 +2,14 @@
 
 Pipeline layer: faces (``verify_images``, ``regenerate_images --missing-files``) ask this
 module, which asks the storage. Each key is read (or looked up) once however many rows
-share it. Only :func:`repair` writes: it puts good bytes back where it has them.
+share it. Only :func:`repair` and :func:`copy_file` write: the first puts good bytes back
+where it has them, the second copies objects from the storage a site used before.
 """
 
 from __future__ import annotations
 
 import posixpath
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -17,16 +19,21 @@ from django.utils import timezone
 
 from .conf import get_setting
 from .copying import fetch_again
-from .exceptions import ModelsLabError, StorageError
+from .exceptions import InvalidImage, ModelsLabError, StorageError
 from .models import GeneratedImage, GenerationRequest
 from .storage import (
     _hash_file,
+    _storage_errors,
     get_image_storage,
     image_metadata,
     restore_file,
     stored_digest,
 )
 from .thumbnails import render_thumbnail, store_thumbnail
+
+#: Copies between storages spool in memory up to this size, then on disk.
+_SPOOL_BYTES = 8 * 1024 * 1024
+_COPY_CHUNK = 64 * 1024
 
 
 def name_digest(name: str) -> str:
@@ -180,3 +187,83 @@ def requests_with_missing_files(requests: QuerySet[GenerationRequest]) -> list[i
     images = GeneratedImage.objects.filter(request__in=requests, superseded=False)
     rows = images.values_list("request_id", "image").order_by("request_id")
     return sorted({request_id for request_id, name in rows if not inspector.exists(name)})
+
+
+# Moving to another storage -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Copied:
+    """What :func:`copy_file` did with one key."""
+
+    name: str
+    outcome: str  # "copied", "present", "would copy", or what went wrong
+    size: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in ("copied", "present", "would copy")
+
+
+def referenced_files() -> Iterator[tuple[str, dict[str, str]]]:
+    """Every file a row references (images, thumbnails, inputs), once each, with the object
+    metadata the pipeline gave it."""
+    seen: set[str] = set()
+    images = GeneratedImage.objects.order_by("pk").values_list(
+        "image", "thumbnail", "request_id", "request__produced_by", "request__model_id",
+        "request__prompt",
+    )  # fmt: skip
+    for name, thumbnail, request_id, produced_by, model_id, prompt in images.iterator():
+        if name and name not in seen:
+            seen.add(name)
+            model = produced_by or model_id
+            yield name, image_metadata(request_id=request_id, model_id=model, prompt=prompt)
+        if thumbnail and thumbnail not in seen:
+            seen.add(thumbnail)
+            yield thumbnail, {}
+    inputs = GenerationRequest.objects.order_by("pk").values_list("init_image", "mask_image")
+    for names in inputs.iterator():
+        for name in names:
+            if name and name not in seen:
+                seen.add(name)
+                yield name, {"role": "input"}
+
+
+def copy_file(
+    name: str,
+    source: Storage,
+    target: Storage,
+    *,
+    metadata: dict[str, str] | None = None,
+    dry_run: bool = False,
+) -> Copied:
+    """Copy the object ``name`` from ``source`` into ``target`` unless ``target`` has it.
+
+    The bytes are streamed through a spooled temporary file (bounded memory) and written
+    only if they hash to the digest the name claims and are a valid image
+    (:func:`restore_file`). Nothing raises for one bad key: the outcome says what happened.
+    """
+    try:
+        with _storage_errors(name, target, "Looking up"):
+            present = target.exists(name)
+        if present:
+            return Copied(name, "present")
+        if dry_run:
+            return Copied(name, "would copy")
+        with _storage_errors(name, source, "Reading"):
+            try:
+                stored = source.open(name, "rb")
+            except FileNotFoundError:
+                return Copied(name, "missing from the old storage")
+            with stored, tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
+                try:
+                    for chunk in stored.chunks(_COPY_CHUNK):
+                        spool.write(chunk)
+                except FileNotFoundError:
+                    return Copied(name, "missing from the old storage")
+                copied = restore_file(spool, name, storage=target, metadata=metadata)
+    except InvalidImage as exc:
+        return Copied(name, f"not copied: {exc}")
+    except StorageError as exc:
+        return Copied(name, f"not copied: {exc}")
+    return Copied(name, "copied", copied.size)

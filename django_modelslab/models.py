@@ -223,20 +223,34 @@ class GenerationRequest(models.Model):
         return self.outputs_expire_at is not None and timezone.now() < self.outputs_expire_at
 
     def cache_source(self, cache_key: str | None = None) -> GenerationRequest | None:
-        """The latest other request with this cache key that succeeded with current images.
+        """The latest other request with this cache key that succeeded with current images
+        whose files (and thumbnails) are all in the configured storage.
 
-        ``cache_key`` defaults to the stored one (blank: no source).
+        ``cache_key`` defaults to the stored one (blank: no source). The storage is asked
+        once per file (a HEAD request on S3): after a move to another storage, or a lost
+        file, the latest source is no hit and the request goes to the provider.
         """
         key = self.cache_key if cache_key is None else cache_key
         if not key:
             return None
-        return (
+        source = (
             GenerationRequest.objects.filter(cache_key=key, status=self.Status.SUCCEEDED)
             .exclude(pk=self.pk)
             .filter(images__superseded=False)
             .order_by("-finished_at")
             .first()
         )
+        if source is None or not source.files_stored():
+            return None
+        return source
+
+    def files_stored(self) -> bool:
+        """Whether every current image's file and thumbnail exist in the storage."""
+        names: set[str] = set()
+        for image in self.images.filter(superseded=False):
+            names.update(name for name in (image.image.name, image.thumbnail.name) if name)
+        storage = field_storage()
+        return all(storage.exists(name) for name in sorted(names))
 
     @property
     def duration(self) -> float | None:

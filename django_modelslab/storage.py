@@ -25,6 +25,7 @@ import secrets
 import struct
 import sys
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -596,11 +597,74 @@ def _if_none_match(params: dict[str, Any], **kwargs: Any) -> None:
     params.setdefault("IfNoneMatch", "*")
 
 
+#: While :meth:`ContentAddressedS3Storage.url` signs, the time it signs as (this thread).
+_signing = threading.local()
+#: Where the signing time travels to the signer, in botocore's request context.
+_SIGNED_AT = "modelslab_signed_at"
+#: botocore's presigning signers -> ours, which sign as of ``_SIGNED_AT`` (registered in
+#: ``botocore.auth.AUTH_TYPE_MAPS`` when the S3 storage is built). SigV4 ("v4" is what
+#: botocore's own hooks turn into S3's "s3v4"), or SigV2 when the client is configured
+#: with ``signature_version="s3"``.
+_WINDOWED_SIGNERS = {
+    "s3-query": "modelslab-window-s3-query",
+    "s3v4-query": "modelslab-window-s3v4-query",
+    "v4-query": "modelslab-window-s3v4-query",
+}
+
+
+def signing_window_start(window: int, now: float | None = None) -> int:
+    """The start of the ``window``-second period ``now`` falls in (epoch seconds)."""
+    now = time.time() if now is None else now
+    return int(now) // window * window
+
+
+def _choose_windowed_signer(
+    signature_version: Any, context: dict[str, Any], **kwargs: Any
+) -> str | None:
+    """botocore ``choose-signer`` hook: while :meth:`url` signs, use a windowed signer."""
+    signed_at = getattr(_signing, "at", None)
+    windowed = _WINDOWED_SIGNERS.get(signature_version) if signed_at is not None else None
+    if windowed is None:
+        return None  # anything else (S3 Express, a request being sent) signs as usual
+    context[_SIGNED_AT] = signed_at
+    return windowed
+
+
+def _register_windowed_signers() -> None:
+    """Add signers that take their time from the request context to botocore's table."""
+    from botocore import auth
+
+    class WindowedS3SigV4QueryAuth(auth.S3SigV4QueryAuth):
+        def _modify_request_before_signing(self, request: Any) -> None:
+            signed_at = request.context.get(_SIGNED_AT)
+            if signed_at is not None:  # everything after this reads the timestamp from here
+                stamp = time.strftime(auth.SIGV4_TIMESTAMP, time.gmtime(signed_at))
+                request.context["timestamp"] = stamp
+            super()._modify_request_before_signing(request)
+
+    class WindowedHmacV1QueryAuth(auth.HmacV1QueryAuth):
+        _signed_at: int | None = None
+
+        def add_auth(self, request: Any) -> None:
+            self._signed_at = request.context.get(_SIGNED_AT)
+            super().add_auth(request)
+
+        def _get_date(self) -> str:  # SigV2's Expires: an absolute time
+            if self._signed_at is None:
+                return super()._get_date()
+            return str(self._signed_at + int(self._expires))
+
+    auth.AUTH_TYPE_MAPS.setdefault(_WINDOWED_SIGNERS["s3-query"], WindowedHmacV1QueryAuth)
+    auth.AUTH_TYPE_MAPS.setdefault(_WINDOWED_SIGNERS["s3v4-query"], WindowedS3SigV4QueryAuth)
+
+
 def _build_s3_storage() -> type[Storage]:
     """Define :class:`ContentAddressedS3Storage` (imports boto3 and django-storages)."""
     from botocore.exceptions import ClientError
     from storages.backends.s3 import S3Storage
     from storages.utils import clean_name
+
+    _register_windowed_signers()
 
     class ContentAddressedS3Storage(ContentAddressedStorageMixin, S3Storage):
         """django-storages' ``S3Storage``, content-addressed: keys are final, never overwritten.
@@ -612,6 +676,11 @@ def _build_s3_storage() -> type[Storage]:
         clone that rejects the header. Every object gets the decoded format's
         ``ContentType``, ``MODELSLAB["CACHE_CONTROL"]`` (unless ``object_parameters`` sets
         ``CacheControl``) and the metadata :func:`store_file` passes (``sha256`` …).
+
+        Presigned URLs (``url(name)``, no ``expire``) are signed as of the start of the
+        current ``MODELSLAB["URL_SIGNING_WINDOW"]``-second window and valid
+        ``querystring_expire`` seconds past its end: within a window every call (in any
+        process) gives the same URL, so browsers and CDNs can cache the image.
         """
 
         def get_default_settings(self) -> dict[str, Any]:
@@ -625,11 +694,35 @@ def _build_s3_storage() -> type[Storage]:
         def connection(self) -> Any:
             new = getattr(self._connections, "connection", None) is None
             connection = super().connection
-            if new and self.conditional_writes:
+            if new:
                 events = connection.meta.client.meta.events
+                events.register("choose-signer.s3.GetObject", _choose_windowed_signer)
+            if new and self.conditional_writes:
                 for operation in ("PutObject", "CompleteMultipartUpload"):
                     events.register(f"before-parameter-build.s3.{operation}", _if_none_match)
             return connection
+
+        def url(
+            self,
+            name: str,
+            parameters: dict[str, Any] | None = None,
+            expire: int | None = None,
+            http_method: str | None = None,
+        ) -> str:
+            """A presigned URL that stays the same within a ``URL_SIGNING_WINDOW``.
+
+            An explicit ``expire`` (input images sent to ModelsLab) signs as of now, as
+            django-storages does; so does a window of 0. Unsigned and ``custom_domain`` URLs
+            are django-storages' own.
+            """
+            window = int(get_setting("URL_SIGNING_WINDOW"))
+            if expire is not None or not window or not self.querystring_auth or self.custom_domain:
+                return super().url(name, parameters, expire, http_method)
+            _signing.at = signing_window_start(window)
+            try:
+                return super().url(name, parameters, self.querystring_expire + window, http_method)
+            finally:
+                _signing.at = None
 
         def get_object_parameters(self, name: str) -> dict[str, Any]:
             params = super().get_object_parameters(name)

@@ -54,7 +54,9 @@ _TMP = Path(tempfile.mkdtemp(prefix="modelslab-tests-"))
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": _TMP / "db.sqlite3",
+        # A command run by a test in its own process (tests/test_regenerate_images.py) is
+        # given the test's database here.
+        "NAME": os.environ.get("MODELSLAB_TEST_DB_NAME") or _TMP / "db.sqlite3",
         "TEST": {"NAME": str(_TMP / "test.sqlite3")},
         "OPTIONS": {
             "transaction_mode": "IMMEDIATE",

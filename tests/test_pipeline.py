@@ -158,6 +158,24 @@ def test_identical_seeded_request_is_never_paid_for_twice(
     )
 
 
+def test_a_cached_source_whose_file_is_gone_is_no_hit(emulator, django_capture_on_commit_callbacks):
+    first = generate(django_capture_on_commit_callbacks, seed=23)
+    lost = media_path(first.images.get())
+    lost.unlink()
+
+    second = generate(django_capture_on_commit_callbacks, seed=23)
+
+    assert second.status == Status.SUCCEEDED, second.error
+    assert emulator.calls["text2img"] == 2  # the provider was called: a normal miss
+    assert second.cached_from is None
+    assert second.images.get().image.name == first.images.get().image.name  # same bytes...
+    assert lost.exists()  # ...stored again, so the first request's image is back too
+
+    third = generate(django_capture_on_commit_callbacks, seed=23)
+    assert third.cached_from == second  # files present: a hit again
+    assert emulator.calls["text2img"] == 2
+
+
 def test_unseeded_requests_are_not_cached(emulator, django_capture_on_commit_callbacks):
     generate(django_capture_on_commit_callbacks)
     second = generate(django_capture_on_commit_callbacks)

@@ -4,12 +4,17 @@ summaries, exit codes, and resuming after an interruption without a second provi
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
 from django.utils import timezone
 
 from django_modelslab import pipeline
@@ -18,6 +23,7 @@ from django_modelslab.testing import Fault
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+ROOT = Path(__file__).resolve().parent.parent
 Status = GenerationRequest.Status
 
 
@@ -38,6 +44,65 @@ def regenerate_images(*args: str) -> str:
     out = io.StringIO()
     call_command("regenerate_images", *args, stdout=out, stderr=out)
     return out.getvalue()
+
+
+def manage_py(emulator, settings, *args: str, terminal: bool) -> tuple[int, str]:
+    """``manage.py regenerate_images`` in its own process on this test's database, emulator
+    and media; its output on a pseudo-terminal (``terminal``) or a pipe."""
+    command = [sys.executable, "-m", "django", "regenerate_images", *args]
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "MODELSLAB_TEST_DB_NAME": str(connection.settings_dict["NAME"]),
+        "MODELSLAB_TEST_BASE_URL": emulator.base_url,
+        "TEST_MEDIA_ROOT": str(settings.MEDIA_ROOT),
+    }
+    if not terminal:
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, timeout=120)
+        return done.returncode, (done.stdout + done.stderr).decode()
+    controller, terminal_end = os.openpty()
+    try:
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=terminal_end,
+            stderr=terminal_end,
+        )
+        os.close(terminal_end)
+        output = b""
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # EIO: the process has closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+        return process.wait(timeout=120), output.decode()
+    finally:
+        os.close(controller)
+
+
+def test_progress_redraws_in_place_on_a_terminal_and_prints_lines_in_a_pipe(emulator, settings):
+    make(2)
+
+    code, shown = manage_py(emulator, settings, "--concurrency", "1", terminal=True)
+
+    assert code == 0, shown
+    bar = shown[shown.index("\r[") : shown.index("Done:")]
+    assert bar.count("\r[") == 2  # each step redraws the one line: no newline between them
+    assert "\n" not in bar.rstrip("\r\n")
+    assert "] 1/2 1 succeeded\r[" in bar and "] 2/2 2 succeeded" in bar
+    assert bar.endswith("\n")  # the summary starts on a line of its own
+
+    code, piped = manage_py(emulator, settings, "--concurrency", "1", terminal=False)
+
+    assert code == 0, piped
+    assert "\r" not in piped
+    lines = piped.splitlines()
+    assert [line.split(" #")[0] for line in lines if line.startswith("[")] == ["[1/2]", "[2/2]"]
 
 
 def test_regenerates_selected_requests_and_keeps_history(emulator):
@@ -154,6 +219,19 @@ def test_resume_continues_an_interrupted_run_without_a_second_job(emulator):
     assert "Batch b1" in out
 
 
+def test_resume_with_an_unknown_batch_is_an_error_naming_it(emulator, settings):
+    make(1)
+
+    with pytest.raises(CommandError, match="nonexistent") as caught:
+        regenerate_images("--resume", "nonexistent")
+    assert caught.value.returncode == 2
+
+    code, out = manage_py(emulator, settings, "--resume", "nonexistent", terminal=False)
+    assert code == 2
+    assert "batch 'nonexistent'" in out and "No generation request matches" not in out
+    assert emulator.calls["text2img"] == 1  # only make()'s
+
+
 def test_stale_requests_are_continued(emulator, settings):
     settings.MODELSLAB = {**settings.MODELSLAB, "STALE_AFTER": 60}
     emulator.mode = "processing"
@@ -227,3 +305,6 @@ def test_progress_is_a_bar_redrawn_in_place_on_a_terminal():
     assert written[0].startswith("\r[" + "#" * 15 + "." * 15 + "] 1/2")
     assert written[1] == "\r[" + "#" * 30 + "] 2/2 1 failed, 1 succeeded"
     assert written[2] == "\n"
+    assert len(written) == 3
+    progress.finish()  # the line is already ended
+    assert len(written) == 3

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import io
 import threading
+import time
 from collections import Counter
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 import pytest
@@ -306,6 +308,74 @@ def test_url_is_presigned_by_default_and_plain_with_a_custom_domain(s3: S3Case, 
 
     domain = use_s3(settings, s3, custom_domain="img.example.com", querystring_auth=False)
     assert domain.url(stored.key) == f"https://img.example.com/{s3.location}/{stored.key}"
+
+
+def test_presigned_urls_stay_the_same_within_the_signing_window(
+    s3: S3Case, settings, monkeypatch
+) -> None:
+    settings.MODELSLAB = {**settings.MODELSLAB, "URL_SIGNING_WINDOW": 600}
+    storage = use_s3(settings, s3, querystring_expire=300)
+    data = image_bytes(seed=8)
+    key = store_file(io.BytesIO(data), storage=storage).key
+    start = 1_900_000_200  # a window's start (a multiple of 600)
+    now = [start + 10.0]
+    monkeypatch.setattr(storage_module.time, "time", lambda: now[0])
+
+    first = storage.url(key)
+    now[0] = start + 590.0  # later in the same window: the same URL
+    assert storage.url(key) == first
+    now[0] = start + 600.0  # the next window: a new one
+    assert storage.url(key) != first
+    # signed as of the window's start, valid for its length + querystring_expire
+    query = parse_qs(urlsplit(first).query)
+    assert query["X-Amz-Date"] == [time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(start))]
+    assert query["X-Amz-Expires"] == [str(600 + 300)]
+    # each call signs in its own thread, as in a server; a new storage object signs alike
+    now[0] = start + 300.0
+    other: list[str] = []
+    thread = threading.Thread(target=lambda: other.append(storages["modelslab"].url(key)))
+    thread.start()
+    thread.join()
+    assert other == [first]
+
+
+def test_windowed_urls_are_accepted_by_s3_sigv2_and_sigv4(s3: S3Case, settings) -> None:
+    from botocore.config import Config
+
+    settings.MODELSLAB = {**settings.MODELSLAB, "URL_SIGNING_WINDOW": 3600}
+    data = image_bytes(seed=9)
+    for version, marker in ((None, "X-Amz-Signature"), ("s3", "Signature")):
+        config = Config(s3={"addressing_style": "path"}, signature_version=version)
+        storage = use_s3(settings, s3, client_config=config)
+        key = store_file(io.BytesIO(data), storage=storage).key
+        first = storage.url(key)
+        time.sleep(1.1)  # a second later: botocore alone would sign anew
+        assert storage.url(key) == first, version
+        assert marker in parse_qs(urlsplit(first).query)
+        assert httpx.get(first).content == data  # S3 accepts the earlier signing time
+        tampered = first.replace(key, key.replace(".png", ".jpg"))
+        assert httpx.get(tampered).status_code == 403  # still a real signature
+        query = parse_qs(urlsplit(first).query)
+        if version is None:  # SigV4: signed as of the window's start, valid window + expire
+            signed_at = calendar.timegm(time.strptime(query["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ"))
+            assert signed_at % 3600 == 0 and signed_at <= time.time()
+            assert query["X-Amz-Expires"] == [str(3600 + 3600)]
+        else:  # SigV2: Expires is absolute, the window's end + querystring_expire
+            assert int(query["Expires"][0]) % 3600 == 0
+            assert time.time() + 3600 < int(query["Expires"][0]) <= time.time() + 7200
+
+
+def test_explicit_expiry_and_a_zero_window_sign_as_of_now(s3: S3Case, settings) -> None:
+    storage = use_s3(settings, s3)
+    key = store_file(io.BytesIO(image_bytes(seed=10)), storage=storage).key
+    settings.MODELSLAB = {**settings.MODELSLAB, "URL_SIGNING_WINDOW": 3600}
+    expires = int(parse_qs(urlsplit(storage.url(key, expire=120)).query)["Expires"][0])
+    assert abs(expires - (time.time() + 120)) < 30  # input images: INPUT_URL_TTL from now
+
+    settings.MODELSLAB = {**settings.MODELSLAB, "URL_SIGNING_WINDOW": 0}
+    first = storage.url(key)
+    time.sleep(1.1)
+    assert storage.url(key) != first  # django-storages' own behaviour
 
 
 # --- bounded validation of large images -------------------------------------------------

@@ -118,6 +118,8 @@ def test_default_storage_alias_may_be_absent(settings):
         ("MAX_RETRIES", -1),
         ("MAX_RETRIES", 1.5),
         ("MAX_IMAGE_BYTES", True),
+        ("URL_SIGNING_WINDOW", -1),
+        ("URL_SIGNING_WINDOW", 1.5),
     ],
 )
 def test_bad_numbers(settings, name, value):
@@ -125,6 +127,26 @@ def test_bad_numbers(settings, name, value):
     messages = check_settings()
     assert ids(messages) == ["django_modelslab.E003"]
     assert name in messages[0].msg
+
+
+def test_a_signing_window_must_leave_presigned_urls_within_what_s3_allows(settings):
+    options = {"bucket_name": "b", "access_key": "a", "secret_key": "s", "region_name": "x"}
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "modelslab": {
+            "BACKEND": "django_modelslab.storage.ContentAddressedS3Storage",
+            "OPTIONS": {**options, "querystring_expire": 6 * 24 * 3600},
+        },
+    }
+    settings.MODELSLAB = {**settings.MODELSLAB, "URL_SIGNING_WINDOW": 2 * 24 * 3600}
+    messages = check_settings()
+    assert ids(messages) == ["django_modelslab.E013"]
+    assert "URL_SIGNING_WINDOW" in messages[0].msg and "querystring_expire" in messages[0].msg
+
+    settings.MODELSLAB = {**settings.MODELSLAB, "URL_SIGNING_WINDOW": 24 * 3600}  # 7 days
+    assert check_settings() == []
+    settings.MODELSLAB = {**settings.MODELSLAB, "URL_SIGNING_WINDOW": 0}  # off
+    assert check_settings() == []
 
 
 def test_bad_base_url(settings):

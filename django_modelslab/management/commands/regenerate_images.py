@@ -102,10 +102,14 @@ class Summary:
 
 
 class Progress:
-    """A bar redrawn in place on a terminal; one plain line per request otherwise."""
+    """A bar redrawn in place on a terminal; one plain line per request otherwise.
+
+    ``write`` takes text as is (no newline added) and shows it at once.
+    """
 
     def __init__(self, total: int, write: Callable[[str], Any], tty: bool) -> None:
         self.total, self.done, self.write, self.tty = total, 0, write, tty
+        self.open = False  # a bar is drawn and its line not ended yet
 
     def step(self, request: GenerationRequest, summary: Summary) -> None:
         self.done += 1
@@ -115,12 +119,19 @@ class Progress:
             self.write(f"[{self.done}/{self.total}] #{request.pk} {request.status}{detail}\n")
             return
         width = 30
-        filled = width * self.done // self.total
+        filled = width * self.done // max(self.total, 1)
         counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.outcomes.items()))
         bar = "#" * filled + "." * (width - filled)
         self.write(f"\r[{bar}] {self.done}/{self.total} {counts}")
-        if self.done == self.total:
+        self.open = True
+        if self.done >= self.total:
+            self.finish()
+
+    def finish(self) -> None:
+        """End the bar's line, if one is open (the summary starts on a line of its own)."""
+        if self.open:
             self.write("\n")
+            self.open = False
 
 
 class Command(BaseCommand):
@@ -222,6 +233,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         fallback_models = self.fallback_models(options["fallback_models"])
+        if options["resume"]:
+            self.check_batch(options["resume"])
         requests = list(self.select(options))
         if not requests:
             self.stdout.write("No generation request matches.")
@@ -266,6 +279,15 @@ class Command(BaseCommand):
             return clean_model_ids(given)
         except ValueError as exc:
             raise CommandError(f"--fallback-model: {exc}") from exc
+
+    def check_batch(self, batch: str) -> None:
+        """Refuse ``--resume`` with a batch id no request carries (a typo, another site)."""
+        if not GenerationRequest.objects.filter(regeneration_batch=batch).exists():
+            raise CommandError(
+                f"--resume {batch}: no request belongs to batch {batch!r}; the id is printed "
+                "first by the run to resume (Batch <id>: ...).",
+                returncode=2,
+            )
 
     def set_fallbacks(self, requests: list[GenerationRequest], models: list[str]) -> None:
         """Record ``models`` as the fallbacks of the requests this run starts."""
@@ -405,7 +427,7 @@ class Command(BaseCommand):
         self, requests: list[GenerationRequest], batch: str, concurrency: int, summary: Summary
     ) -> None:
         cost_before = {request.pk: request.cost for request in requests}
-        progress = Progress(len(requests), self.stdout.write, self.stdout.isatty())
+        progress = Progress(len(requests), self.write_now, self.stdout.isatty())
         stopping = False
         # The database work (marking, every step of arun) runs in one thread.
         in_sync = partial(sync_to_async, thread_sensitive=True)
@@ -447,7 +469,13 @@ class Command(BaseCommand):
                 await asyncio.gather(*tasks, return_exceptions=True)
                 raise
             finally:
+                progress.finish()
                 await in_sync(close_connection)()
+
+    def write_now(self, text: str) -> None:
+        """Write ``text`` as is (``OutputWrapper`` would add a newline) and flush it."""
+        self.stdout.write(text, ending="")
+        self.stdout.flush()
 
     def report(self, summary: Summary) -> None:
         outcomes = summary.outcomes + Counter({"skipped (budget)": len(summary.over_budget)})
