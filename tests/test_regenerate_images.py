@@ -227,3 +227,21 @@ def test_progress_is_a_bar_redrawn_in_place_on_a_terminal():
     assert written[0].startswith("\r[" + "#" * 15 + "." * 15 + "] 1/2")
     assert written[1] == "\r[" + "#" * 30 + "] 2/2 1 failed, 1 succeeded"
     assert written[2] == "\n"
+
+
+def test_regenerating_draws_new_seeds_unless_keep_seed(emulator):
+    first, second = make(2)  # seeds 0 and 1
+
+    regenerate_images("--keep-seed")
+    kept = {request.pk: request.seed for request in GenerationRequest.objects.all()}
+    regenerate_images()
+
+    sent = [body["seed"] for route, body in emulator.requests if route == "text2img"]
+    assert kept == {first.pk: 0, second.pk: 1}
+    assert sorted(sent[2:4]) == [0, 1]  # the same jobs again, paid again
+    for request in (first, second):
+        request.refresh_from_db()
+        assert request.seed not in (0, 1)
+        assert request.images.get(attempt=3).seed == request.seed
+        assert request.images.get(attempt=2).seed == kept[request.pk]
+    assert sorted(sent[4:]) == sorted([first.seed, second.seed])

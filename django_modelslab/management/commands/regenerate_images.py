@@ -124,6 +124,7 @@ class Progress:
 
 
 class Command(BaseCommand):
+    keep_seed = False  # --keep-seed
     help = (
         "Regenerate generation requests in bulk (earlier images are kept). Requests still "
         "queued or processing are continued, never submitted twice."
@@ -189,6 +190,12 @@ class Command(BaseCommand):
         select.add_argument("--limit", type=positive_int, metavar="N", help="At most N requests.")
         run = parser.add_argument_group("how")
         run.add_argument(
+            "--keep-seed",
+            action="store_true",
+            help="Send each seeded request's seed again: the same job repeated, paid again. "
+            "By default a seeded request gets a new random seed, for new images.",
+        )
+        run.add_argument(
             "--dry-run",
             action="store_true",
             help="List what would run; call nothing, change nothing.",
@@ -227,6 +234,7 @@ class Command(BaseCommand):
             self.stdout.write("No generation request matches.")
             return
         self.resuming = bool(options["resume"])
+        self.keep_seed = options["keep_seed"]
         self.stale = {request.pk for request in pipeline.stale_requests()}
         if options["dry_run"]:
             self.list_plan(requests)
@@ -367,7 +375,7 @@ class Command(BaseCommand):
             return True
         if action == "regenerate":
             try:
-                pipeline.regenerate(request, batch=batch, enqueue=enqueue)
+                pipeline.regenerate(request, keep_seed=self.keep_seed, batch=batch, enqueue=enqueue)
             except GenerationInProgress:
                 return False
             return True
