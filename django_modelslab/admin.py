@@ -45,6 +45,8 @@ ACTIVE_STATUSES = (Status.QUEUED, Status.PROCESSING)
 #: Submit-button names of the change form.
 GENERATE_BUTTON = "_generate"
 REGENERATE_BUTTON = "_regenerate"
+#: The change form's "Keep the seed" checkbox, next to "Save and regenerate".
+KEEP_SEED_FIELD = "_keep_seed"
 #: Most ids one status call answers for.
 STATUS_BATCH = 200
 
@@ -301,7 +303,7 @@ class GenerationRequestAdmin(admin.ModelAdmin):
     list_filter = ("status", "kind", "api_version", "model_id", "created_at")
     search_fields = ("prompt", "negative_prompt", "provider_id", "track_id")
     date_hierarchy = "created_at"
-    actions = ("generate", "regenerate")
+    actions = ("generate", "regenerate", "regenerate_keep_seed")
     inlines = (GeneratedImageInline,)
     raw_id_fields = ("init_from",)
     #: Seconds between status polls while a request is queued or processing.
@@ -450,6 +452,8 @@ class GenerationRequestAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: GenerationRequest, form, change) -> None:
         if obj.requested_by_id is None:
             obj.requested_by = request.user
+        # A seed typed in the form is what "Save and regenerate" should send.
+        request._modelslab_seed_changed = "seed" in form.changed_data  # type: ignore[attr-defined]
         super().save_model(request, obj, form, change)
 
     # --- the change form: Generate / Regenerate buttons -----------------------------------
@@ -468,8 +472,8 @@ class GenerationRequestAdmin(admin.ModelAdmin):
         # The admin saves inside a transaction; generate once the saved form is committed.
         start = getattr(request, "_modelslab_start", None)
         if start is not None:
-            obj, regenerate = start
-            self._start(request, [obj], regenerate=regenerate)
+            obj, regenerate, keep_seed = start
+            self._start(request, [obj], regenerate=regenerate, keep_seed=keep_seed)
         return response
 
     def render_change_form(
@@ -504,9 +508,16 @@ class GenerationRequestAdmin(admin.ModelAdmin):
     def _generate_from_form(
         self, request: HttpRequest, obj: GenerationRequest, *, regenerate: bool
     ) -> HttpResponse:
-        """Saved: say so, and have ``changeform_view`` start the generation after commit."""
+        """Saved: say so, and have ``changeform_view`` start the generation after commit.
+
+        Regenerating keeps the seed when "Keep the seed" is ticked or the seed was changed in
+        the form; otherwise a seeded request gets a new one.
+        """
         self.message_user(request, gettext("“%(obj)s” was saved.") % {"obj": obj}, messages.SUCCESS)
-        request._modelslab_start = (obj, regenerate)  # type: ignore[attr-defined]
+        keep_seed = bool(request.POST.get(KEEP_SEED_FIELD)) or getattr(
+            request, "_modelslab_seed_changed", False
+        )
+        request._modelslab_start = (obj, regenerate, keep_seed)  # type: ignore[attr-defined]
         opts = self.model._meta
         return HttpResponseRedirect(
             reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
@@ -604,10 +615,27 @@ class GenerationRequestAdmin(admin.ModelAdmin):
     def regenerate(self, request: HttpRequest, queryset: QuerySet[GenerationRequest]) -> None:
         self._start(request, queryset, regenerate=True)
 
-    def _start(
-        self, request: HttpRequest, objs: Iterable[GenerationRequest], *, regenerate: bool
+    @admin.action(
+        description=_("Regenerate selected requests with the same seed (repeats the paid job)"),
+        permissions=["generate"],
+    )
+    def regenerate_keep_seed(
+        self, request: HttpRequest, queryset: QuerySet[GenerationRequest]
     ) -> None:
-        """Submit (or regenerate) each request through the pipeline and report counts."""
+        self._start(request, queryset, regenerate=True, keep_seed=True)
+
+    def _start(
+        self,
+        request: HttpRequest,
+        objs: Iterable[GenerationRequest],
+        *,
+        regenerate: bool,
+        keep_seed: bool = False,
+    ) -> None:
+        """Submit (or regenerate) each request through the pipeline and report counts.
+
+        Regenerating draws a new seed for a seeded request unless ``keep_seed``.
+        """
         results: list[GenerationRequest] = []
         busy: list[GenerationRequest] = []
         done_before: list[GenerationRequest] = []
@@ -619,7 +647,10 @@ class GenerationRequestAdmin(admin.ModelAdmin):
                 done_before.append(obj)
             else:
                 try:
-                    results.append(pipeline.regenerate(obj) if regenerate else pipeline.submit(obj))
+                    if regenerate:
+                        results.append(pipeline.regenerate(obj, keep_seed=keep_seed))
+                    else:
+                        results.append(pipeline.submit(obj))
                 except pipeline.GenerationInProgress:
                     busy.append(obj)
                 except (BudgetExceeded, ReservedParameters) as exc:  # nothing was queued

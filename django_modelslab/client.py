@@ -65,6 +65,7 @@ __all__ = [
     "parse_response",
     "redact",
     "reported_cost",
+    "reported_seed",
     "secret_forms",
 ]
 
@@ -327,7 +328,6 @@ def _build(status: str, data: dict[str, Any], message: str) -> ProviderResponse:
     raw_id = data.get("id", data.get("request_id"))
     fetch_url = data.get("fetch_result")
     output_urls = _urls(data.get("output"))
-    raw_seed = meta.get("seed", data.get("seed"))
     return ProviderResponse(
         status=status,
         provider_id=_storable("id", raw_id, _provider_id(raw_id)),
@@ -337,7 +337,7 @@ def _build(status: str, data: dict[str, Any], message: str) -> ProviderResponse:
         eta=_storable("eta", data.get("eta"), _eta(data.get("eta"))),
         fetch_url=fetch_url if isinstance(fetch_url, str) and fetch_url else None,
         generation_time=_number(data.get("generationTime", data.get("generation_time"))),
-        seed=_storable("seed", raw_seed, _seed(raw_seed)),
+        seed=_storable("seed", _raw_seed(data), reported_seed(data)),
         cost=reported_cost(data),
         meta=meta,
         message=message,
@@ -360,6 +360,18 @@ def reported_cost(data: Mapping[str, Any]) -> Decimal | None:
             if _storable(name, value, amount) is not None:
                 return amount
     return None
+
+
+def reported_seed(data: Mapping[str, Any]) -> int | None:
+    """The seed a ModelsLab body reports (``meta.seed``, else ``seed``): None when absent or
+    when it does not fit 64 bits (``GeneratedImage.seed``). Silent: :func:`parse_response`
+    warns about an unusable one."""
+    return _seed(_raw_seed(data))
+
+
+def _raw_seed(data: Mapping[str, Any]) -> Any:
+    meta = data.get("meta")
+    return (meta if isinstance(meta, Mapping) else {}).get("seed", data.get("seed"))
 
 
 def loads(text: str | bytes) -> Any:

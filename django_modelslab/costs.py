@@ -46,6 +46,8 @@ __all__ = [
     "committed",
     "day_start",
     "estimate",
+    "estimated_model",
+    "known_estimate",
     "midnight",
     "price_of",
     "record",
@@ -249,10 +251,20 @@ def estimate(request: GenerationRequest) -> Decimal:
     """What a new job for ``request`` should cost: price x images (0 without a price).
 
     The images: ``samples``, or one for an upscale; the price: its model's, or its kind's
-    default model's.
+    default model's. :func:`known_estimate` tells a missing price apart.
     """
-    model_id = request.model_id or kinds.default_model(request)
-    return _estimate(model_id, kinds.outputs(request))
+    return known_estimate(request) or ZERO
+
+
+def known_estimate(request: GenerationRequest) -> Decimal | None:
+    """:func:`estimate`, or None when ``PRICES`` has no price for the request's model."""
+    price = price_of(estimated_model(request))
+    return None if price is None else price * kinds.outputs(request)
+
+
+def estimated_model(request: GenerationRequest) -> str:
+    """The model a new job for ``request`` is priced by: its own, or its kind's default."""
+    return request.model_id or kinds.default_model(request)
 
 
 def _estimate(model_id: str, samples: int | None) -> Decimal:

@@ -87,7 +87,12 @@ class GenerationRequest(models.Model):
     steps = models.PositiveSmallIntegerField(null=True, blank=True)
     guidance = models.FloatField(null=True, blank=True)
     seed = models.BigIntegerField(
-        null=True, blank=True, help_text=_("Blank lets ModelsLab pick a random seed.")
+        null=True,
+        blank=True,
+        help_text=_(
+            "Blank lets ModelsLab pick a random seed (each image records the one used). "
+            "Regenerate draws a new seed unless asked to keep it."
+        ),
     )
     extra = models.JSONField(
         default=dict, blank=True, help_text=_("Further ModelsLab parameters, passed through.")
@@ -158,6 +163,10 @@ class GenerationRequest(models.Model):
     )
     use_cache = models.BooleanField(
         default=True, help_text=_("Reuse the images of an identical seeded request.")
+    )
+    bypass_cache = models.BooleanField(
+        default=False,
+        help_text=_("Set by a regenerate: its attempt starts a new job whatever the cache holds."),
     )
     produced_by = models.CharField(
         max_length=200, blank=True, help_text=_("The model whose images were stored.")
@@ -286,6 +295,8 @@ class GeneratedImage(models.Model):
     bytes = models.PositiveBigIntegerField()
     source_url = models.URLField(max_length=2000, blank=True)
     source_expires_at = models.DateTimeField(null=True, blank=True)
+    #: The seed ModelsLab used for the job that made it (its ``meta.seed``, else the one sent;
+    #: None: unknown). Every image of a job carries it; ``position`` tells them apart.
     seed = models.BigIntegerField(null=True, blank=True)
     attempt = models.PositiveIntegerField(default=1)
     position = models.PositiveSmallIntegerField(default=0, help_text=_("Index in the output."))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
@@ -26,7 +27,14 @@ from django.urls import reverse
 from django.utils import timezone
 
 from . import costs, fallbacks, kinds, safety
-from .client import AsyncModelsLabClient, ModelsLabClient, ProviderResponse, redact, reported_cost
+from .client import (
+    AsyncModelsLabClient,
+    ModelsLabClient,
+    ProviderResponse,
+    redact,
+    reported_cost,
+    reported_seed,
+)
 from .concurrency import Priority, Shared
 from .conf import configured_secrets, get_setting, get_settings
 from .copying import Copy, copy_outputs
@@ -40,6 +48,7 @@ from .exceptions import (
     ProviderRejected,
     WaitTimedOut,
 )
+from .limits import MAX_SEED
 from .models import GeneratedImage, GenerationRequest, WebhookDelivery
 from .signals import (
     image_stored,
@@ -73,6 +82,7 @@ STATE_FIELDS = (
     "outputs_expire_at",
     "provider_responses",
     "use_cache",
+    "bypass_cache",
     "produced_by",
     "model_attempts",
     "cost",
@@ -324,19 +334,22 @@ def submit(request: GenerationRequest, *, enqueue: bool = True) -> GenerationReq
 
 
 def regenerate(
-    request: GenerationRequest, *, batch: str = "", enqueue: bool = True
+    request: GenerationRequest, *, keep_seed: bool = False, batch: str = "", enqueue: bool = True
 ) -> GenerationRequest:
-    """Start a fresh provider job; earlier images stay, marked superseded. Bypasses the cache.
+    """Start a fresh provider job: a new picture. Earlier images stay, marked superseded.
 
-    ``batch`` names the ``regenerate_images`` run doing it; ``enqueue=False`` as for
-    :func:`submit`. A prompt the MODERATION_HOOK refuses ends ``refused``, images untouched.
-    ``extra`` is checked as by :func:`submit`.
+    A seeded request gets a new random seed (its earlier images keep theirs) unless
+    ``keep_seed``: then the same job is repeated on purpose, and paid again. The attempt looks
+    in no cache; later ones do as ``use_cache`` says. ``batch`` names the
+    ``regenerate_images`` run doing it; ``enqueue=False`` as for :func:`submit`. A prompt the
+    MODERATION_HOOK refuses ends ``refused``, images untouched. ``extra`` is checked as by
+    :func:`submit`.
     """
     kinds.check_extra(request)
     refusal = safety.moderation_refusal(request)
     with transaction.atomic():
         row = GenerationRequest.objects.select_for_update().filter(pk=request.pk)
-        status = row.values_list("status", flat=True).get()  # locked until the commit
+        status, seed = row.values_list("status", "seed").get()  # locked until the commit
         if status in (Status.QUEUED, Status.PROCESSING):
             raise GenerationInProgress(
                 f"Request #{request.pk} is {status}; regenerate it once it has finished."
@@ -355,11 +368,13 @@ def regenerate(
             "error": "",
             "cached_from": None,
             "produced_by": "",
-            "use_cache": False,
+            "bypass_cache": True,
             "regeneration_batch": batch,
             "submitted_at": now,
             "updated_at": now,
         }
+        if seed is not None and not keep_seed and request.kind != GenerationRequest.Kind.UPSCALE:
+            fresh["seed"] = new_seed(seed)  # an upscale sends no seed: the same job again
         row.update(**fresh)
         _submitted_on_commit(request.pk, enqueue=enqueue)
     if enqueue:  # an inline task backend has run it already
@@ -368,6 +383,14 @@ def regenerate(
         for name, value in fresh.items():
             setattr(request, name, value)
     return request
+
+
+def new_seed(old: int | None = None) -> int:
+    """A random seed ModelsLab accepts (0 to MAX_SEED), other than ``old``."""
+    while True:
+        seed = secrets.randbelow(MAX_SEED + 1)
+        if seed != old:
+            return seed
 
 
 def choose(image: GeneratedImage) -> GeneratedImage:
@@ -688,8 +711,34 @@ def _complete(request: GenerationRequest, response: ProviderResponse | None) -> 
     copy = Copy(tuple(request.output_urls), request.pk, model_id, request.prompt)
     stored: list[tuple[StoredImage, StoredImage]] = yield copy
     nsfw = response.nsfw if response else ()
-    seed = response.seed if response else None
-    _finish(request, stored, seed=seed, response=response, nsfw=nsfw)
+    _finish(request, stored, seed=_job_seed(request, response), response=response, nsfw=nsfw)
+
+
+def _job_seed(request: GenerationRequest, response: ProviderResponse | None) -> int | None:
+    """The seed ModelsLab used for the job whose outputs are stored.
+
+    Its final answer's ``meta.seed``; else an earlier answer of the same job's (a fetch answer
+    may be minimal, and a retried copy has none: the generate answer said it); else the seed
+    sent; else None (unknown).
+    """
+    if response is not None and response.seed is not None:
+        return response.seed
+    for entry in reversed(request.provider_responses or []):
+        body = entry.get("body") if isinstance(entry, dict) else None
+        if isinstance(body, dict) and _answers_job(request, body):
+            seed = reported_seed(body)
+            if seed is not None:
+                return seed
+    return request.seed
+
+
+def _answers_job(request: GenerationRequest, body: dict[str, Any]) -> bool:
+    """Whether a recorded answer is about the request's current job (by job or track id)."""
+    meta = body.get("meta")
+    track_id = meta.get("track_id") if isinstance(meta, dict) else None
+    if request.provider_id and str(body.get("id", "")).strip() == request.provider_id:
+        return True
+    return bool(request.track_id) and track_id == request.track_id
 
 
 def _claim(request_id: int) -> GenerationRequest | None:
@@ -723,7 +772,7 @@ def _claim(request_id: int) -> GenerationRequest | None:
 
 def _reuse_cached_images(request: GenerationRequest) -> bool:
     """Copy the image rows of an identical seeded request that succeeded; no API call."""
-    if not request.use_cache or not get_setting("CACHE"):
+    if not request.use_cache or request.bypass_cache or not get_setting("CACHE"):
         return False
     source = request.cache_source()
     if source is None:
@@ -919,7 +968,7 @@ def _finish(
                 bytes=image.size,
                 source_url=url,
                 source_expires_at=request.outputs_expire_at,
-                seed=seed if seed is not None else request.seed,
+                seed=seed,
                 attempt=request.attempts,
                 position=position,
                 nsfw=safety.nsfw_flag(nsfw, position),
@@ -987,6 +1036,7 @@ def _still_current(request: GenerationRequest, *, allow_failed: bool = False) ->
 
 def _mark(request: GenerationRequest, status: str) -> None:
     request.status = status
+    request.bypass_cache = False  # a regenerate's attempt is over: later ones may use the cache
     request.finished_at = timezone.now()
     if status == Status.SUCCEEDED:
         request.error = ""

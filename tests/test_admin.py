@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from html.parser import HTMLParser
 
 import pytest
@@ -250,6 +251,63 @@ def test_save_and_regenerate_from_the_change_form(client, editor, emulator):
     request.refresh_from_db()
     assert request.prompt == "a lighthouse at dusk"
     assert [image.superseded for image in request.images.order_by("attempt")] == [True, False]
+
+
+def sent_seeds(emulator) -> list[int | None]:
+    return [body.get("seed") for route, body in emulator.requests if route == "text2img"]
+
+
+def inline_seeds(page: str) -> list[str]:
+    """The seed column of the images inline, as shown."""
+    return re.findall(r'<td class="field-seed">\s*<p>([^<]*)</p>', page)
+
+
+def test_regenerate_from_the_change_form_draws_a_new_seed_unless_kept(client, editor, emulator):
+    request = make_request(seed=9)
+    run_action(client, "generate", request)
+    assert 'name="_keep_seed"' in client.get(change_url(request)).content.decode()
+    regenerate = {"_regenerate": "Save and regenerate"}
+
+    client.post(change_url(request), form_data(seed="9", **regenerate))
+    request.refresh_from_db()
+    drawn = request.seed
+    client.post(change_url(request), form_data(seed=str(drawn), _keep_seed="on", **regenerate))
+    client.post(change_url(request), form_data(seed="1234", **regenerate))  # typed: sent
+
+    request.refresh_from_db()
+    assert drawn not in (None, 9)
+    assert request.seed == 1234
+    assert sent_seeds(emulator) == [9, drawn, drawn, 1234]
+    seeds = [image.seed for image in request.images.order_by("attempt")]
+    assert seeds == [9, drawn, drawn, 1234]  # each image keeps the seed that made it
+    shown = inline_seeds(client.get(change_url(request)).content.decode())
+    assert shown == [str(seed) for seed in (1234, drawn, drawn, 9)]  # newest attempt first
+
+
+def test_regenerate_with_the_same_seed_action(client, editor, emulator):
+    request = make_request(seed=5)
+    run_action(client, "generate", request)
+
+    kept = run_action(client, "regenerate_keep_seed", request)
+    request.refresh_from_db()
+    assert request.seed == 5
+    run_action(client, "regenerate", request)
+
+    assert messages_of(kept) == ["1 request succeeded."]
+    request.refresh_from_db()
+    assert request.seed != 5
+    assert sent_seeds(emulator) == [5, 5, request.seed]
+
+
+def test_an_unseeded_requests_images_show_the_seed_modelslab_used(client, editor, emulator):
+    emulator.configure(mode="processing", minimal_fetch=True)  # the fetch answer has no meta
+    request = make_request(samples=2)
+
+    run_action(client, "generate", request)
+
+    job = next(iter(emulator.jobs.values()))
+    assert inline_seeds(client.get(change_url(request)).content.decode()) == [str(job.seed)] * 2
+    assert f'<td class="field-seed">{job.seed}</td>' in client.get(IMAGES).content.decode()
 
 
 @pytest.mark.parametrize(

@@ -164,6 +164,44 @@ def test_regenerate_keeps_earlier_images_as_superseded(owner, emulator):
     assert emulator.calls["text2img"] == 2
 
 
+@pytest.mark.django_db(transaction=True)
+def test_regenerate_draws_a_new_seed_unless_the_body_keeps_it(owner, emulator):
+    client = api_client(owner)
+    body = {"prompt": "a kite", "width": 256, "height": 256, "seed": 42}
+    created = client.post(url("generation-list"), body, format="json").json()
+    regenerate = created["links"]["regenerate"]
+
+    new = client.post(regenerate).json()  # no body: a new seed, a new picture
+    kept = client.post(regenerate, {"keep_seed": True}, format="json")
+    refused = client.post(regenerate, {"keep_seed": "perhaps"}, format="json")
+
+    seed = new["seed"]
+    assert seed not in (None, 42)
+    assert new["images"][0]["sha256"] != new["images"][1]["sha256"]
+    assert kept.status_code == 202
+    assert kept.json()["seed"] == seed
+    assert [image["seed"] for image in kept.json()["images"]] == [42, seed, seed]
+    assert refused.status_code == 400
+    assert list(refused.json()) == ["keep_seed"]
+    sent = [body["seed"] for route, body in emulator.requests if route == "text2img"]
+    assert sent == [42, seed, seed]  # keep_seed repeats the job: sent and paid again
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_unseeded_requests_images_show_the_seed_modelslab_used(owner, emulator):
+    emulator.configure(mode="processing", minimal_fetch=True)  # the fetch answer has no meta
+
+    created = api_client(owner).post(
+        url("generation-list"), {"prompt": "a kite", "width": 256, "height": 256}, format="json"
+    )
+
+    generation = created.json()
+    assert generation["status"] == "succeeded", generation["error"]
+    assert generation["seed"] is None  # what was asked: ModelsLab picks
+    job = next(iter(emulator.jobs.values()))
+    assert [image["seed"] for image in generation["images"]] == [job.seed]
+
+
 @pytest.mark.django_db
 def test_regenerate_while_in_progress_is_a_conflict(owner):
     generation = make_request(owner, status=Status.PROCESSING, images=0)

@@ -225,6 +225,114 @@ def test_regenerate_keeps_history_and_bypasses_cache(emulator, django_capture_on
     assert current.attempt == 2
 
 
+def sent_seeds(emulator) -> list[int | None]:
+    """The seed of every text2img call the emulator received, in order."""
+    return [body.get("seed") for route, body in emulator.requests if route == "text2img"]
+
+
+def test_regenerate_draws_a_new_seed_for_a_new_picture(
+    emulator, django_capture_on_commit_callbacks
+):
+    request = generate(django_capture_on_commit_callbacks, seed=13)
+    first = request.images.get()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        pipeline.regenerate(request)
+    request.refresh_from_db()
+
+    assert request.status == Status.SUCCEEDED, request.error
+    current = request.images.get(superseded=False)
+    first.refresh_from_db()
+    assert first.seed == 13  # the old seed stays with the old image
+    assert request.seed not in (None, 13)  # the request now says what made its images
+    assert current.seed == request.seed
+    assert sent_seeds(emulator) == [13, request.seed]
+    assert current.sha256 != first.sha256  # a new picture, not the same bytes paid twice
+    assert request.use_cache  # regenerating does not turn the cache off
+
+
+def test_regenerate_keep_seed_repeats_the_job_and_pays_again(
+    emulator, django_capture_on_commit_callbacks
+):
+    request = generate(django_capture_on_commit_callbacks, seed=13)
+    twin = generate(django_capture_on_commit_callbacks, seed=13)
+    assert twin.cached_from == request  # identical and seeded: served from the cache
+
+    with django_capture_on_commit_callbacks(execute=True):
+        pipeline.regenerate(request, keep_seed=True)
+    request.refresh_from_db()
+
+    assert request.status == Status.SUCCEEDED, request.error
+    assert request.seed == 13
+    assert sent_seeds(emulator) == [13, 13]  # the cache (the twin) was not asked: paid again
+    assert request.cached_from is None
+    old, new = request.images.order_by("attempt")
+    assert (old.seed, new.seed) == (13, 13)
+    assert new.sha256 == old.sha256  # the same job repeated: the same picture
+
+
+def test_an_unseeded_request_regenerates_with_a_seed_modelslab_picks(
+    emulator, django_capture_on_commit_callbacks
+):
+    request = generate(django_capture_on_commit_callbacks)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        pipeline.regenerate(request, keep_seed=True)  # no seed to keep
+    request.refresh_from_db()
+
+    assert request.seed is None
+    assert sent_seeds(emulator) == [None, None]
+    old, new = request.images.order_by("attempt")
+    jobs = sorted(emulator.jobs.values(), key=lambda job: int(job.id))
+    assert (old.seed, new.seed) == (jobs[0].seed, jobs[1].seed)
+
+
+def test_after_a_regenerate_the_next_ordinary_submit_uses_the_cache(
+    emulator, django_capture_on_commit_callbacks
+):
+    request = generate(django_capture_on_commit_callbacks, seed=21)
+    emulator.add_fault("text2img", Fault.failed("GPU fell over."))
+    with django_capture_on_commit_callbacks(execute=True):
+        pipeline.regenerate(request)  # bypasses the cache for its own attempt only
+    request.refresh_from_db()
+    assert request.status == Status.FAILED
+    twin = generate(django_capture_on_commit_callbacks, seed=request.seed)  # the same parameters
+    calls = emulator.calls["text2img"]
+
+    retried = generate_again(request, django_capture_on_commit_callbacks)
+
+    assert retried.status == Status.SUCCEEDED, retried.error
+    assert retried.cached_from == twin
+    assert emulator.calls["text2img"] == calls  # served from the cache: nothing paid
+    assert (retried.use_cache, retried.bypass_cache) == (True, False)
+
+
+def test_the_seed_modelslab_used_is_recorded_when_the_fetch_answer_omits_it(
+    emulator, django_capture_on_commit_callbacks
+):
+    """A real fetch answer may be minimal (no ``meta``): the generate answer said the seed."""
+    emulator.configure(mode="processing", minimal_fetch=True)
+
+    request = generate(django_capture_on_commit_callbacks, samples=2)
+
+    assert request.status == Status.SUCCEEDED, request.error
+    assert "meta" not in request.provider_responses[-1]["body"]
+    job = emulator.jobs[request.provider_id]
+    assert [image.seed for image in request.images.all()] == [job.seed, job.seed]
+
+
+def test_a_retried_copy_records_the_seed_of_its_job(emulator, django_capture_on_commit_callbacks):
+    emulator.add_fault("download", Fault.cut_download(after_bytes=100))
+    request = generate(django_capture_on_commit_callbacks)
+    assert request.status == Status.FAILED
+
+    retried = generate_again(request, django_capture_on_commit_callbacks)
+
+    assert retried.status == Status.SUCCEEDED, retried.error
+    assert emulator.calls["text2img"] == 1
+    assert retried.images.get().seed == emulator.jobs[retried.provider_id].seed
+
+
 def test_provider_error_is_recorded_with_raw_response(emulator, django_capture_on_commit_callbacks):
     emulator.add_fault("text2img", Fault.error_200("Model not found: nope"))
 

@@ -308,3 +308,50 @@ def test_progress_is_a_bar_redrawn_in_place_on_a_terminal():
     assert len(written) == 3
     progress.finish()  # the line is already ended
     assert len(written) == 3
+
+
+def test_regenerating_draws_new_seeds_unless_keep_seed(emulator):
+    first, second = make(2)  # seeds 0 and 1
+
+    regenerate_images("--keep-seed")
+    kept = {request.pk: request.seed for request in GenerationRequest.objects.all()}
+    regenerate_images()
+
+    sent = [body["seed"] for route, body in emulator.requests if route == "text2img"]
+    assert kept == {first.pk: 0, second.pk: 1}
+    assert sorted(sent[2:4]) == [0, 1]  # the same jobs again, paid again
+    for request in (first, second):
+        request.refresh_from_db()
+        assert request.seed not in (0, 1)
+        assert request.images.get(attempt=3).seed == request.seed
+        assert request.images.get(attempt=2).seed == kept[request.pk]
+    assert sorted(sent[4:]) == sorted([first.seed, second.seed])
+
+
+def test_a_cost_nobody_knows_is_unknown_not_zero(emulator, settings):
+    flux = make(1)
+    out = regenerate_images("--dry-run") + regenerate_images()
+
+    assert "Estimated cost (PRICES): unknown (1 request(s) of a model with no price: flux)." in out
+    assert "Cost: unknown (1 job(s) with no cost reported and no price in PRICES)." in out
+    assert "0.00" not in out
+
+    settings.MODELSLAB = {**settings.MODELSLAB, "PRICES": {"sdxl": "0.5"}}
+    make(1, model_id="sdxl")
+    out = regenerate_images("--dry-run") + regenerate_images()
+
+    assert (
+        "Estimated cost (PRICES): at least 0.50 credits "
+        "(1 request(s) of a model with no price: flux)." in out
+    )
+    assert (
+        "Cost: at least 0.50 credits (1 job(s) with no cost reported and no price in PRICES)."
+        in out
+    )
+
+    settings.MODELSLAB = {**settings.MODELSLAB, "PRICES": {"*": "0.5"}}
+    out = regenerate_images("--dry-run", "--id", str(flux[0].pk))
+    out += regenerate_images("--id", str(flux[0].pk))
+
+    assert "Estimated cost (PRICES): 0.50 credits." in out
+    assert "Cost: 0.50 credits." in out

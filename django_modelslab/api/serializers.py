@@ -272,6 +272,19 @@ def _file_url(request: Any, field: Any) -> str | None:
     return request.build_absolute_uri(url) if request is not None else url
 
 
+class RegenerateSerializer(serializers.Serializer):
+    """The body of ``generations/<id>/regenerate/``; it may be empty."""
+
+    keep_seed = serializers.BooleanField(
+        default=False,
+        help_text=_(
+            "Send the same seed again: the same job repeated on purpose (and paid again), "
+            "not served from the cache. By default a seeded request gets a new random seed, "
+            "so the new images differ; an unseeded request has no seed to keep."
+        ),
+    )
+
+
 class ImageLinksSerializer(serializers.Serializer):
     self = serializers.URLField()
     request = serializers.URLField()

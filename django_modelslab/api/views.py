@@ -33,6 +33,7 @@ from .serializers import (
     GenerationCreateSerializer,
     GenerationSerializer,
     ImageSerializer,
+    RegenerateSerializer,
 )
 from .throttling import api_throttles
 
@@ -167,10 +168,11 @@ class GenerationViewSet(
         return Response(data, status=status.HTTP_202_ACCEPTED, headers=headers)
 
     @documented(
-        summary="Generate again (earlier images are kept, marked superseded)",
-        request=None,
+        summary="Generate again: a new seed, unless kept (earlier images stay, superseded)",
+        request=RegenerateSerializer,
         responses={
             202: GenerationSerializer,
+            **BAD_REQUEST,
             **NOT_FOUND,
             **ERRORS,
             409: OpenApiResponse(ErrorSerializer, description="Still queued or processing."),
@@ -179,10 +181,14 @@ class GenerationViewSet(
     @action(detail=True, methods=["post"])
     def regenerate(self, request: Request, pk: str | None = None) -> Response:
         generation = self.get_object()
+        body = RegenerateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
         check_budget(request.user, generation, regenerating=True)
         try:
             with budget_refusals():
-                generation = pipeline.regenerate(generation)
+                generation = pipeline.regenerate(
+                    generation, keep_seed=body.validated_data["keep_seed"]
+                )
         except pipeline.GenerationInProgress as exc:
             raise Conflict(str(exc)) from exc
         return self._accepted(generation, replayed=False)

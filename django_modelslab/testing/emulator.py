@@ -408,6 +408,8 @@ class Emulator:
     ``webhook_auto_finish`` a processing job that has a webhook finishes by itself after
     ``eta`` (and calls back) without being fetched; ``report_cost`` None (no cost in answers)
     or a price per image: success answers then carry ``"cost"`` = price x samples;
+    ``minimal_fetch`` fetch success answers carry only ``status``, ``id``, ``output`` and
+    ``proxy_links`` (no ``meta``), as a real fetch may;
     ``answer_fields`` fields set as given in the success answers (generate, fetch, webhook) of
     the jobs created meanwhile, its ``"meta"`` merged into the job's meta (odd figures such as
     ``{"cost": "1e30", "meta": {"seed": 1e30}}``).
@@ -446,6 +448,7 @@ class Emulator:
         webhook_auto_finish: bool = True,
         report_cost: float | None = None,
         answer_fields: dict[str, Any] | None = None,
+        minimal_fetch: bool = False,
         models: Iterable[str] | None = None,
         failing_models: dict[str, str | int] | None = None,
         nsfw_outputs: Iterable[int] | None = None,
@@ -467,6 +470,7 @@ class Emulator:
         self.input_hosts = tuple(input_hosts)
         self.report_cost: float | None = None
         self.answer_fields: dict[str, Any] = {}
+        self.minimal_fetch = bool(minimal_fetch)
         self.models: set[str] | None = None
         self.failing_models: dict[str, str | int] = {}
         self.nsfw_outputs: list[int] | None = None
@@ -561,6 +565,7 @@ class Emulator:
             "input_hosts": tuple(self.input_hosts),
             "report_cost": self.report_cost,
             "answer_fields": copy.deepcopy(self.answer_fields),
+            "minimal_fetch": self.minimal_fetch,
             "models": None if self.models is None else set(self.models),
             "failing_models": dict(self.failing_models),
             "nsfw_outputs": None if self.nsfw_outputs is None else list(self.nsfw_outputs),
@@ -898,7 +903,14 @@ class Emulator:
                 ):
                     self._succeed(job)
                     notify = True
-            if job.status == "success":
+            if job.status == "success" and self.minimal_fetch:
+                body = {  # the minimal form a real fetch may answer (modelslab-api.md §4)
+                    "status": "success",
+                    "id": job.id,
+                    "output": list(job.output_urls),
+                    "proxy_links": list(job.proxy_urls),
+                }
+            elif job.status == "success":
                 body = {
                     "status": "success",
                     "id": job.id,

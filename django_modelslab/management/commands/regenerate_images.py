@@ -36,7 +36,7 @@ from django_modelslab.conf import get_setting
 from django_modelslab.exceptions import BudgetExceeded, GenerationInProgress
 from django_modelslab.fallbacks import clean_model_ids
 from django_modelslab.integrity import requests_with_missing_files
-from django_modelslab.models import GeneratedImage, GenerationRequest
+from django_modelslab.models import Charge, GeneratedImage, GenerationRequest
 
 Status = GenerationRequest.Status
 #: Above this many requests the command asks before spending money (``--yes`` skips it).
@@ -73,6 +73,7 @@ class Summary:
     over_budget: dict[int, str] = field(default_factory=dict)  # not started: a daily budget
     produced_by: Counter[str] = field(default_factory=Counter)
     succeeded: dict[int, int] = field(default_factory=dict)  # request id -> its attempt
+    new_jobs: dict[int, str] = field(default_factory=dict)  # succeeded by a paid job: its model
     cost: Decimal = Decimal(0)
     ran: bool = False  # something ran in this process (its cost is known)
 
@@ -88,6 +89,8 @@ class Summary:
         if request.status == Status.SUCCEEDED:
             self.produced_by[request.produced_by or request.model_id] += 1
             self.succeeded[request.pk] = request.attempts
+            if request.cached_from_id is None:
+                self.new_jobs[request.pk] = request.produced_by or request.model_id
 
     def stored(self) -> tuple[int, int]:
         """Images the succeeded attempts stored, and their bytes (counted once, at the end)."""
@@ -99,6 +102,27 @@ class Summary:
                 if self.succeeded[request_id] == attempt:
                     count, size = count + 1, size + size_
         return count, size
+
+    def unknown_costs(self) -> int:
+        """Jobs that stored images with no charge: no cost reported, no price in PRICES."""
+        ids = list(self.new_jobs)
+        charged: set[int] = set()
+        for start in range(0, len(ids), 500):
+            rows = Charge.objects.filter(request_id__in=ids[start : start + 500])
+            for request_id, attempt, model_id in rows.values_list("request", "attempt", "model_id"):
+                if self.succeeded[request_id] == attempt and self.new_jobs[request_id] == model_id:
+                    charged.add(request_id)
+        return len(ids) - len(charged)
+
+
+def cost_text(amount: Decimal, unknown: int, what: str) -> str:
+    """``amount`` in COST_UNIT, said as unknown, or as a lower bound, when ``unknown`` > 0."""
+    unit = get_setting("COST_UNIT")
+    if not unknown:
+        return f"{format_amount(amount)} {unit}"
+    if not amount:
+        return f"unknown ({unknown} {what})"
+    return f"at least {format_amount(amount)} {unit} ({unknown} {what})"
 
 
 class Progress:
@@ -135,6 +159,7 @@ class Progress:
 
 
 class Command(BaseCommand):
+    keep_seed = False  # --keep-seed
     help = (
         "Regenerate generation requests in bulk (earlier images are kept). Requests still "
         "queued or processing are continued, never submitted twice."
@@ -200,6 +225,12 @@ class Command(BaseCommand):
         select.add_argument("--limit", type=positive_int, metavar="N", help="At most N requests.")
         run = parser.add_argument_group("how")
         run.add_argument(
+            "--keep-seed",
+            action="store_true",
+            help="Send each seeded request's seed again: the same job repeated, paid again. "
+            "By default a seeded request gets a new random seed, for new images.",
+        )
+        run.add_argument(
             "--dry-run",
             action="store_true",
             help="List what would run; call nothing, change nothing.",
@@ -240,6 +271,7 @@ class Command(BaseCommand):
             self.stdout.write("No generation request matches.")
             return
         self.resuming = bool(options["resume"])
+        self.keep_seed = options["keep_seed"]
         self.stale = {request.pk for request in pipeline.stale_requests()}
         if options["dry_run"]:
             self.list_plan(requests)
@@ -330,16 +362,23 @@ class Command(BaseCommand):
     def list_plan(self, requests: list[GenerationRequest]) -> None:
         self.stdout.write(f"Dry run: {len(requests)} request(s) would run; nothing was called.")
         estimate = Decimal(0)
+        unpriced: Counter[str] = Counter()  # model -> requests it would run with no price
         for request in requests:
             action = self.action_for(request, request.regeneration_batch if self.resuming else "")
-            estimate += costs.estimate(request) if action == "regenerate" else 0
+            if action == "regenerate":
+                known = costs.known_estimate(request)
+                if known is None:
+                    unpriced[costs.estimated_model(request)] += 1
+                estimate += known or 0
             prompt = request.prompt if len(request.prompt) <= 50 else request.prompt[:49] + "…"
             self.stdout.write(
                 f"  #{request.pk:<6} {request.status:<10} {request.model_id or '-':<16} "
                 f"{action:<10} {prompt}"
             )
-        unit = get_setting("COST_UNIT")
-        self.stdout.write(f"Estimated cost (PRICES): {format_amount(estimate)} {unit}.")
+        models = ", ".join(unpriced)
+        what = f"request(s) of a model with no price: {models}"
+        text = cost_text(estimate, unpriced.total(), what)
+        self.stdout.write(f"Estimated cost (PRICES): {text}.")
 
     def confirm(self, count: int, yes: bool) -> None:
         if yes or count <= CONFIRM_ABOVE:
@@ -389,7 +428,7 @@ class Command(BaseCommand):
             return True
         if action == "regenerate":
             try:
-                pipeline.regenerate(request, batch=batch, enqueue=enqueue)
+                pipeline.regenerate(request, keep_seed=self.keep_seed, batch=batch, enqueue=enqueue)
             except GenerationInProgress:
                 return False
             return True
@@ -484,7 +523,8 @@ class Command(BaseCommand):
         images, size = summary.stored()
         self.stdout.write(f"Images stored: {images} ({size:,} bytes).")
         if summary.ran:
-            self.stdout.write(f"Cost: {format_amount(summary.cost)} {get_setting('COST_UNIT')}.")
+            what = "job(s) with no cost reported and no price in PRICES"
+            self.stdout.write(f"Cost: {cost_text(summary.cost, summary.unknown_costs(), what)}.")
         if summary.produced_by:
             models = ", ".join(f"{model} {n}" for model, n in summary.produced_by.most_common())
             self.stdout.write(f"Produced by: {models}.")
