@@ -8,11 +8,14 @@ POST endpoints answer 403.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from functools import partial
 from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
+from django.contrib.messages.storage import default_storage
 from django.core.exceptions import PermissionDenied
 from django.db.models import Prefetch, QuerySet
 from django.http import (
@@ -24,7 +27,10 @@ from django.http import (
     JsonResponse,
 )
 from django.template.defaultfilters import filesizeformat
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.utils.translation import gettext, ngettext
@@ -32,6 +38,7 @@ from django.utils.translation import gettext_lazy as _
 
 from . import pipeline
 from .admin_costs import charges_html, cost_html, costs_page
+from .contention import StillLocked, retry_when_locked
 from .exceptions import BudgetExceeded, ReservedParameters
 from .forms import GenerationRequestAdminForm
 from .models import GeneratedImage, GenerationRequest, WebhookDelivery
@@ -47,6 +54,10 @@ GENERATE_BUTTON = "_generate"
 REGENERATE_BUTTON = "_regenerate"
 #: Most ids one status call answers for.
 STATUS_BATCH = 200
+#: Hidden field of the change form and the changelist: when the page was shown. A press of
+#: Generate / Regenerate does not start a request that was started after that (a double
+#: click, a second tab): see :func:`started_since`.
+SHOWN_FIELD = "_modelslab_shown"
 
 #: The multiplication sign, as in 512 x 512 (written escaped for ruff).
 TIMES = "\u00d7"
@@ -58,6 +69,20 @@ STATIC_JS = "django_modelslab/admin.js"
 def can_generate(request: HttpRequest) -> bool:
     """Whether the user may generate, regenerate and choose images."""
     return request.user.has_perm(GENERATE_PERMISSION)
+
+
+def shown_at(request: HttpRequest) -> datetime | None:
+    """When the posting page was shown (its :data:`SHOWN_FIELD`), or None."""
+    value = request.POST.get(SHOWN_FIELD, "")
+    try:
+        return parse_datetime(value) if value else None
+    except ValueError:
+        return None
+
+
+def started_since(submitted_at: datetime | None, shown: datetime | None) -> bool:
+    """Whether a request was (re)started after the page that asks to start it was shown."""
+    return shown is not None and submitted_at is not None and submitted_at > shown
 
 
 # --- small HTML pieces ------------------------------------------------------------------
@@ -464,13 +489,44 @@ class GenerationRequestAdmin(admin.ModelAdmin):
         pressed = GENERATE_BUTTON in request.POST or REGENERATE_BUTTON in request.POST
         if request.method == "POST" and pressed and not self.has_generate_permission(request):
             raise PermissionDenied
-        response = super().changeform_view(request, object_id, form_url, extra_context)
+        if request.method != "POST":
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        view = super().changeform_view
+        try:
+            response = self._retry_when_locked(
+                request, lambda: view(request, object_id, form_url, extra_context)
+            )
+        except StillLocked as exc:
+            return self._busy(request, str(exc))
         # The admin saves inside a transaction; generate once the saved form is committed.
         start = getattr(request, "_modelslab_start", None)
         if start is not None:
             obj, regenerate = start
             self._start(request, [obj], regenerate=regenerate)
         return response
+
+    def _retry_when_locked(self, request: HttpRequest, work: Callable[[], HttpResponse]):
+        """``work`` (a posted form, saved in one transaction), again while SQLite is locked."""
+
+        def forget_the_try() -> None:
+            request.__dict__.pop("_modelslab_start", None)
+            if hasattr(request, "_messages"):  # its messages were about a rolled-back save
+                request._messages = default_storage(request)
+            for files in request.FILES.lists():
+                for upload in files[1]:
+                    upload.seek(0)
+
+        return retry_when_locked(work, before_retry=forget_the_try)
+
+    def _busy(self, request: HttpRequest, reason: str) -> HttpResponse:
+        """503 with a page saying nothing was saved: Back keeps the form's contents."""
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": gettext("The database is busy"),
+            "reason": reason,
+        }
+        return TemplateResponse(request, "django_modelslab/admin/busy.html", context, status=503)
 
     def render_change_form(
         self, request: HttpRequest, context: dict[str, Any], add=False, change=False, **kwargs
@@ -487,8 +543,18 @@ class GenerationRequestAdmin(admin.ModelAdmin):
         context.update(
             modelslab_button=button,
             modelslab_badge=self.status_display(obj) if obj is not None and obj.pk else "",
+            modelslab_shown_field=SHOWN_FIELD,
+            modelslab_shown=timezone.now().isoformat(),
         )
         return super().render_change_form(request, context, add, change, **kwargs)
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
+        extra_context = {
+            **(extra_context or {}),
+            "modelslab_shown_field": SHOWN_FIELD,
+            "modelslab_shown": timezone.now().isoformat(),
+        }
+        return super().changelist_view(request, extra_context)
 
     def response_add(self, request: HttpRequest, obj: GenerationRequest, post_url_continue=None):
         if GENERATE_BUTTON in request.POST:
@@ -607,24 +673,39 @@ class GenerationRequestAdmin(admin.ModelAdmin):
     def _start(
         self, request: HttpRequest, objs: Iterable[GenerationRequest], *, regenerate: bool
     ) -> None:
-        """Submit (or regenerate) each request through the pipeline and report counts."""
+        """Submit (or regenerate) each request through the pipeline and report counts.
+
+        A request started after the posting page was shown is left alone (a double click
+        must not pay twice); SQLite's "database is locked" is waited out.
+        """
+        objs = list(objs)
+        shown = shown_at(request)
+        submitted = dict(
+            GenerationRequest.objects.filter(pk__in=[obj.pk for obj in objs]).values_list(
+                "pk", "submitted_at"
+            )
+        )
         results: list[GenerationRequest] = []
         busy: list[GenerationRequest] = []
         done_before: list[GenerationRequest] = []
+        started: list[GenerationRequest] = []
         not_started: dict[str, list[GenerationRequest]] = {}
         for obj in objs:
-            if obj.status in ACTIVE_STATUSES:
+            if started_since(submitted.get(obj.pk), shown):
+                started.append(obj)
+            elif obj.status in ACTIVE_STATUSES:
                 busy.append(obj)
             elif not regenerate and obj.status == Status.SUCCEEDED:
                 done_before.append(obj)
             else:
+                call = partial(pipeline.regenerate if regenerate else pipeline.submit, obj)
                 try:
-                    results.append(pipeline.regenerate(obj) if regenerate else pipeline.submit(obj))
+                    results.append(retry_when_locked(call))
                 except pipeline.GenerationInProgress:
                     busy.append(obj)
-                except (BudgetExceeded, ReservedParameters) as exc:  # nothing was queued
+                except (BudgetExceeded, ReservedParameters, StillLocked) as exc:  # not queued
                     not_started.setdefault(str(exc), []).append(obj)
-        self._report(request, results, busy=busy, done_before=done_before)
+        self._report(request, results, busy=busy, done_before=done_before, started=started)
         for reason, objs in not_started.items():
             self.message_user(
                 request,
@@ -644,7 +725,22 @@ class GenerationRequestAdmin(admin.ModelAdmin):
         *,
         busy: list[GenerationRequest],
         done_before: list[GenerationRequest],
+        started: Iterable[GenerationRequest] = (),
     ) -> None:
+        started = list(started)
+        if started:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(n)d request not started again: it was started after this page was "
+                    "shown (%(ids)s). Its status is below.",
+                    "%(n)d requests not started again: they were started after this page was "
+                    "shown (%(ids)s). Their status is below.",
+                    len(started),
+                )
+                % {"n": len(started), "ids": _ids(started)},
+                messages.WARNING,
+            )
         succeeded = sum(1 for obj in results if obj.status == Status.SUCCEEDED)
         failed = [obj for obj in results if obj.status == Status.FAILED]
         refused = [obj for obj in results if obj.status == Status.REFUSED]
@@ -812,7 +908,13 @@ class GeneratedImageAdmin(admin.ModelAdmin):
         image = self.get_object(request, unquote(object_id))
         if image is None:
             raise Http404(gettext("No such image."))
-        pipeline.choose(image)
+        try:
+            retry_when_locked(partial(pipeline.choose, image))
+        except StillLocked as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return HttpResponseRedirect(
+                reverse("admin:django_modelslab_generationrequest_change", args=[image.request_id])
+            )
         self.message_user(
             request,
             gettext("Image #%(image)s is now the chosen image of request #%(request)s.")
