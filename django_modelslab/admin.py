@@ -149,21 +149,31 @@ def nsfw_html(image: GeneratedImage) -> str:
     return ""
 
 
+def _seconds(value: Any) -> str:
+    return "—" if value is None else f"{value:.2f} s"
+
+
 def model_attempts_html(obj: GenerationRequest) -> str:
-    """``model_attempts`` as a table: attempt, model, outcome, seconds, error."""
+    """``model_attempts`` as a table, one row per try of every attempt: attempt, model,
+    outcome, ModelsLab's own time for the job, the time the try took here, error."""
     if not obj.model_attempts:
         return "—"
+    continued = format_html(
+        ' <span class="modelslab-continued">{}</span>', gettext("(same job, continued)")
+    )
     rows = format_html_join(
         "",
-        '<tr class="modelslab-try--{}"><td>{}</td><td><code>{}</code></td><td>{}</td>'
-        "<td>{}</td><td>{}</td></tr>",
+        '<tr class="modelslab-try--{}"><td>{}</td><td><code>{}</code>{}</td><td>{}</td>'
+        '<td class="modelslab-provider-time">{}</td><td>{}</td><td>{}</td></tr>',
         (
             (
                 entry.get("outcome", ""),
                 entry.get("attempt", ""),
                 entry.get("model_id", ""),
+                continued if entry.get("continued") else "",
                 entry.get("outcome", ""),
-                "" if entry.get("seconds") is None else f"{entry['seconds']:.2f} s",
+                _seconds(entry.get("provider_seconds")),
+                _seconds(entry.get("seconds")),
                 entry.get("error", ""),
             )
             for entry in obj.model_attempts
@@ -171,11 +181,15 @@ def model_attempts_html(obj: GenerationRequest) -> str:
     )
     return format_html(
         '<table class="modelslab-attempts"><thead><tr><th>{}</th><th>{}</th><th>{}</th>'
-        "<th>{}</th><th>{}</th></tr></thead><tbody>{}</tbody></table>",
+        '<th title="{}">{}</th><th title="{}">{}</th><th>{}</th></tr></thead><tbody>{}</tbody>'
+        "</table>",
         gettext("Attempt"),
         gettext("Model"),
         gettext("Outcome"),
-        gettext("Time"),
+        gettext("The job's time as ModelsLab reported it"),
+        gettext("ModelsLab time"),
+        gettext("From the start of this try to its end, here"),
+        gettext("Took"),
         gettext("Error"),
         rows,
     )

@@ -7,6 +7,7 @@ import json
 import re
 import sqlite3
 import threading
+import time
 from html.parser import HTMLParser
 
 import httpx
@@ -672,3 +673,49 @@ def test_a_database_that_stays_locked_answers_a_page_not_a_500(
     assert "your edits are still in the form" in page
     request.refresh_from_db()
     assert request.prompt == "a lighthouse"
+
+
+def attempt_rows(page: str) -> list[list[str]]:
+    """The cells (text) of each row of the "Models tried" table."""
+    table = re.search(r'<table class="modelslab-attempts">.*?</table>', page, re.S).group(0)
+    rows = re.findall(r"<tr class=\"modelslab-try--\w+\">(.*?)</tr>", table, re.S)
+    return [
+        [
+            html.unescape(re.sub(r"<[^>]+>", "", cell))
+            for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+        ]
+        for row in rows
+    ]
+
+
+def test_models_tried_lists_every_try_of_every_attempt_with_the_providers_time(
+    client, editor, emulator
+):
+    emulator.configure(models={"sdxl"})
+    emulator.add_fault("download", Fault.corrupt())  # sdxl's job succeeds; its copy fails
+    request = make_request(seed=7, model_id="gone", fallback_models=["sdxl"])
+    run_action(client, "generate", request)
+    time.sleep(1.0)  # the request sits failed until the editor retries it
+    url = change_url(request)
+    data = form_data(
+        seed="7",
+        model_id="gone",
+        fallback_models="sdxl",
+        _generate="Save and generate",
+        _modelslab_shown=shown_field(url, client),
+    )
+
+    retried = client.post(url, data, follow=True)
+
+    assert "1 request succeeded." in messages_of(retried)
+    (job,) = emulator.jobs.values()
+    job_time = f"{job.generation_time:.2f} s"
+    rows = attempt_rows(client.get(url).content.decode())
+    assert [row[:5] for row in rows] == [
+        ["1", "gone", "failed", "—", rows[0][4]],
+        ["1", "sdxl", "failed", job_time, rows[1][4]],
+        ["2", "sdxl (same job, continued)", "succeeded", "—", rows[2][4]],
+    ]
+    assert "Model not found: gone" in rows[0][5]
+    assert "Not a PNG, JPEG" in rows[1][5]
+    assert float(rows[2][4].removesuffix(" s")) < 1.0  # not the time it sat failed
