@@ -215,7 +215,7 @@ def status_badge(obj: GenerationRequest, *, poll_url: str, poll_interval: float)
         obj.status,
         poll_url,
         poll_interval,
-        gettext("Generation finished. Save or reload the page to see the images."),
+        gettext("Generation finished. Save or reload the page to see the result."),
         obj.get_status_display(),
         obj.pk,
         eta_label(obj),
@@ -556,7 +556,7 @@ class GenerationRequestAdmin(admin.ModelAdmin):
             button = (REGENERATE_BUTTON, gettext("Save and regenerate"))
         context.update(
             modelslab_button=button,
-            modelslab_badge=self.status_display(obj) if obj is not None and obj.pk else "",
+            modelslab_badge=self._badge(obj) if obj is not None and obj.pk else "",
             modelslab_shown_field=SHOWN_FIELD,
             modelslab_shown=timezone.now().isoformat(),
         )
@@ -640,6 +640,16 @@ class GenerationRequestAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("status"), ordering="status")
     def status_display(self, obj: GenerationRequest) -> str:
+        """The badge; in the list, a failed or refused request's error under it."""
+        badge = self._badge(obj)
+        if obj.status in (Status.FAILED, Status.REFUSED) and obj.error:
+            error = obj.error if len(obj.error) <= 160 else obj.error[:159] + "…"
+            return format_html(
+                '{}<div class="modelslab-status-error" title="{}">{}</div>', badge, obj.error, error
+            )
+        return badge
+
+    def _badge(self, obj: GenerationRequest) -> str:
         return status_badge(
             obj,
             poll_url=reverse("admin:django_modelslab_generationrequest_status"),
