@@ -8,11 +8,14 @@ POST endpoints answer 403.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from functools import partial
 from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
+from django.contrib.messages.storage import default_storage
 from django.core.exceptions import PermissionDenied
 from django.db.models import Prefetch, QuerySet
 from django.http import (
@@ -24,7 +27,10 @@ from django.http import (
     JsonResponse,
 )
 from django.template.defaultfilters import filesizeformat
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.utils.translation import gettext, ngettext
@@ -32,6 +38,7 @@ from django.utils.translation import gettext_lazy as _
 
 from . import pipeline
 from .admin_costs import charges_html, cost_html, costs_page
+from .contention import StillLocked, retry_when_locked
 from .exceptions import BudgetExceeded, ReservedParameters
 from .forms import GenerationRequestAdminForm
 from .models import GeneratedImage, GenerationRequest, WebhookDelivery
@@ -49,6 +56,10 @@ REGENERATE_BUTTON = "_regenerate"
 KEEP_SEED_FIELD = "_keep_seed"
 #: Most ids one status call answers for.
 STATUS_BATCH = 200
+#: Hidden field of the change form and the changelist: when the page was shown. A press of
+#: Generate / Regenerate does not start a request that was started after that (a double
+#: click, a second tab): see :func:`started_since`.
+SHOWN_FIELD = "_modelslab_shown"
 
 #: The multiplication sign, as in 512 x 512 (written escaped for ruff).
 TIMES = "\u00d7"
@@ -60,6 +71,33 @@ STATIC_JS = "django_modelslab/admin.js"
 def can_generate(request: HttpRequest) -> bool:
     """Whether the user may generate, regenerate and choose images."""
     return request.user.has_perm(GENERATE_PERMISSION)
+
+
+def shown_at(request: HttpRequest) -> datetime | None:
+    """When the posting page was shown (its :data:`SHOWN_FIELD`), or None."""
+    value = request.POST.get(SHOWN_FIELD, "")
+    try:
+        return parse_datetime(value) if value else None
+    except ValueError:
+        return None
+
+
+def started_since(submitted_at: datetime | None, shown: datetime | None) -> bool:
+    """Whether a request was (re)started after the page that asks to start it was shown."""
+    return shown is not None and submitted_at is not None and submitted_at > shown
+
+
+class StartedSinceShown(Exception):
+    """A change form posted from a page shown before the request was last (re)started."""
+
+    def __init__(self, pk: Any) -> None:
+        super().__init__(
+            gettext(
+                "Nothing was saved: this request was started again after the page was shown "
+                "(#%(id)s). Its current state is below; make your changes again."
+            )
+            % {"id": pk}
+        )
 
 
 # --- small HTML pieces ------------------------------------------------------------------
@@ -126,21 +164,31 @@ def nsfw_html(image: GeneratedImage) -> str:
     return ""
 
 
+def _seconds(value: Any) -> str:
+    return "—" if value is None else f"{value:.2f} s"
+
+
 def model_attempts_html(obj: GenerationRequest) -> str:
-    """``model_attempts`` as a table: attempt, model, outcome, seconds, error."""
+    """``model_attempts`` as a table, one row per try of every attempt: attempt, model,
+    outcome, ModelsLab's own time for the job, the time the try took here, error."""
     if not obj.model_attempts:
         return "—"
+    continued = format_html(
+        ' <span class="modelslab-continued">{}</span>', gettext("(same job, continued)")
+    )
     rows = format_html_join(
         "",
-        '<tr class="modelslab-try--{}"><td>{}</td><td><code>{}</code></td><td>{}</td>'
-        "<td>{}</td><td>{}</td></tr>",
+        '<tr class="modelslab-try--{}"><td>{}</td><td><code>{}</code>{}</td><td>{}</td>'
+        '<td class="modelslab-provider-time">{}</td><td>{}</td><td>{}</td></tr>',
         (
             (
                 entry.get("outcome", ""),
                 entry.get("attempt", ""),
                 entry.get("model_id", ""),
+                continued if entry.get("continued") else "",
                 entry.get("outcome", ""),
-                "" if entry.get("seconds") is None else f"{entry['seconds']:.2f} s",
+                _seconds(entry.get("provider_seconds")),
+                _seconds(entry.get("seconds")),
                 entry.get("error", ""),
             )
             for entry in obj.model_attempts
@@ -148,11 +196,15 @@ def model_attempts_html(obj: GenerationRequest) -> str:
     )
     return format_html(
         '<table class="modelslab-attempts"><thead><tr><th>{}</th><th>{}</th><th>{}</th>'
-        "<th>{}</th><th>{}</th></tr></thead><tbody>{}</tbody></table>",
+        '<th title="{}">{}</th><th title="{}">{}</th><th>{}</th></tr></thead><tbody>{}</tbody>'
+        "</table>",
         gettext("Attempt"),
         gettext("Model"),
         gettext("Outcome"),
-        gettext("Time"),
+        gettext("The job's time as ModelsLab reported it"),
+        gettext("ModelsLab time"),
+        gettext("From the start of this try to its end, here"),
+        gettext("Took"),
         gettext("Error"),
         rows,
     )
@@ -178,7 +230,7 @@ def status_badge(obj: GenerationRequest, *, poll_url: str, poll_interval: float)
         obj.status,
         poll_url,
         poll_interval,
-        gettext("Generation finished. Save or reload the page to see the images."),
+        gettext("Generation finished. Save or reload the page to see the result."),
         obj.get_status_display(),
         obj.pk,
         eta_label(obj),
@@ -450,6 +502,17 @@ class GenerationRequestAdmin(admin.ModelAdmin):
         return can_generate(request)
 
     def save_model(self, request: HttpRequest, obj: GenerationRequest, form, change) -> None:
+        if change:
+            # Under the save's transaction (the row locked where the database can): a page
+            # older than the row's last start would undo what that start wrote (its seed).
+            submitted = (
+                GenerationRequest.objects.select_for_update()
+                .filter(pk=obj.pk)
+                .values_list("submitted_at", flat=True)
+                .first()
+            )
+            if started_since(submitted, shown_at(request)):
+                raise StartedSinceShown(obj.pk)
         if obj.requested_by_id is None:
             obj.requested_by = request.user
         # A seed typed in the form is what "Save and regenerate" should send.
@@ -468,13 +531,47 @@ class GenerationRequestAdmin(admin.ModelAdmin):
         pressed = GENERATE_BUTTON in request.POST or REGENERATE_BUTTON in request.POST
         if request.method == "POST" and pressed and not self.has_generate_permission(request):
             raise PermissionDenied
-        response = super().changeform_view(request, object_id, form_url, extra_context)
+        if request.method != "POST":
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        view = super().changeform_view
+        try:
+            response = self._retry_when_locked(
+                request, lambda: view(request, object_id, form_url, extra_context)
+            )
+        except StillLocked as exc:
+            return self._busy(request, str(exc))
+        except StartedSinceShown as exc:
+            self.message_user(request, str(exc), messages.WARNING)
+            return HttpResponseRedirect(request.get_full_path())
         # The admin saves inside a transaction; generate once the saved form is committed.
         start = getattr(request, "_modelslab_start", None)
         if start is not None:
             obj, regenerate, keep_seed = start
             self._start(request, [obj], regenerate=regenerate, keep_seed=keep_seed)
         return response
+
+    def _retry_when_locked(self, request: HttpRequest, work: Callable[[], HttpResponse]):
+        """``work`` (a posted form, saved in one transaction), again while SQLite is locked."""
+
+        def forget_the_try() -> None:
+            request.__dict__.pop("_modelslab_start", None)
+            if hasattr(request, "_messages"):  # its messages were about a rolled-back save
+                request._messages = default_storage(request)
+            for files in request.FILES.lists():
+                for upload in files[1]:
+                    upload.seek(0)
+
+        return retry_when_locked(work, before_retry=forget_the_try)
+
+    def _busy(self, request: HttpRequest, reason: str) -> HttpResponse:
+        """503 with a page saying nothing was saved: Back keeps the form's contents."""
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": gettext("The database is busy"),
+            "reason": reason,
+        }
+        return TemplateResponse(request, "django_modelslab/admin/busy.html", context, status=503)
 
     def render_change_form(
         self, request: HttpRequest, context: dict[str, Any], add=False, change=False, **kwargs
@@ -490,9 +587,19 @@ class GenerationRequestAdmin(admin.ModelAdmin):
             button = (REGENERATE_BUTTON, gettext("Save and regenerate"))
         context.update(
             modelslab_button=button,
-            modelslab_badge=self.status_display(obj) if obj is not None and obj.pk else "",
+            modelslab_badge=self._badge(obj) if obj is not None and obj.pk else "",
+            modelslab_shown_field=SHOWN_FIELD,
+            modelslab_shown=timezone.now().isoformat(),
         )
         return super().render_change_form(request, context, add, change, **kwargs)
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
+        extra_context = {
+            **(extra_context or {}),
+            "modelslab_shown_field": SHOWN_FIELD,
+            "modelslab_shown": timezone.now().isoformat(),
+        }
+        return super().changelist_view(request, extra_context)
 
     def response_add(self, request: HttpRequest, obj: GenerationRequest, post_url_continue=None):
         if GENERATE_BUTTON in request.POST:
@@ -571,6 +678,16 @@ class GenerationRequestAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("status"), ordering="status")
     def status_display(self, obj: GenerationRequest) -> str:
+        """The badge; in the list, a failed or refused request's error under it."""
+        badge = self._badge(obj)
+        if obj.status in (Status.FAILED, Status.REFUSED) and obj.error:
+            error = obj.error if len(obj.error) <= 160 else obj.error[:159] + "…"
+            return format_html(
+                '{}<div class="modelslab-status-error" title="{}">{}</div>', badge, obj.error, error
+            )
+        return badge
+
+    def _badge(self, obj: GenerationRequest) -> str:
         return status_badge(
             obj,
             poll_url=reverse("admin:django_modelslab_generationrequest_status"),
@@ -634,28 +751,42 @@ class GenerationRequestAdmin(admin.ModelAdmin):
     ) -> None:
         """Submit (or regenerate) each request through the pipeline and report counts.
 
-        Regenerating draws a new seed for a seeded request unless ``keep_seed``.
+        Regenerating draws a new seed for a seeded request unless ``keep_seed``. A request
+        started after the posting page was shown is left alone (a double click must not pay
+        twice); SQLite's "database is locked" is waited out.
         """
+        objs = list(objs)
+        shown = shown_at(request)
+        submitted = dict(
+            GenerationRequest.objects.filter(pk__in=[obj.pk for obj in objs]).values_list(
+                "pk", "submitted_at"
+            )
+        )
         results: list[GenerationRequest] = []
         busy: list[GenerationRequest] = []
         done_before: list[GenerationRequest] = []
+        started: list[GenerationRequest] = []
         not_started: dict[str, list[GenerationRequest]] = {}
         for obj in objs:
-            if obj.status in ACTIVE_STATUSES:
+            if started_since(submitted.get(obj.pk), shown):
+                started.append(obj)
+            elif obj.status in ACTIVE_STATUSES:
                 busy.append(obj)
             elif not regenerate and obj.status == Status.SUCCEEDED:
                 done_before.append(obj)
             else:
+                call = (
+                    partial(pipeline.regenerate, obj, keep_seed=keep_seed)
+                    if regenerate
+                    else partial(pipeline.submit, obj)
+                )
                 try:
-                    if regenerate:
-                        results.append(pipeline.regenerate(obj, keep_seed=keep_seed))
-                    else:
-                        results.append(pipeline.submit(obj))
+                    results.append(retry_when_locked(call))
                 except pipeline.GenerationInProgress:
                     busy.append(obj)
-                except (BudgetExceeded, ReservedParameters) as exc:  # nothing was queued
+                except (BudgetExceeded, ReservedParameters, StillLocked) as exc:  # not queued
                     not_started.setdefault(str(exc), []).append(obj)
-        self._report(request, results, busy=busy, done_before=done_before)
+        self._report(request, results, busy=busy, done_before=done_before, started=started)
         for reason, objs in not_started.items():
             self.message_user(
                 request,
@@ -675,7 +806,22 @@ class GenerationRequestAdmin(admin.ModelAdmin):
         *,
         busy: list[GenerationRequest],
         done_before: list[GenerationRequest],
+        started: Iterable[GenerationRequest] = (),
     ) -> None:
+        started = list(started)
+        if started:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(n)d request not started again: it was started after this page was "
+                    "shown (%(ids)s). Its status is below.",
+                    "%(n)d requests not started again: they were started after this page was "
+                    "shown (%(ids)s). Their status is below.",
+                    len(started),
+                )
+                % {"n": len(started), "ids": _ids(started)},
+                messages.WARNING,
+            )
         succeeded = sum(1 for obj in results if obj.status == Status.SUCCEEDED)
         failed = [obj for obj in results if obj.status == Status.FAILED]
         refused = [obj for obj in results if obj.status == Status.REFUSED]
@@ -843,7 +989,13 @@ class GeneratedImageAdmin(admin.ModelAdmin):
         image = self.get_object(request, unquote(object_id))
         if image is None:
             raise Http404(gettext("No such image."))
-        pipeline.choose(image)
+        try:
+            retry_when_locked(partial(pipeline.choose, image))
+        except StillLocked as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return HttpResponseRedirect(
+                reverse("admin:django_modelslab_generationrequest_change", args=[image.request_id])
+            )
         self.message_user(
             request,
             gettext("Image #%(image)s is now the chosen image of request #%(request)s.")

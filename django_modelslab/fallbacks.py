@@ -7,11 +7,16 @@ track id (``<request>-<attempt>`` for the first, ``<request>-<attempt>.<n>`` aft
 entry in ``GenerationRequest.model_attempts``::
 
     {"model_id": "flux", "outcome": "failed", "error": "Model not found: flux (HTTP 404)",
-     "seconds": 0.02, "at": "2026-...", "attempt": 1, "track_id": "12-1"}
+     "seconds": 0.02, "provider_seconds": None, "at": "2026-...", "attempt": 1,
+     "track_id": "12-1"}
 
 ``outcome`` is ``started`` (in flight), ``succeeded``, ``failed``, ``refused`` or
-``abandoned`` (a job the request stopped waiting for). See :func:`falls_through` for the
-errors that move on to the next model.
+``abandoned`` (a job the request stopped waiting for). ``seconds`` is the time this try took
+here, from its start; ``provider_seconds`` the job's own time as ModelsLab reported it
+(``generationTime``; None when it did not). A retry that continues an earlier attempt's job
+(polls it, or copies its outputs again) adds its own entry, ``"continued": true``, with the
+same track id: the earlier entry keeps its outcome and error. See :func:`falls_through` for
+the errors that move on to the next model.
 """
 
 from __future__ import annotations
@@ -145,6 +150,8 @@ def try_models(
     """
     models = models_for(request)
     in_flight = _entry(request, request.track_id) if request.track_id else None
+    if in_flight is not None and in_flight.get("attempt") != request.attempts:
+        in_flight = _continue(request, in_flight)
     if in_flight is not None and in_flight["model_id"] in models:
         start = models.index(in_flight["model_id"])
     else:
@@ -202,6 +209,16 @@ def end(request: GenerationRequest, exc: BaseException | None = None, reason: st
     request.model_attempts = list(request.model_attempts)
 
 
+def note_provider_time(request: GenerationRequest, seconds: float | None) -> None:
+    """Record on the current try the job's time as ModelsLab reported it (unsaved)."""
+    found = _entry(request, request.track_id) if request.track_id else None
+    if found is None:
+        found = _open(request)
+    if found is not None and seconds is not None:
+        found["provider_seconds"] = seconds
+        request.model_attempts = list(request.model_attempts)
+
+
 def explain(request: GenerationRequest, reason: str) -> str:
     """``reason``, preceded by the errors of the attempt's earlier models when there were any."""
     tries = [e for e in request.model_attempts if e.get("attempt") == request.attempts]
@@ -230,12 +247,38 @@ def _begin(request: GenerationRequest, model: str) -> None:
             "outcome": STARTED,
             "error": "",
             "seconds": None,
+            "provider_seconds": None,
             "at": timezone.now().isoformat(),
             "attempt": request.attempts,
             "track_id": track,
         }
     )
     request.model_attempts = entries
+
+
+def _continue(request: GenerationRequest, earlier: dict[str, Any]) -> dict[str, Any]:
+    """A new entry for this attempt, continuing the job of an ``earlier`` one (unsaved).
+
+    The earlier entry keeps what it recorded; one a dead worker left ``started`` is closed.
+    """
+    if earlier.get("outcome") == STARTED:
+        earlier.update(
+            outcome=ABANDONED,
+            error=f"Interrupted; attempt {request.attempts} continued its job.",
+        )
+    entry = {
+        "model_id": earlier["model_id"],
+        "outcome": STARTED,
+        "error": "",
+        "seconds": None,
+        "provider_seconds": None,
+        "at": timezone.now().isoformat(),
+        "attempt": request.attempts,
+        "track_id": earlier.get("track_id", ""),
+        "continued": True,
+    }
+    request.model_attempts = [*request.model_attempts, entry]
+    return entry
 
 
 def _entry(request: GenerationRequest, track: str) -> dict[str, Any] | None:

@@ -695,6 +695,7 @@ def _complete(request: GenerationRequest, response: ProviderResponse | None) -> 
             _forget_provider_job(request)  # blank placeholders: never copied, never reused
             raise refusal
         request.output_urls = list(response.output_urls)
+        fallbacks.note_provider_time(request, response.generation_time)
         ttl = timedelta(seconds=get_setting("OUTPUT_URL_TTL"))
         request.outputs_expire_at = timezone.now() + ttl
         request.save(

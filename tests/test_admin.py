@@ -5,14 +5,21 @@ from __future__ import annotations
 import html
 import json
 import re
+import sqlite3
+import threading
+import time
 from html.parser import HTMLParser
 
+import httpx
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Permission, User
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from django_modelslab import contention, pipeline
 from django_modelslab.models import GeneratedImage, GenerationRequest
 from django_modelslab.testing import Fault
 
@@ -588,3 +595,187 @@ def test_changelists_run_a_constant_number_of_queries(
         page = client.get(url).content.decode()
 
     assert page.count('class="modelslab-thumb"') == (100 if url == CHANGELIST else 50)
+
+
+# --- a double click, on SQLite as startproject sets it up -------------------------------
+
+
+@pytest.fixture
+def startproject_sqlite():
+    """SQLite as a new ``startproject`` site has it: deferred transactions, the 5 s default
+    busy timeout (no OPTIONS). Connections opened meanwhile use it: the live server opens one
+    per request. (The journal stays the suite's WAL; rollback journals fail the same way.)"""
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's locking")
+    options = connections.settings[DEFAULT_DB_ALIAS]["OPTIONS"]
+    saved = dict(options)
+    options.clear()
+    yield
+    options.update(saved)
+
+
+def test_a_double_click_on_save_and_regenerate_answers_no_500_and_pays_once(
+    live_server, emulator, startproject_sqlite
+):
+    editor = staff("editor", [*EDIT_PERMS, "generate_images"])
+    request = make_request(seed=9)
+    pipeline.submit(request)
+    emulator.configure(latency=0.5)  # the regeneration is still running at the second click
+    session = Client()
+    session.force_login(editor)
+    cookies = {settings.SESSION_COOKIE_NAME: session.cookies[settings.SESSION_COOKIE_NAME].value}
+    url = f"{live_server.url}{change_url(request)}"
+    with httpx.Client(cookies=cookies) as http:
+        page = http.get(url).text
+        cookies.update(http.cookies)
+    fields = dict(
+        re.findall(r'name="(csrfmiddlewaretoken|_modelslab_shown)" value="([^"]+)"', page)
+    )
+    data = form_data(seed="9", _regenerate="Save and regenerate", **fields)
+    clicks = threading.Barrier(2)
+    answers: list[httpx.Response] = []
+
+    def click() -> None:
+        with httpx.Client(cookies=cookies, timeout=30) as http:
+            clicks.wait()
+            answers.append(http.post(url, data=data, headers={"Referer": url}))
+
+    threads = [threading.Thread(target=click) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(answer.status_code for answer in answers) == [302, 302]
+    assert emulator.calls["text2img"] == 2  # the first generation and one regeneration
+    request.refresh_from_db()
+    assert request.status == Status.SUCCEEDED, request.error
+    assert [image.superseded for image in request.images.order_by("attempt")] == [True, False]
+    # The second press saved nothing: the request keeps the seed its new image was made with.
+    assert request.images.get(superseded=False).seed == request.seed != 9
+
+
+def shown_field(url: str, client) -> str:
+    """The page's "shown at" field, as a press of its buttons posts it."""
+    page = client.get(url).content.decode()
+    return re.search(r'name="_modelslab_shown" value="([^"]+)"', page).group(1)
+
+
+def test_a_second_press_from_the_same_page_starts_nothing(client, editor, emulator):
+    request = make_request(seed=9)
+    run_action(client, "generate", request)
+    url = change_url(request)
+    press = form_data(seed="9", _regenerate="Regenerate", _modelslab_shown=shown_field(url, client))
+
+    first = client.post(url, press, follow=True)
+    again = client.post(url, press, follow=True)  # the same page, after the first finished
+    edited = client.post(url, {**press, "prompt": "a lighthouse at noon"}, follow=True)
+
+    assert "1 request succeeded." in messages_of(first)
+    request.refresh_from_db()
+    seed = request.seed
+    not_saved = (
+        f"Nothing was saved: this request was started again after the page was shown "
+        f"(#{request.pk}). Its current state is below; make your changes again."
+    )
+    # The page's values are older than the row's: saving them would undo the regenerate's
+    # new seed. Nothing is saved, nothing is started again.
+    assert messages_of(again) == [not_saved]
+    assert messages_of(edited) == [not_saved]
+    request.refresh_from_db()
+    assert (request.prompt, request.seed) == ("a red kite over hills", seed)
+    assert request.images.get(superseded=False).seed == seed
+    assert emulator.calls["text2img"] == 2
+    # Pressed on a page shown after that, it regenerates.
+    fresh = form_data(seed="9", _regenerate="Regenerate", _modelslab_shown=shown_field(url, client))
+    assert "1 request succeeded." in messages_of(client.post(url, fresh, follow=True))
+    assert emulator.calls["text2img"] == 3
+
+
+def test_an_action_posted_twice_from_one_list_starts_each_request_once(client, editor, emulator):
+    requests = [make_request(seed=1), make_request(seed=2)]
+    run_action(client, "generate", *requests)
+    action = {
+        "action": "regenerate",
+        "_selected_action": [obj.pk for obj in requests],
+        "_modelslab_shown": shown_field(CHANGELIST, client),
+    }
+
+    first = client.post(CHANGELIST, action, follow=True)
+    again = client.post(CHANGELIST, action, follow=True)
+
+    assert messages_of(first) == ["2 requests succeeded."]
+    ids = ", ".join(f"#{obj.pk}" for obj in reversed(requests))  # the list's order
+    assert messages_of(again) == [
+        f"2 requests not started again: they were started after this page was shown ({ids})."
+        " Their status is below."
+    ]
+    assert emulator.calls["text2img"] == 4
+
+
+def test_a_database_that_stays_locked_answers_a_page_not_a_500(
+    client, editor, emulator, startproject_sqlite, monkeypatch
+):
+    request = make_request(seed=9)
+    monkeypatch.setattr(contention, "LOCKED_RETRY_FOR", 0.5)
+    connection.close()  # reopened without the suite's OPTIONS
+    other = sqlite3.connect(connections.settings[DEFAULT_DB_ALIAS]["NAME"])
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock throughout
+    try:
+        response = client.post(change_url(request), form_data(prompt="a new prompt"))
+    finally:
+        other.rollback()
+        other.close()
+
+    assert response.status_code == 503
+    page = response.content.decode()
+    assert "The database stayed locked for 0.5 s; nothing was changed." in page
+    assert "your edits are still in the form" in page
+    request.refresh_from_db()
+    assert request.prompt == "a lighthouse"
+
+
+def attempt_rows(page: str) -> list[list[str]]:
+    """The cells (text) of each row of the "Models tried" table."""
+    table = re.search(r'<table class="modelslab-attempts">.*?</table>', page, re.S).group(0)
+    rows = re.findall(r"<tr class=\"modelslab-try--\w+\">(.*?)</tr>", table, re.S)
+    return [
+        [
+            html.unescape(re.sub(r"<[^>]+>", "", cell))
+            for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+        ]
+        for row in rows
+    ]
+
+
+def test_models_tried_lists_every_try_of_every_attempt_with_the_providers_time(
+    client, editor, emulator
+):
+    emulator.configure(models={"sdxl"})
+    emulator.add_fault("download", Fault.corrupt())  # sdxl's job succeeds; its copy fails
+    request = make_request(seed=7, model_id="gone", fallback_models=["sdxl"])
+    run_action(client, "generate", request)
+    time.sleep(1.0)  # the request sits failed until the editor retries it
+    url = change_url(request)
+    data = form_data(
+        seed="7",
+        model_id="gone",
+        fallback_models="sdxl",
+        _generate="Save and generate",
+        _modelslab_shown=shown_field(url, client),
+    )
+
+    retried = client.post(url, data, follow=True)
+
+    assert "1 request succeeded." in messages_of(retried)
+    (job,) = emulator.jobs.values()
+    job_time = f"{job.generation_time:.2f} s"
+    rows = attempt_rows(client.get(url).content.decode())
+    assert [row[:5] for row in rows] == [
+        ["1", "gone", "failed", "—", rows[0][4]],
+        ["1", "sdxl", "failed", job_time, rows[1][4]],
+        ["2", "sdxl (same job, continued)", "succeeded", "—", rows[2][4]],
+    ]
+    assert "Model not found: gone" in rows[0][5]
+    assert "Not a PNG, JPEG" in rows[1][5]
+    assert float(rows[2][4].removesuffix(" s")) < 1.0  # not the time it sat failed

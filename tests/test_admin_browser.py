@@ -124,13 +124,34 @@ def test_editor_generates_chooses_and_regenerates(page, live_server, emulator, s
     assert request.images.count() == 4
 
 
-def test_the_page_follows_a_queued_request_until_it_finishes(page, live_server, emulator):
-    """The polling script: a worker finishes the job; the page shows it without a reload."""
-    editor = staff("editor", [*EDIT_PERMS, "generate_images"])
-    request = GenerationRequest.objects.create(prompt="a paper boat", width=256, height=256)
+#: Notes what the page shows every 100 ms, kept in sessionStorage across the navigation.
+RECORD_THE_WAIT = """() => window.setInterval(() => {
+    const seen = JSON.parse(sessionStorage.getItem("seen") || "[]");
+    const button = document.querySelector("input[name=_regenerate]");
+    const progress = document.querySelector(".modelslab-progress");
+    seen.push({
+        status: document.querySelector(".modelslab-panel .modelslab-status").innerText,
+        disabled: Boolean(button && button.disabled),
+        progress: progress ? progress.innerText : "",
+    });
+    sessionStorage.setItem("seen", JSON.stringify(seen));
+}, 100)"""
+
+
+def queued(**fields) -> GenerationRequest:
+    """A request as a task queue holds it before a worker picks it up."""
+    request = GenerationRequest.objects.create(width=256, height=256, **fields)
     GenerationRequest.objects.filter(pk=request.pk).update(
         status=GenerationRequest.Status.QUEUED, eta=4
-    )  # as if a task queue had it and no worker had picked it up yet
+    )
+    return request
+
+
+def test_the_page_follows_a_queued_request_until_it_finishes(page, live_server, emulator):
+    """The polling script: a worker finishes the job; the page shows it without a reload,
+    and what the editor typed meanwhile stays."""
+    editor = staff("editor", [*EDIT_PERMS, "generate_images"])
+    request = queued(prompt="a paper boat")
     log_in_as(page, live_server, editor)
     page.clock.install()  # the page's timers run only when the test says so
 
@@ -139,12 +160,77 @@ def test_the_page_follows_a_queued_request_until_it_finishes(page, live_server, 
     assert page.locator(".modelslab-panel .modelslab-eta").inner_text() == "about 4 s"
     assert page.locator(".modelslab-images img").count() == 0
     assert page.locator("input[name=_generate], input[name=_regenerate]").count() == 0
+    page.evaluate("window.sameDocument = true")
+    page.fill("#id_negative_prompt", "blurry")  # an edit not saved yet
 
     pipeline.run(request.pk)  # the worker
-    page.clock.run_for(2_100)  # one poll interval: the script asks, sees it done, reloads
+    page.clock.run_for(2_100)  # one poll interval: the script asks, sees it done, swaps
 
     page.wait_for_selector(".modelslab-panel .modelslab-status--succeeded")
     assert decoded_widths(page, ".modelslab-images img") == [256]
+    assert page.evaluate("window.sameDocument") is True  # not reloaded
+    assert page.input_value("#id_negative_prompt") == "blurry"
+    assert page.locator(".field-model_attempts_table td").first.inner_text() == "1"
+    assert page.locator("input[name=_regenerate]").count() == 1  # the button for what is next
+
+
+def test_the_list_follows_queued_requests_to_their_images_or_error(page, live_server, emulator):
+    emulator.configure(models={"flux"})
+    editor = staff("editor", [*EDIT_PERMS, "generate_images"])
+    boat = queued(prompt="a paper boat", seed=3)
+    kite = queued(prompt="a kite", model_id="no-such-model")
+    log_in_as(page, live_server, editor)
+    page.clock.install()
+
+    page.goto(f"{live_server.url}{CHANGELIST}")
+    page.evaluate("window.sameDocument = true")
+    page.check(f"input[name=_selected_action][value='{kite.pk}']")
+    assert page.locator("#result_list .modelslab-status--queued").count() == 2
+
+    pipeline.run(boat.pk)
+    pipeline.run(kite.pk)
+    page.clock.run_for(2_100)
+
+    boat_row = page.locator("#result_list tr", has=page.locator(f"[data-modelslab-id='{boat.pk}']"))
+    kite_row = page.locator("#result_list tr", has=page.locator(f"[data-modelslab-id='{kite.pk}']"))
+    kite_row.locator(".modelslab-status--failed").wait_for()
+    boat_row.locator(".modelslab-status--succeeded").wait_for()
+    assert (
+        len(decoded_widths(page, f"#result_list tr:has([data-modelslab-id='{boat.pk}']) img")) == 1
+    )
+    assert (
+        "Model not found: no-such-model" in kite_row.locator(".modelslab-status-error").inner_text()
+    )
+    assert page.evaluate("window.sameDocument") is True
+    assert kite_row.locator("input[name=_selected_action]").is_checked()  # the selection stays
+
+
+def test_a_double_click_posts_once_and_the_wait_shows_progress(page, live_server, emulator):
+    """Inline generation (the default): the post takes seconds. The button is pressed once
+    however fast the clicks, and the page says what is happening until the answer comes."""
+    editor = staff("editor", [*EDIT_PERMS, "generate_images"])
+    request = GenerationRequest.objects.create(prompt="a quiet pond", seed=5, width=256, height=256)
+    pipeline.submit(request)
+    emulator.configure(latency=3.0)  # ModelsLab's answer takes a while
+    log_in_as(page, live_server, editor)
+    url = change_url(live_server, request)
+    posts: list[str] = []
+    page.on("request", lambda sent: posts.append(sent.url) if sent.method == "POST" else None)
+    page.goto(url)
+    page.evaluate(RECORD_THE_WAIT)
+
+    page.dblclick("input[name=_regenerate]")
+
+    page.wait_for_selector("text=1 request succeeded.", timeout=30_000)
+    seen = page.evaluate("JSON.parse(sessionStorage.getItem('seen') || '[]')")
+    assert posts == [url]
+    # While the post was in flight: the button disabled, the time counted, and the status
+    # followed from the server as it moved to processing.
+    assert any(state["disabled"] for state in seen)
+    assert any("Saving, then generating: 2 s." in state["progress"] for state in seen)
+    assert "Processing" in {state["status"] for state in seen}
+    assert emulator.calls["text2img"] == 2  # the first generation and one regeneration
+    assert page.locator("input[name=_regenerate]").is_enabled()
 
 
 def test_without_the_permission_there_is_nothing_to_press(page, live_server, emulator):

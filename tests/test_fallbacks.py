@@ -317,3 +317,45 @@ def test_seconds_are_measured(emulator, django_capture_on_commit_callbacks):
     seconds = [e["seconds"] for e in request.model_attempts]
     assert all(s >= 0.2 for s in seconds)
     assert sum(seconds) <= took + 0.1
+
+
+def test_a_retry_keeps_the_failed_try_and_times_only_itself(
+    emulator, django_capture_on_commit_callbacks
+):
+    """A retry that copies the first attempt's outputs again adds its own entry; the failed
+    one stays, and neither counts the time the request sat failed in between."""
+    emulator.add_fault("download", Fault.corrupt())
+    request = generate(django_capture_on_commit_callbacks, seed=42)
+    assert request.status == Status.FAILED
+    job_time = next(iter(emulator.jobs.values())).generation_time
+    time.sleep(1.0)  # the request sits failed until someone retries it
+
+    with django_capture_on_commit_callbacks(execute=True):
+        pipeline.submit(request)
+    request.refresh_from_db()
+
+    assert request.status == Status.SUCCEEDED, request.error
+    assert emulator.calls["text2img"] == 1  # the retry copied the same job's outputs
+    first, second = request.model_attempts
+    assert (first["attempt"], first["model_id"], first["outcome"]) == (1, "flux", "failed")
+    assert "Not a PNG, JPEG" in first["error"]
+    assert first["provider_seconds"] == job_time
+    assert (second["attempt"], second["model_id"], second["outcome"]) == (2, "flux", "succeeded")
+    assert second["continued"] is True and second["track_id"] == first["track_id"]
+    assert second["seconds"] < 1.0  # this try's own time, not since the first began
+    assert second["provider_seconds"] is None  # no new job: ModelsLab reported no new time
+
+
+def test_the_provider_time_of_each_model_is_kept(emulator, django_capture_on_commit_callbacks):
+    emulator.configure(models={"sdxl"})
+
+    request = generate(
+        django_capture_on_commit_callbacks, seed=7, model_id="gone", fallback_models=["sdxl"]
+    )
+
+    assert request.status == Status.SUCCEEDED, request.error
+    (job,) = emulator.jobs.values()
+    assert [(e["model_id"], e["provider_seconds"]) for e in request.model_attempts] == [
+        ("gone", None),  # refused at once: no job, no time
+        ("sdxl", job.generation_time),
+    ]

@@ -352,9 +352,11 @@ class ImageSerializer(serializers.ModelSerializer):
                 },
                 "error": {"type": "string"},
                 "seconds": {"type": "number", "nullable": True},
+                "provider_seconds": {"type": "number", "nullable": True},
                 "at": {"type": "string", "format": "date-time"},
                 "attempt": {"type": "integer"},
                 "track_id": {"type": "string"},
+                "continued": {"type": "boolean"},
             },
         },
     }
@@ -391,7 +393,11 @@ class GenerationSerializer(serializers.ModelSerializer):
         help_text=_("Model ids tried after model_id; empty: the FALLBACK_MODELS setting."),
     )
     model_attempts = ModelAttemptsField(
-        read_only=True, help_text=_("Each model tried, in order: outcome, error, seconds.")
+        read_only=True,
+        help_text=_(
+            "Each model tried, in order, in every attempt: outcome, error, seconds here, "
+            "provider_seconds (ModelsLab's own time)."
+        ),
     )
     cached_from = serializers.SerializerMethodField(
         help_text=_(
