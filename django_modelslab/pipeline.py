@@ -324,13 +324,14 @@ def submit(request: GenerationRequest, *, enqueue: bool = True) -> GenerationReq
 
 
 def regenerate(
-    request: GenerationRequest, *, batch: str = "", enqueue: bool = True
+    request: GenerationRequest, *, batch: str = "", enqueue: bool = True, keep_seed: bool = False
 ) -> GenerationRequest:
     """Start a fresh provider job; earlier images stay, marked superseded. Bypasses the cache.
 
     ``batch`` names the ``regenerate_images`` run doing it; ``enqueue=False`` as for
     :func:`submit`. A prompt the MODERATION_HOOK refuses ends ``refused``, images untouched.
-    ``extra`` is checked as by :func:`submit`.
+    ``extra`` is checked as by :func:`submit`. ``keep_seed``: accepted for the REST API, not
+    acted on yet (issue 16 §4 implements it: a new seed unless ``keep_seed``).
     """
     kinds.check_extra(request)
     refusal = safety.moderation_refusal(request)
