@@ -382,6 +382,14 @@ class IdempotencyKey(models.Model):
     key = models.CharField(max_length=255)
     body_hash = models.CharField(max_length=64)
     request = models.ForeignKey(GenerationRequest, on_delete=models.CASCADE, related_name="+")
+    response_status = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        help_text=_(
+            "The HTTP status the first call answered (generations/: 201 finished, 202 "
+            "queued); a replay answers the same. Empty: not recorded (202)."
+        ),
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

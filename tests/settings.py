@@ -107,7 +107,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_RATES": {},
-    "TEST_REQUEST_DEFAULT_FORMAT": "json",  # the API parses JSON only
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",  # the API also takes forms and multipart
 }
 SPECTACULAR_SETTINGS = {"TITLE": "django-modelslab tests", "VERSION": "1"}
 

@@ -100,7 +100,7 @@ def test_create_generates_and_answers_with_permanent_absolute_urls(owner, emulat
         format="json",
     )
 
-    assert response.status_code == 202
+    assert response.status_code == 201  # the inline task backend ran it: created and done
     body = response.json()
     generation = GenerationRequest.objects.get()
     assert body["id"] == generation.pk
@@ -157,7 +157,7 @@ def test_regenerate_keeps_earlier_images_as_superseded(owner, emulator):
 
     response = client.post(created.json()["links"]["regenerate"])
 
-    assert response.status_code == 202
+    assert response.status_code == 200  # done at once (inline task backend)
     images = response.json()["images"]
     assert [image["superseded"] for image in images] == [True, False]
     assert images[0]["id"] == first_image["id"]
@@ -538,7 +538,7 @@ def test_idempotency_keys_are_scoped_to_the_endpoint(owner, emulator):
     native = client.post(url("generation-list"), body, format="json", HTTP_IDEMPOTENCY_KEY="k")
     again = client.post(url("generation-list"), body, format="json", HTTP_IDEMPOTENCY_KEY="k")
 
-    assert (openai.status_code, native.status_code) == (200, 202)
+    assert (openai.status_code, native.status_code) == (200, 201)
     assert not native.has_header("Idempotent-Replayed")
     assert again["Idempotent-Replayed"] == "true"
     assert again.json()["id"] == native.json()["id"]
@@ -761,7 +761,7 @@ def test_stored_image_urls_are_served(live_server, owner, emulator, transactiona
     served = httpx.get(image["url"])
     thumbnail = httpx.get(image["thumbnail_url"])
 
-    assert created.status_code == 202
+    assert created.status_code == 201
     assert image["url"].startswith(f"{live_server.url}/media/")
     assert hashlib.sha256(served.content).hexdigest() == image["sha256"]
     assert thumbnail.status_code == 200
@@ -941,8 +941,224 @@ def test_a_data_url_image_larger_than_djangos_body_limit_is_accepted(owner, emul
 
     response = api_client(owner).post(url("generation-list"), body, content_type="application/json")
 
-    assert response.status_code == 202, response.content[:300]
+    assert response.status_code == 201, response.content[:300]
     generation = GenerationRequest.objects.get()
     assert generation.status == Status.SUCCEEDED, generation.error
     with generation.init_image.open("rb") as file:
         assert file.read() == buffer.getvalue()
+
+
+# --- what DRF users expect: all errors at once, forms, a root, 201 when done ----------------
+
+FORM = "application/x-www-form-urlencoded"
+
+
+@pytest.fixture
+def worker(settings) -> None:
+    """A worker task backend that has not run yet: a created request stays queued."""
+    dummy = settings.TASKS["default"]["BACKEND"].replace("immediate.Immediate", "dummy.Dummy")
+    settings.TASKS = {**settings.TASKS, "worker": {"BACKEND": dummy}}
+    settings.MODELSLAB = {**settings.MODELSLAB, "TASK_BACKEND": "worker"}
+
+
+@pytest.mark.django_db
+def test_unknown_fields_are_reported_with_every_other_error(owner):
+    body = {"prompt": " ", "width": 300, "samples": 9, "colour": "red", "webhook": "http://x"}
+
+    response = api_client(owner).post(url("generation-list"), body, format="json")
+
+    assert response.status_code == 400
+    errors = response.json()
+    assert list(errors)[:2] == ["colour", "webhook"]  # unknown fields first (OpenAI's param)
+    assert errors["colour"] == ["Unknown field."]
+    assert "sets this parameter itself" in errors["webhook"][0]
+    assert set(errors) == {"colour", "webhook", "prompt", "width", "samples"}
+    assert not GenerationRequest.objects.exists()
+
+
+@pytest.mark.django_db
+def test_unknown_fields_are_reported_with_the_bodys_own_errors(owner):
+    """The checks across fields (an img2img needs an input image) are reported too."""
+    body = {"prompt": "x", "kind": "img2img", "colour": "red"}
+
+    response = api_client(owner).post(url("generation-list"), body, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["colour"] == ["Unknown field."]
+    assert "init_image" in response.json()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_regenerate_refuses_unknown_fields_and_changes_nothing(owner, emulator):
+    client = api_client(owner)
+    created = client.post(url("generation-list"), {"prompt": "a kite", "width": 256}).json()
+
+    response = client.post(
+        created["links"]["regenerate"], {"prompt": "changed", "keep_seed": "maybe"}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "prompt": ["Unknown field."],
+        "keep_seed": ["Must be a valid boolean."],
+    }
+    generation = GenerationRequest.objects.get()
+    assert (generation.prompt, generation.attempts) == ("a kite", 1)
+    assert not generation.images.filter(superseded=True).exists()
+    assert emulator.calls["text2img"] == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("body", "same_seed"),
+    [
+        pytest.param({"keep_seed": True}, True, id="keep_seed"),
+        pytest.param({}, False, id="default"),
+    ],
+)
+def test_regenerate_passes_keep_seed_to_the_pipeline(owner, emulator, body, same_seed):
+    client = api_client(owner)
+    created = client.post(url("generation-list"), {"prompt": "a kite", "seed": 7}).json()
+
+    response = client.post(created["links"]["regenerate"], body, format="json")
+
+    assert response.status_code == 200
+    newest = [image for image in response.json()["images"] if not image["superseded"]]
+    assert (newest[0]["seed"] == 7) is same_seed
+
+
+@pytest.mark.django_db
+def test_the_api_root_links_to_every_endpoint(owner):
+    anonymous = APIClient().get("/api/modelslab/")
+
+    response = api_client(owner).get("/api/modelslab/")
+
+    assert anonymous.status_code == 401
+    assert response.status_code == 200
+    assert response.json() == {
+        "generations": f"http://testserver{url('generation-list')}",
+        "images": f"http://testserver{url('image-list')}",
+        "openai_images": f"http://testserver{url('openai-images')}",
+        "schema": f"http://testserver{url('schema')}",
+    }
+    assert url("api-root") == "/api/modelslab/"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_form_encoded_create_is_accepted(owner, emulator):
+    """A boolean left out of a form takes its default (DRF would read an unticked box)."""
+    body = "prompt=a+kite&width=256&samples=2&seed=7&fallback_models=sdxl&fallback_models=sd3"
+
+    response = api_client(owner).post(url("generation-list"), body, content_type=FORM)
+
+    assert response.status_code == 201, response.json()
+    created = response.json()
+    assert (created["prompt"], created["width"], created["samples"]) == ("a kite", 256, 2)
+    assert created["fallback_models"] == ["sdxl", "sd3"]
+    assert created["use_cache"] is True
+    assert len(created["images"]) == 2
+
+
+@pytest.mark.django_db
+def test_a_form_keyed_twice_with_other_values_is_another_body(owner):
+    """An Idempotency-Key's body hash counts every value of a repeated form field."""
+    client = api_client(owner)
+    first = client.post(
+        url("generation-list"),
+        "prompt=x&fallback_models=a&fallback_models=b",
+        content_type=FORM,
+        HTTP_IDEMPOTENCY_KEY="form",
+    )
+    other = client.post(
+        url("generation-list"),
+        "prompt=x&fallback_models=c&fallback_models=b",
+        content_type=FORM,
+        HTTP_IDEMPOTENCY_KEY="form",
+    )
+
+    assert first.status_code == 202  # queued: the task runs once the transaction commits
+    assert other.status_code == 422
+
+
+@pytest.mark.django_db
+def test_form_limits_answer_in_the_apis_shape(owner, settings):
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 5
+    client = api_client(owner)
+    large = "prompt=x&kind=img2img&init_image=" + "A" * (3 * 1024 * 1024)
+
+    too_large = client.post(url("generation-list"), large, content_type=FORM)
+    too_many = client.post(url("generation-list"), "&".join(["a=1"] * 6), content_type=FORM)
+
+    assert too_large.status_code == 413
+    assert "DATA_UPLOAD_MAX_MEMORY_SIZE" in too_large.json()["detail"]
+    assert too_many.status_code == 400
+    assert too_many.json()["detail"].startswith("Form parse error - The number of GET/POST")
+    assert not GenerationRequest.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_create_answers_201_with_the_finished_request_when_done(owner, emulator):
+    response = api_client(owner).post(url("generation-list"), {"prompt": "a kite"}, format="json")
+
+    assert response.status_code == 201
+    assert response["Location"] == response.json()["links"]["self"]
+    assert (response.json()["status"], response.json()["finished"]) == ("succeeded", True)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_create_and_regenerate_answer_202_when_queued(owner, emulator, worker):
+    client = api_client(owner)
+    created = client.post(url("generation-list"), {"prompt": "a kite"}, format="json")
+    GenerationRequest.objects.update(status=Status.FAILED)  # as if the worker had given up
+
+    regenerated = client.post(created.json()["links"]["regenerate"])
+
+    for response in (created, regenerated):
+        assert response.status_code == 202
+        assert response["Location"] == response.json()["links"]["self"]
+        assert (response.json()["status"], response.json()["finished"]) == ("queued", False)
+    assert sum(emulator.calls.values()) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_replay_answers_with_the_original_status(owner, emulator, worker):
+    """Queued (202) when first sent: a replay after the worker finished is still a 202."""
+    from django_modelslab import pipeline
+
+    client = api_client(owner)
+    key = {"HTTP_IDEMPOTENCY_KEY": "once"}
+    first = client.post(url("generation-list"), {"prompt": "a boat"}, format="json", **key)
+    pipeline.run(first.json()["id"])  # what the worker does
+
+    again = client.post(url("generation-list"), {"prompt": "a boat"}, format="json", **key)
+
+    assert first.status_code == again.status_code == 202
+    assert again["Idempotent-Replayed"] == "true"
+    assert again.json()["status"] == "succeeded"  # the request as it is now
+    assert IdempotencyKey.objects.get().response_status == 202
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_replay_of_a_finished_create_is_a_201(owner, emulator):
+    client = api_client(owner)
+    key = {"HTTP_IDEMPOTENCY_KEY": "once"}
+
+    first = client.post(url("generation-list"), {"prompt": "a boat"}, format="json", **key)
+    again = client.post(url("generation-list"), {"prompt": "a boat"}, format="json", **key)
+
+    assert first.status_code == again.status_code == 201
+    assert again["Idempotent-Replayed"] == "true"
+    assert emulator.calls["text2img"] == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("status", "shown"),
+    [(Status.PROCESSING, 12.5), (Status.SUCCEEDED, None), (Status.FAILED, None)],
+)
+def test_eta_is_cleared_once_the_request_is_final(owner, status, shown):
+    generation = make_request(owner, status=status, eta=12.5, images=0)
+
+    body = api_client(owner).get(url("generation-detail", generation.pk)).json()
+
+    assert body["eta"] == shown

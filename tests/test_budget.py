@@ -248,7 +248,7 @@ def test_api_answers_429_and_creates_nothing(alice, budget, emulator):
     second = client.post(url("generation-list"), {"prompt": "y"})
     again = client.post(url("generation-regenerate", first.json()["id"]))
 
-    assert first.status_code == 202
+    assert first.status_code == 201
     assert first.json()["cost"] == "2.000000"
     assert first.json()["cost_source"] == "price_table"
     assert second.status_code == 429

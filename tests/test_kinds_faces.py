@@ -217,7 +217,7 @@ def test_api_img2img_with_a_data_url(api, emulator):
         format="json",
     )
 
-    assert response.status_code == 202, response.json()
+    assert response.status_code == 201, response.json()
     body = response.json()
     assert (body["status"], body["kind"], body["api_version"]) == ("succeeded", "img2img", "v6")
     assert (body["width"], body["height"], body["strength"]) == (256, 192, 0.0)
@@ -236,7 +236,7 @@ def test_api_upscale_with_a_multipart_upload(api, emulator):
         format="multipart",
     )
 
-    assert response.status_code == 202, response.json()
+    assert response.status_code == 201, response.json()
     image = response.json()["images"][0]
     assert (image["width"], image["height"]) == (600, 300)
     expected = pixels(init).resize((600, 300), Image.Resampling.LANCZOS)
@@ -256,7 +256,7 @@ def test_api_init_image_id_uses_one_of_your_images_only(api, owner, emulator):
         GENERATIONS, {"prompt": "x", "kind": "img2img", "init_image_id": theirs.pk}, format="json"
     )
 
-    assert ok.status_code == 202, ok.json()
+    assert ok.status_code == 201, ok.json()
     assert ok.json()["init_from"] == mine.pk
     created = GenerationRequest.objects.get(pk=ok.json()["id"])
     assert stored_pixels(created.images.get()).tobytes() == stored_pixels(mine).tobytes()
@@ -333,7 +333,7 @@ def test_api_v7_image_to_image(api, emulator):
         format="json",
     )
 
-    assert response.status_code == 202, response.json()
+    assert response.status_code == 201, response.json()
     assert response.json()["status"] == "succeeded"
     assert emulator.calls["v7_img2img"] == 1
     route, sent = emulator.requests[0]

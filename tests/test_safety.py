@@ -347,7 +347,7 @@ def test_api_takes_fallbacks_and_shows_outcomes(owner, emulator, settings):
         {"prompt": "a kite", "fallback_models": ["sdxl"], "safety_checker": False},
     )
 
-    assert response.status_code == 202, response.json()
+    assert response.status_code == 201, response.json()
     body = response.json()
     assert body["status"] == "succeeded"
     assert body["fallback_models"] == ["sdxl"]
@@ -373,7 +373,7 @@ def test_api_shows_a_moderation_refusal_and_regenerates_it(owner, emulator, mode
 
     response = client.post(url("generation-list"), {"prompt": "a dragon"})
 
-    assert response.status_code == 202
+    assert response.status_code == 201  # final at once: refused
     body = response.json()
     assert (body["status"], body["finished"], body["error"]) == ("refused", True, FORBIDDEN)
     assert sum(emulator.calls.values()) == 0
@@ -381,7 +381,7 @@ def test_api_shows_a_moderation_refusal_and_regenerates_it(owner, emulator, mode
     generation.prompt = "a kite"
     generation.save()
     again = client.post(url("generation-regenerate", body["id"]))
-    assert again.status_code == 202
+    assert again.status_code == 200
     assert again.json()["status"] == "succeeded"
 
 

@@ -30,10 +30,11 @@ UNSCOPED = ""
 def body_hash(data: Any) -> str:
     """A hash of the parsed body; key order and whitespace do not matter.
 
-    Uploaded files (multipart) count by their content.
+    Uploaded files (multipart) count by their content; a form field sent more than once
+    by all of its values.
     """
-    if hasattr(data, "dict"):  # a multipart QueryDict
-        data = data.dict()
+    if hasattr(data, "lists"):  # a form's QueryDict
+        data = {name: values[0] if len(values) == 1 else values for name, values in data.lists()}
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=_content)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -60,15 +61,19 @@ def header_key(request: Any) -> str | None:
     return key
 
 
-def replayed(user: Any, key: str, digest: str, *, endpoint: str) -> GenerationRequest | None:
-    """The request an earlier call to ``endpoint`` with this key made; 422 if that call's
-    body differed."""
-    record = (
+def _record(user: Any, key: str, endpoint: str) -> IdempotencyKey | None:
+    return (
         IdempotencyKey.objects.filter(user=user, key=key, endpoint__in=(endpoint, UNSCOPED))
         .select_related("request")
         .order_by("-endpoint")  # this endpoint's own record first
         .first()
     )
+
+
+def replayed(user: Any, key: str, digest: str, *, endpoint: str) -> GenerationRequest | None:
+    """The request an earlier call to ``endpoint`` with this key made; 422 if that call's
+    body differed."""
+    record = _record(user, key, endpoint)
     if record is None:
         return None
     if record.body_hash != digest:
@@ -105,3 +110,17 @@ def create_once(
             raise
         return winner, True
     return generation, False
+
+
+def record_status(user: Any, key: str, status: int, *, endpoint: str) -> None:
+    """Remember the HTTP status the first call with ``key`` answered, for its replays."""
+    IdempotencyKey.objects.filter(user=user, key=key, endpoint=endpoint).update(
+        response_status=status
+    )
+
+
+def original_status(user: Any, key: str, *, endpoint: str) -> int | None:
+    """The status :func:`record_status` kept; None when none was (an earlier row, or the
+    first call has not answered yet)."""
+    record = _record(user, key, endpoint)
+    return None if record is None else record.response_status

@@ -2,8 +2,8 @@
 
 A JSON body may be as large as Django's ``DATA_UPLOAD_MAX_MEMORY_SIZE`` or, when that is
 smaller, the largest valid request (its ``data:`` images at ``MAX_IMAGE_BYTES``, base64,
-plus the text fields); a larger one is refused before it is read. Multipart uploads keep
-Django's limits (files stream to disk), refused in the API's shape.
+plus the text fields); a larger one is refused before it is read. Forms (multipart and
+url-encoded) keep Django's limits (multipart files stream to disk), refused in the API's shape.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import IO, Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+from django.http import QueryDict
 from django.utils.translation import gettext as _
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser, DataAndFiles, JSONParser, MultiPartParser
@@ -59,6 +60,33 @@ def _too_large(limit: int) -> RequestTooLarge:
     )
 
 
+def _form_fields_too_large() -> RequestTooLarge:
+    return RequestTooLarge(
+        _(
+            "The form fields are larger than DATA_UPLOAD_MAX_MEMORY_SIZE allows: "
+            "send input images as file parts, not as data: URLs."
+        )
+    )
+
+
+def read_at_most(stream: IO[bytes] | None, limit: int | None, context: dict[str, Any]) -> bytes:
+    """The body, at most ``limit`` bytes (None: no limit); a longer one is a 413, and one
+    whose declared length is longer is refused unread."""
+    if stream is None:
+        return b""
+    if limit is None:
+        return stream.read()
+    declared = getattr(context.get("request"), "META", {}).get("CONTENT_LENGTH") or 0
+    try:
+        too_long = int(declared) > limit
+    except ValueError:
+        too_long = False
+    body = b"" if too_long else stream.read(limit + 1)
+    if too_long or len(body) > limit:
+        raise _too_large(limit)
+    return body
+
+
 class LimitedJSONParser(BaseParser):
     """JSON up to :func:`json_body_limit` (``images`` data: URLs) that ``check_json`` passes.
 
@@ -78,7 +106,7 @@ class LimitedJSONParser(BaseParser):
         parser_context: dict[str, Any] | None = None,
     ) -> Any:
         limit = json_body_limit(self.images)
-        body = self._read(stream, limit, parser_context or {})
+        body = read_at_most(stream, limit, parser_context or {})
         try:
             data = JSONParser().parse(io.BytesIO(body), media_type, parser_context)
             check_json(data)
@@ -87,23 +115,6 @@ class LimitedJSONParser(BaseParser):
         except ValueError as exc:
             raise ParseError(_("JSON parse error - %(error)s") % {"error": exc}) from None
         return data
-
-    @staticmethod
-    def _read(stream: IO[bytes] | None, limit: int | None, context: dict[str, Any]) -> bytes:
-        """The body, at most ``limit`` bytes: a longer declared one is refused unread."""
-        if stream is None:
-            return b""
-        if limit is None:
-            return stream.read()
-        declared = getattr(context.get("request"), "META", {}).get("CONTENT_LENGTH") or 0
-        try:
-            too_long = int(declared) > limit
-        except ValueError:
-            too_long = False
-        body = b"" if too_long else stream.read(limit + 1)
-        if too_long or len(body) > limit:
-            raise _too_large(limit)
-        return body
 
 
 class GenerationJSONParser(LimitedJSONParser):
@@ -124,11 +135,34 @@ class LimitedMultiPartParser(MultiPartParser):
         try:
             return super().parse(stream, media_type, parser_context)
         except RequestDataTooBig:
-            raise RequestTooLarge(
-                _(
-                    "The form fields are larger than DATA_UPLOAD_MAX_MEMORY_SIZE allows: "
-                    "send input images as file parts, not as data: URLs."
-                )
-            ) from None
+            raise _form_fields_too_large() from None
         except (TooManyFieldsSent, TooManyFilesSent) as exc:
             raise ParseError(_("Multipart form parse error - %(error)s") % {"error": exc}) from None
+
+
+class LimitedFormParser(BaseParser):
+    """URL-encoded forms within Django's limits (``DATA_UPLOAD_MAX_MEMORY_SIZE`` and
+    ``DATA_UPLOAD_MAX_NUMBER_FIELDS``, as for ``request.POST``): a 413 and a 400 in the
+    API's shape. Not a FormParser subclass: DRF reads those through ``request.body``, whose
+    RequestDataTooBig is Django's bare HTML 400.
+    """
+
+    media_type = "application/x-www-form-urlencoded"
+
+    def parse(
+        self,
+        stream: IO[bytes] | None,
+        media_type: str | None = None,
+        parser_context: dict[str, Any] | None = None,
+    ) -> QueryDict:
+        context = parser_context or {}
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        try:
+            body = read_at_most(stream, limit, context)
+        except RequestTooLarge:
+            raise _form_fields_too_large() from None
+        encoding = context.get("encoding") or settings.DEFAULT_CHARSET
+        try:
+            return QueryDict(body, encoding=encoding)
+        except TooManyFieldsSent as exc:
+            raise ParseError(_("Form parse error - %(error)s") % {"error": exc}) from None

@@ -9,7 +9,9 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
+from rest_framework.fields import empty
 from rest_framework.reverse import reverse
+from rest_framework.serializers import as_serializer_error
 
 from .. import inputs, kinds
 from ..conf import get_setting
@@ -28,17 +30,24 @@ class StrictSerializer(serializers.Serializer):
     """Rejects fields it does not know (a typo must not silently fall back to a default).
 
     An unknown field named in ``reserved`` (any case) gets a message saying that the pipeline
-    sets it (:data:`kinds.PIPELINE_PARAMS`: the key, the webhook, the track id...).
+    sets it (:data:`kinds.PIPELINE_PARAMS`: the key, the webhook, the track id...). Unknown
+    fields are reported first, together with every other error of the body.
     """
 
     reserved: frozenset[str] = frozenset()
 
-    def to_internal_value(self, data: Any) -> Any:
+    def run_validation(self, data: Any = empty) -> Any:
+        unknown: dict[str, list[Any]] = {}
         if hasattr(data, "keys"):
-            unknown = sorted(set(data.keys()) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({name: [self._refusal(name)] for name in unknown})
-        return super().to_internal_value(data)
+            names = sorted(set(data.keys()) - set(self.fields))
+            unknown = {name: [self._refusal(name)] for name in names}
+        try:
+            value = super().run_validation(data)
+        except serializers.ValidationError as exc:
+            raise serializers.ValidationError(_merged(unknown, as_serializer_error(exc))) from None
+        if unknown:
+            raise serializers.ValidationError(unknown)
+        return value
 
     def _refusal(self, name: Any) -> ErrorDetail:
         if str(name).strip().lower() in self.reserved:
@@ -47,6 +56,24 @@ class StrictSerializer(serializers.Serializer):
                 RESERVED_FIELD,
             )
         return ErrorDetail(str(_("Unknown field.")), UNKNOWN_FIELD)
+
+
+def _merged(first: dict[str, list[Any]], then: dict[str, Any]) -> dict[str, Any]:
+    """Two error dicts as one; ``first``'s keys come first, a key in both has both lists."""
+    errors: dict[str, Any] = {name: list(messages) for name, messages in first.items()}
+    for name, messages in then.items():
+        if name in errors and isinstance(messages, list):
+            errors[name] += messages
+        else:
+            errors.setdefault(name, messages)
+    return errors
+
+
+class DefaultedBooleanField(serializers.BooleanField):
+    """A boolean whose omission means its default in forms too (DRF reads a boolean missing
+    from form data as an unticked checkbox: false)."""
+
+    default_empty_html = empty
 
 
 def validate_side(value: int) -> int:
@@ -188,7 +215,7 @@ class GenerationCreateSerializer(StrictSerializer):
         allow_null=True,
         help_text=_("Fixed seed: an identical earlier request's images are reused."),
     )
-    use_cache = serializers.BooleanField(default=True)
+    use_cache = DefaultedBooleanField(default=True)
     fallback_models = serializers.ListField(
         child=serializers.CharField(max_length=200),
         required=False,
@@ -261,6 +288,22 @@ class GenerationCreateSerializer(StrictSerializer):
         return generation
 
 
+class RegenerateSerializer(StrictSerializer):
+    """``POST generations/<id>/regenerate/``: how to generate again (an empty body is fine).
+
+    The parameters stay the request's own: to change the prompt or size, create a new request.
+    """
+
+    keep_seed = DefaultedBooleanField(
+        default=False,
+        help_text=_(
+            "Send the same seed again: the same job repeated on purpose (and paid again), "
+            "not served from the cache. By default a seeded request gets a new random seed, "
+            "so the new images differ; an unseeded request has no seed to keep."
+        ),
+    )
+
+
 def _link(request: Any, name: str, pk: int) -> str:
     return reverse(f"{NAMESPACE}:{name}", args=[pk], request=request)
 
@@ -270,19 +313,6 @@ def _file_url(request: Any, field: Any) -> str | None:
         return None
     url = field.url
     return request.build_absolute_uri(url) if request is not None else url
-
-
-class RegenerateSerializer(serializers.Serializer):
-    """The body of ``generations/<id>/regenerate/``; it may be empty."""
-
-    keep_seed = serializers.BooleanField(
-        default=False,
-        help_text=_(
-            "Send the same seed again: the same job repeated on purpose (and paid again), "
-            "not served from the cache. By default a seeded request gets a new random seed, "
-            "so the new images differ; an unseeded request has no seed to keep."
-        ),
-    )
 
 
 class ImageLinksSerializer(serializers.Serializer):
@@ -379,6 +409,9 @@ class GenerationSerializer(serializers.ModelSerializer):
     """A generation request: what was asked, where it stands, and every image it produced."""
 
     finished = serializers.BooleanField(source="is_finished", read_only=True)
+    eta = serializers.SerializerMethodField(
+        help_text=_("Seconds ModelsLab expected the job to take; null once the request is final.")
+    )
     init_image = serializers.SerializerMethodField(help_text=_("The stored input image."))
     mask_image = serializers.SerializerMethodField(help_text=_("The stored mask image."))
     cost_source = serializers.ChoiceField(
@@ -450,6 +483,10 @@ class GenerationSerializer(serializers.ModelSerializer):
         )
         read_only_fields = fields
 
+    @extend_schema_field(serializers.FloatField(allow_null=True))
+    def get_eta(self, generation: GenerationRequest) -> float | None:
+        return None if generation.is_finished else generation.eta
+
     @extend_schema_field(serializers.URLField(allow_null=True))
     def get_init_image(self, generation: GenerationRequest) -> str | None:
         return _file_url(self.context.get("request"), generation.init_image)
@@ -492,9 +529,14 @@ ErrorSerializer = inline_serializer(
     "Error",
     fields={"detail": serializers.CharField(help_text=_("What went wrong."))},
 )
-#: A 400: messages keyed by field name (``non_field_errors`` for the body as a whole).
+_MESSAGES: dict[str, Any] = {"type": "array", "items": {"type": "string"}}
+#: A 400: messages keyed by field name (``non_field_errors`` for the body as a whole); a
+#: list field's messages are keyed by the failing item's index.
 VALIDATION_ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "description": "Messages for each field that failed, keyed by the field's name.",
-    "additionalProperties": {"type": "array", "items": {"type": "string"}},
+    "description": "Messages for each field that failed, keyed by the field's name (for a "
+    "list, by the index of each failing item).",
+    "additionalProperties": {
+        "anyOf": [_MESSAGES, {"type": "object", "additionalProperties": _MESSAGES}]
+    },
 }

@@ -7,7 +7,7 @@ from rest_framework.routers import SimpleRouter
 
 from .openai import ImagesGenerationsView
 from .schema import ModelsLabSchemaView
-from .views import GenerationViewSet, ImageViewSet
+from .views import APIRootView, GenerationViewSet, ImageViewSet
 
 app_name = "modelslab-api"
 
@@ -16,6 +16,7 @@ router.register("generations", GenerationViewSet, basename="generation")
 router.register("images", ImageViewSet, basename="image")
 
 urlpatterns = [
+    path("", APIRootView.as_view(), name="api-root"),
     *router.urls,
     path("v1/images/generations", ImagesGenerationsView.as_view(), name="openai-images"),
     path("schema/", ModelsLabSchemaView.as_view(), name="schema"),

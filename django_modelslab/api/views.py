@@ -6,14 +6,16 @@ from typing import Any
 
 from django.db.models import F, Prefetch, QuerySet
 from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.utils import OpenApiResponse
-from rest_framework import mixins, status, viewsets
+from drf_spectacular.utils import OpenApiResponse, inline_serializer
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.decorators import action
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.reverse import reverse
 from rest_framework.throttling import BaseThrottle
+from rest_framework.views import APIView
 
 from .. import pipeline
 from ..models import GeneratedImage, GenerationRequest
@@ -23,11 +25,17 @@ from .budget import budget_refusals, check_budget
 from .exceptions import Conflict
 from .filters import GenerationFilter, ImageFilter, filtered
 from .pagination import ModelsLabPagination
-from .parsers import GenerationJSONParser, LimitedJSONParser, LimitedMultiPartParser
+from .parsers import (
+    GenerationJSONParser,
+    LimitedFormParser,
+    LimitedJSONParser,
+    LimitedMultiPartParser,
+)
 from .permissions import CanGenerate, IsOwnerOrPermitted, visible_images, visible_requests
 from .schema import IDEMPOTENCY_HEADER, documented
 from .serializers import (
     CACHED_FROM_OWNER,
+    NAMESPACE,
     VALIDATION_ERROR_SCHEMA,
     ErrorSerializer,
     GenerationCreateSerializer,
@@ -52,6 +60,11 @@ BAD_BODY = {
     )
 }
 TOO_LARGE = {413: OpenApiResponse(ErrorSerializer, description="The body is larger than allowed.")}
+QUEUED = OpenApiResponse(
+    GenerationSerializer,
+    description="Queued or still running (a worker task backend, or waiting for ModelsLab): "
+    "poll links.self (also the Location header) until finished is true.",
+)
 
 
 class ModelsLabAPIMixin:
@@ -92,7 +105,8 @@ class GenerationViewSet(
 
     serializer_class = GenerationSerializer
     generating_actions = ("create", "regenerate")
-    parser_classes = (GenerationJSONParser, LimitedMultiPartParser)  # multipart: file uploads
+    #: JSON (input images as data: URLs), forms, multipart (input images as files).
+    parser_classes = (GenerationJSONParser, LimitedFormParser, LimitedMultiPartParser)
 
     def get_queryset(self) -> QuerySet[GenerationRequest]:
         if getattr(self, "swagger_fake_view", False):  # drf-spectacular inspecting types
@@ -128,7 +142,12 @@ class GenerationViewSet(
         request=GenerationCreateSerializer,
         parameters=[IDEMPOTENCY_HEADER],
         responses={
-            202: GenerationSerializer,
+            201: OpenApiResponse(
+                GenerationSerializer,
+                description="Done (an inline task backend ran it): the finished request "
+                "(succeeded, failed or refused); Location is its URL.",
+            ),
+            202: QUEUED,
             **BAD_BODY,
             **TOO_LARGE,
             **ERRORS,
@@ -145,7 +164,7 @@ class GenerationViewSet(
                 request.user, key, digest, endpoint=idempotency.GENERATIONS
             )
             if earlier is not None:
-                return self._accepted(earlier, replayed=True)
+                return self._replay(earlier, key)
         serializer = GenerationCreateSerializer(data=request.data, context={"request": request})
         serializer.is_valid(raise_exception=True)
         generation = serializer.build(requested_by=request.user)
@@ -158,30 +177,61 @@ class GenerationViewSet(
                 lambda: pipeline.submit(generation),
                 endpoint=idempotency.GENERATIONS,
             )
-        return self._accepted(generation, replayed=replayed)
+        if replayed:  # another call with this key won the race
+            return self._replay(generation, key)
+        fresh = self._fresh(generation)
+        code = status.HTTP_201_CREATED if fresh.is_finished else status.HTTP_202_ACCEPTED
+        if key is not None:
+            idempotency.record_status(request.user, key, code, endpoint=idempotency.GENERATIONS)
+        return self._answer(fresh, code)
 
-    def _accepted(self, generation: GenerationRequest, *, replayed: bool) -> Response:
-        data = self.get_serializer(self._fresh(generation)).data
-        headers = {"Location": data["links"]["self"]}
-        if replayed:
-            headers["Idempotent-Replayed"] = "true"
-        return Response(data, status=status.HTTP_202_ACCEPTED, headers=headers)
+    def _replay(self, generation: GenerationRequest, key: str | None) -> Response:
+        """The original call's request with its status (202 while that call has not answered)."""
+        code = None
+        if key is not None:
+            code = idempotency.original_status(
+                self.request.user, key, endpoint=idempotency.GENERATIONS
+            )
+        fresh = self._fresh(generation)
+        return self._answer(
+            fresh, code or status.HTTP_202_ACCEPTED, {"Idempotent-Replayed": "true"}
+        )
+
+    def _answer(
+        self, generation: GenerationRequest, code: int, headers: dict[str, str] | None = None
+    ) -> Response:
+        data = self.get_serializer(generation).data
+        return Response(
+            data, status=code, headers={"Location": data["links"]["self"], **(headers or {})}
+        )
 
     @documented(
         summary="Generate again: a new seed, unless kept (earlier images stay, superseded)",
+        description="The request's own parameters are used again; the body may only say "
+        "whether to keep the seed (any other field is refused: to change the prompt, size or "
+        "model, create a new request). An empty body is fine.",
         request=RegenerateSerializer,
         responses={
-            202: GenerationSerializer,
-            **BAD_REQUEST,
+            200: OpenApiResponse(
+                GenerationSerializer,
+                description="Done (an inline task backend ran it): the finished request.",
+            ),
+            202: QUEUED,
+            **BAD_BODY,
+            **TOO_LARGE,
             **NOT_FOUND,
             **ERRORS,
             409: OpenApiResponse(ErrorSerializer, description="Still queued or processing."),
         },
     )
-    @action(detail=True, methods=["post"])
+    @action(
+        detail=True,
+        methods=["post"],
+        parser_classes=(LimitedJSONParser, LimitedFormParser, LimitedMultiPartParser),
+    )
     def regenerate(self, request: Request, pk: str | None = None) -> Response:
         generation = self.get_object()
-        body = RegenerateSerializer(data=request.data)
+        body = RegenerateSerializer(data=request.data, context={"request": request})
         body.is_valid(raise_exception=True)
         check_budget(request.user, generation, regenerating=True)
         try:
@@ -191,7 +241,9 @@ class GenerationViewSet(
                 )
         except pipeline.GenerationInProgress as exc:
             raise Conflict(str(exc)) from exc
-        return self._accepted(generation, replayed=False)
+        fresh = self._fresh(generation)
+        code = status.HTTP_200_OK if fresh.is_finished else status.HTTP_202_ACCEPTED
+        return self._answer(fresh, code)
 
 
 @documented(tags=["images"])
@@ -229,3 +281,36 @@ class ImageViewSet(ModelsLabAPIMixin, viewsets.ReadOnlyModelViewSet):
     def choose(self, request: Request, pk: str | None = None) -> Response:
         image = pipeline.choose(self.get_object())
         return Response(self.get_serializer(image).data)
+
+
+#: The API root's links: its key -> the URL name in the ``modelslab-api`` namespace.
+ROOT_LINKS = {
+    "generations": "generation-list",
+    "images": "image-list",
+    "openai_images": "openai-images",
+    "schema": "schema",
+}
+
+
+@documented(tags=["root"])
+class APIRootView(ModelsLabAPIMixin, APIView):
+    """The API's root: links to its endpoints (as DRF's ``DefaultRouter`` root)."""
+
+    permission_classes = (IsAuthenticated,)
+
+    @documented(
+        summary="Links to the API's endpoints",
+        responses={
+            200: inline_serializer(
+                "APIRoot", fields={name: serializers.URLField() for name in ROOT_LINKS}
+            ),
+            **ERRORS,
+        },
+    )
+    def get(self, request: Request) -> Response:
+        return Response(
+            {
+                name: reverse(f"{NAMESPACE}:{url_name}", request=request)
+                for name, url_name in ROOT_LINKS.items()
+            }
+        )
