@@ -60,17 +60,16 @@ def child(scenario: str, config: dict[str, Any]) -> dict[str, Any]:
     )
     django.setup()
     from django_modelslab.downloads import download
-    from django_modelslab.storage import ContentAddressedFileSystemStorage, store_file
+    from django_modelslab.storage import ContentAddressedFileSystemStorage
+    from django_modelslab.storage.content import store_file
 
     if scenario == "fs":
         storage: Any = ContentAddressedFileSystemStorage(location=str(workdir / "media"))
     else:
-        from django_modelslab.storage import ContentAddressedS3Storage
+        from django_modelslab.storage.s3 import ContentAddressedS3Storage, s3_transfer_config
 
         options = dict(config["s3"])
         if scenario == "s3-parts":  # the default transfer settings, but multipart from 5 MiB
-            from django_modelslab.storage import s3_transfer_config
-
             options["location"] = "bench-parts"
             options["transfer_config"] = s3_transfer_config(multipart_threshold=5 * 2**20)
         storage = ContentAddressedS3Storage(**options)

@@ -15,16 +15,11 @@ import httpx
 
 from .conf import get_setting, get_settings
 from .downloads import Download, download, make_client
+from .imaging.thumbnails import Thumbnail, render_thumbnail
+from .imaging.verify import ImageInfo, decode_image
 from .provenance import add_provenance
-from .storage import (
-    ImageInfo,
-    StoredImage,
-    decode_image,
-    get_image_storage,
-    image_metadata,
-    store_file,
-)
-from .thumbnails import Thumbnail, render_thumbnail, store_thumbnail
+from .storage import get_image_storage
+from .storage.content import StoredImage, image_metadata, store_file, store_thumbnail
 
 #: ``known(sha256, key)``: True when the database already records that image.
 Known = Callable[[str, str], bool]

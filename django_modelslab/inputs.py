@@ -23,15 +23,9 @@ from PIL import Image
 
 from .conf import get_setting
 from .exceptions import InvalidImage, ModelsLabConfigurationError
-from .storage import (
-    FORMATS,
-    ImageInfo,
-    StoredImage,
-    _storage_errors,
-    get_image_storage,
-    inspect_image,
-    store_file,
-)
+from .imaging.verify import FORMATS, ImageInfo, inspect_image
+from .storage import get_image_storage
+from .storage.content import StoredImage, storage_errors, store_file
 
 #: Sub-folder of UPLOAD_PREFIX for input images.
 INPUTS_DIR = "inputs/"
@@ -99,7 +93,7 @@ def stored_size(name: str, storage: Storage | None = None) -> tuple[int, int]:
     """Width and height of a stored image, from its header (the pixels are not decoded)."""
     storage = get_image_storage() if storage is None else storage
     with (
-        _storage_errors(name, storage, "Reading"),
+        storage_errors(name, storage, "Reading"),
         storage.open(name, "rb") as file,
         Image.open(file) as img,
     ):
@@ -156,7 +150,7 @@ def data_url(name: str, storage: Storage | None = None) -> str:
     """The stored image inline: ``data:<type>;base64,<bytes>``."""
     storage = get_image_storage() if storage is None else storage
     buffer = io.BytesIO()
-    with _storage_errors(name, storage, "Reading"), storage.open(name, "rb") as file:
+    with storage_errors(name, storage, "Reading"), storage.open(name, "rb") as file:
         for chunk in file.chunks():
             buffer.write(chunk)
     content_type = _CONTENT_TYPES.get(name.rsplit(".", 1)[-1].lower(), "image/png")

@@ -20,20 +20,20 @@ from django.utils import timezone
 from .conf import get_setting
 from .copying import fetch_again
 from .exceptions import InvalidImage, ModelsLabError, StorageError
+from .imaging.thumbnails import render_thumbnail
 from .models import GeneratedImage, GenerationRequest
-from .storage import (
-    _hash_file,
-    _storage_errors,
-    get_image_storage,
+from .storage import get_image_storage
+from .storage.base import CHUNK, hash_file
+from .storage.content import (
     image_metadata,
     restore_file,
+    storage_errors,
+    store_thumbnail,
     stored_digest,
 )
-from .thumbnails import render_thumbnail, store_thumbnail
 
 #: Copies between storages spool in memory up to this size, then on disk.
 _SPOOL_BYTES = 8 * 1024 * 1024
-_COPY_CHUNK = 64 * 1024
 
 
 def name_digest(name: str) -> str:
@@ -157,7 +157,7 @@ def _repair_thumbnail(image: GeneratedImage, inspector: Inspector) -> str:
     try:
         with storage.open(image.image.name, "rb") as source:
             thumbnail = render_thumbnail(source, size=get_setting("THUMBNAIL_SIZE"))
-        if name_digest(name) == _hash_file(thumbnail.file)[0]:
+        if name_digest(name) == hash_file(thumbnail.file)[0]:
             stored = restore_file(thumbnail.file, name, storage=storage)
             inspector.seen[name] = Stored(stored.sha256, stored.size)
             return f"thumbnail {name}: repaired (rendered again)"
@@ -244,20 +244,20 @@ def copy_file(
     (:func:`restore_file`). Nothing raises for one bad key: the outcome says what happened.
     """
     try:
-        with _storage_errors(name, target, "Looking up"):
+        with storage_errors(name, target, "Looking up"):
             present = target.exists(name)
         if present:
             return Copied(name, "present")
         if dry_run:
             return Copied(name, "would copy")
-        with _storage_errors(name, source, "Reading"):
+        with storage_errors(name, source, "Reading"):
             try:
                 stored = source.open(name, "rb")
             except FileNotFoundError:
                 return Copied(name, "missing from the old storage")
             with stored, tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
                 try:
-                    for chunk in stored.chunks(_COPY_CHUNK):
+                    for chunk in stored.chunks(CHUNK):
                         spool.write(chunk)
                 except FileNotFoundError:
                     return Copied(name, "missing from the old storage")

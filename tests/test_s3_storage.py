@@ -17,10 +17,13 @@ from django.core.files.storage import storages
 from PIL import Image
 
 from django_modelslab import pipeline
-from django_modelslab import storage as storage_module
+from django_modelslab.conf import DEFAULTS
 from django_modelslab.exceptions import InvalidImage, StorageError
+from django_modelslab.imaging import verify
+from django_modelslab.imaging.verify import inspect_image
 from django_modelslab.models import GeneratedImage, GenerationRequest
-from django_modelslab.storage import CACHE_CONTROL, inspect_image, store_file
+from django_modelslab.storage.content import VerifiedImage, store_file
+from django_modelslab.storage.s3 import s3_transfer_config
 
 pytest.register_assert_rewrite("tests.s3")
 pytest_plugins = ["tests.s3"]
@@ -28,6 +31,7 @@ pytest_plugins = ["tests.s3"]
 from .s3 import STORAGE_BACKEND, S3Case  # noqa: E402
 
 Status = GenerationRequest.Status
+CACHE_CONTROL = DEFAULTS["CACHE_CONTROL"]
 
 
 def image_bytes(fmt: str = "PNG", seed: int = 0, size: tuple[int, int] = (64, 48)) -> bytes:
@@ -223,7 +227,7 @@ def test_two_threads_storing_the_same_bytes_leave_one_object(s3: S3Case, setting
 
 
 def test_large_image_goes_up_in_parts(s3: S3Case, settings) -> None:
-    config = storage_module.s3_transfer_config(multipart_threshold=5 * 2**20)
+    config = s3_transfer_config(multipart_threshold=5 * 2**20)
     storage = use_s3(settings, s3, transfer_config=config)
     calls = Calls(storage)
     noise = Image.frombytes("RGB", (1400, 1400), bytes(range(256)) * 22968 + b"\x07" * 192)
@@ -241,7 +245,7 @@ def test_large_image_goes_up_in_parts(s3: S3Case, settings) -> None:
     assert storage.digest(stored.key) == (sha(data), len(data))
     # Saved through the Storage API (as a FileField would): the name is kept, nothing sent.
     calls.counts.clear()
-    content = storage_module.VerifiedImage(io.BytesIO(data), stored.info, name="x.png")
+    content = VerifiedImage(io.BytesIO(data), stored.info, name="x.png")
     assert storage.save(stored.key, content) == stored.key
     assert calls.counts == {"HeadObject": 1}
 
@@ -319,7 +323,7 @@ def test_presigned_urls_stay_the_same_within_the_signing_window(
     key = store_file(io.BytesIO(data), storage=storage).key
     start = 1_900_000_200  # a window's start (a multiple of 600)
     now = [start + 10.0]
-    monkeypatch.setattr(storage_module.time, "time", lambda: now[0])
+    monkeypatch.setattr(time, "time", lambda: now[0])
 
     first = storage.url(key)
     now[0] = start + 590.0  # later in the same window: the same URL
@@ -383,7 +387,7 @@ def test_explicit_expiry_and_a_zero_window_sign_as_of_now(s3: S3Case, settings) 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "GIF"])  # GIF, WebP: decoded whole
 def test_large_images_are_checked_without_a_full_decode(fmt: str, monkeypatch) -> None:
-    monkeypatch.setattr(storage_module, "FULL_DECODE_PIXELS", 0)
+    monkeypatch.setattr(verify, "FULL_DECODE_PIXELS", 0)
     data = image_bytes(fmt, seed=8, size=(200, 160))
 
     info = inspect_image(io.BytesIO(data), max_pixels=10**6)

@@ -6,6 +6,8 @@ import hashlib
 import io
 import os
 import struct
+import subprocess
+import sys
 import threading
 import zlib
 from pathlib import Path
@@ -16,21 +18,17 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, storages
 from PIL import Image
 
-from django_modelslab import storage as storage_module
 from django_modelslab.downloads import download
 from django_modelslab.exceptions import InvalidImage
+from django_modelslab.imaging import verify
+from django_modelslab.imaging.verify import ImageInfo, decode_image, inspect_image
 from django_modelslab.inputs import store_input
 from django_modelslab.storage import (
     ContentAddressedFileSystemStorage,
-    ImageInfo,
-    content_key,
-    decode_image,
     get_image_storage,
     image_storage,
-    inspect_image,
-    restore_file,
-    store_file,
 )
+from django_modelslab.storage.content import content_key, restore_file, store_file
 from django_modelslab.testing import Emulator, Fault
 
 CAFS = "django_modelslab.storage.ContentAddressedFileSystemStorage"
@@ -224,6 +222,52 @@ def test_image_storage_follows_overridden_storages(media: Path, settings) -> Non
     assert (other / stored.key).read_bytes() == data
 
 
+IMPORTS_AFTER_MODELS = """
+import sys
+import django
+from django.conf import settings
+
+settings.configure(
+    INSTALLED_APPS=["django.contrib.auth", "django.contrib.contenttypes", "django_modelslab"]
+)
+django.setup()
+import django_modelslab.models
+
+def loaded():
+    heavy = {name.split(".")[0] for name in sys.modules} & {"PIL", "boto3", "storages"}
+    ours = ("django_modelslab.imaging", "django_modelslab.storage.")
+    return sorted(heavy) + sorted(name for name in sys.modules if name.startswith(ours))
+
+print(loaded())
+from django_modelslab.storage import ContentAddressedS3Storage
+print(ContentAddressedS3Storage.__module__, "boto3" in sys.modules)
+"""
+
+
+def test_the_models_load_neither_pillow_nor_boto3() -> None:
+    """Every process imports the models: that loads the storage selection, not the image
+    checks (Pillow) or the S3 backend (boto3), which load when first asked for."""
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORTS_AFTER_MODELS],
+        cwd=root,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    after_models, s3 = result.stdout.splitlines()
+    assert after_models == str(
+        [
+            "django_modelslab.storage.base",
+            "django_modelslab.storage.filesystem",
+            "django_modelslab.storage.selection",
+        ]
+    )
+    assert s3 == "django_modelslab.storage.s3 True"  # the documented path, loaded on use
+
+
 # --- inspect_image ----------------------------------------------------------------------
 
 
@@ -301,7 +345,7 @@ def corrupted(fmt: str, size: tuple[int, int]) -> bytes:
 @pytest.mark.parametrize("fmt", ["GIF", "WEBP"])
 def test_gif_and_webp_above_the_full_decode_size_are_decoded_for_real(fmt: str) -> None:
     size = (2000, 1300)  # 2.6 Mpx: more than FULL_DECODE_PIXELS
-    assert size[0] * size[1] > storage_module.FULL_DECODE_PIXELS
+    assert size[0] * size[1] > verify.FULL_DECODE_PIXELS
     data = corrupted(fmt, size)
 
     with pytest.raises(InvalidImage, match="Unreadable or corrupt image"):

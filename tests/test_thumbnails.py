@@ -8,9 +8,9 @@ import pytest
 from PIL import Image as PILImage
 from PIL import ImageDraw
 
-from django_modelslab import storage
-from django_modelslab.storage import decode_image
-from django_modelslab.thumbnails import render_thumbnail
+from django_modelslab.imaging import verify
+from django_modelslab.imaging.thumbnails import render_thumbnail
+from django_modelslab.imaging.verify import decode_image
 
 ORIENTATION = 0x0112
 ROTATED_90_CW = 6  # EXIF: the stored pixels must be turned 90° clockwise to be upright
@@ -81,7 +81,7 @@ def test_transparency_is_kept() -> None:
 
 
 def test_an_image_too_large_to_decode_whole_is_thumbnailed_from_its_bytes(monkeypatch) -> None:
-    monkeypatch.setattr(storage, "FULL_DECODE_PIXELS", 400 * 200 - 1)
+    monkeypatch.setattr(verify, "FULL_DECODE_PIXELS", 400 * 200 - 1)
     file = encoded(picture(), "PNG")
 
     info, pixels = decode_image(file, max_pixels=10**6)

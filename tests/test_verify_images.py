@@ -15,7 +15,8 @@ from PIL import Image
 
 from django_modelslab import pipeline
 from django_modelslab.models import GeneratedImage, GenerationRequest
-from django_modelslab.storage import StoredImage, get_image_storage, store_file
+from django_modelslab.storage import get_image_storage
+from django_modelslab.storage.content import StoredImage, store_file
 
 pytest.register_assert_rewrite("tests.s3")
 pytest_plugins = ["tests.s3"]

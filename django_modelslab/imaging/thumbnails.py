@@ -1,4 +1,5 @@
-"""Small derived images for lists: made once from the stored bytes, content-addressed too."""
+"""Small derived images for lists, rendered from a verified image (stored by
+:func:`django_modelslab.storage.content.store_thumbnail`)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,9 @@ import io
 from dataclasses import dataclass
 from typing import IO
 
-from django.core.files.storage import Storage
 from PIL import Image, ImageOps
 
-from .storage import ImageInfo, StoredImage, image_info, store_file
-
-THUMBNAIL_FOLDER = "thumbs/"
+from .verify import ImageInfo, image_info
 
 
 @dataclass(frozen=True)
@@ -25,7 +23,7 @@ class Thumbnail:
 def render_thumbnail(source: IO[bytes] | Image.Image, *, size: int) -> Thumbnail:
     """A WebP no larger than ``size`` px on its longest side, upright (EXIF orientation).
 
-    ``source`` is a verified image: the pixels :func:`.storage.decode_image` gave (not
+    ``source`` is a verified image: the pixels :func:`.verify.decode_image` gave (not
     decoded again), or its bytes, for images too large to have been decoded whole (a JPEG is
     then decoded at a reduced scale). The same source always gives the same bytes.
     """
@@ -45,13 +43,3 @@ def render_thumbnail(source: IO[bytes] | Image.Image, *, size: int) -> Thumbnail
     image.convert(mode).save(buffer, "WEBP", quality=80, method=0)
     buffer.seek(0)
     return Thumbnail(buffer, image_info("WEBP", *image.size))
-
-
-def store_thumbnail(thumbnail: Thumbnail, *, storage: Storage, prefix: str) -> StoredImage:
-    """Store ``thumbnail`` under its own hash, beside the images (stored once)."""
-    return store_file(
-        thumbnail.file,
-        storage=storage,
-        prefix=f"{prefix}{THUMBNAIL_FOLDER}",
-        info=thumbnail.info,  # our own encoder's output: not verified again
-    )

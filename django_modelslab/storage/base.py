@@ -1,0 +1,72 @@
+"""What every content-addressed storage does: names are final, and a stored key is kept."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from functools import partial
+from typing import IO
+
+from django.core.exceptions import SuspiciousFileOperation
+from django.core.files import File
+
+#: Files are read, hashed and copied in pieces of this size.
+CHUNK = 64 * 1024
+
+
+def hash_chunks(chunks: Iterable[bytes]) -> tuple[str, int]:
+    """SHA-256 and size of the bytes ``chunks`` gives."""
+    digest = hashlib.sha256()
+    size = 0
+    for chunk in chunks:
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def hash_file(file: IO[bytes]) -> tuple[str, int]:
+    """SHA-256 and size of ``file``, read from the start; the file is rewound."""
+    file.seek(0)
+    try:
+        return hash_chunks(iter(partial(file.read, CHUNK), b""))
+    finally:
+        file.seek(0)
+
+
+class ContentAddressedStorageMixin:
+    """Make any Django storage content-addressed: names are final, existing keys kept.
+
+    ``get_available_name`` never adds a random suffix, and saving a name that already exists
+    writes nothing and returns that name. Subclasses write new keys in :meth:`put_if_absent`.
+    """
+
+    def get_available_name(self, name: str, max_length: int | None = None) -> str:
+        name = str(name).replace("\\", "/")
+        if max_length is not None and len(name) > max_length:
+            raise SuspiciousFileOperation(
+                f"Content-addressed name {name!r} is longer than the field's max_length "
+                f"({max_length})"
+            )
+        return name
+
+    def _save(self, name: str, content: File) -> str:
+        self.put_if_absent(name, content)
+        return name
+
+    def put_if_absent(self, name: str, content: File) -> bool:
+        """Store ``content`` under ``name`` unless present; True when bytes were written."""
+        if self.exists(name):  # type: ignore[attr-defined]
+            return False
+        super()._save(name, content)  # type: ignore[misc]
+        return True
+
+    def replace(self, name: str, content: File) -> None:
+        """Store ``content`` under ``name`` even when something is there (a repair)."""
+        if self.exists(name):  # type: ignore[attr-defined]
+            self.delete(name)  # type: ignore[attr-defined]
+        super()._save(name, content)  # type: ignore[misc]
+
+    def digest(self, name: str) -> tuple[str, int]:
+        """SHA-256 and size of the stored bytes (``FileNotFoundError`` when absent)."""
+        with self.open(name, "rb") as stored:  # type: ignore[attr-defined]
+            return hash_chunks(stored.chunks(CHUNK))
