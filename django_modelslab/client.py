@@ -32,13 +32,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, Self
 from urllib.parse import quote, quote_plus
 
 import httpx
 
 from django_modelslab import __version__
 from django_modelslab.amounts import MAX_AMOUNT, parse_amount
+from django_modelslab.conf import DEFAULT_BASE_URL
 from django_modelslab.exceptions import (
     AmbiguousSubmission,
     AuthenticationFailed,
@@ -71,7 +72,6 @@ __all__ = [
 
 logger = logging.getLogger("django_modelslab.client")
 
-DEFAULT_BASE_URL: Final = "https://modelslab.com/api"
 TEXT2IMG_PATH: Final = "v6/images/text2img"
 FETCH_PATH: Final = "v6/images/fetch/{id}"
 #: What a request can ask for; :data:`GENERATE_PATHS` says which API version serves which.
@@ -95,6 +95,16 @@ FETCH_PATHS: Final = {
 REDACTED: Final = "[redacted]"
 #: Body fields whose value is a credential wherever they appear.
 SECRET_FIELDS: Final = frozenset({"key", "api_key", "apikey", "authorization"})
+#: ``MODELSLAB`` setting -> client argument, for :meth:`ModelsLabClient.from_settings`.
+SETTING_ARGUMENTS: Final = {
+    "API_KEY": "api_key",
+    "BASE_URL": "base_url",
+    "TIMEOUT": "timeout",
+    "CONNECT_TIMEOUT": "connect_timeout",
+    "MAX_RETRIES": "max_retries",
+    "RETRY_BACKOFF": "retry_backoff",
+    "RETRY_BACKOFF_MAX": "retry_backoff_max",
+}
 #: How much of a non-JSON body an exception keeps.
 MAX_TEXT: Final = 2048
 USER_AGENT: Final = f"django-modelslab/{__version__}"
@@ -573,6 +583,17 @@ class _ClientCore:
         self.retry_backoff_max = retry_backoff_max
         # A longer Retry-After is not waited for (None: waited, capped at retry_backoff_max).
         self.max_retry_after = max_retry_after
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], **kwargs: Any) -> Self:
+        """A client configured from a ``MODELSLAB``-style mapping, e.g. ``conf.get_settings()``.
+
+        Reads ``API_KEY`` (required), ``BASE_URL``, ``TIMEOUT``, ``CONNECT_TIMEOUT``,
+        ``MAX_RETRIES``, ``RETRY_BACKOFF`` and ``RETRY_BACKOFF_MAX`` where present; ``kwargs``
+        (``max_retry_after``, ``transport``, ``sleep``) go to the constructor as they are.
+        """
+        given = {arg: settings[name] for name, arg in SETTING_ARGUMENTS.items() if name in settings}
+        return cls(**given, **kwargs)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} base_url={self.base_url!r}>"

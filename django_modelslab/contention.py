@@ -19,6 +19,8 @@ from typing import TypeVar
 
 from django.db import OperationalError, connections
 
+from .exceptions import StillLocked
+
 logger = logging.getLogger("django_modelslab")
 
 T = TypeVar("T")
@@ -27,10 +29,6 @@ T = TypeVar("T")
 LOCKED_RETRY_FOR = 10.0
 #: The first pause between tries (seconds); it doubles, with jitter, up to a second.
 FIRST_PAUSE = 0.05
-
-
-class StillLocked(Exception):
-    """SQLite stayed locked for :data:`LOCKED_RETRY_FOR` seconds; nothing was changed."""
 
 
 def is_locked(exc: BaseException, using: str = "default") -> bool:

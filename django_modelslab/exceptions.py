@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
 
 
 class ModelsLabError(Exception):
@@ -147,6 +147,10 @@ class ReservedParameters(ModelsLabError, ValueError):
         self.names = names
 
 
+class InputMissing(ModelsLabError):
+    """A request's input image is not set or cannot be read: the request fails with this."""
+
+
 class GenerationInProgress(ModelsLabError):
     """The request is queued or processing; it cannot be regenerated until it finishes."""
 
@@ -189,3 +193,11 @@ class PromptRejected(GenerationRefused):
 
 class SafetyRefused(GenerationRefused):
     """ModelsLab's safety checker flagged and blanked every output of the job."""
+
+
+class WebhookRejected(ModelsLabError, SuspiciousOperation):
+    """Bad secret or unreadable body: answered with 400 (Django's SuspiciousOperation)."""
+
+
+class StillLocked(ModelsLabError):
+    """SQLite stayed locked for ``contention.LOCKED_RETRY_FOR`` seconds; nothing was changed."""

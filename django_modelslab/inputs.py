@@ -29,7 +29,6 @@ from .storage.content import StoredImage, storage_errors, store_file
 
 #: Sub-folder of UPLOAD_PREFIX for input images.
 INPUTS_DIR = "inputs/"
-TRANSPORTS = ("auto", "url", "base64")
 _CONTENT_TYPES = {extension: content_type for extension, content_type in FORMATS.values()}
 _DATA_URL = re.compile(r"data:(?P<type>[\w.+/-]*)(?P<params>(?:;[^,;]*)*),(?P<data>.*)", re.S)
 

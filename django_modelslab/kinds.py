@@ -14,7 +14,7 @@ from django.utils.translation import gettext as _
 from . import inputs
 from .client import SECRET_FIELDS
 from .conf import get_setting
-from .exceptions import ModelsLabError, ReservedParameters
+from .exceptions import InputMissing, ReservedParameters
 from .models import GeneratedImage, GenerationRequest
 
 Kind = GenerationRequest.Kind
@@ -48,10 +48,6 @@ PIPELINE_PARAMS: frozenset[str] = SECRET_FIELDS | {
     "strength",
     "scale",
 }
-
-
-class InputMissing(ModelsLabError):
-    """A request's input image is not set or cannot be read: the request fails with this."""
 
 
 def input_errors(

@@ -105,25 +105,12 @@ INLINE_MAX_RETRY_AFTER = 5.0
 def build_client(*, inline: bool = False) -> ModelsLabClient:
     """A client configured from the MODELSLAB settings (``inline``: see :func:`run`)."""
     limit = INLINE_MAX_RETRY_AFTER if inline else None
-    return ModelsLabClient(**_client_settings(), max_retry_after=limit)
+    return ModelsLabClient.from_settings(get_settings(), max_retry_after=limit)
 
 
 def build_async_client() -> AsyncModelsLabClient:
     """An :class:`~django_modelslab.client.AsyncModelsLabClient` configured the same way."""
-    return AsyncModelsLabClient(**_client_settings())
-
-
-def _client_settings() -> dict[str, Any]:
-    conf = get_settings()
-    return {
-        "api_key": conf["API_KEY"],
-        "base_url": conf["BASE_URL"],
-        "timeout": conf["TIMEOUT"],
-        "connect_timeout": conf["CONNECT_TIMEOUT"],
-        "max_retries": conf["MAX_RETRIES"],
-        "retry_backoff": conf["RETRY_BACKOFF"],
-        "retry_backoff_max": conf["RETRY_BACKOFF_MAX"],
-    }
+    return AsyncModelsLabClient.from_settings(get_settings())
 
 
 # --- what the work asks of the outside world (sans-IO) ----------------------------------

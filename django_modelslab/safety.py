@@ -11,11 +11,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from django.utils.module_loading import import_string
-
-from .conf import get_setting
+from .conf import get_setting, load_hook
 from .exceptions import PromptRejected, SafetyRefused
 
 if TYPE_CHECKING:
@@ -81,9 +79,3 @@ def moderation_refusal(request: GenerationRequest) -> PromptRejected | None:
         return None
     message = verdict if isinstance(verdict, str) and verdict.strip() else ""
     return PromptRejected(message or DEFAULT_MODERATION_MESSAGE)
-
-
-def load_hook(name: str) -> Any:
-    """The callable a setting names by dotted path, or None when unset."""
-    path = get_setting(name)
-    return import_string(path) if path else None

@@ -15,7 +15,6 @@ import traceback
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import SuspiciousOperation
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -23,6 +22,7 @@ from django.utils.crypto import constant_time_compare
 
 from .client import elide_image_data, redact
 from .conf import configured_secrets, get_setting
+from .exceptions import WebhookRejected
 from .limits import load_json
 from .models import GenerationRequest, WebhookDelivery, request_id_from_track_id
 
@@ -31,10 +31,6 @@ logger = logging.getLogger("django_modelslab.webhooks")
 Outcome = WebhookDelivery.Outcome
 #: How much of a body that is not JSON is kept.
 MAX_RAW_BODY = 4096
-
-
-class WebhookRejected(SuspiciousOperation):
-    """Bad secret or unreadable body: answered with 400 (Django's SuspiciousOperation)."""
 
 
 def secret_is_valid(secret: str) -> bool:

@@ -710,6 +710,28 @@ def test_budget_hook_refuses_with_429(owner, settings):
     assert GenerationRequest.objects.count() == 1
 
 
+def refuse_by_raising(user, generation):
+    """A budget hook that raises instead of returning (under the API error's former name)."""
+    from django_modelslab.api.exceptions import BudgetExceeded
+
+    raise BudgetExceeded("No images on Sundays.")
+
+
+@pytest.mark.django_db
+def test_a_budget_hook_may_raise_the_apis_429(owner, settings):
+    from django_modelslab.api.exceptions import BudgetExceeded, OverBudget
+    from django_modelslab.exceptions import BudgetExceeded as PipelineBudgetExceeded
+
+    settings.MODELSLAB = {**settings.MODELSLAB, "BUDGET_HOOK": "tests.test_api.refuse_by_raising"}
+
+    answer = api_client(owner).post(url("generation-list"), {"prompt": "x"})
+
+    assert (answer.status_code, answer.json()) == (429, {"detail": "No images on Sundays."})
+    assert BudgetExceeded is OverBudget  # the old name still works
+    assert OverBudget is not PipelineBudgetExceeded  # no longer two errors of one name
+    assert GenerationRequest.objects.count() == 0
+
+
 # --- settings checks ------------------------------------------------------------------------
 
 

@@ -14,7 +14,14 @@ import httpx
 import pytest
 
 from django_modelslab import __version__
-from django_modelslab.client import ModelsLabClient, ProviderResponse, parse_response, redact
+from django_modelslab.client import (
+    AsyncModelsLabClient,
+    ModelsLabClient,
+    ProviderResponse,
+    parse_response,
+    redact,
+)
+from django_modelslab.conf import DEFAULTS
 from django_modelslab.exceptions import (
     AmbiguousSubmission,
     AuthenticationFailed,
@@ -458,6 +465,37 @@ def test_emulator_processing_then_fetch(emulator: Emulator, client: ModelsLabCli
     assert done.done
     assert done.output_urls == queued.future_urls
     assert emulator.calls["fetch"] == 2
+
+
+def test_a_client_from_a_settings_mapping(emulator: Emulator, sleeps: list[float]) -> None:
+    """``from_settings`` reads a plain MODELSLAB-style dict (nothing of Django) and retries
+    as it says; settings it does not use are ignored, constructor arguments pass through."""
+    emulator.configure(api_keys={KEY})  # another key would be refused (401)
+    emulator.add_fault("text2img", Fault.http_error(503))
+    conf = {
+        "API_KEY": KEY,
+        "BASE_URL": emulator.base_url,
+        "TIMEOUT": 2.0,
+        "CONNECT_TIMEOUT": 1.0,
+        "MAX_RETRIES": 1,
+        "RETRY_BACKOFF": 0.01,
+        "RETRY_BACKOFF_MAX": 0.5,
+        "DEFAULT_MODEL": "not-a-client-setting",
+    }
+    with ModelsLabClient.from_settings(conf, sleep=sleeps.append) as client:
+        assert client.timeout == httpx.Timeout(2.0, connect=1.0)
+        assert (client.max_retries, client.retry_backoff_max) == (1, 0.5)
+        assert client.text2img(PARAMS).done
+    assert emulator.calls["text2img"] == 2 and len(sleeps) == 1
+
+
+def test_from_settings_leaves_out_what_the_mapping_leaves_out() -> None:
+    client = AsyncModelsLabClient.from_settings({"API_KEY": KEY}, max_retry_after=5.0)
+    assert isinstance(client, AsyncModelsLabClient)
+    assert client.base_url == DEFAULTS["BASE_URL"] + "/"  # one default, in conf
+    assert (client.max_retries, client.max_retry_after) == (3, 5.0)
+    with pytest.raises(TypeError, match="api_key"):
+        ModelsLabClient.from_settings({"BASE_URL": "http://127.0.0.1:9/api"})
 
 
 def test_emulator_unknown_fetch_id(emulator: Emulator, client: ModelsLabClient) -> None:

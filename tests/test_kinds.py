@@ -14,7 +14,7 @@ from PIL import Image
 
 from django_modelslab import inputs, kinds, pipeline
 from django_modelslab.client import ModelsLabClient, elide_image_data, fetch_path, generate_path
-from django_modelslab.exceptions import ProviderRejected
+from django_modelslab.exceptions import InputMissing, ModelsLabError, ProviderRejected
 from django_modelslab.models import GeneratedImage, GenerationRequest
 from django_modelslab.testing import Fault
 
@@ -67,6 +67,14 @@ def make(kind: str, *, init: bytes | None = None, mask: bytes | None = None, **f
     )
     request.save()
     return request
+
+
+def test_a_missing_input_is_an_error_of_the_one_hierarchy():
+    request = make(Kind.INPAINT, init=png())
+    with pytest.raises(InputMissing, match="Inpaint needs a mask image") as missing:
+        kinds.input_images(request)
+    assert isinstance(missing.value, ModelsLabError)
+    assert kinds.InputMissing is InputMissing  # the old import path
 
 
 def run(request: GenerationRequest) -> GenerationRequest:

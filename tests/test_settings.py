@@ -10,6 +10,8 @@ from django_modelslab.checks import check_settings, check_site_setup
 from django_modelslab.conf import (
     DEFAULT_ALLOWED_DOWNLOAD_HOSTS,
     DEFAULTS,
+    MODEL_ID,
+    SETTINGS,
     get_setting,
     get_settings,
 )
@@ -38,6 +40,40 @@ def test_unknown_setting_name_raises():
 
 def test_test_settings_pass_the_checks():
     assert check_settings() == []
+
+
+# The table (conf.SETTINGS): each setting's default and rules; each rule is a system check.
+
+RULED = [name for name, setting in SETTINGS.items() if setting.rules]
+
+
+def test_every_default_passes_its_own_rules():
+    assert [
+        (name, rule.id)
+        for name in RULED
+        for rule in SETTINGS[name].rules
+        if rule.problem(DEFAULTS[name])
+    ] == []
+
+
+@pytest.mark.parametrize("name", RULED)
+def test_each_rule_of_the_table_is_a_check_naming_the_setting(settings, name):
+    """A value no rule accepts gets the setting's first rule, one Error, and no traceback
+    from the checks that cross settings (they leave a bad value to the table)."""
+    settings.MODELSLAB = {**settings.MODELSLAB, name: object()}
+    errors = [message for message in check_settings() if isinstance(message, Error)]
+    assert ids(errors) == [SETTINGS[name].rules[0].id]
+    assert errors[0].msg.startswith(f"MODELSLAB[{name!r}] ")
+    assert errors[0].hint
+
+
+def test_a_rule_added_to_the_table_is_checked_with_the_default_as_hint(settings, monkeypatch):
+    monkeypatch.setattr(SETTINGS["DEFAULT_MODEL"], "rules", (MODEL_ID,))
+    settings.MODELSLAB = {**settings.MODELSLAB, "DEFAULT_MODEL": " "}
+    [message] = check_settings()
+    assert message.id == "django_modelslab.E041"
+    assert message.msg == "MODELSLAB['DEFAULT_MODEL'] must be a ModelsLab model id."
+    assert message.hint == "The default is 'flux'."
 
 
 def test_missing_key_is_an_error_outside_the_emulator(settings):

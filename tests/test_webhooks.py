@@ -10,9 +10,11 @@ from urllib.parse import quote, quote_plus
 
 import httpx
 import pytest
+from django.core.exceptions import SuspiciousOperation
 from django.urls import reverse
 
-from django_modelslab import pipeline
+from django_modelslab import pipeline, webhooks
+from django_modelslab.exceptions import ModelsLabError, WebhookRejected
 from django_modelslab.models import GenerationRequest, WebhookDelivery
 from django_modelslab.testing import Fault
 from django_modelslab.webhooks import MAX_RAW_BODY
@@ -117,6 +119,15 @@ def test_bad_secret_is_refused_and_recorded(webhooks_on):
     assert (delivery.valid, delivery.outcome) == (False, Outcome.REJECTED)
     request.refresh_from_db()
     assert request.status == Status.PENDING
+
+
+def test_a_rejection_is_a_suspicious_operation_of_the_one_hierarchy(webhooks_on):
+    """Django answers SuspiciousOperation with 400; ``except ModelsLabError`` catches it too."""
+    with pytest.raises(WebhookRejected) as rejected:
+        webhooks.receive("not-the-secret", b"{}")
+    assert isinstance(rejected.value, ModelsLabError)
+    assert isinstance(rejected.value, SuspiciousOperation)
+    assert webhooks.WebhookRejected is WebhookRejected  # the old import path
 
 
 def test_rotated_secret_is_still_accepted(webhooks_on):

@@ -6,20 +6,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from django.utils.module_loading import import_string
-
 from .. import costs
-from .. import exceptions as errors
-from ..conf import get_setting
+from ..conf import load_hook
+from ..exceptions import BudgetExceeded
 from ..models import GenerationRequest
-from .exceptions import BudgetExceeded
+from .exceptions import OverBudget
 
 
 def check_budget(user: Any, generation: GenerationRequest, *, regenerating: bool = False) -> None:
     """Ask the hook, then the daily budgets, about ``generation`` (unsaved when new).
 
     The hook returns None or True to allow, False or a message to refuse; it may also
-    raise :class:`~django_modelslab.api.exceptions.BudgetExceeded` itself. The daily
+    raise :class:`~django_modelslab.api.exceptions.OverBudget` itself. The daily
     budgets (DAILY_BUDGET_PER_USER, DAILY_BUDGET) are checked again by the pipeline.
     """
     _ask_hook(user, generation)
@@ -32,17 +30,13 @@ def budget_refusals() -> Iterator[None]:
     """The pipeline's :class:`~django_modelslab.exceptions.BudgetExceeded` as an HTTP 429."""
     try:
         yield
-    except errors.BudgetExceeded as exc:
-        raise BudgetExceeded(str(exc)) from exc
+    except BudgetExceeded as exc:
+        raise OverBudget(str(exc)) from exc
 
 
 def _ask_hook(user: Any, generation: GenerationRequest) -> None:
-    path = get_setting("BUDGET_HOOK")
-    if not path:
-        return
-    verdict = import_string(path)(user, generation)
+    hook = load_hook("BUDGET_HOOK")
+    verdict = hook(user, generation) if hook else None
     if verdict is None or verdict is True:
         return
-    if isinstance(verdict, str) and verdict:
-        raise BudgetExceeded(verdict)
-    raise BudgetExceeded()
+    raise OverBudget(verdict if isinstance(verdict, str) and verdict else None)

@@ -19,12 +19,20 @@ class IdempotencyKeyReused(APIException):
     default_code = "idempotency_key_reused"
 
 
-class BudgetExceeded(APIException):
-    """The BUDGET_HOOK or a daily budget refused the generation."""
+class OverBudget(APIException):
+    """The BUDGET_HOOK or a daily budget refused the generation (HTTP 429).
+
+    Not :class:`django_modelslab.exceptions.BudgetExceeded`, the pipeline's refusal, which
+    :func:`~django_modelslab.api.budget.budget_refusals` turns into this.
+    """
 
     status_code = status.HTTP_429_TOO_MANY_REQUESTS
     default_detail = _("Your image generation budget is used up.")
     default_code = "budget_exceeded"
+
+
+#: The former name, which a BUDGET_HOOK may raise.
+BudgetExceeded = OverBudget
 
 
 class RequestTooLarge(APIException):

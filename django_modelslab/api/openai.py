@@ -37,7 +37,7 @@ from ..models import GeneratedImage, GenerationRequest
 from . import idempotency
 from .auth import api_authenticators
 from .budget import budget_refusals, check_budget
-from .exceptions import BudgetExceeded, IdempotencyKeyReused
+from .exceptions import IdempotencyKeyReused, OverBudget
 from .parsers import LimitedJSONParser
 from .permissions import CanGenerate
 from .schema import IDEMPOTENCY_HEADER, documented
@@ -178,7 +178,7 @@ def openai_exception_handler(exc: Exception, context: dict[str, Any]) -> Respons
     error_type, code = "invalid_request_error", getattr(exc, "default_code", None)
     if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
         code = "invalid_api_key"
-    elif isinstance(exc, BudgetExceeded):
+    elif isinstance(exc, OverBudget):
         error_type = code = "insufficient_quota"
         response["x-should-retry"] = "false"  # OpenAI's SDKs retry a 429 within seconds
     elif isinstance(exc, exceptions.Throttled):
