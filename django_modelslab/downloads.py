@@ -28,7 +28,6 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import IO, Any
 
-import httpcore
 import httpx
 
 from . import __version__
@@ -137,7 +136,7 @@ def check_url(url: httpx.URL, allowed_hosts: Iterable[str]) -> None:
         )
     host = _normalize_host(url.host)
     if is_allowed_host(host, allowed_hosts):
-        # Listed; the addresses it resolves to are checked when connecting (PinnedBackend).
+        # Listed; the addresses it resolves to are checked when connecting (PinnedTransport).
         return
     ip = _ip(host)
     if ip is not None and is_internal_ip(ip):
@@ -176,12 +175,12 @@ def check_address(
 
 
 def resolve(
-    host: str, port: int, *, timeout: float | None = None
+    host: str, port: int | None, *, timeout: float | None = None
 ) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
     """The addresses ``host`` resolves to, in the resolver's order, within ``timeout`` seconds.
 
-    Raises :class:`httpcore.ConnectError` (so httpx reports a connection failure) when the
-    name does not resolve in time.
+    Raises :class:`httpx.ConnectError` (or ``ConnectTimeout``) when the name does not
+    resolve in time.
     """
     literal = _ip(_normalize_host(host))
     if literal is not None:
@@ -199,16 +198,16 @@ def resolve(
     thread.start()
     thread.join(DEFAULT_RESOLVE_TIMEOUT if timeout is None else timeout)
     if "error" in found:
-        raise httpcore.ConnectError(f"Could not resolve {host}: {found['error']}")
+        raise httpx.ConnectError(f"Could not resolve {host}: {found['error']}")
     if "infos" not in found:
-        raise httpcore.ConnectTimeout(f"Resolving {host} took longer than {timeout} s")
+        raise httpx.ConnectTimeout(f"Resolving {host} took longer than {timeout} s")
     addresses: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
     for _family, _type, _proto, _name, sockaddr in found["infos"]:
         ip = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
         if ip not in addresses:
             addresses.append(ip)
     if not addresses:
-        raise httpcore.ConnectError(f"{host} resolves to no address")
+        raise httpx.ConnectError(f"{host} resolves to no address")
     return addresses
 
 
@@ -219,44 +218,49 @@ _allowed_hosts: ContextVar[tuple[str, ...] | None] = ContextVar(
 )
 
 
-class PinnedBackend(httpcore.SyncBackend):
-    """Resolve the host here, check every address, connect to a checked one (DNS pinning)."""
+class PinnedTransport(httpx.BaseTransport):
+    """Resolve the host here, check every address, send the request to a checked one.
 
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.NetworkStream:
+    The URL sent names the address (DNS pinning); the Host header and TLS (SNI and the
+    certificate check) keep the name. Each host has its own connection pool, so a connection
+    verified for one name never carries a request for another name on the same address.
+    """
+
+    def __init__(self, *, ssl_context: ssl.SSLContext, limits: httpx.Limits | None = None) -> None:
+        self._ssl_context = ssl_context
+        self._limits = limits or httpx.Limits(max_connections=20, max_keepalive_connections=10)
+        self._pools: dict[str, httpx.HTTPTransport] = {}
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        timeout = request.extensions.get("timeout", {}).get("connect")
+        addresses = resolve(host, request.url.port, timeout=timeout)
         allowed = _allowed_hosts.get() or ()
-        addresses = resolve(host, port, timeout=timeout)
         for ip in addresses:  # all of them: a name that is partly internal is refused
             check_address(host, ip, allowed)
-        error: httpcore.ConnectError | None = None
+        pool = self._pools.get(host)
+        if pool is None:
+            pool = httpx.HTTPTransport(verify=self._ssl_context, limits=self._limits)
+            pool = self._pools.setdefault(host, pool)
+        error: httpx.ConnectError | None = None
         for ip in addresses:
+            pinned = httpx.Request(
+                request.method,
+                request.url.copy_with(host=str(ip)),
+                headers=request.headers,  # Host: the name
+                stream=request.stream,
+                extensions={**request.extensions, "sni_hostname": host},
+            )
             try:
-                return super().connect_tcp(str(ip), port, timeout, local_address, socket_options)
-            except httpcore.ConnectError as exc:
+                return pool.handle_request(pinned)
+            except httpx.ConnectError as exc:
                 error = exc
         assert error is not None
         raise error
 
-
-class PinnedTransport(httpx.HTTPTransport):
-    """httpx's transport with :class:`PinnedBackend` underneath (no proxies)."""
-
-    def __init__(self, *, ssl_context: ssl.SSLContext, limits: httpx.Limits | None = None) -> None:
-        limits = limits or httpx.Limits(max_connections=20, max_keepalive_connections=10)
-        super().__init__(verify=ssl_context, limits=limits)
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=ssl_context,
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=PinnedBackend(),
-        )
+    def close(self) -> None:
+        for pool in self._pools.values():
+            pool.close()
 
 
 def _check_peer(response: httpx.Response, host: str, allowed: Iterable[str]) -> None:

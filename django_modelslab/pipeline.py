@@ -57,7 +57,6 @@ from .signals import (
     request_submitted,
     request_succeeded,
 )
-from .signals import send as send_signal
 from .storage import StoredImage
 
 logger = logging.getLogger("django_modelslab.pipeline")
@@ -400,7 +399,7 @@ def _submitted_on_commit(request_id: int, *, enqueue: bool) -> None:
         if request_submitted.has_listeners(GenerationRequest):
             request = GenerationRequest.objects.filter(pk=request_id).first()
             if request is not None:
-                send_signal(request_submitted, GenerationRequest, request=request)
+                request_submitted.send_robust(GenerationRequest, request=request)
         if task is not None:
             task.enqueue(request_id)
 
@@ -418,7 +417,7 @@ def _refuse_on_submit(
     if refused:
         logger.info("Generation #%s refused: %s", request.pk, refusal)
         request.refresh_from_db()
-        send = partial(send_signal, request_refused, GenerationRequest, request=request)
+        send = partial(request_refused.send_robust, GenerationRequest, request=request)
         transaction.on_commit(partial(send, error=refusal, duration=None))
 
 
@@ -985,7 +984,7 @@ def _fail(request: GenerationRequest, exc: BaseException) -> None:
             return
         _mark(request, Status.REFUSED if refused else Status.FAILED)
         signal = request_refused if refused else request_failed
-        failed = partial(send_signal, signal, GenerationRequest, request=request)
+        failed = partial(signal.send_robust, GenerationRequest, request=request)
         transaction.on_commit(partial(failed, error=exc, duration=request.duration))
     logger.warning("Generation #%s %s: %s", request.pk, request.status, request.error)
 
@@ -999,9 +998,8 @@ def _send_succeeded(
 ) -> None:
     """``image_stored`` for each stored image (none for cache reuse), then ``request_succeeded``."""
     for row, uploaded in zip(rows, uploads or [], strict=False):
-        send_signal(image_stored, GeneratedImage, image=row, uploaded=uploaded, bytes=row.bytes)
-    send_signal(
-        request_succeeded,
+        image_stored.send_robust(GeneratedImage, image=row, uploaded=uploaded, bytes=row.bytes)
+    request_succeeded.send_robust(
         GenerationRequest,
         request=request,
         images=rows,

@@ -15,44 +15,16 @@ image_stored          ``GeneratedImage``       ``image``, ``uploaded`` (False: t
                                                already stored), ``bytes``
 ===================== ======================== ================================================
 
-A receiver that raises never breaks the pipeline: signals are sent with ``send_robust`` and
-the error is logged on ``django_modelslab.signals``.
+A receiver that raises never breaks the pipeline: signals are sent with ``send_robust``, which
+logs the error (with its traceback) on Django's ``django.dispatch`` logger.
 """
 
 from __future__ import annotations
 
-import logging
-from typing import Any
-
 from django.dispatch import Signal
-
-logger = logging.getLogger("django_modelslab.signals")
 
 request_submitted = Signal()
 request_succeeded = Signal()
 request_failed = Signal()
 request_refused = Signal()
 image_stored = Signal()
-
-
-def send(signal: Signal, sender: Any, **kwargs: Any) -> None:
-    """Send ``signal``; a receiver's exception is logged, never raised."""
-    for receiver, result in signal.send_robust(sender, **kwargs):
-        if isinstance(result, Exception):
-            name = getattr(receiver, "__qualname__", repr(receiver))
-            logger.error(
-                "Receiver %s of %s raised %s: %s",
-                name,
-                _name(signal),
-                type(result).__name__,
-                result,
-                exc_info=(type(result), result, result.__traceback__),
-            )
-
-
-def _name(signal: Signal) -> str:
-    names = ("request_submitted", "request_succeeded", "request_failed", "request_refused")
-    for name in (*names, "image_stored"):
-        if globals()[name] is signal:
-            return name
-    return repr(signal)

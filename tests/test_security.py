@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import socket
+import ssl
 import struct
 import threading
 import zlib
@@ -28,6 +29,7 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, quote, quote_plus, urlsplit
 
 import httpx
@@ -40,7 +42,7 @@ from PIL import Image
 from django_modelslab import pipeline
 from django_modelslab.client import MAX_TEXT
 from django_modelslab.conf import DEFAULT_ALLOWED_DOWNLOAD_HOSTS
-from django_modelslab.downloads import download, make_client
+from django_modelslab.downloads import PinnedTransport, download, make_client
 from django_modelslab.exceptions import DownloadError, DownloadRefused, ReservedParameters
 from django_modelslab.models import GenerationRequest, WebhookDelivery
 
@@ -241,6 +243,122 @@ def test_names_that_do_not_resolve_fail_within_the_connect_timeout(dns) -> None:
     dns["nowhere.images.test"] = []
     with pytest.raises(DownloadError, match=r"failed|resolve"):
         download("http://nowhere.images.test/a.png", allowed_hosts=[".images.test"], **LIMITS)
+
+
+def _certificate(name: str, directory: Path) -> tuple[Path, Path, bytes]:
+    """A CA and a certificate for ``name`` it signed: (cert file, key file, CA in PEM)."""
+    x509 = pytest.importorskip("cryptography.x509")
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = timezone.now()
+
+    def issue(subject: str, key, issuer, signer, extensions) -> Any:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=1))
+            .not_valid_after(now + timedelta(days=1))
+        )
+        for extension, critical in extensions:
+            builder = builder.add_extension(extension, critical=critical)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    ca = issue(
+        "test CA",
+        ca_key,
+        ca_name,
+        ca_key,
+        [
+            (x509.BasicConstraints(ca=True, path_length=None), True),
+            (x509.KeyUsage(False, False, False, False, False, True, True, False, False), True),
+            (x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False),
+        ],
+    )
+    leaf = issue(
+        name,
+        key,
+        ca_name,
+        ca_key,
+        [
+            (x509.SubjectAlternativeName([x509.DNSName(name)]), False),
+            (x509.BasicConstraints(ca=False, path_length=None), True),
+            (x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), False),
+            (x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False),
+        ],
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file, ca.public_bytes(serialization.Encoding.PEM)
+
+
+@pytest.fixture(scope="module")
+def tls_host(tmp_path_factory) -> Iterator[tuple[ThreadingHTTPServer, ssl.SSLContext]]:
+    """An HTTPS image host on 127.0.0.1 whose certificate names ``images.test`` only, and a
+    client context trusting its CA. ``server.names``: the SNI names clients sent."""
+    cert_file, key_file, ca = _certificate("images.test", tmp_path_factory.mktemp("tls"))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
+    server.paths, server.names = [], []  # type: ignore[attr-defined]
+    context.sni_callback = lambda _sock, name, _context: server.names.append(name)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield server, ssl.create_default_context(cadata=ca.decode())
+    server.shutdown()
+    server.server_close()
+
+
+def test_https_to_a_pinned_address_checks_the_certificate_against_the_name(dns, tls_host) -> None:
+    server, trusted = tls_host
+    dns["images.test"] = ["127.0.0.1"]
+    server.names.clear()
+
+    with (
+        httpx.Client(transport=PinnedTransport(ssl_context=trusted)) as client,
+        download(
+            f"https://images.test:{port(server)}/png",
+            allowed_hosts=["images.test"],
+            client=client,
+            **LIMITS,
+        ) as fetched,
+    ):
+        assert fetched.file.read() == PNG
+
+    assert dns["_lookups"] == ["images.test"]  # connected to the address checked
+    assert server.names == ["images.test"]  # SNI: the name, not the address
+
+
+def test_a_connection_verified_for_one_name_never_carries_another(dns, tls_host) -> None:
+    """Two listed names on one address: the second gets its own TLS check (and fails it)."""
+    server, trusted = tls_host
+    dns["images.test"] = dns["other.test"] = ["127.0.0.1"]
+    allowed = ["images.test", "other.test"]
+
+    with httpx.Client(transport=PinnedTransport(ssl_context=trusted)) as client:
+
+        def fetch(name: str) -> None:
+            url = f"https://{name}:{port(server)}/png"
+            download(url, allowed_hosts=allowed, client=client, **LIMITS).close()
+
+        fetch("images.test")  # its connection stays open, kept alive for reuse
+        with pytest.raises(DownloadError, match="certificate verify failed"):
+            fetch("other.test")
 
 
 @pytest.mark.django_db

@@ -173,7 +173,7 @@ def test_a_failing_receiver_never_breaks_the_pipeline(
     for signal in SIGNALS.values():
         signal.connect(broken)
     try:
-        with caplog.at_level(logging.ERROR, logger="django_modelslab.signals"):
+        with caplog.at_level(logging.ERROR):
             request = generate(django_capture_on_commit_callbacks, seed=47)
     finally:
         for signal in SIGNALS.values():
@@ -181,8 +181,9 @@ def test_a_failing_receiver_never_breaks_the_pipeline(
 
     assert request.status == Status.SUCCEEDED, request.error
     assert names(events) == ["submitted", "stored", "succeeded"]  # the others still ran
-    errors = [r for r in caplog.records if r.name == "django_modelslab.signals"]
-    assert len(errors) == 3
-    assert "metrics backend down" in errors[0].getMessage()
-    assert "request_submitted" in errors[0].getMessage()
+    # Logged once per failure (submitted, stored, succeeded), by send_robust itself.
+    errors = [r for r in caplog.records if "metrics backend down" in r.getMessage()]
+    assert [r.name for r in errors] == ["django.dispatch"] * 3
+    assert "broken" in errors[0].getMessage()
+    assert errors[0].levelno == logging.ERROR
     assert errors[0].exc_info is not None

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from drf_spectacular.generators import SchemaGenerator
+from drf_spectacular.generators import EndpointEnumerator, SchemaGenerator
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from drf_spectacular.views import SpectacularAPIView
@@ -53,18 +53,20 @@ class BearerTokenScheme(OpenApiAuthenticationExtension):
         }
 
 
-class ModelsLabSchemaGenerator(SchemaGenerator):
+class ModelsLabEndpoints(EndpointEnumerator):
     """Only this API's endpoints, at the paths the host project mounted them on."""
 
-    def _initialise_endpoints(self) -> None:
-        super()._initialise_endpoints()
-        self.endpoints = [
-            endpoint
-            for endpoint in self.endpoints
-            if getattr(endpoint[3], "cls", None) is not None
-            and endpoint[3].cls.__module__.startswith(API_MODULE + ".")
-            and endpoint[3].cls is not ModelsLabSchemaView
-        ]
+    def should_include_endpoint(self, path: str, callback: Any) -> bool:
+        view = getattr(callback, "cls", None)
+        return (
+            super().should_include_endpoint(path, callback)
+            and view.__module__.startswith(API_MODULE + ".")
+            and view is not ModelsLabSchemaView
+        )
+
+
+class ModelsLabSchemaGenerator(SchemaGenerator):
+    endpoint_inspector_cls = ModelsLabEndpoints
 
 
 class ModelsLabSchemaView(SpectacularAPIView):
