@@ -1,8 +1,8 @@
-"""The admin's cost pieces: the cost column, the charges table and the "Costs" page.
+"""The admin's "Costs" page: the charges of a period, by user and by model.
 
-The page totals the charges (the ledger, :class:`~django_modelslab.models.Charge`) made in
-a period (``since`` / ``until``, dates in TIME_ZONE, both included) by user and by model,
-for the requests the changelist shows with the same filters (status, model, search...).
+It totals the charges (the ledger, :class:`~django_modelslab.models.Charge`) made in a period
+(``since`` / ``until``, dates in TIME_ZONE, both included) for the requests the changelist
+shows with the same filters (status, model, search...).
 """
 
 from __future__ import annotations
@@ -18,74 +18,15 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.dateparse import parse_date
-from django.utils.formats import date_format
-from django.utils.html import format_html, format_html_join
-from django.utils.timezone import localtime
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from . import costs
-from .amounts import format_amount
-from .conf import get_setting
-from .models import Charge, GenerationRequest
+from .. import costs
+from ..amounts import format_amount
+from ..conf import get_setting
+from ..models import Charge
 
 COSTS_TEMPLATE = "django_modelslab/admin/generationrequest/costs.html"
-
-
-def cost_html(obj: GenerationRequest) -> str:
-    """``0.0094 credits`` with where it came from, or a dash when unknown."""
-    if obj.cost is None:
-        return "—"
-    source = obj.get_cost_source_display() or (
-        gettext("Reused from the cache") if obj.cached_from_id else ""
-    )
-    return format_html(
-        '<span class="modelslab-cost" title="{}">{} {}</span>',
-        source,
-        format_amount(obj.cost),
-        get_setting("COST_UNIT"),
-    )
-
-
-def charges_html(obj: GenerationRequest) -> str:
-    """The request's charges (the ledger), oldest first: when, attempt, model, amount, source,
-    user. Read-only: a table, not a formset."""
-    if obj.pk is None:
-        return "—"
-    charges = list(obj.charges.select_related("user").order_by("created_at", "pk"))
-    if not charges:
-        return "—"
-    unit = get_setting("COST_UNIT")
-    rows = format_html_join(
-        "",
-        "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{} {}</td><td>{}</td>"
-        "<td>{}</td></tr>",
-        (
-            (
-                date_format(localtime(charge.created_at), "DATETIME_FORMAT"),
-                charge.attempt,
-                charge.model_id,
-                format_amount(charge.amount),
-                unit,
-                charge.get_source_display(),
-                charge.user.get_username() if charge.user else "—",
-            )
-            for charge in charges
-        ),
-    )
-    return format_html(
-        '<table class="modelslab-charges"><thead><tr><th>{}</th><th>{}</th><th>{}</th>'
-        "<th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>{}</tbody></table>",
-        gettext("Paid"),
-        gettext("Attempt"),
-        gettext("Model"),
-        gettext("Amount"),
-        gettext("Source"),
-        gettext("User"),
-        rows,
-    )
-
-
 PERIOD_PARAMS = ("since", "until")
 
 
