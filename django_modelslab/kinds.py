@@ -29,7 +29,7 @@ V7_KINDS = (Kind.TEXT2IMG, Kind.IMG2IMG)
 MIN_SCALE, MAX_SCALE, DEFAULT_SCALE = 2, 4, 2
 
 #: Payload fields the pipeline and the client set themselves (:func:`provider_params`,
-#: ``pipeline._provider_params``, the client's key): ``extra`` may not set them, in any case.
+#: ``pipeline.steps._provider_params``, the client's key): ``extra`` may not set them, in any case.
 PIPELINE_PARAMS: frozenset[str] = SECRET_FIELDS | {
     "webhook",
     "track_id",

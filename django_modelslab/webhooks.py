@@ -25,6 +25,7 @@ from .conf import configured_secrets, get_setting
 from .exceptions import WebhookRejected
 from .limits import load_json
 from .models import GenerationRequest, WebhookDelivery, request_id_from_track_id
+from .pipeline import resume_on_commit
 
 logger = logging.getLogger("django_modelslab.webhooks")
 
@@ -92,11 +93,11 @@ def _handle(delivery: WebhookDelivery) -> tuple[str, str]:
         # The answer to the generate call was lost. The job the delivery names becomes the
         # request's only once fetching it shows it is (pipeline.resume): a delivery may name
         # anyone's job.
-        _resume_on_commit(request.pk, job_id=delivery.provider_id)
+        resume_on_commit(request.pk, job_id=delivery.provider_id)
         return Outcome.ACCEPTED, ""
     if not request.provider_id:
         return Outcome.UNKNOWN, "The delivery names no provider id to confirm."
-    _resume_on_commit(request.pk)
+    resume_on_commit(request.pk)
     return Outcome.ACCEPTED, ""
 
 
@@ -129,13 +130,6 @@ def _count_rejected(delivery: WebhookDelivery) -> None:
     if row is not None and WebhookDelivery.objects.filter(pk=row).update(count=F("count") + 1):
         return
     _save(delivery, Outcome.REJECTED, error="Unknown webhook secret.")
-
-
-def _resume_on_commit(request_id: int, *, job_id: str | None = None) -> None:
-    from .tasks import resume_generation
-
-    task = resume_generation.using(backend=get_setting("TASK_BACKEND"))
-    transaction.on_commit(lambda: task.enqueue(request_id, job_id))
 
 
 def _save(delivery: WebhookDelivery, outcome: str, *, error: str = "") -> None:

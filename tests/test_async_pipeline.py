@@ -212,7 +212,7 @@ def test_an_async_client_passed_in_is_left_open(emulator):
 
 
 def test_database_steps_go_one_at_a_time_most_urgent_first():
-    from django_modelslab.concurrency import Priority, Shared
+    from django_modelslab.pipeline.concurrency import Priority, Shared
 
     async def main() -> tuple[list[str], int]:
         shared, done, running, most = Shared(2), [], 0, 0
@@ -245,7 +245,7 @@ def test_database_steps_go_one_at_a_time_most_urgent_first():
 
 
 def test_a_step_cancelled_while_waiting_does_not_stop_the_others():
-    from django_modelslab.concurrency import Priority, Shared
+    from django_modelslab.pipeline.concurrency import Priority, Shared
 
     async def main() -> list[str]:
         shared, done = Shared(1), []
@@ -268,7 +268,7 @@ def test_a_step_cancelled_while_waiting_does_not_stop_the_others():
 
 
 def test_copies_wait_while_a_start_is_pending():
-    from django_modelslab.concurrency import Shared
+    from django_modelslab.pipeline.concurrency import Shared
 
     async def main() -> list[str]:
         shared, done = Shared(2), []
@@ -291,7 +291,7 @@ def test_copies_wait_while_a_start_is_pending():
 
 
 def test_shared_slots_bound_jobs_and_each_run_gives_its_slot_back(emulator):
-    from django_modelslab.concurrency import Shared
+    from django_modelslab.pipeline.concurrency import Shared
 
     requests = [
         GenerationRequest.objects.create(prompt=f"gull {n}", width=256, height=256, seed=n)

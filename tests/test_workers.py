@@ -16,10 +16,16 @@ from pathlib import Path
 import pytest
 from django.db import connection
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from django_modelslab import pipeline
 from django_modelslab.models import GenerationRequest
 from django_modelslab.testing import Fault
+
+try:
+    from django.tasks import Task
+except ImportError:  # Django < 6.0
+    from django_tasks.base import Task
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -78,6 +84,30 @@ def test_db_worker_process_generates_what_the_pipeline_enqueued(emulator, settin
         image = request.images.get()
         data = (Path(settings.MEDIA_ROOT) / image.image.name).read_bytes()
         assert hashlib.sha256(data).hexdigest() == image.sha256
+
+
+@pytest.mark.parametrize("name", ["run_generation", "resume_generation", "sweep_stale_generations"])
+def test_task_paths_resolve_old_and_new(name):
+    task = import_string(f"django_modelslab.tasks.{name}")  # as queues stored them
+    assert isinstance(task, Task)
+    assert import_string(task.module_path) is task  # as queues store them now
+
+
+@postgres_only
+def test_db_worker_runs_a_task_stored_under_its_old_path(emulator, settings):
+    """A queue written before the pipeline owned its tasks holds ``django_modelslab.tasks.*``."""
+    from django_tasks_db.models import DBTaskResult
+
+    settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+    request = GenerationRequest.objects.create(prompt="old path", seed=4, width=256, height=256)
+    pipeline.submit(request)
+    assert DBTaskResult.objects.update(task_path="django_modelslab.tasks.run_generation") == 1
+
+    run_worker_until_idle(emulator, settings)
+
+    request.refresh_from_db()
+    assert request.status == Status.SUCCEEDED, request.error
+    assert DBTaskResult.objects.get().status == "SUCCESSFUL"
 
 
 def test_two_runs_racing_for_one_request_submit_one_job(emulator):

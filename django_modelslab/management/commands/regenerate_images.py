@@ -31,12 +31,12 @@ from django.utils.dateparse import parse_date, parse_datetime
 from django_modelslab import costs, pipeline
 from django_modelslab.amounts import format_amount
 from django_modelslab.client import AsyncModelsLabClient
-from django_modelslab.concurrency import Priority, Shared
 from django_modelslab.conf import get_setting
 from django_modelslab.exceptions import BudgetExceeded, GenerationInProgress
 from django_modelslab.fallbacks import clean_model_ids
 from django_modelslab.integrity import requests_with_missing_files
 from django_modelslab.models import Charge, GeneratedImage, GenerationRequest
+from django_modelslab.pipeline.concurrency import Priority, Shared
 
 Status = GenerationRequest.Status
 #: Above this many requests the command asks before spending money (``--yes`` skips it).

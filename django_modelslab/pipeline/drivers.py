@@ -1,0 +1,229 @@
+"""The drivers: perform what the state machine (:mod:`.steps`) asks, blocking or on a loop.
+
+The sync driver (:func:`run`, :func:`resume`) makes each provider call with a
+ModelsLabClient; the async one (:func:`arun`, :func:`aresume`) awaits them on an
+AsyncModelsLabClient, each step of the state machine (the database work) running in Django's
+sync thread and each copy on a worker thread of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from asgiref.sync import sync_to_async
+
+from ..client import AsyncModelsLabClient, ModelsLabClient, ProviderResponse
+from ..conf import get_settings
+from ..copying import Copy, copy_outputs
+from ..models import GenerationRequest
+from .concurrency import Priority, Shared
+from .record import is_recorded
+from .steps import Fetch, Generate, Sleep, Steps, T, resume_steps, run_steps
+
+#: Longest Retry-After an inline run waits for (someone's web request is waiting on it);
+#: a longer one fails the attempt at once, its error saying when to try again.
+INLINE_MAX_RETRY_AFTER = 5.0
+
+
+def build_client(*, inline: bool = False) -> ModelsLabClient:
+    """A client configured from the MODELSLAB settings (``inline``: see :func:`run`)."""
+    limit = INLINE_MAX_RETRY_AFTER if inline else None
+    return ModelsLabClient.from_settings(get_settings(), max_retry_after=limit)
+
+
+def build_async_client() -> AsyncModelsLabClient:
+    """An :class:`~django_modelslab.client.AsyncModelsLabClient` configured the same way."""
+    return AsyncModelsLabClient.from_settings(get_settings())
+
+
+def perform(client: ModelsLabClient, op: Generate | Fetch) -> ProviderResponse:
+    """Make the provider call ``op`` names, blocking."""
+    if isinstance(op, Generate):
+        return client.generate(op.kind, op.params, api_version=op.api_version)
+    return client.fetch(op.provider_id, kind=op.kind, api_version=op.api_version)
+
+
+def drive(
+    steps: Steps[T], *, sleep: Callable[[float], None] = time.sleep, inline: bool = False
+) -> T:
+    """Run ``steps`` to the end, blocking: calls on a client from :func:`build_client`.
+
+    An exception of a call (or of ``sleep``) is thrown into ``steps`` where it asked for it.
+    """
+    client: ModelsLabClient | None = None
+    try:
+        op = next(steps)
+        while True:
+            try:
+                if isinstance(op, Sleep):
+                    result: Any = sleep(op.seconds)
+                elif isinstance(op, Copy):
+                    result = copy_outputs(op, known=is_recorded)
+                else:
+                    client = client or build_client(inline=inline)
+                    result = perform(client, op)
+            except BaseException as exc:  # thrown in: the steps decide, as inline code did
+                op = steps.throw(exc)
+            else:
+                op = steps.send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    finally:
+        if client is not None:
+            client.close()
+
+
+async def aperform(client: AsyncModelsLabClient, op: Generate | Fetch) -> ProviderResponse:
+    """Make the provider call ``op`` names, awaiting it."""
+    if isinstance(op, Generate):
+        return await client.generate(op.kind, op.params, api_version=op.api_version)
+    return await client.fetch(op.provider_id, kind=op.kind, api_version=op.api_version)
+
+
+async def adrive(
+    steps: Steps[T],
+    *,
+    client: AsyncModelsLabClient | None = None,
+    shared: Shared | None = None,
+) -> T:
+    """Run ``steps`` to the end on the event loop: calls and pauses are awaited.
+
+    Each step between two calls runs in Django's sync thread (``sync_to_async``,
+    thread-sensitive), so the database is used as from a sync view; copies into storage
+    (download, checks, thumbnail: no database) run on a worker thread, in parallel. Without
+    ``client``, one from :func:`build_async_client` is used and closed afterwards.
+
+    ``shared``: what this run shares with the others on the loop (:mod:`.concurrency`). The
+    caller holds one of its slots when it calls; it is given back as soon as the job is
+    over at ModelsLab, and taken again for a later provider call (a fallback model's job).
+    The first step goes before the other runs' waiting steps (``Priority.START``), and the
+    run counts as starting (copies wait) until its provider call is made.
+    """
+    advance = sync_to_async(_advance, thread_sensitive=True)
+    own = client is None
+    held = shared is not None
+    end_start = shared.start_pending() if shared is not None else _nothing
+
+    async def step(
+        value: Any, error: BaseException | None, priority: Priority = Priority.LATER
+    ) -> tuple[bool, Any]:
+        if shared is None:
+            return await advance(steps, value, error)
+        async with shared.step(priority):
+            return await advance(steps, value, error)
+
+    try:
+        done, value = await step(None, None, Priority.START)
+        while not done:
+            op = value
+            if not isinstance(op, Generate | Fetch):
+                end_start()  # no provider call to wait for (say, outputs to copy again)
+            try:
+                if isinstance(op, Sleep):
+                    result: Any = await asyncio.sleep(op.seconds)
+                elif isinstance(op, Copy):  # off the sync thread: no database in a copy
+                    if shared is not None:
+                        await shared.quiet()
+                    result = await asyncio.to_thread(copy_outputs, op)
+                else:
+                    if shared is not None and not held:
+                        await shared.slots.acquire()
+                        held = True
+                    client = client or build_async_client()
+                    response = None
+                    end_start()
+                    try:
+                        response = await aperform(client, op)
+                    finally:
+                        if held and not (response is not None and response.processing):
+                            shared.slots.release()  # type: ignore[union-attr]
+                            held = False
+                    if shared is not None and not held:
+                        await asyncio.sleep(0)  # the run waiting for the slot starts first
+                    result = response
+            except Exception as exc:
+                done, value = await step(None, exc)
+            except BaseException:  # cancelled: the request is left as a killed worker leaves it
+                steps.close()
+                raise
+            else:
+                done, value = await step(result, None)
+        return value  # type: ignore[no-any-return]
+    finally:
+        end_start()
+        if held:
+            shared.slots.release()  # type: ignore[union-attr]
+        if own and client is not None:
+            await client.aclose()
+
+
+def _nothing() -> None:
+    pass
+
+
+def _advance(steps: Steps[Any], value: Any, error: BaseException | None) -> tuple[bool, Any]:
+    """One step: (False, the next op) or (True, the result)."""
+    try:
+        if error is not None:
+            return False, steps.throw(error)
+        return False, steps.send(value)
+    except StopIteration as stop:
+        return True, stop.value
+
+
+def run(
+    request_id: int, *, sleep: Callable[[float], None] = time.sleep, inline: bool = False
+) -> GenerationRequest:
+    """Drive one request to ``succeeded``, ``failed`` or ``refused``. Safe to call twice.
+
+    With webhooks on, a job ModelsLab queues leaves the request ``processing`` and frees the
+    worker: the webhook (or, if it never comes, the stale sweep) continues it. When a
+    model fails in a way that lets the next one try, the fallback models are tried in turn
+    (:mod:`django_modelslab.fallbacks`). ``inline``: the caller (a web request) waits on this
+    run, so a rate limit longer than :data:`INLINE_MAX_RETRY_AFTER` fails it at once, saying
+    when to try again, instead of blocking.
+    """
+    return drive(run_steps(request_id), sleep=sleep, inline=inline)
+
+
+async def arun(
+    request_id: int,
+    *,
+    client: AsyncModelsLabClient | None = None,
+    shared: Shared | None = None,
+) -> GenerationRequest:
+    """:func:`run` for async code (ASGI views, the command's concurrency); same guarantees.
+
+    Provider calls and polling pauses are awaited on ``client`` (default: one from
+    :func:`build_async_client`, closed afterwards); the rest runs in Django's sync thread.
+    ``shared``: as for :func:`adrive`.
+    """
+    return await adrive(run_steps(request_id), client=client, shared=shared)
+
+
+def resume(request_id: int, *, job_id: str | None = None) -> GenerationRequest:
+    """Finish a request whose job may be done (a webhook said so).
+
+    Works on ``processing`` requests, and on ``failed`` ones whose job is known (say, failed by
+    MAX_WAIT just before the webhook came): images that arrive late still count.
+
+    The news is confirmed through the fetch endpoint before anything is stored; a job still
+    processing is left alone. Never submits a job, so duplicate or concurrent calls are harmless:
+    the first to finish records the images, the others find the attempt finished.
+
+    ``job_id``: the job a webhook named for a request whose generate answer was lost (track id
+    saved, no provider id). It becomes the request's job only if the fetched job echoes the
+    request's track id (or, echoing none, its prompt, model and seed); otherwise it is logged,
+    noted on the webhook delivery, and the request is left as it was.
+    """
+    return drive(resume_steps(request_id, job_id=job_id))
+
+
+async def aresume(
+    request_id: int, *, client: AsyncModelsLabClient | None = None, job_id: str | None = None
+) -> GenerationRequest:
+    """:func:`resume` for async code (an async webhook view, say)."""
+    return await adrive(resume_steps(request_id, job_id=job_id), client=client)

@@ -1,0 +1,263 @@
+"""What the state machine writes on the rows: each provider answer, and how an attempt ends.
+
+An attempt ends once: images recorded and ``succeeded`` (from the provider or the cache), or
+``failed`` / ``refused`` with a reason a person can act on, each checked under a row lock so
+that of two runs racing to finish it, one result counts; its signals go once the transaction
+commits. An editor's choice among the images is recorded here too.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from .. import costs, fallbacks, safety
+from ..client import ProviderResponse, redact
+from ..conf import configured_secrets, get_setting
+from ..exceptions import GenerationRefused, ModelsLabError
+from ..models import GeneratedImage, GenerationRequest
+from ..signals import image_stored, request_failed, request_refused, request_succeeded
+from ..storage import StoredImage
+
+logger = logging.getLogger("django_modelslab.pipeline")
+
+Status = GenerationRequest.Status
+
+#: The columns the state machine writes. Saving only these leaves what was asked alone
+#: (an editor changing the prompt meanwhile), and costs half a full save.
+STATE_FIELDS = (
+    "status",
+    "error",
+    "attempts",
+    "model_id",
+    "provider_id",
+    "track_id",
+    "eta",
+    "output_urls",
+    "outputs_expire_at",
+    "provider_responses",
+    "use_cache",
+    "bypass_cache",
+    "produced_by",
+    "model_attempts",
+    "cost",
+    "cost_source",
+    "cache_key",
+    "regeneration_batch",
+    "cached_from",
+    "submitted_at",
+    "started_at",
+    "finished_at",
+    "updated_at",
+)
+
+
+@contextmanager
+def failures_recorded(request: GenerationRequest) -> Iterator[None]:
+    """Record any failure on the request; unexpected errors are re-raised after that."""
+    try:
+        yield
+    except ModelsLabError as exc:  # provider, download, storage, wait: a reason to show
+        _fail(request, exc)
+    except Exception as exc:
+        _fail(request, exc)
+        raise
+
+
+def _fail(request: GenerationRequest, exc: BaseException) -> None:
+    """End the attempt ``failed``, or ``refused`` for a refusal (moderation, safety checker)."""
+    reason = _reason(exc)
+    fallbacks.end(request, exc, reason)
+    request.error = fallbacks.explain(request, reason)
+    refused = isinstance(exc, GenerationRefused)
+    with transaction.atomic():
+        if not _still_current(request):
+            logger.warning("Generation #%s: attempt already finished: %s", request.pk, reason)
+            return
+        _mark(request, Status.REFUSED if refused else Status.FAILED)
+        signal = request_refused if refused else request_failed
+        failed = partial(signal.send_robust, GenerationRequest, request=request)
+        transaction.on_commit(partial(failed, error=exc, duration=request.duration))
+    logger.warning("Generation #%s %s: %s", request.pk, request.status, request.error)
+
+
+def finish(
+    request: GenerationRequest,
+    stored: list[tuple[StoredImage, StoredImage]],
+    *,
+    seed: int | None,
+    response: ProviderResponse | None,
+    nsfw: tuple[bool | None, ...] = (),
+) -> None:
+    """Record the images and mark success, unless another run finished this attempt first."""
+    with transaction.atomic():
+        if not _still_current(request, allow_failed=True):
+            logger.warning("Generation #%s: attempt already finished; results dropped", request.pk)
+            return
+        outputs = zip(request.output_urls, stored, strict=True)
+        rows: list[GeneratedImage] = []
+        for position, (url, (image, thumbnail)) in enumerate(outputs):
+            row = GeneratedImage.objects.create(
+                request=request,
+                image=image.key,
+                thumbnail=thumbnail.key,
+                sha256=image.sha256,
+                width=image.info.width,
+                height=image.info.height,
+                format=image.info.format,
+                bytes=image.size,
+                source_url=url,
+                source_expires_at=request.outputs_expire_at,
+                seed=seed,
+                attempt=request.attempts,
+                position=position,
+                nsfw=safety.nsfw_flag(nsfw, position),
+            )
+            rows.append(row)
+        request.produced_by = fallbacks.current_model(request)
+        fallbacks.end(request)
+        # Priced by the model that produced them; its ledger row commits with the images.
+        charge = costs.charge_for(request, response)
+        costs.record(request, charge, model_id=request.produced_by)
+        _mark(request, Status.SUCCEEDED)
+        uploads = [image.uploaded for image, _thumbnail in stored]
+        transaction.on_commit(partial(_send_succeeded, request, rows, uploads, charge=charge))
+    logger.info("Generation #%s: stored %s image(s)", request.pk, len(stored))
+
+
+def reuse_cached_images(request: GenerationRequest) -> bool:
+    """Copy the image rows of an identical seeded request that succeeded; no API call."""
+    if not request.use_cache or request.bypass_cache or not get_setting("CACHE"):
+        return False
+    source = request.cache_source()
+    if source is None:
+        return False
+    images = list(source.images.filter(superseded=False))
+    copies: list[GeneratedImage] = []
+    with transaction.atomic():
+        for position, image in enumerate(images):
+            copy = GeneratedImage.objects.create(
+                request=request,
+                image=image.image.name,
+                thumbnail=image.thumbnail.name,
+                sha256=image.sha256,
+                width=image.width,
+                height=image.height,
+                format=image.format,
+                bytes=image.bytes,
+                source_url=image.source_url,
+                source_expires_at=image.source_expires_at,
+                seed=image.seed,
+                attempt=request.attempts,
+                position=position,
+                nsfw=image.nsfw,
+            )
+            copies.append(copy)
+        request.cached_from = source
+        request.produced_by = source.produced_by or source.model_id
+        costs.record(request, costs.CACHED, model_id=request.produced_by)  # no charge
+        _mark(request, Status.SUCCEEDED)
+        transaction.on_commit(partial(_send_succeeded, request, copies, charge=costs.CACHED))
+    logger.info("Generation #%s: reused %s image(s) of #%s", request.pk, len(images), source.pk)
+    return True
+
+
+def _send_succeeded(
+    request: GenerationRequest,
+    rows: list[GeneratedImage],
+    uploads: list[bool] | None = None,
+    *,
+    charge: costs.JobCost,
+) -> None:
+    """``image_stored`` for each stored image (none for cache reuse), then ``request_succeeded``."""
+    for row, uploaded in zip(rows, uploads or [], strict=False):
+        image_stored.send_robust(GeneratedImage, image=row, uploaded=uploaded, bytes=row.bytes)
+    request_succeeded.send_robust(
+        GenerationRequest,
+        request=request,
+        images=rows,
+        duration=request.duration,
+        cost=charge.amount,
+    )
+
+
+def _still_current(request: GenerationRequest, *, allow_failed: bool = False) -> bool:
+    """Lock the row; True while this attempt is the one in progress.
+
+    Images that arrive after the same attempt was failed (say, by MAX_WAIT while a webhook
+    was on its way) still count: the failure is replaced by the success.
+    """
+    rows = GenerationRequest.objects.select_for_update().filter(pk=request.pk)
+    status, attempts = rows.values_list("status", "attempts").get()
+    statuses = (Status.PROCESSING, Status.FAILED) if allow_failed else (Status.PROCESSING,)
+    return status in statuses and attempts == request.attempts
+
+
+def _mark(request: GenerationRequest, status: str) -> None:
+    request.status = status
+    request.bypass_cache = False  # a regenerate's attempt is over: later ones may use the cache
+    request.finished_at = timezone.now()
+    if status == Status.SUCCEEDED:
+        request.error = ""
+    request.save(update_fields=STATE_FIELDS)
+
+
+def _reason(exc: BaseException) -> str:
+    """A sentence a person can act on (shown in the admin and the API: redacted)."""
+    if isinstance(exc, ModelsLabError):
+        return _redact_secrets(str(exc))
+    return _redact_secrets(f"Unexpected error ({type(exc).__name__}): {exc}")
+
+
+def _redact_secrets(value: Any) -> Any:
+    """``value`` without the API key or a webhook secret (see :func:`client.redact`)."""
+    return redact(value, configured_secrets())
+
+
+def record_answer(
+    request: GenerationRequest, call: str, body: Any, *, status_code: int | None = None
+) -> None:
+    """Keep one raw answer of ``call`` on the request (saved with its next state)."""
+    body = _redact_secrets(body)  # ModelsLab echoes the webhook URL, secret included
+    entry: dict[str, Any] = {"at": timezone.now().isoformat(), "call": call, "body": body}
+    if status_code is not None:
+        entry["status_code"] = status_code
+    request.provider_responses = [*request.provider_responses, entry]
+
+
+def no_provider_job() -> dict[str, Any]:
+    """The fields of a request with no provider job (fresh values on every call)."""
+    return {
+        "provider_id": "",
+        "output_urls": [],
+        "eta": None,
+        "outputs_expire_at": None,
+        "track_id": "",
+    }
+
+
+def forget_provider_job(request: GenerationRequest) -> None:
+    """Blank the request's provider job fields in memory (the caller saves them)."""
+    for name, value in no_provider_job().items():
+        setattr(request, name, value)
+
+
+def is_recorded(sha256: str, key: str) -> bool:
+    """Whether a row already records ``key``: then the storage is not even asked (no HEAD)."""
+    return GeneratedImage.objects.filter(sha256=sha256, image=key).exists()
+
+
+def choose(image: GeneratedImage) -> GeneratedImage:
+    """Mark ``image`` as the one picked for its request (and no other)."""
+    with transaction.atomic():
+        GenerationRequest.objects.select_for_update().get(pk=image.request_id)
+        image.request.images.exclude(pk=image.pk).filter(chosen=True).update(chosen=False)
+        image.chosen = True
+        image.save(update_fields=["chosen"])
+    return image

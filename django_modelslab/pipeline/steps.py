@@ -1,0 +1,404 @@
+"""The state machine, sans-IO: an attempt (and a resume) as a generator of what it needs.
+
+Written once, as generators that *yield* each provider call, pause or copy into storage
+they need and receive its result (or have its exception thrown in). The drivers
+(:mod:`.drivers`) perform them, blocking or on an event loop; the database work between two
+of them runs here. How an attempt ends on the row is :mod:`.record`'s.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Generator
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
+from typing import Any, TypeVar
+
+from django.urls import reverse
+from django.utils import timezone
+
+from .. import costs, fallbacks, kinds, safety
+from ..client import ProviderResponse, reported_cost, reported_seed
+from ..conf import get_setting, get_settings
+from ..copying import Copy
+from ..exceptions import (
+    AmbiguousSubmission,
+    GenerationFailed,
+    ProviderError,
+    ProviderRejected,
+    WaitTimedOut,
+)
+from ..models import GenerationRequest, WebhookDelivery
+from ..storage import StoredImage
+from .record import (
+    failures_recorded,
+    finish,
+    forget_provider_job,
+    record_answer,
+    reuse_cached_images,
+)
+
+logger = logging.getLogger("django_modelslab.pipeline")
+
+Status = GenerationRequest.Status
+
+#: Statuses from which ``run`` may claim a request.
+CLAIMABLE = (Status.PENDING, Status.QUEUED)
+
+
+@dataclass(frozen=True)
+class Generate:
+    """Start a job: ``client.generate(kind, params, api_version=...)``."""
+
+    kind: str
+    params: dict[str, Any]
+    api_version: str
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """Ask for a job's state: ``client.fetch(provider_id, kind=..., api_version=...)``."""
+
+    provider_id: str
+    kind: str
+    api_version: str
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """Pause between polls."""
+
+    seconds: float
+
+
+Op = Generate | Fetch | Sleep | Copy
+T = TypeVar("T")
+#: A piece of the state machine: yields :data:`Op` values, is sent their results.
+Steps = Generator[Op, Any, T]
+
+
+def run_steps(request_id: int) -> Steps[GenerationRequest]:
+    """:func:`~django_modelslab.pipeline.run` as :data:`Steps`, for any driver."""
+    request = _claim(request_id)
+    if request is None:
+        return GenerationRequest.objects.get(pk=request_id)
+    logger.info("Generation #%s: attempt %s started", request.pk, request.attempts)
+    with failures_recorded(request):
+        refusal = safety.moderation_refusal(request)
+        if refusal is not None:
+            raise refusal
+        if reuse_cached_images(request):
+            return request
+        attempt = partial(_try_model, request)
+        yield from fallbacks.try_models(request, attempt, forget=forget_provider_job)
+    return request
+
+
+def _try_model(request: GenerationRequest) -> Steps[None]:
+    """Generate with the current model: submit or continue its job, wait, store the images."""
+    response = yield from _provider_result(request)
+    if response is not None and response.processing:
+        if webhook_url() is not None:
+            logger.info("Generation #%s: waiting for the webhook", request.pk)
+            return
+        response = yield from _wait(request, response)
+    yield from _complete(request, response)
+
+
+def resume_steps(request_id: int, *, job_id: str | None = None) -> Steps[GenerationRequest]:
+    """:func:`~django_modelslab.pipeline.resume` as :data:`Steps`, for any driver."""
+    request = GenerationRequest.objects.get(pk=request_id)
+    if request.status not in (Status.PROCESSING, Status.FAILED):
+        return request
+    adopted: ProviderResponse | None = None
+    if not request.provider_id:
+        if not (job_id and request.track_id):
+            return request
+        adopted = yield from _adopt(request, job_id)
+        if adopted is None:
+            return request
+    with failures_recorded(request):
+        response = adopted or (yield from _call(request, "fetch", _fetch(request), keep=False))
+        if response.processing:
+            request.save(update_fields=["updated_at"])
+            return request
+        yield from _complete(request, response)
+    return request
+
+
+def _adopt(request: GenerationRequest, job_id: str) -> Steps[ProviderResponse | None]:
+    """Fetch the job a webhook named; make it ``request``'s only if it is (else None)."""
+    try:
+        response = yield Fetch(job_id, request.kind, request.api_version)
+    except (ProviderError, ValueError) as exc:
+        return _ignore_job(request, job_id, f"it could not be fetched ({exc})")
+    if not _is_job_of(request, response):
+        return _ignore_job(
+            request, job_id, "it echoes another track id, or not this request's parameters"
+        )
+    adopted = GenerationRequest.objects.filter(
+        pk=request.pk, attempts=request.attempts, track_id=request.track_id, provider_id=""
+    ).update(provider_id=job_id, updated_at=timezone.now())
+    if not adopted:  # another delivery adopted it first, or the attempt moved on
+        return None
+    request.provider_id = job_id
+    if not response.processing:
+        record_answer(request, "fetch", response.raw)
+    logger.info("Generation #%s: job %s named by a webhook adopted", request.pk, job_id)
+    return response
+
+
+def _is_job_of(request: GenerationRequest, response: ProviderResponse) -> bool:
+    """Whether a fetched job is ``request``'s, by what its answer echoes.
+
+    Its track id (top level or ``meta``) when it echoes one; else its ``meta`` must echo the
+    request's prompt, and its model and seed where it echoes them.
+    """
+    meta = response.meta
+    echoed = response.raw.get("track_id") or meta.get("track_id")
+    if echoed not in (None, ""):
+        return str(echoed) == request.track_id
+    if not request.prompt or meta.get("prompt") != request.prompt:
+        return False
+    model = meta.get("model_id")
+    if model not in (None, "") and str(model) != fallbacks.current_model(request):
+        return False
+    return request.seed is None or response.seed in (None, request.seed)
+
+
+def _ignore_job(request: GenerationRequest, job_id: str, why: str) -> None:
+    """Log and note on the webhook deliveries that named it a job that is not adopted."""
+    reason = f"Job {job_id} is not adopted for request #{request.pk}: {why}."
+    logger.warning("Generation #%s: %s", request.pk, reason)
+    WebhookDelivery.objects.filter(
+        request=request, provider_id=job_id, outcome=WebhookDelivery.Outcome.ACCEPTED
+    ).update(outcome=WebhookDelivery.Outcome.UNKNOWN, error=reason)
+
+
+def webhook_url() -> str | None:
+    """Where ModelsLab should POST when a job finishes; None while webhooks are off."""
+    conf = get_settings()
+    if not (conf["PUBLIC_BASE_URL"] and conf["WEBHOOK_SECRETS"]):
+        return None
+    path = reverse("modelslab:webhook", kwargs={"secret": conf["WEBHOOK_SECRETS"][0]})
+    return conf["PUBLIC_BASE_URL"].rstrip("/") + path
+
+
+def _complete(request: GenerationRequest, response: ProviderResponse | None) -> Steps[None]:
+    """Copy the outputs into storage and record them (``response`` None: URLs already known)."""
+    if response is not None:
+        if not response.output_urls:
+            raise GenerationFailed(
+                "ModelsLab reported success but returned no output URLs.", response=response.raw
+            )
+        refusal = safety.refusal(request, response, model_id=fallbacks.current_model(request))
+        if refusal is not None:
+            costs.record_unpaid_job(request, response.cost)  # only what ModelsLab reported
+            forget_provider_job(request)  # blank placeholders: never copied, never reused
+            raise refusal
+        request.output_urls = list(response.output_urls)
+        fallbacks.note_provider_time(request, response.generation_time)
+        ttl = timedelta(seconds=get_setting("OUTPUT_URL_TTL"))
+        request.outputs_expire_at = timezone.now() + ttl
+        request.save(
+            update_fields=[
+                "provider_id",
+                "eta",
+                "output_urls",
+                "outputs_expire_at",
+                "provider_responses",
+                "updated_at",
+            ]
+        )
+    model_id = fallbacks.current_model(request)
+    copy = Copy(tuple(request.output_urls), request.pk, model_id, request.prompt)
+    stored: list[tuple[StoredImage, StoredImage]] = yield copy
+    nsfw = response.nsfw if response else ()
+    finish(request, stored, seed=_job_seed(request, response), response=response, nsfw=nsfw)
+
+
+def _job_seed(request: GenerationRequest, response: ProviderResponse | None) -> int | None:
+    """The seed ModelsLab used for the job whose outputs are stored.
+
+    Its final answer's ``meta.seed``; else an earlier answer of the same job's (a fetch answer
+    may be minimal, and a retried copy has none: the generate answer said it); else the seed
+    sent; else None (unknown).
+    """
+    if response is not None and response.seed is not None:
+        return response.seed
+    for entry in reversed(request.provider_responses or []):
+        body = entry.get("body") if isinstance(entry, dict) else None
+        if isinstance(body, dict) and _answers_job(request, body):
+            seed = reported_seed(body)
+            if seed is not None:
+                return seed
+    return request.seed
+
+
+def _answers_job(request: GenerationRequest, body: dict[str, Any]) -> bool:
+    """Whether a recorded answer is about the request's current job (by job or track id)."""
+    meta = body.get("meta")
+    track_id = meta.get("track_id") if isinstance(meta, dict) else None
+    if request.provider_id and str(body.get("id", "")).strip() == request.provider_id:
+        return True
+    return bool(request.track_id) and track_id == request.track_id
+
+
+def _claim(request_id: int) -> GenerationRequest | None:
+    """Compare-and-set ``pending|queued → processing``; None when another run owns it."""
+    try:
+        request = GenerationRequest.objects.get(pk=request_id, status__in=CLAIMABLE)
+    except GenerationRequest.DoesNotExist:
+        return None
+    now = timezone.now()
+    request.model_id = request.model_id or kinds.default_model(request)
+    changes = {
+        "status": Status.PROCESSING,
+        "attempts": request.attempts + 1,
+        "started_at": now,
+        "finished_at": None,
+        "error": "",
+        "updated_at": now,
+        "model_id": request.model_id,
+        "cache_key": request.compute_cache_key(),
+    }
+    # Compare-and-set on status and attempts: of two runs, one claims this attempt.
+    claimed = GenerationRequest.objects.filter(
+        pk=request_id, status=request.status, attempts=request.attempts
+    ).update(**changes)
+    if not claimed:
+        return None
+    for name, value in changes.items():
+        setattr(request, name, value)
+    return request
+
+
+def _provider_result(request: GenerationRequest) -> Steps[ProviderResponse | None]:
+    """Continue what an earlier attempt left, else submit a new job; None: URLs are known.
+
+    This is what keeps a retry from paying twice: output URLs still alive are copied again,
+    a job still processing is polled, and a submission whose answer was lost (track id saved,
+    no provider id) is never sent again: it fails with the reason until a person regenerates.
+    """
+    if request.output_urls and request.outputs_alive:
+        return None
+    if request.provider_id and not request.output_urls:
+        return (yield from _call(request, "fetch", _fetch(request), keep=False))
+    if request.track_id and not request.provider_id:
+        raise AmbiguousSubmission(
+            f"An earlier attempt submitted job {request.track_id!r} and its answer was lost; "
+            "ModelsLab may have accepted (and billed) it, so it is not sent again. "
+            "Regenerate the request to start a new job."
+        )
+    images = kinds.input_images(request)  # before the track id: reading them may fail
+    forget_provider_job(request)
+    # Saved before the call, with the model try: if this process dies mid-call, the next
+    # attempt knows.
+    request.track_id = fallbacks.track_id(request)
+    request.save(
+        update_fields=[
+            "provider_id",
+            "track_id",
+            "output_urls",
+            "eta",
+            "outputs_expire_at",
+            "model_attempts",
+            "updated_at",
+        ]
+    )
+    params = kinds.provider_params(request, _provider_params(request), images)
+    generate = Generate(request.kind, params, request.api_version)
+    response = yield from _call(request, request.kind, generate)
+    request.provider_id = response.provider_id or ""
+    request.eta = response.eta
+    if response.processing:  # a finished job is saved by _complete, with its output URLs
+        request.save(update_fields=["provider_id", "eta", "provider_responses", "updated_at"])
+    return response
+
+
+def _wait(request: GenerationRequest, response: ProviderResponse) -> Steps[ProviderResponse]:
+    """Poll fetch until the job is done, pausing ``eta`` first and backing off up to MAX_WAIT.
+
+    Each poll touches ``updated_at``: a request whose poller died stops moving, and
+    :func:`~.queue.sweep_stale` picks it up.
+    """
+    conf = get_settings()
+    deadline = time.monotonic() + conf["MAX_WAIT"]
+    pause = max(conf["POLL_INTERVAL"], response.eta or 0.0)
+    while response.processing:
+        if not request.provider_id:
+            raise GenerationFailed(
+                "ModelsLab said the job is processing but gave no id to fetch it by.",
+                response=response.raw,
+            )
+        if time.monotonic() + pause > deadline:
+            raise WaitTimedOut(
+                f"ModelsLab was still processing job {request.provider_id} after "
+                f"{conf['MAX_WAIT']:g} s (MAX_WAIT). Retrying the request polls the same job."
+            )
+        yield Sleep(pause)
+        # Short "still processing" answers are not kept: only the final one (or an error).
+        response = yield from _call(request, "fetch", _fetch(request), keep=False)
+        request.save(update_fields=["updated_at"])
+        pause = min(conf["POLL_INTERVAL_MAX"], pause * 1.5)
+    return response
+
+
+def _call(
+    request: GenerationRequest,
+    call: str,
+    op: Generate | Fetch,
+    *,
+    keep: bool = True,
+) -> Steps[ProviderResponse]:
+    """Make one provider call, keeping its raw answer (or its error's) on the request.
+
+    After an error, the job is forgotten (so a retry starts a new one) when it is over or
+    certainly never started; it is kept when ModelsLab may still have it.
+    """
+    try:
+        response = yield op
+    except ProviderError as exc:
+        record_answer(request, call, exc.response, status_code=exc.status_code)
+        if isinstance(exc, GenerationFailed) and isinstance(exc.response, dict):
+            costs.record_unpaid_job(request, reported_cost(exc.response))
+        job_over = isinstance(exc, ProviderRejected | GenerationFailed)
+        never_started = call != "fetch" and not exc.may_have_been_accepted
+        if job_over or never_started:
+            request.provider_id = ""
+            request.track_id = ""
+        raise
+    if keep or not response.processing:
+        record_answer(request, call, response.raw)
+    return response
+
+
+def _fetch(request: GenerationRequest) -> Fetch:
+    """Fetch the request's job on the route its kind and API version use."""
+    return Fetch(request.provider_id, request.kind, request.api_version)
+
+
+def _provider_params(request: GenerationRequest) -> dict[str, Any]:
+    params: dict[str, Any] = kinds.extra_params(request)
+    params.update(
+        model_id=fallbacks.current_model(request),
+        prompt=request.prompt,
+        width=request.width,
+        height=request.height,
+        samples=request.samples,
+        track_id=request.track_id,
+    )
+    webhook = webhook_url()
+    if webhook is not None:
+        params["webhook"] = webhook
+    optional = {
+        "negative_prompt": request.negative_prompt or None,
+        "num_inference_steps": request.steps,
+        "guidance_scale": request.guidance,
+        "seed": request.seed,
+    }
+    params.update({key: value for key, value in optional.items() if value is not None})
+    params.update(safety.provider_params(request))
+    return params
