@@ -5,6 +5,7 @@ The models import this (and nothing heavier): it loads neither Pillow nor boto3.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from django.conf import settings
@@ -32,6 +33,14 @@ class ImageStorage(LazyObject):
 
 
 image_storage: Any = ImageStorage()
+
+
+def signs_urls(storage: Storage) -> bool:
+    """Whether ``storage.url()`` takes ``expire`` (django-storages' S3: presigned links)."""
+    try:
+        return "expire" in inspect.signature(storage.url).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def field_storage() -> Storage:
