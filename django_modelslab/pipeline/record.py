@@ -23,7 +23,7 @@ from ..conf import configured_secrets, get_setting
 from ..exceptions import GenerationRefused, ModelsLabError
 from ..models import GeneratedImage, GenerationRequest
 from ..signals import image_stored, request_failed, request_refused, request_succeeded
-from ..storage import StoredImage
+from ..storage.content import StoredImage
 
 logger = logging.getLogger("django_modelslab.pipeline")
 

@@ -31,7 +31,7 @@ from ..exceptions import (
     WaitTimedOut,
 )
 from ..models import GenerationRequest, WebhookDelivery
-from ..storage import StoredImage
+from ..storage.content import StoredImage
 from .record import (
     failures_recorded,
     finish,

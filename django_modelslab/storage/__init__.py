@@ -13,21 +13,10 @@ from .base import ContentAddressedStorageMixin
 from .filesystem import ContentAddressedFileSystemStorage
 from .selection import field_storage, get_image_storage, image_storage, signs_urls
 
-#: Names living in modules that load Pillow or boto3, importable from here as they always
-#: were: each loads its module on first access ("django_modelslab.storage.
-#: ContentAddressedS3Storage" works in STORAGES; a filesystem project never imports boto3).
-_ELSEWHERE = {
-    "ContentAddressedS3Storage": ".s3",
-    "s3_transfer_config": ".s3",
-    "StoredImage": ".content",
-    "image_metadata": ".content",
-    "restore_file": ".content",
-    "store_file": ".content",
-    "FORMATS": "..imaging.verify",
-    "ImageInfo": "..imaging.verify",
-    "decode_image": "..imaging.verify",
-    "inspect_image": "..imaging.verify",
-}
+#: The S3 backend, importable from here as documented ("django_modelslab.storage.
+#: ContentAddressedS3Storage" in STORAGES): loaded on first access, so a filesystem project
+#: never imports boto3.
+_S3_NAMES = ("ContentAddressedS3Storage", "s3_transfer_config")
 
 __all__ = [
     "ContentAddressedFileSystemStorage",
@@ -40,6 +29,6 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name in _ELSEWHERE:
-        return getattr(import_module(_ELSEWHERE[name], __name__), name)
+    if name in _S3_NAMES:
+        return getattr(import_module(".s3", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
