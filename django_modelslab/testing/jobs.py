@@ -169,24 +169,16 @@ def processing_body(job: Job) -> dict[str, Any]:
 
 def fetch_body(job: Job, *, minimal: bool) -> dict[str, Any]:
     """What a fetch answers about ``job`` (``minimal``: the bare success form)."""
-    if job.status == "success" and minimal:
-        # A real fetch may answer no more than this: no meta, so no seed, track id or cost.
-        return {
-            "status": "success",
-            "id": job.id,
-            "output": list(job.output_urls),
-            "proxy_links": list(job.proxy_urls),
-        }
     if job.status == "success":
         body = {
             "status": "success",
             "id": job.id,
             "output": list(job.output_urls),
             "proxy_links": list(job.proxy_urls),
-            "nsfw_content_detected": _nsfw_field(job),
-            "meta": dict(job.meta),
-            **_cost(job),
         }
+        if minimal:  # a real fetch may answer no more: no meta, so no seed, track id or cost
+            return body
+        body.update(nsfw_content_detected=_nsfw_field(job), meta=dict(job.meta), **_cost(job))
         return _with_answer_fields(body, job)
     if job.status == "failed":
         return {"status": "failed", "id": job.id, "message": job.message}
