@@ -77,7 +77,7 @@ FETCH_PATH: Final = "v6/images/fetch/{id}"
 #: What a request can ask for; :data:`GENERATE_PATHS` says which API version serves which.
 KINDS: Final = ("text2img", "img2img", "inpaint", "upscale")
 API_VERSIONS: Final = ("v6", "v7")
-#: (api_version, kind) -> the generate endpoint (modelslab-api.md section 2).
+#: (api_version, kind) -> the generate endpoint, as ModelsLab's API reference names them.
 GENERATE_PATHS: Final = {
     ("v6", "text2img"): TEXT2IMG_PATH,
     ("v6", "img2img"): "v6/images/img2img",

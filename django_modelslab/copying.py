@@ -22,12 +22,12 @@ from .storage import get_image_storage
 from .storage.content import StoredImage, image_metadata, store_file, store_thumbnail
 
 #: ``known(sha256, key)``: True when the database already records that image.
-Known = Callable[[str, str], bool]
+RecordedCheck = Callable[[str, str], bool]
 
 
 @dataclass(frozen=True)
-class Copy:
-    """Copy ``urls`` (one job's outputs) into storage, in order."""
+class CopyOutputs:
+    """Copy ``urls`` (one job's outputs) into storage, in order: a step of the state machine."""
 
     urls: tuple[str, ...]
     request_id: int
@@ -35,7 +35,9 @@ class Copy:
     prompt: str
 
 
-def copy_outputs(op: Copy, *, known: Known | None = None) -> list[tuple[StoredImage, StoredImage]]:
+def copy_outputs(
+    op: CopyOutputs, *, known: RecordedCheck | None = None
+) -> list[tuple[StoredImage, StoredImage]]:
     """Store every output of ``op``; returns each image with its thumbnail.
 
     ``known`` lets a remote storage skip its existence check for images already recorded.
@@ -45,7 +47,7 @@ def copy_outputs(op: Copy, *, known: Known | None = None) -> list[tuple[StoredIm
 
 
 def _copy_output(
-    op: Copy, url: str, http: httpx.Client, known: Known | None
+    op: CopyOutputs, url: str, http: httpx.Client, known: RecordedCheck | None
 ) -> tuple[StoredImage, StoredImage]:
     conf = get_settings()
     storage = get_image_storage()
@@ -84,7 +86,7 @@ def fetch_again(
     """Download ``url`` and tag it as a copy did: the bytes (and their SHA-256 and size) a
     copy stores, for putting back a stored image that was lost or damaged."""
     conf = get_settings()
-    op = Copy((url,), request_id, model_id, prompt)
+    op = CopyOutputs((url,), request_id, model_id, prompt)
     with (
         download(
             url,
@@ -106,7 +108,7 @@ def _verify_with_thumbnail(file: IO[bytes], conf: dict[str, Any]) -> tuple[Image
 
 
 @contextmanager
-def _with_provenance(op: Copy, fetched: Download) -> Iterator[tuple[IO[bytes], str, int]]:
+def _with_provenance(op: CopyOutputs, fetched: Download) -> Iterator[tuple[IO[bytes], str, int]]:
     """The bytes to store: ``fetched`` with provenance XMP in it (PROVENANCE), else as is."""
     tagged = None
     if get_setting("PROVENANCE"):

@@ -1,8 +1,9 @@
 """ModelsLab's parameter limits, checked at every edge (admin form, API) before any call.
 
-From the API's documentation (../shared/modelslab-api.md §3.1): sides 256 to 1024 pixels in
-multiples of 8, 1 to 4 samples, 1 to 50 steps, a seed that fits 32 bits. Also the bounds of
-what the faces read: row ids, and JSON bodies.
+ModelsLab's API reference for the v6 text2img, img2img and inpaint fields: sides 256 to 1024
+pixels in multiples of 8, 1 to 4 samples, a seed that fits 32 bits; its pages disagree on
+steps (1 to 20 on some, 20 to 50 on others), so 1 to 50. Also the bounds of what the faces
+read: row ids, and JSON bodies.
 """
 
 from __future__ import annotations

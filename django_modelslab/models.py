@@ -9,6 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 
 from .storage import field_storage
@@ -215,8 +216,11 @@ class GenerationRequest(models.Model):
         permissions = [("generate_images", _("Can generate and regenerate images"))]
 
     def __str__(self) -> str:
-        prompt = self.prompt if len(self.prompt) <= 60 else self.prompt[:59] + "…"
-        return f"#{self.pk} {prompt}"
+        return f"#{self.pk} {self.prompt_preview()}"
+
+    def prompt_preview(self, length: int = 60) -> str:
+        """The prompt for display: at most ``length`` characters, cut with an ellipsis."""
+        return Truncator(self.prompt).chars(length)
 
     def new_track_id(self) -> str:
         """The track id of the current attempt, echoed by ModelsLab in webhooks."""

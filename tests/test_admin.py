@@ -570,6 +570,26 @@ def test_image_list_columns_read_right_and_links_do_not_nest(client, editor):
     assert "None" not in " ".join(cells.values())
 
 
+def test_long_prompts_and_errors_are_cut_with_an_ellipsis(client, editor):
+    prompt, error = "fox " * 50, "no " * 100
+    request = make_request(prompt=prompt, status=Status.FAILED, error=error)
+    GeneratedImage.objects.create(
+        request=request, image="modelslab/f.png", sha256="f" * 64, width=8, height=8,
+        format="PNG", bytes=10,
+    )  # fmt: skip
+
+    requests, images = _Cells(), _Cells()
+    requests.feed(client.get(CHANGELIST).content.decode())
+    images.feed(client.get(IMAGES).content.decode())
+
+    assert str(request) == f"#{request.pk} {prompt[:59]}…"
+    (row,) = [row for row in requests.rows if row]
+    assert row["short_prompt"] == " ".join(prompt[:79].split()) + "…"
+    assert error[:159] + "…" in client.get(CHANGELIST).content.decode()
+    (row,) = [row for row in images.rows if row]
+    assert row["prompt"] == " ".join(prompt[:59].split()) + "…"
+
+
 def _rows(count: int) -> None:
     for n in range(count):
         request = make_request(prompt=f"row {n}", status=Status.SUCCEEDED, model_id="flux")

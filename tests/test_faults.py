@@ -1,4 +1,4 @@
-"""The fault matrix: every fault of issue 7 through the real pipeline, four properties each.
+"""The fault matrix: each fault ModelsLab may show, through the real pipeline, four properties each.
 
 * **No image lost**: every output ModelsLab reported as succeeded is stored, or its request
   is left failed with a reason and the source URLs, and a rerun finishes it.

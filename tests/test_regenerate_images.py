@@ -152,6 +152,13 @@ def test_dry_run_lists_and_calls_nothing(emulator):
     assert not GenerationRequest.objects.filter(attempts__gt=1).exists()
 
 
+def test_dry_run_cuts_long_prompts_with_an_ellipsis(emulator):
+    prompt = "a lighthouse at dusk " * 5
+    make(1, prompt=prompt)
+
+    assert f" {prompt[:49]}…\n" in regenerate_images("--dry-run")
+
+
 def test_filters(emulator):
     old, new = make(2)
     GenerationRequest.objects.filter(pk=old.pk).update(

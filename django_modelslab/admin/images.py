@@ -201,8 +201,7 @@ class GeneratedImageAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("prompt"), ordering="request__prompt")
     def prompt(self, image: GeneratedImage) -> str:
-        text = image.request.prompt
-        return text if len(text) <= 60 else text[:59] + "…"
+        return image.request.prompt_preview(60)
 
     # Not ``model``: that name is ModelAdmin's own (the model class), set on every instance.
     @admin.display(description=_("model"), ordering="request__model_id")

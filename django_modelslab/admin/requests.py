@@ -18,6 +18,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
@@ -470,14 +471,14 @@ class GenerationRequestAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("prompt"))
     def short_prompt(self, obj: GenerationRequest) -> str:
-        return obj.prompt if len(obj.prompt) <= 80 else obj.prompt[:79] + "…"
+        return obj.prompt_preview(80)
 
     @admin.display(description=_("status"), ordering="status")
     def status_display(self, obj: GenerationRequest) -> str:
         """The badge; in the list, a failed or refused request's error under it."""
         badge = self._badge(obj)
         if obj.status in (Status.FAILED, Status.REFUSED) and obj.error:
-            error = obj.error if len(obj.error) <= 160 else obj.error[:159] + "…"
+            error = Truncator(obj.error).chars(160)
             return format_html(
                 '{}<div class="modelslab-status-error" title="{}">{}</div>', badge, obj.error, error
             )

@@ -17,7 +17,7 @@ from asgiref.sync import sync_to_async
 
 from ..client import AsyncModelsLabClient, ModelsLabClient, ProviderResponse
 from ..conf import get_settings
-from ..copying import Copy, copy_outputs
+from ..copying import CopyOutputs, copy_outputs
 from ..models import GenerationRequest
 from .concurrency import Priority, Shared
 from .record import is_recorded
@@ -60,7 +60,7 @@ def drive(
             try:
                 if isinstance(op, Sleep):
                     result: Any = sleep(op.seconds)
-                elif isinstance(op, Copy):
+                elif isinstance(op, CopyOutputs):
                     result = copy_outputs(op, known=is_recorded)
                 else:
                     client = client or build_client(inline=inline)
@@ -105,7 +105,7 @@ async def adrive(
     advance = sync_to_async(_advance, thread_sensitive=True)
     own = client is None
     held = shared is not None
-    end_start = shared.start_pending() if shared is not None else _nothing
+    end_start = shared.start_pending() if shared is not None else lambda: None
 
     async def step(
         value: Any, error: BaseException | None, priority: Priority = Priority.LATER
@@ -124,7 +124,7 @@ async def adrive(
             try:
                 if isinstance(op, Sleep):
                     result: Any = await asyncio.sleep(op.seconds)
-                elif isinstance(op, Copy):  # off the sync thread: no database in a copy
+                elif isinstance(op, CopyOutputs):  # off the sync thread: no database in a copy
                     if shared is not None:
                         await shared.quiet()
                     result = await asyncio.to_thread(copy_outputs, op)
@@ -158,10 +158,6 @@ async def adrive(
             shared.slots.release()  # type: ignore[union-attr]
         if own and client is not None:
             await client.aclose()
-
-
-def _nothing() -> None:
-    pass
 
 
 def _advance(steps: Steps[Any], value: Any, error: BaseException | None) -> tuple[bool, Any]:

@@ -22,7 +22,7 @@ from django.utils import timezone
 from .. import costs, fallbacks, kinds, safety
 from ..client import ProviderResponse, reported_cost, reported_seed
 from ..conf import get_setting, get_settings
-from ..copying import Copy
+from ..copying import CopyOutputs
 from ..exceptions import (
     AmbiguousSubmission,
     GenerationFailed,
@@ -73,7 +73,7 @@ class Sleep:
     seconds: float
 
 
-Op = Generate | Fetch | Sleep | Copy
+Op = Generate | Fetch | Sleep | CopyOutputs
 T = TypeVar("T")
 #: A piece of the state machine: yields :data:`Op` values, is sent their results.
 Steps = Generator[Op, Any, T]
@@ -213,7 +213,7 @@ def _complete(request: GenerationRequest, response: ProviderResponse | None) -> 
             ]
         )
     model_id = fallbacks.current_model(request)
-    copy = Copy(tuple(request.output_urls), request.pk, model_id, request.prompt)
+    copy = CopyOutputs(tuple(request.output_urls), request.pk, model_id, request.prompt)
     stored: list[tuple[StoredImage, StoredImage]] = yield copy
     nsfw = response.nsfw if response else ()
     finish(request, stored, seed=_job_seed(request, response), response=response, nsfw=nsfw)

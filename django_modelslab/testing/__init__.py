@@ -12,7 +12,10 @@ Run one in the foreground with ``python -m django_modelslab.testing --port 8777`
 from __future__ import annotations
 
 from .drawing import draw_image
-from .emulator import ROUTES, Emulator, Job, Route, ValidationError
+from .emulator import Emulator
 from .faults import Fault
+from .jobs import Job
+from .routes import ROUTES, Route
+from .validation import ValidationError
 
 __all__ = ["ROUTES", "Emulator", "Fault", "Job", "Route", "ValidationError", "draw_image"]

@@ -370,10 +370,9 @@ class Command(BaseCommand):
                 if known is None:
                     unpriced[costs.estimated_model(request)] += 1
                 estimate += known or 0
-            prompt = request.prompt if len(request.prompt) <= 50 else request.prompt[:49] + "…"
             self.stdout.write(
                 f"  #{request.pk:<6} {request.status:<10} {request.model_id or '-':<16} "
-                f"{action:<10} {prompt}"
+                f"{action:<10} {request.prompt_preview(50)}"
             )
         models = ", ".join(unpriced)
         what = f"request(s) of a model with no price: {models}"
