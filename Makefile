@@ -62,6 +62,7 @@ demo: $(VENVDEMO)/.synced
 lint: $(VENV)/.synced
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 migrations-check: $(VENV)/.synced $(VENV61)/.synced
 	DJANGO_SETTINGS_MODULE=tests.settings $(VENV)/bin/python -m django makemigrations --check --dry-run django_modelslab
@@ -101,4 +102,4 @@ bench: $(VENV)/.synced
 	$(VENV)/bin/python bench/storage_memory.py
 
 clean:
-	rm -rf $(VENV) $(VENV61) $(VENVDEMO) .tools site dist .demo .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VENV61) $(VENVDEMO) .tools site dist .demo .pytest_cache .ruff_cache .mypy_cache

@@ -637,7 +637,7 @@ class _ClientCore:
 
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with full jitter; ``attempt`` counts from 0."""
-        return min(self.retry_backoff_max, self.retry_backoff * 2**attempt) * random.random()
+        return min(self.retry_backoff_max, self.retry_backoff * 2.0**attempt) * random.random()
 
     def _on_response(
         self, call: _Call, attempt: int, response: httpx.Response, elapsed: float

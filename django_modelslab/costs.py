@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from datetime import time as clock
@@ -229,7 +230,9 @@ def spent_today(user: Any = None, *, now: datetime | None = None) -> Decimal:
 
 def committed(user: Any = None, *, exclude: int | None = None) -> Decimal:
     """The estimated cost of requests queued or running (``user``'s only, when given)."""
-    requests = GenerationRequest.objects.filter(status__in=IN_FLIGHT).exclude(pk=exclude)
+    requests = GenerationRequest.objects.filter(status__in=IN_FLIGHT)
+    if exclude is not None:
+        requests = requests.exclude(pk=exclude)
     if user is not None:
         requests = requests.filter(requested_by=user)
     rows = (
@@ -240,7 +243,7 @@ def committed(user: Any = None, *, exclude: int | None = None) -> Decimal:
     return sum((_estimate(_model_of(row), row["samples"]) for row in rows), ZERO)
 
 
-def _model_of(row: dict[str, Any]) -> str:
+def _model_of(row: Mapping[str, Any]) -> str:
     """A grouped row's model: its own, else its kind's default model."""
     if row["model_id"]:
         return row["model_id"]

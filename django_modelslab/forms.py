@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from django import forms
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
@@ -55,11 +57,11 @@ class ModelIdsField(forms.CharField):
             return "\n".join(str(v) for v in value)
         return value
 
-    def to_python(self, value) -> list[str]:
+    def to_python(self, value) -> list[str]:  # type: ignore[override]  # a list, not a str
         if isinstance(value, list | tuple):
             text = "\n".join(str(v) for v in value)
         else:
-            text = super().to_python(value)
+            text = cast(str, super().to_python(value))  # empty_value is ""
         try:
             return clean_model_ids(text.replace(",", "\n").splitlines())
         except ValueError as exc:
@@ -206,7 +208,7 @@ class GenerationRequestAdminForm(forms.ModelForm):
         return self._clean_upload("mask_upload")
 
     def clean(self) -> dict:
-        data = super().clean()
+        data = cast("dict[str, Any]", super().clean())  # ModelForm.clean: the cleaned_data
         kind = data.get("kind") or GenerationRequest.Kind.TEXT2IMG
         upload, picked = data.get("init_upload"), data.get("init_from")
         if upload and picked:

@@ -12,6 +12,7 @@ import posixpath
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
 from django.core.files.storage import Storage
 from django.db.models import QuerySet
@@ -74,7 +75,7 @@ class Inspector:
 
     def problems(self, image: GeneratedImage) -> list[str]:
         """What is wrong with one image and its thumbnail (empty: all good)."""
-        name = image.image.name
+        name = _name(image)
         problems = []
         claimed = name_digest(name)
         if claimed != image.sha256:
@@ -87,15 +88,19 @@ class Inspector:
                 problems.append(f"{name}: corrupt: bytes hash to {stored.sha256}")
             if stored.size != image.bytes:
                 problems.append(f"{name}: size {stored.size} bytes, row says {image.bytes}")
-        if image.thumbnail:
-            thumb = self.read(image.thumbnail.name)
+        thumbnail = image.thumbnail.name
+        if thumbnail:
+            thumb = self.read(thumbnail)
             if thumb.problem:
-                problems.append(f"thumbnail {image.thumbnail.name}: {thumb.problem}")
-            elif thumb.sha256 != name_digest(image.thumbnail.name):
-                problems.append(
-                    f"thumbnail {image.thumbnail.name}: corrupt: bytes hash to {thumb.sha256}"
-                )
+                problems.append(f"thumbnail {thumbnail}: {thumb.problem}")
+            elif thumb.sha256 != name_digest(thumbnail):
+                problems.append(f"thumbnail {thumbnail}: corrupt: bytes hash to {thumb.sha256}")
         return problems
+
+
+def _name(image: GeneratedImage) -> str:
+    """The image's key: its file field is required, so never None (the stubs allow None)."""
+    return cast(str, image.image.name)
 
 
 def _damaged(stored: Stored, name: str) -> bool:
@@ -114,10 +119,10 @@ def repair(image: GeneratedImage, inspector: Inspector) -> list[str]:
     has changed since). Returns a line for each thing repaired or left as it was.
     """
     notes: list[str] = []
-    name = image.image.name
+    name = _name(image)
     if name_digest(name) == image.sha256 and _damaged(inspector.read(name), name):
         notes.append(_repair_image(image, inspector))
-    thumbnail = image.thumbnail.name if image.thumbnail else ""
+    thumbnail = image.thumbnail.name or ""
     if thumbnail and _damaged(inspector.read(thumbnail), thumbnail):
         if inspector.read(name).sha256 == name_digest(name):
             notes.append(_repair_thumbnail(image, inspector))
@@ -127,7 +132,7 @@ def repair(image: GeneratedImage, inspector: Inspector) -> list[str]:
 
 
 def _repair_image(image: GeneratedImage, inspector: Inspector) -> str:
-    name, url, expires = image.image.name, image.source_url, image.source_expires_at
+    name, url, expires = _name(image), image.source_url, image.source_expires_at
     if not url:
         return f"{name}: not repaired: no source URL is recorded"
     if expires is not None and expires <= timezone.now():
@@ -153,9 +158,9 @@ def _repair_image(image: GeneratedImage, inspector: Inspector) -> str:
 
 
 def _repair_thumbnail(image: GeneratedImage, inspector: Inspector) -> str:
-    name, storage = image.thumbnail.name, inspector.storage
+    name, storage = image.thumbnail.name or "", inspector.storage  # set: see repair()
     try:
-        with storage.open(image.image.name, "rb") as source:
+        with storage.open(_name(image), "rb") as source:
             thumbnail = render_thumbnail(source, size=get_setting("THUMBNAIL_SIZE"))
         if name_digest(name) == hash_file(thumbnail.file)[0]:
             stored = restore_file(thumbnail.file, name, storage=storage)

@@ -7,7 +7,7 @@ request, :func:`provider_params` shapes the payload ModelsLab gets for the kind.
 
 from __future__ import annotations
 
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from django.utils.translation import gettext as _
 
@@ -155,10 +155,10 @@ def set_inputs(
 
 
 def _input_size(request: GenerationRequest) -> tuple[int, int]:
-    source = request.init_from
-    if source is not None and source.image.name == request.init_image.name:
+    source, name = request.init_from, cast(str, request.init_image.name)  # set: see the caller
+    if source is not None and source.image.name == name:
         return source.width, source.height
-    return inputs.stored_size(request.init_image.name)
+    return inputs.stored_size(name)
 
 
 def default_model(request: GenerationRequest) -> str:
@@ -184,11 +184,11 @@ def input_images(request: GenerationRequest) -> dict[str, str]:
     """The request's input images as ModelsLab takes them (reads storage; may raise)."""
     images: dict[str, str] = {}
     if request.kind in NEEDS_INIT:
-        if not request.init_image:
+        if not request.init_image.name:  # (a FieldFile is true when it has a name)
             raise InputMissing(f"{request.get_kind_display()} needs an input image; none is set.")
         images["init_image"] = _provider_image(request.init_image.name)
     if request.kind in NEEDS_MASK:
-        if not request.mask_image:
+        if not request.mask_image.name:
             raise InputMissing("Inpaint needs a mask image; none is set.")
         images["mask_image"] = _provider_image(request.mask_image.name)
     return images

@@ -87,7 +87,7 @@ def _period(request: HttpRequest) -> tuple[date | None, date | None]:
                 % {"name": name, "value": text},
             )
         found.append(day)
-    request.GET = params
+    request.GET = params  # type: ignore[assignment]  # the query without the period: mutable
     since, until = found
     if since is not None and until is not None and until < since:
         messages.error(request, gettext("The period ends before it starts; showing no charges."))
@@ -106,7 +106,7 @@ def _periods(request: HttpRequest, since: date | None, until: date | None) -> li
     links = []
     for label, start, end in choices:
         params = request.GET.copy()
-        if start is not None:
+        if start is not None and end is not None:  # both set, or neither
             params["since"], params["until"] = start.isoformat(), end.isoformat()
         links.append(
             {

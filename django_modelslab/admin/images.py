@@ -102,15 +102,21 @@ class GeneratedImageAdmin(admin.ModelAdmin):
         return can_generate(request)
 
     def render_change_form(
-        self, request: HttpRequest, context: dict[str, Any], add=False, change=False, **kwargs
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: GeneratedImage | None = None,
     ) -> HttpResponse:
-        obj = context.get("original")
+        image = context.get("original")
         context["modelslab_choose_url"] = (
-            reverse("admin:django_modelslab_generatedimage_choose", args=[obj.pk])
-            if obj is not None and not obj.chosen and self.has_generate_permission(request)
+            reverse("admin:django_modelslab_generatedimage_choose", args=[image.pk])
+            if image is not None and not image.chosen and self.has_generate_permission(request)
             else ""
         )
-        return super().render_change_form(request, context, add, change, **kwargs)
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def choose_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """``POST <id>/choose/``: make this image the chosen one of its request."""
@@ -182,7 +188,10 @@ class GeneratedImageAdmin(admin.ModelAdmin):
         """Links to a new request with this image as its input (the add form, pre-filled)."""
         add = reverse("admin:django_modelslab_generationrequest_add")
         links = [
-            (f"{add}?{urlencode({'kind': kind, 'init_from': image.pk, 'prompt': prompt})}", label)
+            (
+                f"{add}?{urlencode({'kind': kind, 'init_from': str(image.pk), 'prompt': prompt})}",
+                label,
+            )
             for kind, label, prompt in (
                 ("img2img", gettext("Image to image"), image.request.prompt),
                 ("upscale", gettext("Upscale"), image.request.prompt),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
 from django.contrib.messages.storage import default_storage
@@ -29,6 +29,9 @@ from ..models import GeneratedImage, GenerationRequest
 from . import html
 from .actions import SHOWN_FIELD, StartedSinceShown, can_generate, shown_at, start, started_since
 from .costs import costs_page
+
+if TYPE_CHECKING:
+    from django.contrib.admin.options import _FieldsetSpec
 
 Status = GenerationRequest.Status
 
@@ -121,7 +124,7 @@ class GeneratedImageInline(admin.TabularInline):
 
     @admin.display(description=_("NSFW"))
     def nsfw_label(self, image: GeneratedImage) -> str:
-        return html.label_html("modelslab-nsfw", gettext("Flagged NSFW"), image.nsfw)
+        return html.label_html("modelslab-nsfw", gettext("Flagged NSFW"), bool(image.nsfw))
 
     @admin.display(description="")
     def choose_button(self, image: GeneratedImage) -> str:
@@ -266,7 +269,7 @@ class GenerationRequestAdmin(admin.ModelAdmin):
             .prefetch_related(Prefetch("images", queryset=GeneratedImage.objects.order_by()))
         )
 
-    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list:
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> _FieldsetSpec:
         """Fold the inputs section away for text to image; open it for the other kinds and
         on a posted form (where its errors must show)."""
         fieldsets = super().get_fieldsets(request, obj)
@@ -359,7 +362,7 @@ class GenerationRequestAdmin(admin.ModelAdmin):
             if started_since(submitted, shown_at(request)):
                 raise StartedSinceShown(obj.pk)
         if obj.requested_by_id is None:
-            obj.requested_by = request.user
+            obj.requested_by = request.user  # type: ignore[assignment]  # signed in: the admin
         super().save_model(request, obj, form, change)
         regenerate = self._pressed(request, change)
         if regenerate is not None:
@@ -400,24 +403,30 @@ class GenerationRequestAdmin(admin.ModelAdmin):
         )
 
     def render_change_form(
-        self, request: HttpRequest, context: dict[str, Any], add=False, change=False, **kwargs
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: GenerationRequest | None = None,
     ) -> HttpResponse:
-        obj: GenerationRequest | None = context.get("original")
+        shown: GenerationRequest | None = context.get("original")
         allowed = self.has_generate_permission(request) and (
-            add or self.has_change_permission(request, obj)
+            add or self.has_change_permission(request, shown)
         )
         button = None
-        if allowed and (obj is None or obj.status in pipeline.SUBMITTABLE):
+        if allowed and (shown is None or shown.status in pipeline.SUBMITTABLE):
             button = ("_generate", gettext("Save and generate"))
-        elif allowed and obj.status == Status.SUCCEEDED:
+        elif allowed and shown is not None and shown.status == Status.SUCCEEDED:
             button = ("_regenerate", gettext("Save and regenerate"))
         context.update(
             modelslab_button=button,
-            modelslab_badge=self._badge(obj) if obj is not None and obj.pk else "",
+            modelslab_badge=self._badge(shown) if shown is not None and shown.pk else "",
             modelslab_shown_field=SHOWN_FIELD,
             modelslab_shown=timezone.now().isoformat(),
         )
-        return super().render_change_form(request, context, add, change, **kwargs)
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
         extra_context = {

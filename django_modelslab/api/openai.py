@@ -112,7 +112,8 @@ class ImagesGenerateSerializer(StrictSerializer):
         choices=["url", "b64_json"], required=False, allow_null=True, default="url"
     )
     quality = serializers.CharField(required=False, allow_null=True, max_length=50)
-    style = serializers.CharField(required=False, allow_null=True, max_length=50)
+    # a declared field: the serializer's metaclass takes it off the class (Field.style stays)
+    style = serializers.CharField(required=False, allow_null=True, max_length=50)  # type: ignore[assignment]
     user = serializers.CharField(required=False, allow_null=True, max_length=256)
 
     def get_fields(self) -> dict[str, serializers.Field]:
@@ -135,7 +136,7 @@ class ImageDataSerializer(serializers.Serializer):
 
 class ImagesResponseSerializer(serializers.Serializer):
     created = serializers.IntegerField(help_text=_("Unix time the request was created."))
-    data = ImageDataSerializer(many=True)
+    data = ImageDataSerializer(many=True)  # type: ignore[assignment]  # a field, as style above
 
 
 class ErrorBodySerializer(serializers.Serializer):
@@ -273,7 +274,7 @@ class ImagesGenerationsView(APIView):
         params = body.validated_data
         width, height = parse_size(params.get("size"))
         generation = GenerationRequest(
-            requested_by=request.user,
+            requested_by=request.user,  # type: ignore[misc]  # signed in: IsAuthenticated
             prompt=params["prompt"],
             model_id=_model_id(params.get("model")),
             width=width,

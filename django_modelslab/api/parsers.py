@@ -9,6 +9,7 @@ url-encoded) keep Django's limits (multipart files stream to disk), refused in t
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from typing import IO, Any
 
 from django.conf import settings
@@ -69,7 +70,7 @@ def _form_fields_too_large() -> RequestTooLarge:
     )
 
 
-def read_at_most(stream: IO[bytes] | None, limit: int | None, context: dict[str, Any]) -> bytes:
+def read_at_most(stream: IO[bytes] | None, limit: int | None, context: Mapping[str, Any]) -> bytes:
     """The body, at most ``limit`` bytes (None: no limit); a longer one is a 413, and one
     whose declared length is longer is refused unread."""
     if stream is None:
@@ -103,7 +104,7 @@ class LimitedJSONParser(BaseParser):
         self,
         stream: IO[bytes] | None,
         media_type: str | None = None,
-        parser_context: dict[str, Any] | None = None,
+        parser_context: Mapping[str, Any] | None = None,
     ) -> Any:
         limit = json_body_limit(self.images)
         body = read_at_most(stream, limit, parser_context or {})
@@ -130,7 +131,7 @@ class LimitedMultiPartParser(MultiPartParser):
         self,
         stream: IO[bytes],
         media_type: str | None = None,
-        parser_context: dict[str, Any] | None = None,
+        parser_context: Mapping[str, Any] | None = None,
     ) -> DataAndFiles:
         try:
             return super().parse(stream, media_type, parser_context)
@@ -153,7 +154,7 @@ class LimitedFormParser(BaseParser):
         self,
         stream: IO[bytes] | None,
         media_type: str | None = None,
-        parser_context: dict[str, Any] | None = None,
+        parser_context: Mapping[str, Any] | None = None,
     ) -> QueryDict:
         context = parser_context or {}
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE

@@ -101,7 +101,10 @@ class SideField(serializers.IntegerField):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(
-            min_value=MIN_SIDE, max_value=MAX_SIDE, validators=[validate_side], **kwargs
+            min_value=MIN_SIDE,
+            max_value=MAX_SIDE,
+            validators=[validate_side],  # type: ignore[list-item]  # its return value is unused
+            **kwargs,
         )
 
 
@@ -194,7 +197,7 @@ class GenerationCreateSerializer(StrictSerializer):
         required=False,
         allow_blank=True,
         max_length=200,
-        validators=[validate_model_id],
+        validators=[validate_model_id],  # type: ignore[list-item]  # its return value is unused
         help_text=_("A ModelsLab model id; blank or omitted means the DEFAULT_MODEL setting."),
     )
     width = SideField(default=512, help_text=_("Pixels: 256 to 1024, a multiple of 8."))

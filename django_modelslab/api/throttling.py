@@ -11,6 +11,8 @@ Each is counted per user (per IP address for anonymous calls) in Django's defaul
 
 from __future__ import annotations
 
+from typing import cast
+
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle, UserRateThrottle
 
@@ -21,13 +23,16 @@ GENERATE_SCOPE = "modelslab_generate"
 class ModelsLabScopedThrottle(UserRateThrottle):
     """DRF's per-user throttle (per IP address when anonymous) for one of our scopes."""
 
+    scope: str
+
     def __init__(self, scope: str) -> None:
         self.scope = scope
         super().__init__()
 
     def get_rate(self) -> str | None:
         """The scope's rate, read at request time; unset means no limit (DRF would raise)."""
-        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+        rates = cast("dict[str, str | None]", api_settings.DEFAULT_THROTTLE_RATES)  # strings
+        return rates.get(self.scope)
 
 
 def api_throttles(defaults: list[BaseThrottle], *, generating: bool) -> list[BaseThrottle]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from django.db.models import F, Prefetch, QuerySet
 from drf_spectacular.openapi import AutoSchema
@@ -10,10 +11,13 @@ from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.decorators import action
+from rest_framework.pagination import BasePagination
+from rest_framework.parsers import BaseParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
+from rest_framework.schemas.inspectors import ViewInspector
 from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
@@ -45,6 +49,9 @@ from .serializers import (
 )
 from .throttling import api_throttles
 
+if TYPE_CHECKING:
+    from rest_framework.permissions import _PermissionClass
+
 ERRORS: dict[int, Any] = {
     401: OpenApiResponse(ErrorSerializer, description="Not authenticated."),
     403: OpenApiResponse(ErrorSerializer, description="Authenticated but not allowed."),
@@ -70,10 +77,14 @@ QUEUED = OpenApiResponse(
 class ModelsLabAPIMixin:
     """Authentication (Bearer tokens added), throttling scopes, pagination and permissions."""
 
-    permission_classes = (IsAuthenticated, CanGenerate, IsOwnerOrPermitted)
-    parser_classes = (LimitedJSONParser,)
-    schema = AutoSchema()  # whatever the project's DEFAULT_SCHEMA_CLASS
-    pagination_class = ModelsLabPagination
+    permission_classes: Sequence[_PermissionClass] = (
+        IsAuthenticated,
+        CanGenerate,
+        IsOwnerOrPermitted,
+    )
+    parser_classes: Sequence[type[BaseParser]] = (LimitedJSONParser,)
+    schema: ViewInspector | None = AutoSchema()  # whatever the project's DEFAULT_SCHEMA_CLASS
+    pagination_class: type[BasePagination] | None = ModelsLabPagination
     #: Actions that start a generation (counted in the ``modelslab_generate`` scope too).
     generating_actions: tuple[str, ...] = ()
 

@@ -125,6 +125,7 @@ def _check_large_image(file: IO[bytes], fmt: str, width: int, height: int) -> No
 
 
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+_ADAM7: tuple[tuple[int, int, int, int], ...]
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2))
 _ADAM7 += ((0, 1, 1, 2),)
 

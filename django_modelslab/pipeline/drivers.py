@@ -58,8 +58,9 @@ def drive(
         op = next(steps)
         while True:
             try:
+                result: Any = None
                 if isinstance(op, Sleep):
-                    result: Any = sleep(op.seconds)
+                    sleep(op.seconds)
                 elif isinstance(op, CopyOutputs):
                     result = copy_outputs(op, known=is_recorded)
                 else:
@@ -122,8 +123,9 @@ async def adrive(
             if not isinstance(op, Generate | Fetch):
                 end_start()  # no provider call to wait for (say, outputs to copy again)
             try:
+                result: Any = None
                 if isinstance(op, Sleep):
-                    result: Any = await asyncio.sleep(op.seconds)
+                    await asyncio.sleep(op.seconds)
                 elif isinstance(op, CopyOutputs):  # off the sync thread: no database in a copy
                     if shared is not None:
                         await shared.quiet()

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from django.db import transaction
 from django.utils import timezone
@@ -211,8 +211,8 @@ def _mark(request: GenerationRequest, status: str) -> None:
 def _reason(exc: BaseException) -> str:
     """A sentence a person can act on (shown in the admin and the API: redacted)."""
     if isinstance(exc, ModelsLabError):
-        return _redact_secrets(str(exc))
-    return _redact_secrets(f"Unexpected error ({type(exc).__name__}): {exc}")
+        return cast(str, _redact_secrets(str(exc)))
+    return cast(str, _redact_secrets(f"Unexpected error ({type(exc).__name__}): {exc}"))
 
 
 def _redact_secrets(value: Any) -> Any:

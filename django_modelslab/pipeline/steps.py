@@ -131,13 +131,13 @@ def resume_steps(request_id: int, *, job_id: str | None = None) -> Steps[Generat
 def _adopt(request: GenerationRequest, job_id: str) -> Steps[ProviderResponse | None]:
     """Fetch the job a webhook named; make it ``request``'s only if it is (else None)."""
     try:
-        response = yield Fetch(job_id, request.kind, request.api_version)
+        response: ProviderResponse = yield Fetch(job_id, request.kind, request.api_version)
     except (ProviderError, ValueError) as exc:
-        return _ignore_job(request, job_id, f"it could not be fetched ({exc})")
+        _ignore_job(request, job_id, f"it could not be fetched ({exc})")
+        return None
     if not _is_job_of(request, response):
-        return _ignore_job(
-            request, job_id, "it echoes another track id, or not this request's parameters"
-        )
+        _ignore_job(request, job_id, "it echoes another track id, or not this request's parameters")
+        return None
     adopted = GenerationRequest.objects.filter(
         pk=request.pk, attempts=request.attempts, track_id=request.track_id, provider_id=""
     ).update(provider_id=job_id, updated_at=timezone.now())
@@ -183,7 +183,8 @@ def webhook_url() -> str | None:
     if not (conf["PUBLIC_BASE_URL"] and conf["WEBHOOK_SECRETS"]):
         return None
     path = reverse("modelslab:webhook", kwargs={"secret": conf["WEBHOOK_SECRETS"][0]})
-    return conf["PUBLIC_BASE_URL"].rstrip("/") + path
+    base: str = conf["PUBLIC_BASE_URL"]
+    return base.rstrip("/") + path
 
 
 def _complete(request: GenerationRequest, response: ProviderResponse | None) -> Steps[None]:
@@ -359,7 +360,7 @@ def _call(
     certainly never started; it is kept when ModelsLab may still have it.
     """
     try:
-        response = yield op
+        response: ProviderResponse = yield op
     except ProviderError as exc:
         record_answer(request, call, exc.response, status_code=exc.status_code)
         if isinstance(exc, GenerationFailed) and isinstance(exc.response, dict):

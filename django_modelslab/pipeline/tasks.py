@@ -17,14 +17,16 @@ from .drivers import resume, run
 try:
     from django.tasks import Task, TaskContext, task
     from django.tasks.backends.immediate import ImmediateBackend
-except ImportError:  # Django < 6.0
-    from django_tasks import TaskContext, task
-    from django_tasks.backends.immediate import ImmediateBackend
-    from django_tasks.base import Task
+except ImportError:  # Django < 6.0: the backport, same API (type-checked as django.tasks)
+    from django_tasks import TaskContext, task  # type: ignore[assignment, no-redef]
+    from django_tasks.backends.immediate import ImmediateBackend  # type: ignore[assignment]
+    from django_tasks.base import Task  # type: ignore[assignment]
+
+__all__ = ["enqueue_on_commit", "resume_generation", "run_generation", "task"]
 
 
 @task(takes_context=True)
-def run_generation(context: TaskContext, request_id: int) -> str:
+def run_generation(context: TaskContext[Any, Any], request_id: int) -> str:
     """Run one generation request; returns its final status.
 
     On the immediate backend the task runs inside ``enqueue()``: whoever enqueued it (a web

@@ -49,18 +49,18 @@ class ContentAddressedStorageMixin:
             )
         return name
 
-    def _save(self, name: str, content: File) -> str:
+    def _save(self, name: str, content: File[bytes]) -> str:
         self.put_if_absent(name, content)
         return name
 
-    def put_if_absent(self, name: str, content: File) -> bool:
+    def put_if_absent(self, name: str, content: File[bytes]) -> bool:
         """Store ``content`` under ``name`` unless present; True when bytes were written."""
         if self.exists(name):  # type: ignore[attr-defined]
             return False
         super()._save(name, content)  # type: ignore[misc]
         return True
 
-    def replace(self, name: str, content: File) -> None:
+    def replace(self, name: str, content: File[bytes]) -> None:
         """Store ``content`` under ``name`` even when something is there (a repair)."""
         if self.exists(name):  # type: ignore[attr-defined]
             self.delete(name)  # type: ignore[attr-defined]

@@ -53,7 +53,7 @@ class StoredImage:
     metadata: dict[str, str] = field(default_factory=dict)  # what the object was given
 
 
-class VerifiedImage(File):
+class VerifiedImage(File):  # type: ignore[type-arg]  # not subscriptable at run time
     """A file whose bytes were checked by :func:`inspect_image` (what storages receive)."""
 
     def __init__(

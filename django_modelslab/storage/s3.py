@@ -100,7 +100,7 @@ class ContentAddressedS3Storage(ContentAddressedStorageMixin, S3Storage):
     """
 
     def get_default_settings(self) -> dict[str, Any]:
-        defaults = super().get_default_settings()
+        defaults: dict[str, Any] = super().get_default_settings()
         defaults["conditional_writes"] = True
         if defaults["transfer_config"] is None:
             defaults["transfer_config"] = s3_transfer_config()
@@ -128,29 +128,32 @@ class ContentAddressedS3Storage(ContentAddressedStorageMixin, S3Storage):
         are django-storages' own.
         """
         window = int(get_setting("URL_SIGNING_WINDOW"))
+        url: str
         if expire is not None or not window or not self.querystring_auth or self.custom_domain:
-            return super().url(name, parameters, expire, http_method)
+            url = super().url(name, parameters, expire, http_method)
+            return url
         _window.start = int(time.time()) // window * window
         try:
-            return super().url(name, parameters, self.querystring_expire + window, http_method)
+            url = super().url(name, parameters, self.querystring_expire + window, http_method)
+            return url
         finally:
             _window.start = None
 
     def get_object_parameters(self, name: str) -> dict[str, Any]:
-        params = super().get_object_parameters(name)
+        params: dict[str, Any] = super().get_object_parameters(name)
         cache_control = get_setting("CACHE_CONTROL")
         if cache_control:
             params.setdefault("CacheControl", cache_control)
         return params
 
     def _get_write_parameters(self, name: str, content: Any = None) -> dict[str, Any]:
-        params = super()._get_write_parameters(name, content)
+        params: dict[str, Any] = super()._get_write_parameters(name, content)
         if isinstance(content, VerifiedImage):
             params["ContentType"] = content.content_type
             params["Metadata"] = {**params.get("Metadata", {}), **content.metadata}
         return params
 
-    def put_if_absent(self, name: str, content: File) -> bool:
+    def put_if_absent(self, name: str, content: File[bytes]) -> bool:
         """HEAD, then a conditional PUT; losing a race to the same key is not an error."""
         try:
             return super().put_if_absent(name, content)

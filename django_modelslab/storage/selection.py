@@ -6,7 +6,7 @@ The models import this (and nothing heavier): it loads neither Pillow nor boto3.
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.core.files.storage import Storage, storages
@@ -25,7 +25,7 @@ def get_image_storage() -> Storage:
     return storages["default"]
 
 
-class ImageStorage(LazyObject):
+class ImageStorage(LazyObject):  # type: ignore[type-arg]  # not subscriptable at run time
     """Resolves :func:`get_image_storage` on first use (like ``default_storage``)."""
 
     def _setup(self) -> None:
@@ -45,7 +45,7 @@ def signs_urls(storage: Storage) -> bool:
 
 def field_storage() -> Storage:
     """For ``FileField(storage=field_storage)``: migrations reference this, not a backend."""
-    return image_storage
+    return cast(Storage, image_storage)  # the lazy object stands for one
 
 
 @receiver(setting_changed)

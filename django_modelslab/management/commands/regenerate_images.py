@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, time
 from decimal import Decimal
-from functools import partial
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -468,8 +467,10 @@ class Command(BaseCommand):
         progress = Progress(len(requests), self.write_now, self.stdout.isatty())
         stopping = False
         # The database work (marking, every step of arun) runs in one thread.
-        in_sync = partial(sync_to_async, thread_sensitive=True)
-        start_one = in_sync(lambda request: self.start(request, batch, summary, enqueue=False))
+        start_one = sync_to_async(
+            lambda request: self.start(request, batch, summary, enqueue=False),
+            thread_sensitive=True,
+        )
 
         async def run_one(
             order: int, request: GenerationRequest, client: AsyncModelsLabClient
@@ -508,7 +509,7 @@ class Command(BaseCommand):
                 raise
             finally:
                 progress.finish()
-                await in_sync(close_connection)()
+                await sync_to_async(close_connection, thread_sensitive=True)()
 
     def write_now(self, text: str) -> None:
         """Write ``text`` as is (``OutputWrapper`` would add a newline) and flush it."""
@@ -532,11 +533,11 @@ class Command(BaseCommand):
                 ids = [str(pk) for pk, why in found.items() if why == reason]
                 self.stdout.write(f"{label} ({n}): {reason} [#{', #'.join(ids)}]")
         if summary.over_budget:  # the amounts differ from one to the next: the first says why
-            ids = ", #".join(str(pk) for pk in summary.over_budget)
+            skipped = ", #".join(str(pk) for pk in summary.over_budget)
             first = next(iter(summary.over_budget.values()))
             self.stdout.write(
                 f"Skipped (budget) ({len(summary.over_budget)}): left as they were, nothing sent. "
-                f"{first} [#{ids}]"
+                f"{first} [#{skipped}]"
             )
 
 
