@@ -11,6 +11,8 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
+from django.conf import settings
+from django.test import Client
 
 # Playwright's sync API runs an event loop in this thread; Django's ORM refuses that
 # unless told otherwise (the live server itself runs in another thread).
@@ -48,3 +50,20 @@ def page(browser) -> Iterator[object]:
     page.set_default_timeout(15_000)
     yield page
     context.close()
+
+
+def log_in(page, live_server, username: str, password: str) -> None:
+    """Through the admin's login form."""
+    page.goto(f"{live_server.url}/admin/login/?next=/admin/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("input[type=submit]")
+    page.wait_for_url(f"{live_server.url}/admin/")
+
+
+def log_in_as(page, live_server, user) -> None:
+    """Reuse a test client's session (no password hashing, no login form)."""
+    client = Client()
+    client.force_login(user)
+    cookie = client.cookies[settings.SESSION_COOKIE_NAME]
+    page.context.add_cookies([{"name": cookie.key, "value": cookie.value, "url": live_server.url}])

@@ -13,7 +13,7 @@ from html.parser import HTMLParser
 import httpx
 import pytest
 from django.conf import settings
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -24,80 +24,31 @@ from django_modelslab.models import GeneratedImage, GenerationRequest
 from django_modelslab.testing import Fault
 
 from .conftest import TEST_API_KEY
+from .helpers import (
+    CHANGELIST,
+    EDIT_PERMS,
+    VIEW_PERMS,
+    change_url,
+    form_data,
+    messages_of,
+    new_request,
+    run_action,
+    sent_seeds,
+    staff,
+)
 
 # transaction=True: on_commit callbacks fire at once, as in a project without ATOMIC_REQUESTS.
 pytestmark = pytest.mark.django_db(transaction=True)
 
-CHANGELIST = reverse("admin:django_modelslab_generationrequest_changelist")
 ADD = reverse("admin:django_modelslab_generationrequest_add")
 STATUS = reverse("admin:django_modelslab_generationrequest_status")
 IMAGES = reverse("admin:django_modelslab_generatedimage_changelist")
 Status = GenerationRequest.Status
-
-VIEW_PERMS = ["view_generationrequest", "view_generatedimage"]
-EDIT_PERMS = [*VIEW_PERMS, "add_generationrequest", "change_generationrequest"]
-
-
-def staff(username: str, codenames: list[str], password: str | None = None) -> User:
-    """A staff user with these permissions (no password unless given: hashing is slow)."""
-    user = User.objects.create_user(username, password=password, is_staff=True)
-    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
-    return user
-
-
-def change_url(obj: GenerationRequest) -> str:
-    return reverse("admin:django_modelslab_generationrequest_change", args=[obj.pk])
+PROMPT = "a lighthouse"
 
 
 def choose_url(image: GeneratedImage) -> str:
     return reverse("admin:django_modelslab_generatedimage_choose", args=[image.pk])
-
-
-def make_request(**fields) -> GenerationRequest:
-    return GenerationRequest.objects.create(
-        **{"prompt": "a lighthouse", "width": 256, "height": 256, **fields}
-    )
-
-
-def form_data(**fields) -> dict:
-    """What the add/change form posts (the images inline included)."""
-    data = {
-        "prompt": "a red kite over hills",
-        "negative_prompt": "",
-        "model_id": "",
-        "width": "256",
-        "height": "256",
-        "samples": "1",
-        "kind": "text2img",
-        "seed": "7",
-        "steps": "",
-        "guidance": "",
-        "use_cache": "on",
-        "extra": "{}",
-        "images-TOTAL_FORMS": "0",
-        "images-INITIAL_FORMS": "0",
-        "images-MIN_NUM_FORMS": "0",
-        "images-MAX_NUM_FORMS": "1000",
-    }
-    data.update(fields)
-    return data
-
-
-def messages_of(response) -> list[str]:
-    return [str(message) for message in response.context["messages"]]
-
-
-def run_action(client, action: str, *objs, url: str = CHANGELIST):
-    """Post a changelist action and follow the redirect (which shows, and clears, messages)."""
-    data = {"action": action, "_selected_action": [obj.pk for obj in objs]}
-    return client.post(url, data, follow=True)
-
-
-@pytest.fixture
-def editor(client) -> User:
-    user = staff("editor", [*EDIT_PERMS, "generate_images"])
-    client.force_login(user)
-    return user
 
 
 @pytest.fixture
@@ -108,7 +59,7 @@ def viewer(client) -> User:
 
 
 def test_generate_action_stores_images_and_pages_show_thumbnails(client, editor, emulator):
-    request = make_request(seed=3, samples=2)
+    request = new_request(PROMPT, seed=3, samples=2)
 
     response = client.post(
         CHANGELIST, {"action": "generate", "_selected_action": [request.pk]}, follow=True
@@ -133,7 +84,7 @@ def test_generate_action_stores_images_and_pages_show_thumbnails(client, editor,
 
 
 def test_changelist_falls_back_to_the_image_when_there_is_no_thumbnail(client, editor):
-    request = make_request(status=Status.SUCCEEDED)
+    request = new_request(PROMPT, status=Status.SUCCEEDED)
     image = GeneratedImage.objects.create(
         request=request, image="modelslab/ab/abc.png", sha256="a" * 64, width=256, height=256,
         format="PNG", bytes=1000,
@@ -145,9 +96,9 @@ def test_changelist_falls_back_to_the_image_when_there_is_no_thumbnail(client, e
 
 
 def test_the_api_key_appears_on_no_admin_page(client, editor, emulator):
-    request = make_request(seed=5)
+    request = new_request(PROMPT, seed=5)
     run_action(client, "generate", request)
-    failing = make_request(prompt="doomed")
+    failing = new_request(prompt="doomed")
     emulator.add_fault("text2img", Fault.error_200("Insufficient credits."))
     run_action(client, "generate", failing)
     image = GeneratedImage.objects.get()
@@ -174,7 +125,7 @@ def test_the_api_key_appears_on_no_admin_page(client, editor, emulator):
 
 def test_failure_is_reported_with_its_reason(client, editor, emulator):
     emulator.add_fault("text2img", Fault.error_200("Insufficient credits."))
-    request = make_request()
+    request = new_request(PROMPT)
 
     response = client.post(
         CHANGELIST, {"action": "generate", "_selected_action": [request.pk]}, follow=True
@@ -190,8 +141,8 @@ def test_failure_is_reported_with_its_reason(client, editor, emulator):
 
 
 def test_regenerate_keeps_history_and_counts(client, editor, emulator):
-    done = [make_request(seed=1), make_request(seed=2)]
-    busy = make_request(status=Status.PROCESSING)
+    done = [new_request(PROMPT, seed=1), new_request(PROMPT, seed=2)]
+    busy = new_request(PROMPT, status=Status.PROCESSING)
     ids = [obj.pk for obj in done]
     run_action(client, "generate", *done)
 
@@ -215,7 +166,7 @@ def test_regenerate_keeps_history_and_counts(client, editor, emulator):
 
 
 def test_generate_skips_requests_that_already_have_images(client, editor, emulator):
-    request = make_request(seed=4)
+    request = new_request(PROMPT, seed=4)
     run_action(client, "generate", request)
 
     response = client.post(
@@ -243,7 +194,7 @@ def test_save_and_generate_from_the_add_form(client, editor, emulator):
 
 
 def test_save_and_regenerate_from_the_change_form(client, editor, emulator):
-    request = make_request(seed=9)
+    request = new_request(PROMPT, seed=9)
     run_action(client, "generate", request)
     page = client.get(change_url(request)).content.decode()
     assert 'name="_regenerate"' in page and 'name="_generate"' not in page
@@ -260,17 +211,13 @@ def test_save_and_regenerate_from_the_change_form(client, editor, emulator):
     assert [image.superseded for image in request.images.order_by("attempt")] == [True, False]
 
 
-def sent_seeds(emulator) -> list[int | None]:
-    return [body.get("seed") for route, body in emulator.requests if route == "text2img"]
-
-
 def inline_seeds(page: str) -> list[str]:
     """The seed column of the images inline, as shown."""
     return re.findall(r'<td class="field-seed">\s*<p>([^<]*)</p>', page)
 
 
 def test_regenerate_from_the_change_form_draws_a_new_seed_unless_kept(client, editor, emulator):
-    request = make_request(seed=9)
+    request = new_request(PROMPT, seed=9)
     run_action(client, "generate", request)
     assert 'name="_keep_seed"' in client.get(change_url(request)).content.decode()
     regenerate = {"_regenerate": "Save and regenerate"}
@@ -292,7 +239,7 @@ def test_regenerate_from_the_change_form_draws_a_new_seed_unless_kept(client, ed
 
 
 def test_regenerate_with_the_same_seed_action(client, editor, emulator):
-    request = make_request(seed=5)
+    request = new_request(PROMPT, seed=5)
     run_action(client, "generate", request)
 
     kept = run_action(client, "regenerate_keep_seed", request)
@@ -308,7 +255,7 @@ def test_regenerate_with_the_same_seed_action(client, editor, emulator):
 
 def test_an_unseeded_requests_images_show_the_seed_modelslab_used(client, editor, emulator):
     emulator.configure(mode="processing", minimal_fetch=True)  # the fetch answer has no meta
-    request = make_request(samples=2)
+    request = new_request(PROMPT, samples=2)
 
     run_action(client, "generate", request)
 
@@ -337,7 +284,7 @@ def test_the_form_checks_sizes_and_samples(client, editor, fields, message):
 
 def test_the_form_refuses_extra_that_sets_what_the_pipeline_owns(client, editor, emulator):
     """A change right must not redirect the provider's results (webhook) or reuse a job."""
-    request = make_request(seed=9)
+    request = new_request(PROMPT, seed=9)
     run_action(client, "generate", request)
     hijack = json.dumps({"webhook": "http://attacker.invalid/hook", "Track_ID": "1-1"})
 
@@ -367,7 +314,7 @@ def test_the_form_refuses_extra_that_sets_what_the_pipeline_owns(client, editor,
 
 def test_without_the_permission_actions_and_buttons_are_hidden(client, emulator):
     client.force_login(staff("writer", EDIT_PERMS))
-    request = make_request(seed=8)
+    request = new_request(PROMPT, seed=8)
 
     for url in (CHANGELIST, change_url(request), ADD):
         page = client.get(url).content.decode()
@@ -379,8 +326,8 @@ def test_without_the_permission_actions_and_buttons_are_hidden(client, emulator)
 
 def test_without_the_permission_posts_are_refused(client, emulator):
     client.force_login(staff("writer", EDIT_PERMS))
-    request = make_request(seed=8)
-    other = make_request(prompt="done", status=Status.SUCCEEDED)
+    request = new_request(PROMPT, seed=8)
+    other = new_request(prompt="done", status=Status.SUCCEEDED)
     image = GeneratedImage.objects.create(
         request=other, image="modelslab/ab/abc.png", sha256="a" * 64, width=256, height=256,
         format="PNG", bytes=1000,
@@ -402,7 +349,7 @@ def test_without_the_permission_posts_are_refused(client, emulator):
 
 
 def test_viewing_follows_the_view_permission(client, viewer, emulator):
-    request = make_request(status=Status.SUCCEEDED)
+    request = new_request(PROMPT, status=Status.SUCCEEDED)
     GeneratedImage.objects.create(
         request=request, image="modelslab/ab/abc.png", sha256="b" * 64, width=256, height=256,
         format="PNG", bytes=1000,
@@ -419,8 +366,8 @@ def test_viewing_follows_the_view_permission(client, viewer, emulator):
 
 
 def test_status_endpoint_reports_what_the_polling_script_needs(client, viewer):
-    queued = make_request(status=Status.QUEUED, eta=12.0)
-    failed = make_request(status=Status.FAILED, error="Insufficient credits.")
+    queued = new_request(PROMPT, status=Status.QUEUED, eta=12.0)
+    failed = new_request(PROMPT, status=Status.FAILED, error="Insufficient credits.")
 
     data = client.get(f"{STATUS}?id={queued.pk}&id={failed.pk}&id=nope").json()
 
@@ -444,7 +391,7 @@ def test_status_endpoint_reports_what_the_polling_script_needs(client, viewer):
 
 
 def test_mark_as_chosen(client, editor, emulator):
-    request = make_request(seed=6, samples=2)
+    request = new_request(PROMPT, seed=6, samples=2)
     run_action(client, "generate", request)
     first, second = request.images.order_by("position")
     assert client.get(choose_url(first)).status_code == 405
@@ -463,7 +410,7 @@ def test_mark_as_chosen(client, editor, emulator):
 
 
 def test_the_image_page_offers_choose_only_with_the_permission(client, editor, emulator):
-    request = make_request(seed=6)
+    request = new_request(PROMPT, seed=6)
     run_action(client, "generate", request)
     image = request.images.get()
     image_page = reverse("admin:django_modelslab_generatedimage_change", args=[image.pk])
@@ -480,7 +427,7 @@ def test_the_image_page_offers_choose_only_with_the_permission(client, editor, e
 
 
 def test_choose_action_on_the_image_list(client, editor, emulator):
-    request = make_request(seed=6, samples=2)
+    request = new_request(PROMPT, seed=6, samples=2)
     run_action(client, "generate", request)
     first, second = request.images.order_by("position")
 
@@ -495,8 +442,8 @@ def test_choose_action_on_the_image_list(client, editor, emulator):
 
 
 def test_image_list_filters_searches_and_links_back(client, editor):
-    kite = make_request(prompt="a kite", model_id="flux", status=Status.SUCCEEDED)
-    boat = make_request(prompt="a boat", model_id="sdxl", status=Status.SUCCEEDED)
+    kite = new_request(prompt="a kite", model_id="flux", status=Status.SUCCEEDED)
+    boat = new_request(prompt="a boat", model_id="sdxl", status=Status.SUCCEEDED)
     for n, request in enumerate((kite, boat)):
         GeneratedImage.objects.create(
             request=request, image=f"modelslab/{n}.webp", thumbnail=f"modelslab/thumbs/{n}.webp",
@@ -553,7 +500,7 @@ class _Cells(HTMLParser):
 
 
 def test_image_list_columns_read_right_and_links_do_not_nest(client, editor):
-    request = make_request(prompt="a kite", model_id="flux-pro", status=Status.SUCCEEDED)
+    request = new_request(prompt="a kite", model_id="flux-pro", status=Status.SUCCEEDED)
     GeneratedImage.objects.create(
         request=request, image="modelslab/k.png", thumbnail="modelslab/thumbs/k.webp",
         sha256="a" * 64, width=640, height=480, format="PNG", bytes=10,
@@ -572,7 +519,7 @@ def test_image_list_columns_read_right_and_links_do_not_nest(client, editor):
 
 def test_long_prompts_and_errors_are_cut_with_an_ellipsis(client, editor):
     prompt, error = "fox " * 50, "no " * 100
-    request = make_request(prompt=prompt, status=Status.FAILED, error=error)
+    request = new_request(prompt, status=Status.FAILED, error=error)
     GeneratedImage.objects.create(
         request=request, image="modelslab/f.png", sha256="f" * 64, width=8, height=8,
         format="PNG", bytes=10,
@@ -592,7 +539,7 @@ def test_long_prompts_and_errors_are_cut_with_an_ellipsis(client, editor):
 
 def _rows(count: int) -> None:
     for n in range(count):
-        request = make_request(prompt=f"row {n}", status=Status.SUCCEEDED, model_id="flux")
+        request = new_request(prompt=f"row {n}", status=Status.SUCCEEDED, model_id="flux")
         for position in range(2):
             GeneratedImage.objects.create(
                 request=request, image=f"modelslab/{n}-{position}.png",
@@ -638,7 +585,7 @@ def test_a_double_click_on_save_and_regenerate_answers_no_500_and_pays_once(
     live_server, emulator, startproject_sqlite
 ):
     editor = staff("editor", [*EDIT_PERMS, "generate_images"])
-    request = make_request(seed=9)
+    request = new_request(PROMPT, seed=9)
     pipeline.submit(request)
     emulator.configure(latency=0.5)  # the regeneration is still running at the second click
     session = Client()
@@ -682,7 +629,7 @@ def shown_field(url: str, client) -> str:
 
 
 def test_a_second_press_from_the_same_page_starts_nothing(client, editor, emulator):
-    request = make_request(seed=9)
+    request = new_request(PROMPT, seed=9)
     run_action(client, "generate", request)
     url = change_url(request)
     press = form_data(seed="9", _regenerate="Regenerate", _modelslab_shown=shown_field(url, client))
@@ -713,7 +660,7 @@ def test_a_second_press_from_the_same_page_starts_nothing(client, editor, emulat
 
 
 def test_an_action_posted_twice_from_one_list_starts_each_request_once(client, editor, emulator):
-    requests = [make_request(seed=1), make_request(seed=2)]
+    requests = [new_request(PROMPT, seed=1), new_request(PROMPT, seed=2)]
     run_action(client, "generate", *requests)
     action = {
         "action": "regenerate",
@@ -736,7 +683,7 @@ def test_an_action_posted_twice_from_one_list_starts_each_request_once(client, e
 def test_a_database_that_stays_locked_answers_a_page_not_a_500(
     client, editor, emulator, startproject_sqlite, monkeypatch
 ):
-    request = make_request(seed=9)
+    request = new_request(PROMPT, seed=9)
     monkeypatch.setattr(contention, "LOCKED_RETRY_FOR", 0.5)
     connection.close()  # reopened without the suite's OPTIONS
     other = sqlite3.connect(connections.settings[DEFAULT_DB_ALIAS]["NAME"])
@@ -773,7 +720,7 @@ def test_models_tried_lists_every_try_of_every_attempt_with_the_providers_time(
 ):
     emulator.configure(models={"sdxl"})
     emulator.add_fault("download", Fault.corrupt())  # sdxl's job succeeds; its copy fails
-    request = make_request(seed=7, model_id="gone", fallback_models=["sdxl"])
+    request = new_request(PROMPT, seed=7, model_id="gone", fallback_models=["sdxl"])
     run_action(client, "generate", request)
     time.sleep(1.0)  # the request sits failed until the editor retries it
     url = change_url(request)

@@ -10,20 +10,18 @@ import os
 from pathlib import Path
 
 import pytest
-from django.conf import settings
-from django.test import Client
 from django.urls import reverse
 
 from django_modelslab import pipeline
 from django_modelslab.models import GenerationRequest
 
-from .test_admin import EDIT_PERMS, VIEW_PERMS, staff
+from .browser import log_in, log_in_as
+from .helpers import CHANGELIST, EDIT_PERMS, VIEW_PERMS, change_url, new_request, staff
 
 # reset_sequences: ids start at 1, so the screenshots do not depend on the tests run before.
 pytestmark = pytest.mark.django_db(transaction=True, reset_sequences=True)
 
 DOCS_IMAGES = Path(__file__).resolve().parent.parent / "docs" / "images"
-CHANGELIST = reverse("admin:django_modelslab_generationrequest_changelist")
 ADD = reverse("admin:django_modelslab_generationrequest_add")
 
 ALL_DECODED = """selector => {
@@ -41,27 +39,6 @@ def screenshots(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def log_in(page, live_server, username: str, password: str) -> None:
-    page.goto(f"{live_server.url}/admin/login/?next=/admin/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", password)
-    page.click("input[type=submit]")
-    page.wait_for_url(f"{live_server.url}/admin/")
-
-
-def log_in_as(page, live_server, user) -> None:
-    """Reuse a test client's session (no password hashing, no login form)."""
-    client = Client()
-    client.force_login(user)
-    cookie = client.cookies[settings.SESSION_COOKIE_NAME]
-    page.context.add_cookies([{"name": cookie.key, "value": cookie.value, "url": live_server.url}])
-
-
-def change_url(live_server, obj: GenerationRequest) -> str:
-    path = reverse("admin:django_modelslab_generationrequest_change", args=[obj.pk])
-    return f"{live_server.url}{path}"
-
-
 def decoded_widths(page, selector: str) -> list[int]:
     page.wait_for_function(ALL_DECODED, arg=selector)
     return page.eval_on_selector_all(selector, NATURAL_WIDTHS)
@@ -70,7 +47,7 @@ def decoded_widths(page, selector: str) -> list[int]:
 def test_editor_generates_chooses_and_regenerates(page, live_server, emulator, screenshots):
     staff("editor", [*EDIT_PERMS, "generate_images"], password="correct horse")
     for prompt, seed in (("a red kite over green hills", 11), ("a harbour at night", 12)):
-        GenerationRequest.objects.create(prompt=prompt, seed=seed, width=256, height=256)
+        new_request(prompt, seed=seed)
     # Screenshots for the docs: a wide window, the admin's app sidebar folded away.
     page.set_viewport_size({"width": 1440, "height": 900})
     page.add_init_script("localStorage.setItem('django.admin.navSidebarIsOpen', 'false')")
@@ -85,7 +62,7 @@ def test_editor_generates_chooses_and_regenerates(page, live_server, emulator, s
     page.click("input[name=_generate]")
     page.wait_for_selector(".modelslab-status--succeeded")
     request = GenerationRequest.objects.get(prompt__startswith="a lighthouse")
-    assert page.url == change_url(live_server, request)
+    assert page.url == live_server.url + change_url(request)
     assert decoded_widths(page, ".modelslab-images img") == [256, 256]  # the WebP thumbnails
     assert page.locator(".messagelist").inner_text().count("1 request succeeded.") == 1
 
@@ -112,7 +89,7 @@ def test_editor_generates_chooses_and_regenerates(page, live_server, emulator, s
     page.screenshot(path=screenshots / "admin-changelist.png")
 
     # Both image sets are on the request; the first set is marked superseded.
-    page.goto(change_url(live_server, request))
+    page.goto(live_server.url + change_url(request))
     assert len(decoded_widths(page, ".modelslab-images img")) == 4
     assert page.locator(".modelslab-superseded").count() == 2
     assert page.locator(".modelslab-chosen").count() == 1
@@ -155,7 +132,7 @@ def test_the_page_follows_a_queued_request_until_it_finishes(page, live_server, 
     log_in_as(page, live_server, editor)
     page.clock.install()  # the page's timers run only when the test says so
 
-    page.goto(change_url(live_server, request))
+    page.goto(live_server.url + change_url(request))
     assert page.locator(".modelslab-panel .modelslab-status").inner_text() == "Queued"
     assert page.locator(".modelslab-panel .modelslab-eta").inner_text() == "about 4 s"
     assert page.locator(".modelslab-images img").count() == 0
@@ -209,11 +186,11 @@ def test_a_double_click_posts_once_and_the_wait_shows_progress(page, live_server
     """Inline generation (the default): the post takes seconds. The button is pressed once
     however fast the clicks, and the page says what is happening until the answer comes."""
     editor = staff("editor", [*EDIT_PERMS, "generate_images"])
-    request = GenerationRequest.objects.create(prompt="a quiet pond", seed=5, width=256, height=256)
+    request = new_request("a quiet pond", seed=5)
     pipeline.submit(request)
     emulator.configure(latency=3.0)  # ModelsLab's answer takes a while
     log_in_as(page, live_server, editor)
-    url = change_url(live_server, request)
+    url = live_server.url + change_url(request)
     posts: list[str] = []
     page.on("request", lambda sent: posts.append(sent.url) if sent.method == "POST" else None)
     page.goto(url)
@@ -234,7 +211,7 @@ def test_a_double_click_posts_once_and_the_wait_shows_progress(page, live_server
 
 
 def test_without_the_permission_there_is_nothing_to_press(page, live_server, emulator):
-    request = GenerationRequest.objects.create(prompt="a quiet pond", seed=5, width=256, height=256)
+    request = new_request("a quiet pond", seed=5)
     pipeline.submit(request)
     log_in_as(page, live_server, staff("viewer", VIEW_PERMS))
 
@@ -244,7 +221,7 @@ def test_without_the_permission_there_is_nothing_to_press(page, live_server, emu
     assert page.locator("select[name=action] option[value=generate]").count() == 0
     assert page.locator("select[name=action] option[value=regenerate]").count() == 0
 
-    page.goto(change_url(live_server, request))
+    page.goto(live_server.url + change_url(request))
     assert page.locator(".modelslab-panel .modelslab-status").inner_text() == "Succeeded"
     assert len(decoded_widths(page, ".modelslab-images img")) == 1
     assert page.locator("input[name=_generate], input[name=_regenerate]").count() == 0

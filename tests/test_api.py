@@ -14,12 +14,11 @@ from datetime import timedelta
 import httpx
 import pytest
 from django.conf import settings as django_settings
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.db import connection
 from django.db.models import Q
 from django.test.utils import CaptureQueriesContext
-from django.urls import reverse
 from django.utils import timezone
 from PIL import Image
 from rest_framework.authtoken.models import Token
@@ -29,47 +28,9 @@ from django_modelslab.models import Charge, GeneratedImage, GenerationRequest, I
 from django_modelslab.testing import Fault
 
 from .conftest import TEST_API_KEY
+from .helpers import api_client, api_url, succeeded_request, with_perms
 
 Status = GenerationRequest.Status
-
-
-def url(name: str, *args: object) -> str:
-    return reverse(f"modelslab-api:{name}", args=args)
-
-
-def api_client(user: User | None) -> APIClient:
-    """A client sending the user's DRF token the way OpenAI clients do (Bearer)."""
-    client = APIClient()
-    if user is not None:
-        token, _ = Token.objects.get_or_create(user=user)
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token.key}")
-    return client
-
-
-def make_request(user: User | None, *, images: int = 2, **fields: object) -> GenerationRequest:
-    """A finished request with image rows (files are not read by these tests)."""
-    fields = {"prompt": "a red fox", "status": Status.SUCCEEDED, "model_id": "flux", **fields}
-    generation = GenerationRequest.objects.create(requested_by=user, **fields)
-    for position in range(images):
-        digest = hashlib.sha256(f"{generation.pk}-{position}".encode()).hexdigest()
-        GeneratedImage.objects.create(
-            request=generation,
-            image=f"modelslab/{digest[:2]}/{digest}.png",
-            thumbnail=f"modelslab/{digest[:2]}/{digest}.webp",
-            sha256=digest,
-            width=512,
-            height=512,
-            format="PNG",
-            bytes=1234,
-            source_url=f"http://provider.invalid/out/{digest}.png",
-            position=position,
-        )
-    return generation
-
-
-@pytest.fixture
-def owner(db) -> User:
-    return User.objects.create_user("owner")
 
 
 @pytest.fixture
@@ -95,7 +56,7 @@ def test_create_generates_and_answers_with_permanent_absolute_urls(owner, emulat
     client = api_client(owner)
 
     response = client.post(
-        url("generation-list"),
+        api_url("generation-list"),
         {"prompt": "a lighthouse at dusk", "width": 256, "height": 320, "samples": 2, "seed": 7},
         format="json",
     )
@@ -106,7 +67,9 @@ def test_create_generates_and_answers_with_permanent_absolute_urls(owner, emulat
     assert body["id"] == generation.pk
     assert generation.requested_by == owner
     assert response["Location"] == body["links"]["self"]
-    assert body["links"]["self"] == f"http://testserver{url('generation-detail', generation.pk)}"
+    assert (
+        body["links"]["self"] == f"http://testserver{api_url('generation-detail', generation.pk)}"
+    )
     # The inline task backend ran the generation when the request was committed.
     assert body["status"] == "succeeded"
     assert body["finished"] is True
@@ -135,7 +98,7 @@ def test_a_long_rate_limit_fails_an_inline_run_at_once_saying_when(owner, emulat
     client = api_client(owner)
 
     started = time.monotonic()
-    response = client.post(url("generation-list"), {"prompt": "a kite"}, format="json")
+    response = client.post(api_url("generation-list"), {"prompt": "a kite"}, format="json")
     elapsed = time.monotonic() - started
 
     body = response.json()
@@ -152,7 +115,9 @@ def test_a_long_rate_limit_fails_an_inline_run_at_once_saying_when(owner, emulat
 @pytest.mark.django_db(transaction=True)
 def test_regenerate_keeps_earlier_images_as_superseded(owner, emulator):
     client = api_client(owner)
-    created = client.post(url("generation-list"), {"prompt": "a kite", "width": 256}, format="json")
+    created = client.post(
+        api_url("generation-list"), {"prompt": "a kite", "width": 256}, format="json"
+    )
     first_image = created.json()["images"][0]
 
     response = client.post(created.json()["links"]["regenerate"])
@@ -168,7 +133,7 @@ def test_regenerate_keeps_earlier_images_as_superseded(owner, emulator):
 def test_regenerate_draws_a_new_seed_unless_the_body_keeps_it(owner, emulator):
     client = api_client(owner)
     body = {"prompt": "a kite", "width": 256, "height": 256, "seed": 42}
-    created = client.post(url("generation-list"), body, format="json").json()
+    created = client.post(api_url("generation-list"), body, format="json").json()
     regenerate = created["links"]["regenerate"]
 
     new = client.post(regenerate).json()  # no body: a new seed, a new picture
@@ -192,7 +157,7 @@ def test_an_unseeded_requests_images_show_the_seed_modelslab_used(owner, emulato
     emulator.configure(mode="processing", minimal_fetch=True)  # the fetch answer has no meta
 
     created = api_client(owner).post(
-        url("generation-list"), {"prompt": "a kite", "width": 256, "height": 256}, format="json"
+        api_url("generation-list"), {"prompt": "a kite", "width": 256, "height": 256}, format="json"
     )
 
     generation = created.json()
@@ -204,9 +169,9 @@ def test_an_unseeded_requests_images_show_the_seed_modelslab_used(owner, emulato
 
 @pytest.mark.django_db
 def test_regenerate_while_in_progress_is_a_conflict(owner):
-    generation = make_request(owner, status=Status.PROCESSING, images=0)
+    generation = succeeded_request(owner, status=Status.PROCESSING, images=0)
 
-    response = api_client(owner).post(url("generation-regenerate", generation.pk))
+    response = api_client(owner).post(api_url("generation-regenerate", generation.pk))
 
     assert response.status_code == 409
     assert "processing" in response.json()["detail"]
@@ -216,16 +181,16 @@ def test_regenerate_while_in_progress_is_a_conflict(owner):
 
 @pytest.mark.django_db
 def test_choose_marks_one_image_and_unmarks_the_rest(owner):
-    generation = make_request(owner, images=3)
+    generation = succeeded_request(owner, images=3)
     first, second, _ = generation.images.order_by("position")
     client = api_client(owner)
-    client.post(url("image-choose", first.pk))
+    client.post(api_url("image-choose", first.pk))
 
-    response = client.post(url("image-choose", second.pk))
+    response = client.post(api_url("image-choose", second.pk))
 
     assert response.status_code == 200
     assert response.json()["chosen"] is True
-    detail = client.get(url("generation-detail", generation.pk)).json()
+    detail = client.get(api_url("generation-detail", generation.pk)).json()
     assert [image["chosen"] for image in detail["images"]] == [False, True, False]
 
 
@@ -234,12 +199,6 @@ def test_choose_marks_one_image_and_unmarks_the_rest(owner):
 #: staff: is_staff and no permission; viewer: view_generationrequest; generator: that and
 #: generate_images; superuser: every permission.
 ACTORS = ("anonymous", "owner", "other", "staff", "viewer", "generator", "superuser")
-
-
-def with_perms(username: str, *codenames: str, **fields: object) -> User:
-    user = User.objects.create_user(username, **fields)
-    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
-    return user
 
 
 def _actor(name: str, owner: User, other: User, staff: User) -> User | None:
@@ -256,15 +215,15 @@ def _actor(name: str, owner: User, other: User, staff: User) -> User | None:
 def _call(client: APIClient, endpoint: str, generation: GenerationRequest):
     image = generation.images.first()
     calls = {
-        "list generations": lambda: client.get(url("generation-list")),
+        "list generations": lambda: client.get(api_url("generation-list")),
         "create generation": lambda: client.post(
-            url("generation-list"), {"prompt": "x"}, format="json"
+            api_url("generation-list"), {"prompt": "x"}, format="json"
         ),
-        "get generation": lambda: client.get(url("generation-detail", generation.pk)),
-        "regenerate": lambda: client.post(url("generation-regenerate", generation.pk)),
-        "list images": lambda: client.get(url("image-list")),
-        "get image": lambda: client.get(url("image-detail", image.pk)),
-        "choose image": lambda: client.post(url("image-choose", image.pk)),
+        "get generation": lambda: client.get(api_url("generation-detail", generation.pk)),
+        "regenerate": lambda: client.post(api_url("generation-regenerate", generation.pk)),
+        "list images": lambda: client.get(api_url("image-list")),
+        "get image": lambda: client.get(api_url("image-detail", image.pk)),
+        "choose image": lambda: client.post(api_url("image-choose", image.pk)),
     }
     return calls[endpoint]()
 
@@ -287,7 +246,7 @@ SEES_OWNERS = ("owner", "viewer", "generator", "superuser")
 @pytest.mark.parametrize("endpoint", MATRIX)
 @pytest.mark.parametrize("actor", ACTORS)
 def test_permission_matrix(endpoint, actor, owner, other, staff):
-    generation = make_request(owner)
+    generation = succeeded_request(owner)
     user = _actor(actor, owner, other, staff)
 
     response = _call(api_client(user), endpoint, generation)
@@ -310,16 +269,16 @@ def test_permission_matrix(endpoint, actor, owner, other, staff):
 @pytest.mark.django_db(transaction=True)
 def test_is_staff_alone_cannot_spend_other_users_credits(owner, staff, emulator):
     """A staff user with no permission neither sees nor regenerates (pays for) others' work."""
-    mine = api_client(owner).post(url("generation-list"), {"prompt": "a fox"}, format="json")
+    mine = api_client(owner).post(api_url("generation-list"), {"prompt": "a fox"}, format="json")
     generation = GenerationRequest.objects.get(pk=mine.json()["id"])
     image = generation.images.get()
     charges = Charge.objects.count()
     client = api_client(staff)
 
-    listed = client.get(url("generation-list")).json()["results"]
-    images = client.get(url("image-list")).json()["results"]
-    regenerated = client.post(url("generation-regenerate", generation.pk))
-    chosen = client.post(url("image-choose", image.pk))
+    listed = client.get(api_url("generation-list")).json()["results"]
+    images = client.get(api_url("image-list")).json()["results"]
+    regenerated = client.post(api_url("generation-regenerate", generation.pk))
+    chosen = client.post(api_url("image-choose", image.pk))
 
     assert emulator.calls["text2img"] == 1  # the owner's own generation only
     assert (regenerated.status_code, chosen.status_code) == (404, 404)
@@ -331,13 +290,13 @@ def test_is_staff_alone_cannot_spend_other_users_credits(owner, staff, emulator)
 @pytest.mark.django_db
 def test_a_viewer_may_look_but_not_act(owner):
     """view_generationrequest shows others' requests; acting on them needs generate_images."""
-    generation = make_request(owner)
+    generation = succeeded_request(owner)
     client = api_client(with_perms("viewer", "view_generationrequest"))
 
-    regenerated = client.post(url("generation-regenerate", generation.pk))
-    chosen = client.post(url("image-choose", generation.images.first().pk))
+    regenerated = client.post(api_url("generation-regenerate", generation.pk))
+    chosen = client.post(api_url("image-choose", generation.images.first().pk))
 
-    assert client.get(url("generation-detail", generation.pk)).status_code == 200
+    assert client.get(api_url("generation-detail", generation.pk)).status_code == 200
     assert regenerated.status_code == chosen.status_code == 403
     assert "generate_images" in regenerated.json()["detail"]
 
@@ -346,34 +305,34 @@ def test_a_viewer_may_look_but_not_act(owner):
 def test_generating_can_require_the_permission(owner, settings):
     """API_REQUIRE_GENERATE_PERMISSION: creating and regenerating need generate_images."""
     settings.MODELSLAB = {**settings.MODELSLAB, "API_REQUIRE_GENERATE_PERMISSION": True}
-    generation = make_request(owner)
+    generation = succeeded_request(owner)
     client = api_client(owner)
 
-    created = client.post(url("generation-list"), {"prompt": "x"}, format="json")
-    regenerated = client.post(url("generation-regenerate", generation.pk))
-    chosen = client.post(url("image-choose", generation.images.first().pk))  # costs nothing
-    listed = client.get(url("generation-list"))
+    created = client.post(api_url("generation-list"), {"prompt": "x"}, format="json")
+    regenerated = client.post(api_url("generation-regenerate", generation.pk))
+    chosen = client.post(api_url("image-choose", generation.images.first().pk))  # costs nothing
+    listed = client.get(api_url("generation-list"))
 
     assert (created.status_code, regenerated.status_code) == (403, 403)
     assert "generate_images" in created.json()["detail"]
     assert (chosen.status_code, listed.status_code) == (200, 200)
     assert GenerationRequest.objects.count() == 1
     permitted = api_client(with_perms("maker", "generate_images"))
-    assert permitted.post(url("generation-list"), {"prompt": "x"}).status_code == 202
+    assert permitted.post(api_url("generation-list"), {"prompt": "x"}).status_code == 202
 
 
 @pytest.mark.django_db
 def test_session_and_token_keywords_authenticate_too(client, owner):
-    make_request(owner)
+    succeeded_request(owner)
     client.force_login(owner)
-    assert client.get(url("generation-list")).status_code == 200
+    assert client.get(api_url("generation-list")).status_code == 200
 
     token = Token.objects.create(user=owner)
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-    assert api.get(url("generation-list")).status_code == 200
+    assert api.get(api_url("generation-list")).status_code == 200
     api.credentials(HTTP_AUTHORIZATION="Bearer not-a-token")
-    assert api.get(url("generation-list")).status_code == 401
+    assert api.get(api_url("generation-list")).status_code == 401
 
 
 @pytest.mark.django_db
@@ -381,7 +340,7 @@ def test_session_posts_need_the_csrf_token(owner):
     client = APIClient(enforce_csrf_checks=True)
     client.force_login(owner)
 
-    response = client.post(url("generation-list"), {"prompt": "x"}, format="json")
+    response = client.post(api_url("generation-list"), {"prompt": "x"}, format="json")
 
     assert response.status_code == 403
     assert "CSRF" in response.json()["detail"]
@@ -395,14 +354,14 @@ def test_a_cache_hit_does_not_link_to_another_users_request(owner, other, emulat
     """Bob's identical seeded request reuses alice's images but is not told her request."""
     body = {"prompt": "a quiet harbour", "width": 256, "height": 256, "seed": 11}
     alice = api_client(owner)
-    first = alice.post(url("generation-list"), body, format="json").json()
-    again = alice.post(url("generation-list"), body, format="json").json()
+    first = alice.post(api_url("generation-list"), body, format="json").json()
+    again = alice.post(api_url("generation-list"), body, format="json").json()
     bob = api_client(other)
 
-    bobs = bob.post(url("generation-list"), body, format="json")
+    bobs = bob.post(api_url("generation-list"), body, format="json")
     shown = [
-        bob.get(url("generation-detail", bobs.json()["id"])).json(),
-        bob.get(url("generation-list")).json()["results"][0],
+        bob.get(api_url("generation-detail", bobs.json()["id"])).json(),
+        bob.get(api_url("generation-list")).json()["results"][0],
     ]
 
     assert emulator.calls["text2img"] == 1  # the images were shared
@@ -413,7 +372,7 @@ def test_a_cache_hit_does_not_link_to_another_users_request(owner, other, emulat
     # Alice is shown her own source; whoever may see every request is shown bob's.
     assert again["cached_from"] == first["id"]
     viewer = api_client(with_perms("viewer", "view_generationrequest"))
-    detail = viewer.get(url("generation-detail", bobs.json()["id"])).json()
+    detail = viewer.get(api_url("generation-detail", bobs.json()["id"])).json()
     assert detail["cached_from"] == again["id"]
 
 
@@ -446,7 +405,7 @@ def test_a_cache_hit_does_not_link_to_another_users_request(owner, other, emulat
     ],
 )
 def test_invalid_bodies_get_clear_400s(owner, body, field, message):
-    response = api_client(owner).post(url("generation-list"), body, format="json")
+    response = api_client(owner).post(api_url("generation-list"), body, format="json")
 
     assert response.status_code == 400
     assert message in " ".join(response.json()[field])
@@ -455,7 +414,7 @@ def test_invalid_bodies_get_clear_400s(owner, body, field, message):
 
 @pytest.mark.django_db
 def test_a_body_that_is_not_an_object_is_refused(owner):
-    response = api_client(owner).post(url("generation-list"), ["prompt"], format="json")
+    response = api_client(owner).post(api_url("generation-list"), ["prompt"], format="json")
 
     assert response.status_code == 400
     assert "non_field_errors" in response.json()
@@ -466,12 +425,14 @@ def test_prompt_length_and_models_follow_the_settings(owner, settings):
     settings.MODELSLAB = {**settings.MODELSLAB, "MAX_PROMPT_LENGTH": 10, "ALLOWED_MODELS": ["sdxl"]}
     client = api_client(owner)
 
-    too_long = client.post(url("generation-list"), {"prompt": "x" * 11}, format="json")
+    too_long = client.post(api_url("generation-list"), {"prompt": "x" * 11}, format="json")
     unknown = client.post(
-        url("generation-list"), {"prompt": "x", "model_id": "flux"}, format="json"
+        api_url("generation-list"), {"prompt": "x", "model_id": "flux"}, format="json"
     )
-    known = client.post(url("generation-list"), {"prompt": "x", "model_id": "sdxl"}, format="json")
-    default = client.post(url("generation-list"), {"prompt": "x"}, format="json")
+    known = client.post(
+        api_url("generation-list"), {"prompt": "x", "model_id": "sdxl"}, format="json"
+    )
+    default = client.post(api_url("generation-list"), {"prompt": "x"}, format="json")
 
     assert too_long.status_code == 400
     assert "no more than 10 characters" in too_long.json()["prompt"][0]
@@ -489,9 +450,9 @@ def test_idempotency_key_replays_the_original_request(owner):
     client = api_client(owner)
     body = {"prompt": "a boat", "samples": 2}
 
-    first = client.post(url("generation-list"), body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    first = client.post(api_url("generation-list"), body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
     again = client.post(
-        url("generation-list"), {"samples": 2, "prompt": "a boat"}, format="json",
+        api_url("generation-list"), {"samples": 2, "prompt": "a boat"}, format="json",
         HTTP_IDEMPOTENCY_KEY="k-1",
     )  # fmt: skip
 
@@ -506,10 +467,12 @@ def test_idempotency_key_replays_the_original_request(owner):
 @pytest.mark.django_db
 def test_idempotency_key_with_another_body_is_422(owner):
     client = api_client(owner)
-    client.post(url("generation-list"), {"prompt": "a"}, format="json", HTTP_IDEMPOTENCY_KEY="k")
+    client.post(
+        api_url("generation-list"), {"prompt": "a"}, format="json", HTTP_IDEMPOTENCY_KEY="k"
+    )
 
     response = client.post(
-        url("generation-list"), {"prompt": "b"}, format="json", HTTP_IDEMPOTENCY_KEY="k"
+        api_url("generation-list"), {"prompt": "b"}, format="json", HTTP_IDEMPOTENCY_KEY="k"
     )
 
     assert response.status_code == 422
@@ -520,8 +483,8 @@ def test_idempotency_key_with_another_body_is_422(owner):
 @pytest.mark.django_db
 def test_idempotency_keys_are_scoped_to_the_user(owner, other):
     body = {"prompt": "same"}
-    mine = api_client(owner).post(url("generation-list"), body, HTTP_IDEMPOTENCY_KEY="k")
-    theirs = api_client(other).post(url("generation-list"), body, HTTP_IDEMPOTENCY_KEY="k")
+    mine = api_client(owner).post(api_url("generation-list"), body, HTTP_IDEMPOTENCY_KEY="k")
+    theirs = api_client(other).post(api_url("generation-list"), body, HTTP_IDEMPOTENCY_KEY="k")
 
     assert mine.status_code == theirs.status_code == 202
     assert mine.json()["id"] != theirs.json()["id"]
@@ -534,9 +497,9 @@ def test_idempotency_keys_are_scoped_to_the_endpoint(owner, emulator):
     client = api_client(owner)
     body = {"prompt": "a boat"}
 
-    openai = client.post(url("openai-images"), body, format="json", HTTP_IDEMPOTENCY_KEY="k")
-    native = client.post(url("generation-list"), body, format="json", HTTP_IDEMPOTENCY_KEY="k")
-    again = client.post(url("generation-list"), body, format="json", HTTP_IDEMPOTENCY_KEY="k")
+    openai = client.post(api_url("openai-images"), body, format="json", HTTP_IDEMPOTENCY_KEY="k")
+    native = client.post(api_url("generation-list"), body, format="json", HTTP_IDEMPOTENCY_KEY="k")
+    again = client.post(api_url("generation-list"), body, format="json", HTTP_IDEMPOTENCY_KEY="k")
 
     assert (openai.status_code, native.status_code) == (200, 201)
     assert not native.has_header("Idempotent-Replayed")
@@ -553,10 +516,10 @@ def test_idempotency_keys_are_scoped_to_the_endpoint(owner, emulator):
 def test_a_key_recorded_before_scoping_still_replays(owner):
     """A key stored before keys had an endpoint (blank) still protects a retry of its call."""
     client = api_client(owner)
-    first = client.post(url("generation-list"), {"prompt": "x"}, HTTP_IDEMPOTENCY_KEY="old")
+    first = client.post(api_url("generation-list"), {"prompt": "x"}, HTTP_IDEMPOTENCY_KEY="old")
     IdempotencyKey.objects.update(endpoint="")  # as the migration leaves earlier rows
 
-    retry = client.post(url("generation-list"), {"prompt": "x"}, HTTP_IDEMPOTENCY_KEY="old")
+    retry = client.post(api_url("generation-list"), {"prompt": "x"}, HTTP_IDEMPOTENCY_KEY="old")
 
     assert retry["Idempotent-Replayed"] == "true"
     assert retry.json()["id"] == first.json()["id"]
@@ -566,7 +529,7 @@ def test_a_key_recorded_before_scoping_still_replays(owner):
 @pytest.mark.django_db
 def test_an_overlong_idempotency_key_is_refused(owner):
     response = api_client(owner).post(
-        url("generation-list"), {"prompt": "x"}, format="json", HTTP_IDEMPOTENCY_KEY="k" * 256
+        api_url("generation-list"), {"prompt": "x"}, format="json", HTTP_IDEMPOTENCY_KEY="k" * 256
     )
 
     assert response.status_code == 400
@@ -578,16 +541,16 @@ def test_an_overlong_idempotency_key_is_refused(owner):
 
 @pytest.mark.django_db
 def test_list_is_newest_first_paginated_and_filtered(owner):
-    old = make_request(owner, images=0, model_id="sdxl")
+    old = succeeded_request(owner, images=0, model_id="sdxl")
     GenerationRequest.objects.filter(pk=old.pk).update(
         created_at=timezone.now() - timedelta(days=3)
     )
-    failed = make_request(owner, images=0, status=Status.FAILED)
-    newest = make_request(owner, images=0)
+    failed = succeeded_request(owner, images=0, status=Status.FAILED)
+    newest = succeeded_request(owner, images=0)
     client = api_client(owner)
 
     def ids(**params: object) -> list[int]:
-        response = client.get(url("generation-list"), params)
+        response = client.get(api_url("generation-list"), params)
         assert response.status_code == 200, response.json()
         return [item["id"] for item in response.json()["results"]]
 
@@ -597,7 +560,7 @@ def test_list_is_newest_first_paginated_and_filtered(owner):
     yesterday = (timezone.now() - timedelta(days=1)).date().isoformat()
     assert ids(created_after=yesterday) == [newest.pk, failed.pk]
     assert ids(created_before=yesterday) == [old.pk]
-    page = client.get(url("generation-list"), {"page_size": 2, "page": 2}).json()
+    page = client.get(api_url("generation-list"), {"page_size": 2, "page": 2}).json()
     assert page["count"] == 3
     assert [item["id"] for item in page["results"]] == [old.pk]
     assert page["previous"].startswith("http://testserver/")
@@ -613,7 +576,7 @@ def test_list_is_newest_first_paginated_and_filtered(owner):
     ],
 )
 def test_bad_filters_are_400(owner, params, field):
-    response = api_client(owner).get(url("generation-list"), params)
+    response = api_client(owner).get(api_url("generation-list"), params)
 
     assert response.status_code == 400
     assert field in response.json()
@@ -621,34 +584,34 @@ def test_bad_filters_are_400(owner, params, field):
 
 @pytest.mark.django_db
 def test_image_list_filters(owner):
-    generation = make_request(owner, images=2)
-    make_request(owner, images=1)
+    generation = succeeded_request(owner, images=2)
+    succeeded_request(owner, images=1)
     chosen = generation.images.first()
     GeneratedImage.objects.filter(pk=chosen.pk).update(chosen=True)
     client = api_client(owner)
 
-    by_request = client.get(url("image-list"), {"request": generation.pk}).json()["results"]
-    only_chosen = client.get(url("image-list"), {"chosen": "true"}).json()["results"]
+    by_request = client.get(api_url("image-list"), {"request": generation.pk}).json()["results"]
+    only_chosen = client.get(api_url("image-list"), {"chosen": "true"}).json()["results"]
 
     assert sorted(image["id"] for image in by_request) == sorted(
         generation.images.values_list("pk", flat=True)
     )
     assert [image["id"] for image in only_chosen] == [chosen.pk]
-    assert client.get(url("image-list"), {"request": "x"}).status_code == 400
+    assert client.get(api_url("image-list"), {"request": "x"}).status_code == 400
 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("name", ["generation-list", "image-list"])
 def test_lists_run_a_constant_number_of_queries(owner, name, django_assert_num_queries):
     client = api_client(owner)
-    make_request(owner, images=2)
+    succeeded_request(owner, images=2)
     with CaptureQueriesContext(connection) as few:
-        assert client.get(url(name)).status_code == 200
+        assert client.get(api_url(name)).status_code == 200
     for _ in range(9):
-        make_request(owner, images=3)
+        succeeded_request(owner, images=3)
 
     with django_assert_num_queries(len(few.captured_queries)):
-        response = client.get(url(name))
+        response = client.get(api_url(name))
 
     assert response.json()["count"] == (10 if name == "generation-list" else 29)
 
@@ -664,10 +627,10 @@ def test_generate_scope_throttles_only_generating_calls(owner, settings):
     }
     client = api_client(owner)
 
-    codes = [client.post(url("generation-list"), {"prompt": "x"}).status_code for _ in range(3)]
+    codes = [client.post(api_url("generation-list"), {"prompt": "x"}).status_code for _ in range(3)]
 
     assert codes == [202, 202, 429]
-    assert client.get(url("generation-list")).status_code == 200
+    assert client.get(api_url("generation-list")).status_code == 200
 
 
 @pytest.mark.django_db
@@ -678,10 +641,10 @@ def test_read_scope_throttles_everything(owner, settings):
     }
     client = api_client(owner)
 
-    codes = [client.get(url("image-list")).status_code for _ in range(3)]
+    codes = [client.get(api_url("image-list")).status_code for _ in range(3)]
 
     assert codes == [200, 200, 429]
-    assert "Retry-After" in client.get(url("generation-list"))
+    assert "Retry-After" in client.get(api_url("generation-list"))
 
 
 def allow_one_request_each(user, generation):
@@ -699,9 +662,9 @@ def test_budget_hook_refuses_with_429(owner, settings):
     }
     client = api_client(owner)
 
-    first = client.post(url("generation-list"), {"prompt": "x"})
-    second = client.post(url("generation-list"), {"prompt": "y"})
-    regenerate = client.post(url("generation-regenerate", first.json()["id"]))
+    first = client.post(api_url("generation-list"), {"prompt": "x"})
+    second = client.post(api_url("generation-list"), {"prompt": "y"})
+    regenerate = client.post(api_url("generation-regenerate", first.json()["id"]))
 
     assert first.status_code == 202
     assert second.status_code == 429
@@ -724,7 +687,7 @@ def test_a_budget_hook_may_raise_the_apis_429(owner, settings):
 
     settings.MODELSLAB = {**settings.MODELSLAB, "BUDGET_HOOK": "tests.test_api.refuse_by_raising"}
 
-    answer = api_client(owner).post(url("generation-list"), {"prompt": "x"})
+    answer = api_client(owner).post(api_url("generation-list"), {"prompt": "x"})
 
     assert (answer.status_code, answer.json()) == (429, {"detail": "No images on Sundays."})
     assert BudgetExceeded is OverBudget  # the old name still works
@@ -822,7 +785,9 @@ def test_two_racing_calls_with_one_key_make_one_request(owner, settings):
         client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
         try:
             answers.append(
-                client.post(url("generation-list"), {"prompt": "x"}, HTTP_IDEMPOTENCY_KEY="race")
+                client.post(
+                    api_url("generation-list"), {"prompt": "x"}, HTTP_IDEMPOTENCY_KEY="race"
+                )
             )
         finally:
             connection.close()
@@ -843,11 +808,15 @@ def test_two_racing_calls_with_one_key_make_one_request(owner, settings):
 @pytest.mark.django_db
 def test_date_filters_accept_any_iso_offset(owner):
     """Found by schemathesis on PostgreSQL, which refuses offsets beyond ±15:59."""
-    make_request(owner, images=0)
+    succeeded_request(owner, images=0)
     client = api_client(owner)
 
-    far_offset = client.get(url("generation-list"), {"created_before": "2999-01-05T17:18:19-23:59"})
-    too_early = client.get(url("generation-list"), {"created_after": "0001-01-01T00:00:00+01:00"})
+    far_offset = client.get(
+        api_url("generation-list"), {"created_before": "2999-01-05T17:18:19-23:59"}
+    )
+    too_early = client.get(
+        api_url("generation-list"), {"created_after": "0001-01-01T00:00:00+01:00"}
+    )
 
     assert far_offset.status_code == 200
     assert far_offset.json()["count"] == 1
@@ -870,7 +839,9 @@ def nested(depth: int) -> str:
     "body", [BRACKETS, '{"prompt": ' + nested(40) + "}", '{"prompt": ' + nested(960) + "}"]
 )
 def test_deeply_nested_json_is_a_400(owner, body):
-    response = api_client(owner).post(url("generation-list"), body, content_type="application/json")
+    response = api_client(owner).post(
+        api_url("generation-list"), body, content_type="application/json"
+    )
 
     assert response.status_code == 400
     assert response.json() == {"detail": "JSON parse error - nested more than 32 levels deep"}
@@ -887,7 +858,9 @@ def test_deeply_nested_json_is_a_400(owner, body):
 )
 def test_json_that_cannot_be_sent_back_is_a_400(owner, body, reason):
     """A lone surrogate in a key ended in a 500 when the "Unknown field" answer was rendered."""
-    response = api_client(owner).post(url("generation-list"), body, content_type="application/json")
+    response = api_client(owner).post(
+        api_url("generation-list"), body, content_type="application/json"
+    )
 
     assert response.status_code == 400
     assert response.json()["detail"].startswith(f"JSON parse error - {reason}")
@@ -895,20 +868,20 @@ def test_json_that_cannot_be_sent_back_is_a_400(owner, body, reason):
 
 @pytest.mark.django_db
 def test_out_of_range_ids_are_400_in_filters_and_bodies_and_404_in_paths(owner):
-    generation = make_request(owner, images=1)
+    generation = succeeded_request(owner, images=1)
     client = api_client(owner)
 
-    as_filter = client.get(url("image-list"), {"request": HUGE})
+    as_filter = client.get(api_url("image-list"), {"request": HUGE})
     in_body = client.post(
-        url("generation-list"),
+        api_url("generation-list"),
         {"prompt": "x", "kind": "img2img", "init_image_id": HUGE},
         format="json",
     )
     paths = [
-        client.get(url("generation-detail", HUGE)),
-        client.post(url("generation-regenerate", HUGE)),
-        client.get(url("image-detail", HUGE)),
-        client.post(url("image-choose", HUGE)),
+        client.get(api_url("generation-detail", HUGE)),
+        client.post(api_url("generation-regenerate", HUGE)),
+        client.get(api_url("image-detail", HUGE)),
+        client.post(api_url("image-choose", HUGE)),
     ]
 
     assert as_filter.status_code == 400
@@ -928,7 +901,7 @@ def test_a_json_body_over_the_limit_is_413_before_it_is_read(owner, settings):
     client = api_client(owner)
     body = json.dumps({"prompt": "x", "kind": "img2img", "init_image": "A" * limit})
 
-    response = client.post(url("generation-list"), body, content_type="application/json")
+    response = client.post(api_url("generation-list"), body, content_type="application/json")
 
     assert response.status_code == 413
     assert response.json() == {
@@ -941,7 +914,7 @@ def test_a_json_body_over_the_limit_is_413_before_it_is_read(owner, settings):
 def test_a_form_field_over_djangos_limit_is_413(owner):
     """Multipart keeps DATA_UPLOAD_MAX_MEMORY_SIZE for fields; files are the way for images."""
     response = api_client(owner).post(
-        url("generation-list"),
+        api_url("generation-list"),
         {"prompt": "x", "kind": "img2img", "init_image": "A" * (3 * 1024 * 1024)},
         format="multipart",
     )
@@ -961,7 +934,9 @@ def test_a_data_url_image_larger_than_djangos_body_limit_is_accepted(owner, emul
     body = json.dumps({"prompt": "x", "kind": "img2img", "init_image": init, "strength": 0.5})
     assert len(body) > django_settings.DATA_UPLOAD_MAX_MEMORY_SIZE
 
-    response = api_client(owner).post(url("generation-list"), body, content_type="application/json")
+    response = api_client(owner).post(
+        api_url("generation-list"), body, content_type="application/json"
+    )
 
     assert response.status_code == 201, response.content[:300]
     generation = GenerationRequest.objects.get()
@@ -987,7 +962,7 @@ def worker(settings) -> None:
 def test_unknown_fields_are_reported_with_every_other_error(owner):
     body = {"prompt": " ", "width": 300, "samples": 9, "colour": "red", "webhook": "http://x"}
 
-    response = api_client(owner).post(url("generation-list"), body, format="json")
+    response = api_client(owner).post(api_url("generation-list"), body, format="json")
 
     assert response.status_code == 400
     errors = response.json()
@@ -1003,7 +978,7 @@ def test_unknown_fields_are_reported_with_the_bodys_own_errors(owner):
     """The checks across fields (an img2img needs an input image) are reported too."""
     body = {"prompt": "x", "kind": "img2img", "colour": "red"}
 
-    response = api_client(owner).post(url("generation-list"), body, format="json")
+    response = api_client(owner).post(api_url("generation-list"), body, format="json")
 
     assert response.status_code == 400
     assert response.json()["colour"] == ["Unknown field."]
@@ -1013,7 +988,7 @@ def test_unknown_fields_are_reported_with_the_bodys_own_errors(owner):
 @pytest.mark.django_db(transaction=True)
 def test_regenerate_refuses_unknown_fields_and_changes_nothing(owner, emulator):
     client = api_client(owner)
-    created = client.post(url("generation-list"), {"prompt": "a kite", "width": 256}).json()
+    created = client.post(api_url("generation-list"), {"prompt": "a kite", "width": 256}).json()
 
     response = client.post(
         created["links"]["regenerate"], {"prompt": "changed", "keep_seed": "maybe"}, format="json"
@@ -1040,7 +1015,7 @@ def test_regenerate_refuses_unknown_fields_and_changes_nothing(owner, emulator):
 )
 def test_regenerate_passes_keep_seed_to_the_pipeline(owner, emulator, body, same_seed):
     client = api_client(owner)
-    created = client.post(url("generation-list"), {"prompt": "a kite", "seed": 7}).json()
+    created = client.post(api_url("generation-list"), {"prompt": "a kite", "seed": 7}).json()
 
     response = client.post(created["links"]["regenerate"], body, format="json")
 
@@ -1058,12 +1033,12 @@ def test_the_api_root_links_to_every_endpoint(owner):
     assert anonymous.status_code == 401
     assert response.status_code == 200
     assert response.json() == {
-        "generations": f"http://testserver{url('generation-list')}",
-        "images": f"http://testserver{url('image-list')}",
-        "openai_images": f"http://testserver{url('openai-images')}",
-        "schema": f"http://testserver{url('schema')}",
+        "generations": f"http://testserver{api_url('generation-list')}",
+        "images": f"http://testserver{api_url('image-list')}",
+        "openai_images": f"http://testserver{api_url('openai-images')}",
+        "schema": f"http://testserver{api_url('schema')}",
     }
-    assert url("api-root") == "/api/modelslab/"
+    assert api_url("api-root") == "/api/modelslab/"
 
 
 @pytest.mark.django_db(transaction=True)
@@ -1071,7 +1046,7 @@ def test_a_form_encoded_create_is_accepted(owner, emulator):
     """A boolean left out of a form takes its default (DRF would read an unticked box)."""
     body = "prompt=a+kite&width=256&samples=2&seed=7&fallback_models=sdxl&fallback_models=sd3"
 
-    response = api_client(owner).post(url("generation-list"), body, content_type=FORM)
+    response = api_client(owner).post(api_url("generation-list"), body, content_type=FORM)
 
     assert response.status_code == 201, response.json()
     created = response.json()
@@ -1086,13 +1061,13 @@ def test_a_form_keyed_twice_with_other_values_is_another_body(owner):
     """An Idempotency-Key's body hash counts every value of a repeated form field."""
     client = api_client(owner)
     first = client.post(
-        url("generation-list"),
+        api_url("generation-list"),
         "prompt=x&fallback_models=a&fallback_models=b",
         content_type=FORM,
         HTTP_IDEMPOTENCY_KEY="form",
     )
     other = client.post(
-        url("generation-list"),
+        api_url("generation-list"),
         "prompt=x&fallback_models=c&fallback_models=b",
         content_type=FORM,
         HTTP_IDEMPOTENCY_KEY="form",
@@ -1108,8 +1083,8 @@ def test_form_limits_answer_in_the_apis_shape(owner, settings):
     client = api_client(owner)
     large = "prompt=x&kind=img2img&init_image=" + "A" * (3 * 1024 * 1024)
 
-    too_large = client.post(url("generation-list"), large, content_type=FORM)
-    too_many = client.post(url("generation-list"), "&".join(["a=1"] * 6), content_type=FORM)
+    too_large = client.post(api_url("generation-list"), large, content_type=FORM)
+    too_many = client.post(api_url("generation-list"), "&".join(["a=1"] * 6), content_type=FORM)
 
     assert too_large.status_code == 413
     assert "DATA_UPLOAD_MAX_MEMORY_SIZE" in too_large.json()["detail"]
@@ -1120,7 +1095,9 @@ def test_form_limits_answer_in_the_apis_shape(owner, settings):
 
 @pytest.mark.django_db(transaction=True)
 def test_create_answers_201_with_the_finished_request_when_done(owner, emulator):
-    response = api_client(owner).post(url("generation-list"), {"prompt": "a kite"}, format="json")
+    response = api_client(owner).post(
+        api_url("generation-list"), {"prompt": "a kite"}, format="json"
+    )
 
     assert response.status_code == 201
     assert response["Location"] == response.json()["links"]["self"]
@@ -1130,7 +1107,7 @@ def test_create_answers_201_with_the_finished_request_when_done(owner, emulator)
 @pytest.mark.django_db(transaction=True)
 def test_create_and_regenerate_answer_202_when_queued(owner, emulator, worker):
     client = api_client(owner)
-    created = client.post(url("generation-list"), {"prompt": "a kite"}, format="json")
+    created = client.post(api_url("generation-list"), {"prompt": "a kite"}, format="json")
     GenerationRequest.objects.update(status=Status.FAILED)  # as if the worker had given up
 
     regenerated = client.post(created.json()["links"]["regenerate"])
@@ -1149,10 +1126,10 @@ def test_a_replay_answers_with_the_original_status(owner, emulator, worker):
 
     client = api_client(owner)
     key = {"HTTP_IDEMPOTENCY_KEY": "once"}
-    first = client.post(url("generation-list"), {"prompt": "a boat"}, format="json", **key)
+    first = client.post(api_url("generation-list"), {"prompt": "a boat"}, format="json", **key)
     pipeline.run(first.json()["id"])  # what the worker does
 
-    again = client.post(url("generation-list"), {"prompt": "a boat"}, format="json", **key)
+    again = client.post(api_url("generation-list"), {"prompt": "a boat"}, format="json", **key)
 
     assert first.status_code == again.status_code == 202
     assert again["Idempotent-Replayed"] == "true"
@@ -1165,8 +1142,8 @@ def test_a_replay_of_a_finished_create_is_a_201(owner, emulator):
     client = api_client(owner)
     key = {"HTTP_IDEMPOTENCY_KEY": "once"}
 
-    first = client.post(url("generation-list"), {"prompt": "a boat"}, format="json", **key)
-    again = client.post(url("generation-list"), {"prompt": "a boat"}, format="json", **key)
+    first = client.post(api_url("generation-list"), {"prompt": "a boat"}, format="json", **key)
+    again = client.post(api_url("generation-list"), {"prompt": "a boat"}, format="json", **key)
 
     assert first.status_code == again.status_code == 201
     assert again["Idempotent-Replayed"] == "true"
@@ -1179,8 +1156,8 @@ def test_a_replay_of_a_finished_create_is_a_201(owner, emulator):
     [(Status.PROCESSING, 12.5), (Status.SUCCEEDED, None), (Status.FAILED, None)],
 )
 def test_eta_is_cleared_once_the_request_is_final(owner, status, shown):
-    generation = make_request(owner, status=status, eta=12.5, images=0)
+    generation = succeeded_request(owner, status=status, eta=12.5, images=0)
 
-    body = api_client(owner).get(url("generation-detail", generation.pk)).json()
+    body = api_client(owner).get(api_url("generation-detail", generation.pk)).json()
 
     assert body["eta"] == shown

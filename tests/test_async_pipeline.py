@@ -15,16 +15,17 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.core.files.base import ContentFile
 from django.db import connection
 from django.http import JsonResponse
 from django.test import AsyncRequestFactory
 from PIL import Image
 
-from django_modelslab import kinds, pipeline
+from django_modelslab import pipeline
 from django_modelslab.client import AsyncModelsLabClient
 from django_modelslab.models import GenerationRequest
 from django_modelslab.testing import Fault
+
+from .helpers import new_kind_request, new_request, solid_png
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -51,9 +52,7 @@ def close_connection() -> None:
 
 
 def queued(**fields: Any) -> GenerationRequest:
-    fields = {"prompt": "a red fox in snow", "width": 256, "height": 256, **fields}
-    request = GenerationRequest.objects.create(**fields)
-    return pipeline.submit(request, enqueue=False)
+    return pipeline.submit(new_request(**fields), enqueue=False)
 
 
 def arun(request: GenerationRequest, **kwargs: Any) -> GenerationRequest:
@@ -118,18 +117,15 @@ def test_arun_falls_back_to_the_next_model(emulator):
 
 
 def test_arun_img2img_sends_the_stored_input(emulator):
-    buffer = io.BytesIO()
-    Image.new("RGB", (256, 192), (20, 140, 220)).save(buffer, "PNG")
-    request = GenerationRequest(kind="img2img", prompt="a red fox", seed=5, strength=0.0)
-    kinds.set_inputs(request, init_file=ContentFile(buffer.getvalue(), name="init.png"))
-    request.save()
+    init = solid_png((256, 192), (20, 140, 220))
+    request = new_kind_request("img2img", init=init, prompt="a red fox", strength=0.0)
 
     request = arun(pipeline.submit(request, enqueue=False))
 
     assert request.status == Status.SUCCEEDED, request.error
     assert emulator.calls["img2img"] == 1 and emulator.calls["text2img"] == 0
     with request.images.get().image.open("rb") as file, Image.open(file) as got:
-        assert got.convert("RGB").tobytes() == Image.open(buffer).convert("RGB").tobytes()
+        assert got.convert("RGB").tobytes() == Image.open(io.BytesIO(init)).convert("RGB").tobytes()
 
 
 def test_arun_twice_at_once_starts_one_provider_job(emulator):

@@ -20,8 +20,7 @@ from django_modelslab.exceptions import BudgetExceeded
 from django_modelslab.models import Charge, GenerationRequest
 from django_modelslab.testing.emulator import NSFW_TRIGGER
 
-from .test_admin import EDIT_PERMS, messages_of, run_action, staff
-from .test_api import api_client, url
+from .helpers import EDIT_PERMS, api_client, api_url, messages_of, new_request, run_action, staff
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -46,8 +45,7 @@ def budget(settings, emulator):
 
 
 def new(user: User | None, **fields: Any) -> GenerationRequest:
-    fields = {"prompt": "a red fox", "width": 256, "height": 256, **fields}
-    return GenerationRequest.objects.create(requested_by=user, **fields)
+    return new_request(**{"prompt": "a red fox", "requested_by": user, **fields})
 
 
 def spent(user: User | None, amount: str, *, when=None, **fields: Any) -> GenerationRequest:
@@ -243,10 +241,10 @@ def test_admin_actions_show_the_refusal_and_queue_nothing(client, budget, emulat
 def test_api_answers_429_and_creates_nothing(alice, budget, emulator):
     budget(DAILY_BUDGET_PER_USER="2")
     client = api_client(alice)
-    first = client.post(url("generation-list"), {"prompt": "x", "samples": 2})
+    first = client.post(api_url("generation-list"), {"prompt": "x", "samples": 2})
 
-    second = client.post(url("generation-list"), {"prompt": "y"})
-    again = client.post(url("generation-regenerate", first.json()["id"]))
+    second = client.post(api_url("generation-list"), {"prompt": "y"})
+    again = client.post(api_url("generation-regenerate", first.json()["id"]))
 
     assert first.status_code == 201
     assert first.json()["cost"] == "2.000000"
@@ -266,7 +264,7 @@ def test_openai_endpoint_answers_insufficient_quota(alice, budget, emulator):
     budget(DAILY_BUDGET="0")
     client = api_client(alice)
 
-    response = client.post(url("openai-images"), {"prompt": "a fox", "size": "256x256"})
+    response = client.post(api_url("openai-images"), {"prompt": "a fox", "size": "256x256"})
 
     assert response.status_code == 429
     assert response["x-should-retry"] == "false"

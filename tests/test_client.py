@@ -396,11 +396,6 @@ def test_a_text_answer_is_redacted_before_it_is_cut() -> None:
 
 
 @pytest.fixture
-def sleeps() -> list[float]:
-    return []
-
-
-@pytest.fixture
 def make_client(
     emulator: Emulator, sleeps: list[float]
 ) -> Iterator[Callable[..., ModelsLabClient]]:

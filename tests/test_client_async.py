@@ -21,11 +21,6 @@ Scenario = Callable[[AsyncModelsLabClient], Awaitable[Any]]
 
 
 @pytest.fixture
-def sleeps() -> list[float]:
-    return []
-
-
-@pytest.fixture
 def run_async(emulator: Emulator, sleeps: list[float]) -> Callable[..., Any]:
     """Run ``scenario(client)`` with ``asyncio.run``; waits are recorded, not slept."""
 

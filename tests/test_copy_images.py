@@ -3,36 +3,23 @@ real S3 endpoint), after which ``verify_images`` is clean and cached repeats hit
 
 from __future__ import annotations
 
-from io import StringIO
 from pathlib import Path
 
 import pytest
-from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 from django.core.management import CommandError, call_command
 
-from django_modelslab import kinds, pipeline
+from django_modelslab import pipeline
 from django_modelslab.models import GenerationRequest
 
 pytest.register_assert_rewrite("tests.s3")
 pytest_plugins = ["tests.s3"]
 
+from .helpers import CAFS, generated_image, new_kind_request, run_command, stored_image, tiny_png  # noqa: E402
 from .s3 import STORAGE_BACKEND, S3Case  # noqa: E402
-from .test_verify_images import CAFS, add_image, generated, png, verify  # noqa: E402
-from .test_verify_images import media as media  # noqa: E402  (fixture)
 
 # MEDIA_ROOT is a fresh directory, holding the "modelslab" storage's files.
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("media")]
-
-
-def copy_images(*args: str) -> tuple[str, str | None]:
-    """Run the command; (stdout + stderr, the CommandError's message or None)."""
-    out, err = StringIO(), StringIO()
-    try:
-        call_command("copy_images", *args, stdout=out, stderr=err)
-    except CommandError as exc:
-        return out.getvalue() + err.getvalue(), str(exc)
-    return out.getvalue() + err.getvalue(), None
 
 
 def move_to_s3(settings, s3: S3Case, old: Path) -> None:
@@ -48,20 +35,20 @@ def test_files_moved_to_s3_verify_clean_and_cached_repeats_hit(
     s3: S3Case, settings, emulator
 ) -> None:
     media = Path(settings.MEDIA_ROOT)
-    image = generated(emulator)  # seeded: a repeat is a cache hit
-    upload = GenerationRequest(kind=GenerationRequest.Kind.IMG2IMG, prompt="x", seed=1)
-    kinds.set_inputs(upload, init_file=ContentFile(png(9), name="in.png"))
-    upload.save()
+    image = generated_image("a kite", seed=3)  # seeded: a repeat is a cache hit
+    upload = new_kind_request("img2img", init=tiny_png(9), prompt="x", seed=1)
     names = sorted([image.image.name, image.thumbnail.name, upload.init_image.name])
     assert all((media / name).exists() for name in names)
     move_to_s3(settings, s3, media)
-    assert verify()[1] is not None  # the bucket is empty: every row is a problem
+    assert (
+        run_command("verify_images")[1] is not None
+    )  # the bucket is empty: every row is a problem
 
-    out, error = copy_images("--from", "old-files", "--dry-run")
+    out, error = run_command("copy_images", "--from", "old-files", "--dry-run")
     assert error is None and "3 file(s) would be copied, 0 already there" in out
     assert s3.keys() == []
 
-    out, error = copy_images("--from", "old-files")
+    out, error = run_command("copy_images", "--from", "old-files")
 
     assert error is None, out
     assert "Copied 3 file(s)" in out and "0 not copied" in out
@@ -75,7 +62,7 @@ def test_files_moved_to_s3_verify_clean_and_cached_repeats_hit(
     assert head["Metadata"]["sha256"] == image.sha256
     assert head["Metadata"]["request-id"] == str(image.request_id)
 
-    out, error = verify()
+    out, error = run_command("verify_images")
     assert error is None and "0 with problems" in out
 
     calls = emulator.calls["text2img"]
@@ -84,19 +71,19 @@ def test_files_moved_to_s3_verify_clean_and_cached_repeats_hit(
     assert repeat.cached_from_id == image.request_id  # a hit again: the files are in the bucket
     assert emulator.calls["text2img"] == calls
 
-    out, error = copy_images("--from", "old-files")  # again: nothing left to copy
+    out, error = run_command("copy_images", "--from", "old-files")  # again: nothing left to copy
     assert error is None and "Copied 0 file(s)" in out and "3 already there" in out
 
 
 def test_missing_or_corrupt_old_files_are_reported_and_not_copied(s3: S3Case, settings) -> None:
     media = Path(settings.MEDIA_ROOT)
     request = GenerationRequest.objects.create(prompt="a lighthouse", seed=1)
-    good, lost, rotten = (add_image(request, seed, seed) for seed in (1, 2, 3))
+    good, lost, rotten = (stored_image(request, tiny_png(seed), seed) for seed in (1, 2, 3))
     (media / lost.image.name).unlink()
-    (media / rotten.image.name).write_bytes(png(4))
+    (media / rotten.image.name).write_bytes(tiny_png(4))
     move_to_s3(settings, s3, media)
 
-    out, error = copy_images("--from", "old-files")
+    out, error = run_command("copy_images", "--from", "old-files")
 
     assert error is not None and "Copied 1 file(s)" in error and "2 not copied" in error
     assert f"{lost.image.name}: missing from the old storage" in out
@@ -116,7 +103,7 @@ def test_between_two_filesystem_storages_each_file_is_listed_at_verbosity_2(
 ) -> None:
     media = Path(settings.MEDIA_ROOT)
     request = GenerationRequest.objects.create(prompt="a lighthouse", seed=1)
-    image = add_image(request, 5)
+    image = stored_image(request, tiny_png(5))
     target = tmp_path / "new"
     settings.STORAGES = {
         **settings.STORAGES,
@@ -124,8 +111,8 @@ def test_between_two_filesystem_storages_each_file_is_listed_at_verbosity_2(
         "modelslab": {"BACKEND": CAFS, "OPTIONS": {"location": str(target)}},
     }
 
-    out, error = copy_images("--from", "old-files", "-v", "2")
+    out, error = run_command("copy_images", "--from", "old-files", "-v", "2")
 
     assert error is None, out
     assert f"{image.image.name}: copied" in out
-    assert (target / image.image.name).read_bytes() == png(5)
+    assert (target / image.image.name).read_bytes() == tiny_png(5)

@@ -19,25 +19,28 @@ from django_modelslab.models import Charge, GenerationRequest
 from django_modelslab.signals import request_succeeded
 from django_modelslab.testing.emulator import NSFW_TRIGGER
 
-from .test_admin import EDIT_PERMS, VIEW_PERMS, messages_of, staff
+from .browser import log_in_as
+from .helpers import (
+    CHANGELIST,
+    EDIT_PERMS,
+    VIEW_PERMS,
+    configure,
+    messages_of,
+    new_request,
+    run_new,
+    staff,
+    succeeded_request,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 Status = GenerationRequest.Status
 Source = GenerationRequest.CostSource
-CHANGELIST = reverse("admin:django_modelslab_generationrequest_changelist")
 COSTS = reverse("admin:django_modelslab_generationrequest_costs")
 
 
-def use(settings, **values: Any) -> None:
-    settings.MODELSLAB = {**settings.MODELSLAB, **values}
-
-
-def generate(**fields: Any) -> GenerationRequest:
-    fields = {"prompt": "a red fox in snow", "width": 256, "height": 256, **fields}
-    request = GenerationRequest.objects.create(**fields)
-    pipeline.run(request.pk)
-    request.refresh_from_db()
+def run_succeeded(**fields: Any) -> GenerationRequest:
+    request = run_new(**fields)
     assert request.status == Status.SUCCEEDED, request.error
     return request
 
@@ -47,26 +50,26 @@ def generate(**fields: Any) -> GenerationRequest:
 
 def test_cost_reported_by_modelslab_is_recorded(emulator, settings):
     emulator.configure(report_cost="0.0047")
-    use(settings, PRICES={"*": "1"})  # a reported cost wins over the price table
+    configure(settings, PRICES={"*": "1"})  # a reported cost wins over the price table
 
-    request = generate(samples=2)
+    request = run_succeeded(samples=2)
 
     assert request.cost == Decimal("0.0094")
     assert request.cost_source == Source.PROVIDER
 
 
 def test_without_a_reported_cost_the_price_table_prices_each_stored_image(emulator, settings):
-    use(settings, PRICES={"flux": 0.25, "*": "9"})
+    configure(settings, PRICES={"flux": 0.25, "*": "9"})
 
-    flux = generate(samples=3)
-    other = generate(model_id="sdxl", samples=1)
+    flux = run_succeeded(samples=3)
+    other = run_succeeded(model_id="sdxl", samples=1)
 
     assert (flux.cost, flux.cost_source) == (Decimal("0.75"), Source.PRICE_TABLE)
     assert (other.cost, other.cost_source) == (Decimal("9"), Source.PRICE_TABLE)
 
 
 def test_without_either_the_cost_stays_unknown(emulator):
-    request = generate()
+    request = run_succeeded()
 
     assert request.cost is None
     assert request.cost_source == ""
@@ -75,16 +78,16 @@ def test_without_either_the_cost_stays_unknown(emulator):
 def test_a_cost_reported_while_processing_is_read_from_the_final_answer(emulator, settings):
     emulator.configure(mode="processing", eta=0.05, report_cost=0.5)
 
-    request = generate()
+    request = run_succeeded()
 
     assert emulator.calls["fetch"] >= 1
     assert (request.cost, request.cost_source) == (Decimal("0.5"), Source.PROVIDER)
 
 
 def test_regenerating_adds_to_the_cost_and_the_cache_costs_nothing(emulator, settings):
-    use(settings, PRICES={"*": "0.10"})
-    first = generate(seed=5)
-    twin = generate(seed=5)  # identical and seeded: served from the cache, no API call
+    configure(settings, PRICES={"*": "0.10"})
+    first = run_succeeded(seed=5)
+    twin = run_succeeded(seed=5)  # identical and seeded: served from the cache, no API call
 
     pipeline.regenerate(first, enqueue=False)
     pipeline.run(first.pk)
@@ -105,11 +108,11 @@ def test_request_succeeded_carries_the_attempts_cost(emulator, settings):
 
     request_succeeded.connect(receiver)
     try:
-        first = generate(seed=9)
+        first = run_succeeded(seed=9)
         pipeline.regenerate(first, enqueue=False)
         pipeline.run(first.pk)
-        generate(seed=99, use_cache=True)
-        generate(seed=99)  # cache hit
+        run_succeeded(seed=99, use_cache=True)
+        run_succeeded(seed=99)  # cache hit
     finally:
         request_succeeded.disconnect(receiver)
 
@@ -123,16 +126,16 @@ def test_request_succeeded_carries_the_attempts_cost(emulator, settings):
 
 def test_the_model_that_produced_the_images_prices_them(emulator, settings):
     emulator.configure(failing_models={"flux": "failed"})
-    use(settings, PRICES={"flux": "1", "sdxl": "0.25"})
+    configure(settings, PRICES={"flux": "1", "sdxl": "0.25"})
 
-    request = generate(samples=2, fallback_models=["sdxl"])
+    request = run_succeeded(samples=2, fallback_models=["sdxl"])
 
     assert request.produced_by == "sdxl"
     assert (request.cost, request.cost_source) == (Decimal("0.50"), Source.PRICE_TABLE)
 
 
 def test_a_refused_job_costs_only_what_modelslab_reported(emulator, settings):
-    use(settings, PRICES={"*": "1"}, FALLBACK_ON_SAFETY=True)
+    configure(settings, PRICES={"*": "1"}, FALLBACK_ON_SAFETY=True)
     nsfw = {"prompt": f"a beach {NSFW_TRIGGER}", "width": 256, "height": 256}
 
     unpriced = GenerationRequest.objects.create(**nsfw)
@@ -158,10 +161,10 @@ def test_a_refused_job_costs_only_what_modelslab_reported(emulator, settings):
 
 
 def test_each_paid_job_adds_one_charge_and_the_cache_none(emulator, settings):
-    use(settings, PRICES={"*": "0.10"})
+    configure(settings, PRICES={"*": "0.10"})
     alice = User.objects.create_user("alice")
-    first = generate(seed=5, samples=2, requested_by=alice)
-    twin = generate(seed=5, samples=2)  # served from the cache
+    first = run_succeeded(seed=5, samples=2, requested_by=alice)
+    twin = run_succeeded(seed=5, samples=2)  # served from the cache
 
     assert [(c.attempt, c.amount, c.user, c.model_id) for c in first.charges.all()] == [
         (1, Decimal("0.2"), alice, "flux")
@@ -209,9 +212,9 @@ def test_the_migration_puts_recorded_costs_in_the_ledger():
 
 def test_a_prompt_refused_by_moderation_costs_nothing(emulator, settings):
     emulator.configure(report_cost="0.2")
-    use(settings, PRICES={"*": "1"}, MODERATION_HOOK="tests.test_safety.no_dragons")
+    configure(settings, PRICES={"*": "1"}, MODERATION_HOOK="tests.test_safety.no_dragons")
 
-    request = GenerationRequest.objects.create(prompt="a dragon", width=256, height=256)
+    request = new_request("a dragon")
     request = pipeline.submit(request)
 
     assert request.status == Status.REFUSED
@@ -256,13 +259,13 @@ def test_reported_cost_is_read_leniently(body, cost):
     ],
 )
 def test_cost_settings_are_checked(settings, override, check_id):
-    use(settings, **override)
+    configure(settings, **override)
 
     assert [message.id for message in check_settings()] == [check_id]
 
 
 def test_valid_cost_settings_pass_the_checks(settings):
-    use(
+    configure(
         settings,
         PRICES={"flux": "0.0047", "sdxl": 1, "*": Decimal("0.002")},
         DAILY_BUDGET="50",
@@ -281,9 +284,7 @@ def make(
 ):
     """A finished request with ``images`` image rows and, when ``cost`` is given, the charge
     of its job, made ``when`` (default now)."""
-    from .test_api import make_request
-
-    request = make_request(
+    request = succeeded_request(
         user,
         images=images,
         model_id=model,
@@ -326,7 +327,7 @@ def table(html: str, table_id: str) -> list[list[str]]:
 
 
 def test_cost_column_and_detail_show_amount_and_source(client, settings):
-    use(settings, COST_UNIT="USD")
+    configure(settings, COST_UNIT="USD")
     client.force_login(staff("editor", VIEW_PERMS))
     request = make(None, "flux", "0.0094")
 
@@ -417,10 +418,10 @@ def test_costs_page_follows_the_changelist_filters(client):
 
 
 def test_request_page_lists_its_charges_read_only(client, emulator, settings):
-    use(settings, PRICES={"flux": "0.5", "sdxl": "2"})
+    configure(settings, PRICES={"flux": "0.5", "sdxl": "2"})
     emulator.configure(failing_models={"flux": "failed"})
     viewer = staff("viewer", VIEW_PERMS)
-    request = generate(samples=2, fallback_models=["sdxl"], requested_by=viewer)
+    request = run_succeeded(samples=2, fallback_models=["sdxl"], requested_by=viewer)
     emulator.configure(failing_models={})
     pipeline.regenerate(request, enqueue=False)
     pipeline.run(request.pk)
@@ -457,7 +458,7 @@ def test_costs_page_is_for_staff_with_view_permission(client):
 
 
 def test_costs_page_shows_today_against_the_budgets(client, settings):
-    use(settings, PRICES={"*": "1"}, DAILY_BUDGET="10", DAILY_BUDGET_PER_USER=None)
+    configure(settings, PRICES={"*": "1"}, DAILY_BUDGET="10", DAILY_BUDGET_PER_USER=None)
     viewer = staff("viewer", VIEW_PERMS)
     make(viewer, "flux", "3", finished_at=timezone.now())
     make(viewer, "flux", "5", when=costs.day_start() - timedelta(minutes=1))  # yesterday
@@ -473,8 +474,6 @@ def test_costs_page_shows_today_against_the_budgets(client, settings):
 
 
 def test_costs_page_in_a_browser(page, live_server, settings):
-    from .test_admin_browser import log_in_as
-
     bob = User.objects.create_user("bob")
     make(bob, "flux", "1.25", images=2)
     log_in_as(page, live_server, staff("viewer", VIEW_PERMS))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,23 +10,18 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from PIL import Image
 
 from django_modelslab.downloads import Download, download, is_allowed_host
 from django_modelslab.exceptions import DownloadError, DownloadRefused
 from django_modelslab.testing import Emulator, Fault
 
+from .helpers import noise_png
+
 LIMITS = {"max_bytes": 1024 * 1024, "timeout": 2.0, "connect_timeout": 1.0}
 LOCAL = ["127.0.0.1"]
 
 
-def _png(size: int = 64) -> bytes:
-    buf = io.BytesIO()
-    Image.effect_noise((size, size), 64).convert("RGB").save(buf, "PNG")
-    return buf.getvalue()
-
-
-PNG = _png()
+PNG = noise_png(64)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import signal
 import subprocess
@@ -17,9 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
 from django_modelslab.testing import Emulator, Fault, draw_image
+
+from .helpers import opened
 
 KEY = "emulator-test-key"
 BODY = {"key": KEY, "prompt": "a red fox in snow", "model_id": "flux"}
@@ -38,7 +39,7 @@ def api(emu: Emulator) -> Iterator[httpx.Client]:
         yield client
 
 
-def generate(api: httpx.Client, **fields: Any) -> httpx.Response:
+def post_text2img(api: httpx.Client, **fields: Any) -> httpx.Response:
     return api.post("/v6/images/text2img", json={**BODY, **fields})
 
 
@@ -57,17 +58,11 @@ def wait_until(predicate: Any, timeout: float = 3.0) -> bool:
     return True
 
 
-def image_of(data: bytes) -> Image.Image:
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    return image
-
-
 # --- the happy paths ------------------------------------------------------------------------
 
 
 def test_success_answers_at_once_with_downloadable_images(emu: Emulator, api: httpx.Client):
-    response = generate(api, samples=2, seed=1234, track_id="req-42", width=640, height=384)
+    response = post_text2img(api, samples=2, seed=1234, track_id="req-42", width=640, height=384)
 
     assert response.status_code == 200
     body = response.json()
@@ -88,7 +83,7 @@ def test_success_answers_at_once_with_downloadable_images(emu: Emulator, api: ht
         assert download.status_code == 200
         assert download.headers["content-type"] == "image/png"
         assert int(download.headers["content-length"]) == len(download.content)
-        assert image_of(download.content).size == (640, 384)
+        assert opened(download.content).size == (640, 384)
         assert download.content == emu.output_bytes(url)
         assert api.get(proxy).content == download.content
     assert body["output"][0] != body["output"][1]
@@ -105,12 +100,12 @@ def test_success_answers_at_once_with_downloadable_images(emu: Emulator, api: ht
 
 
 def test_random_seed_is_reported_and_images_are_deterministic(emu: Emulator, api: httpx.Client):
-    first = generate(api).json()
+    first = post_text2img(api).json()
     seed = first["meta"]["seed"]
     assert isinstance(seed, int)
 
-    again = generate(api, seed=seed).json()
-    other = generate(api, seed=seed + 1).json()
+    again = post_text2img(api, seed=seed).json()
+    other = post_text2img(api, seed=seed + 1).json()
     first_bytes = api.get(first["output"][0]).content
     assert api.get(again["output"][0]).content == first_bytes
     assert api.get(other["output"][0]).content != first_bytes
@@ -118,16 +113,16 @@ def test_random_seed_is_reported_and_images_are_deterministic(emu: Emulator, api
 
 
 def test_sample_n_uses_seed_plus_n(emu: Emulator, api: httpx.Client):
-    body = generate(api, seed=10, samples=2, width=256, height=256).json()
-    single = generate(api, seed=11, width=256, height=256).json()
+    body = post_text2img(api, seed=10, samples=2, width=256, height=256).json()
+    single = post_text2img(api, seed=11, width=256, height=256).json()
     assert emu.output_bytes(body["output"][1]) == emu.output_bytes(single["output"][0])
 
 
 def test_draw_image_formats_and_speed():
     png = draw_image("speed", 1, 512, 512)
     jpeg = draw_image("speed", 1, 512, 512, "jpeg")
-    assert image_of(png).format == "PNG"
-    assert image_of(jpeg).format == "JPEG"
+    assert opened(png).format == "PNG"
+    assert opened(jpeg).format == "JPEG"
     started = time.perf_counter()
     draw_image("speed", 2, 512, 512)
     assert time.perf_counter() - started < 0.1
@@ -137,17 +132,17 @@ def test_draw_image_formats_and_speed():
 
 def test_jpeg_outputs(emu: Emulator, api: httpx.Client):
     emu.image_format = "jpeg"
-    body = generate(api).json()
+    body = post_text2img(api).json()
     assert body["output"][0].endswith("-0.jpg")
     download = api.get(body["output"][0])
     assert download.headers["content-type"] == "image/jpeg"
-    assert image_of(download.content).format == "JPEG"
+    assert opened(download.content).format == "JPEG"
 
 
 def test_processing_then_fetch_path_form(emu: Emulator, api: httpx.Client):
     emu.mode = "processing"
     emu.eta = 0.1
-    body = generate(api, track_id="t-1").json()
+    body = post_text2img(api, track_id="t-1").json()
 
     assert body["status"] == "processing"
     assert isinstance(body["id"], int)
@@ -179,7 +174,7 @@ def test_answer_fields_set_odd_figures_in_success_answers(emu: Emulator, api: ht
     emu.eta = 0
     emu.pending_fetches = 0
 
-    job = generate(api, seed=3, track_id="t-1").json()
+    job = post_text2img(api, seed=3, track_id="t-1").json()
     assert "cost" not in job  # processing answers are left as they were
     done = api.post(f"/v6/images/fetch/{job['id']}", json={"key": KEY})
 
@@ -195,7 +190,7 @@ def test_fetch_body_form_with_string_request_id(emu: Emulator, api: httpx.Client
     emu.mode = "processing"
     emu.eta = 0
     emu.pending_fetches = 0
-    job_id = generate(api).json()["id"]
+    job_id = post_text2img(api).json()["id"]
 
     response = api.post("/v6/images/fetch", json={"key": KEY, "request_id": str(job_id)})
 
@@ -207,7 +202,7 @@ def test_fetch_waits_for_eta_and_pending_fetches(emu: Emulator, api: httpx.Clien
     emu.mode = "processing"
     emu.eta = 0.3
     emu.pending_fetches = 2
-    job_id = generate(api).json()["id"]
+    job_id = post_text2img(api).json()["id"]
 
     assert [fetch(api, job_id)["status"] for _ in range(3)] == ["processing"] * 3  # eta not up
     time.sleep(0.3)
@@ -249,7 +244,7 @@ INVALID = [
 
 @pytest.mark.parametrize(("fields", "message"), INVALID)
 def test_validation_errors(emu: Emulator, api: httpx.Client, fields: dict, message: str):
-    response = generate(api, **fields)
+    response = post_text2img(api, **fields)
     assert response.status_code == 400
     assert response.json() == {"status": "error", "message": message}
     assert emu.jobs == {}
@@ -263,7 +258,7 @@ def test_validation_errors_as_200(emu: Emulator, api: httpx.Client):
 
 
 def test_numbers_as_strings_and_yes_no_flags(emu: Emulator, api: httpx.Client):
-    body = generate(
+    body = post_text2img(
         api,
         width="768",
         height="512",
@@ -281,7 +276,7 @@ def test_numbers_as_strings_and_yes_no_flags(emu: Emulator, api: httpx.Client):
     assert (meta["guidance_scale"], meta["seed"]) == (7.0, 42)
     assert (meta["safety_checker"], meta["enhance_prompt"]) == ("yes", "no")
     assert meta["scheduler"] == "UniPCMultistepScheduler"
-    assert image_of(api.get(body["output"][1]).content).size == (768, 512)
+    assert opened(api.get(body["output"][1]).content).size == (768, 512)
     assert emu.jobs[str(body["id"])].params["samples"] == 2
 
 
@@ -347,7 +342,7 @@ def test_constructor_knobs_and_reset(emu: Emulator):
 
 def test_url_expiry(emu: Emulator, api: httpx.Client):
     emu.url_ttl = 0.2
-    url = generate(api).json()["output"][0]
+    url = post_text2img(api).json()["output"][0]
     assert api.get(url).status_code == 200
     time.sleep(0.25)
     assert api.get(url).status_code == 404
@@ -361,12 +356,12 @@ def test_rate_limit_then_normal(emu: Emulator, api: httpx.Client):
     emu.add_fault("text2img", Fault.rate_limit(retry_after=3), times=2)
 
     for _ in range(2):
-        response = generate(api)
+        response = post_text2img(api)
         assert response.status_code == 429
         assert response.headers["retry-after"] == "3"
         assert response.json()["retry_after"] == 3
         assert response.json()["status"] == "error"
-    assert generate(api).json()["status"] == "success"
+    assert post_text2img(api).json()["status"] == "success"
     assert emu.calls["text2img"] == 3
 
 
@@ -375,7 +370,7 @@ def test_faults_run_as_a_script_in_order(emu: Emulator, api: httpx.Client):
     emu.add_fault("*", Fault.error_200("Server busy"))
     emu.add_fault("text2img", Fault.insufficient_credits())
 
-    first, second, third, fourth = (generate(api) for _ in range(4))
+    first, second, third, fourth = (post_text2img(api) for _ in range(4))
     assert (first.status_code, first.json()["message"]) == (503, "Service Unavailable")
     assert (second.status_code, second.json()) == (
         200,
@@ -387,7 +382,7 @@ def test_faults_run_as_a_script_in_order(emu: Emulator, api: httpx.Client):
 
 def test_download_faults_are_not_used_up_by_api_calls(emu: Emulator, api: httpx.Client):
     emu.add_fault("*", Fault.expired())
-    url = generate(api).json()["output"][0]
+    url = post_text2img(api).json()["output"][0]
     assert api.get(url).status_code == 404
     assert api.get(url).status_code == 200
 
@@ -405,7 +400,7 @@ def test_add_fault_rejects_nonsense(emu: Emulator):
 
 def test_failed_on_generate(emu: Emulator, api: httpx.Client):
     emu.add_fault("text2img", Fault.failed("NSFW content"))
-    body = generate(api).json()
+    body = post_text2img(api).json()
     assert body["status"] == "processing"  # accepted even in success mode
 
     answer = fetch(api, body["id"])
@@ -416,7 +411,7 @@ def test_failed_on_generate(emu: Emulator, api: httpx.Client):
 
 def test_failed_on_fetch(emu: Emulator, api: httpx.Client):
     emu.mode = "processing"
-    job_id = generate(api).json()["id"]
+    job_id = post_text2img(api).json()["id"]
     emu.add_fault("fetch", Fault.failed("GPU fell over"))
     assert fetch(api, job_id)["status"] == "failed"
     assert fetch(api, job_id)["message"] == "GPU fell over"  # stays failed
@@ -426,7 +421,7 @@ def test_never_finish(emu: Emulator, api: httpx.Client):
     emu.eta = 0
     emu.pending_fetches = 0
     emu.add_fault("text2img", Fault.never_finish())
-    job_id = generate(api).json()["id"]
+    job_id = post_text2img(api).json()["id"]
     assert [fetch(api, job_id)["status"] for _ in range(3)] == ["processing"] * 3
 
 
@@ -435,7 +430,7 @@ def test_delay_makes_clients_time_out(emu: Emulator, api: httpx.Client):
     with pytest.raises(httpx.ReadTimeout):
         api.post("/v6/images/text2img", json=BODY, timeout=0.1)
     started = time.perf_counter()
-    assert generate(api).status_code == 200
+    assert post_text2img(api).status_code == 200
     assert time.perf_counter() - started < 0.3
 
 
@@ -448,7 +443,7 @@ def test_drop_connection(emu: Emulator, api: httpx.Client):
 
 
 def test_cut_download(emu: Emulator, api: httpx.Client):
-    url = generate(api).json()["output"][0]
+    url = post_text2img(api).json()["output"][0]
     emu.add_fault("download", Fault.cut_download(after_bytes=100))
     with pytest.raises(httpx.RemoteProtocolError), api.stream("GET", url) as response:
         assert int(response.headers["content-length"]) == len(emu.output_bytes(url))
@@ -457,7 +452,7 @@ def test_cut_download(emu: Emulator, api: httpx.Client):
 
 
 def test_slow_download(emu: Emulator, api: httpx.Client):
-    url = generate(api, width=256, height=256).json()["output"][0]
+    url = post_text2img(api, width=256, height=256).json()["output"][0]
     size = len(emu.output_bytes(url))
     rate = size * 4  # about a quarter of a second
     emu.add_fault("download", Fault.slow_download(bytes_per_second=rate))
@@ -468,17 +463,17 @@ def test_slow_download(emu: Emulator, api: httpx.Client):
 
 
 def test_corrupt_download(emu: Emulator, api: httpx.Client):
-    url = generate(api).json()["output"][0]
+    url = post_text2img(api).json()["output"][0]
     emu.add_fault("download", Fault.corrupt())
     response = api.get(url)
     assert response.status_code == 200
     assert response.headers["content-type"] == "image/png"
     with pytest.raises(UnidentifiedImageError):
-        image_of(response.content)
+        opened(response.content)
 
 
 def test_expired_fault_and_download_errors(emu: Emulator, api: httpx.Client):
-    url = generate(api).json()["output"][0]
+    url = post_text2img(api).json()["output"][0]
     emu.add_fault("download", Fault.expired())
     emu.add_fault("download", Fault.rate_limit(retry_after=2))
     emu.add_fault("download", Fault.http_error(502, "Bad Gateway"))
@@ -506,7 +501,7 @@ def test_control_api(emu: Emulator, api: httpx.Client):
     assert pending["retry_after"] == 5
     assert control.post("/faults", json={"kind": "explode"}).status_code == 400
     assert control.post("/faults", json={"kind": "delay", "speed": 1}).status_code == 400
-    assert generate(api).headers["retry-after"] == "5"
+    assert post_text2img(api).headers["retry-after"] == "5"
 
     stats = control.get("/stats").json()
     assert stats["calls"] == {"text2img": 1}
@@ -566,7 +561,7 @@ def receiver() -> Iterator[_Receiver]:
 
 def test_webhook_on_success_with_duplicates(emu: Emulator, api: httpx.Client, receiver):
     emu.webhook_duplicates = 1
-    body = generate(api, webhook=receiver.url, track_id="req-7").json()
+    body = post_text2img(api, webhook=receiver.url, track_id="req-7").json()
 
     deliveries = receiver.wait_for(2)
     assert len(deliveries) == 2
@@ -583,9 +578,9 @@ def test_webhook_on_success_with_duplicates(emu: Emulator, api: httpx.Client, re
 def test_webhook_for_processing_jobs_without_fetching(emu: Emulator, api: httpx.Client, receiver):
     emu.mode = "processing"
     emu.eta = 0.05
-    ok = generate(api, webhook=receiver.url, track_id="a").json()
+    ok = post_text2img(api, webhook=receiver.url, track_id="a").json()
     emu.add_fault("text2img", Fault.failed("out of GPUs"))
-    bad = generate(api, webhook=receiver.url, track_id="b").json()
+    bad = post_text2img(api, webhook=receiver.url, track_id="b").json()
 
     hooks = {hook["track_id"]: hook for hook in receiver.wait_for(2)}
     assert hooks["a"]["status"] == "success"

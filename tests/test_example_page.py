@@ -47,7 +47,7 @@ def studio(page, live_server, settings, django_user_model):
     return page
 
 
-def generate(page, prompt: str, *, size: str = "256", samples: str = "1") -> None:
+def generate_in_page(page, prompt: str, *, size: str = "256", samples: str = "1") -> None:
     page.fill("textarea[name=prompt]", prompt)
     page.select_option("select[name=size]", size)
     page.fill("input[name=samples]", samples)
@@ -55,7 +55,7 @@ def generate(page, prompt: str, *, size: str = "256", samples: str = "1") -> Non
 
 
 def test_posts_a_prompt_and_shows_the_stored_images(studio, live_server, emulator):
-    generate(studio, "a lighthouse at dusk", samples="2")
+    generate_in_page(studio, "a lighthouse at dusk", samples="2")
 
     studio.wait_for_function(DECODED)
     generation = GenerationRequest.objects.get()
@@ -81,7 +81,7 @@ def test_polls_until_a_worker_has_finished(studio, settings, emulator):
     settings.TASKS = {**settings.TASKS, "worker": {"BACKEND": dummy}}
     settings.MODELSLAB = {**settings.MODELSLAB, "TASK_BACKEND": "worker"}
 
-    generate(studio, "a slow kite")
+    generate_in_page(studio, "a slow kite")
     studio.wait_for_selector("#status:has-text('queued')")
     assert studio.locator("#images img").count() == 0
     pipeline.run(GenerationRequest.objects.get().pk)  # the worker
@@ -94,7 +94,7 @@ def test_polls_until_a_worker_has_finished(studio, settings, emulator):
 def test_shows_why_a_generation_failed(studio, emulator):
     emulator.add_fault("text2img", Fault.error_200("Insufficient credits."))
 
-    generate(studio, "a boat")
+    generate_in_page(studio, "a boat")
 
     studio.wait_for_selector("#status.failed")
     assert "failed: Insufficient credits." in studio.text_content("#status")
@@ -105,7 +105,7 @@ def test_shows_validation_errors(studio, emulator):
     studio.fill("input[name=samples]", "9")
     studio.evaluate("document.querySelector('input[name=samples]').removeAttribute('max')")
 
-    generate(studio, "a boat", samples="9")
+    generate_in_page(studio, "a boat", samples="9")
 
     studio.wait_for_selector("#status.failed")
     assert "samples: Ensure this value is less than or equal to 4." in studio.text_content(

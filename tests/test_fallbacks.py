@@ -16,19 +16,12 @@ from django_modelslab.models import GenerationRequest, request_id_from_track_id
 from django_modelslab.signals import request_failed, request_succeeded
 from django_modelslab.testing import Fault
 
-from .test_webhooks import finished, wait_for, webhooks_on  # noqa: F401  (fixture)
+from .helpers import finished, generate, new_request, wait_for
 
 pytestmark = pytest.mark.django_db
 
 Status = GenerationRequest.Status
-
-
-def generate(capture, **fields) -> GenerationRequest:
-    fields = {"prompt": "a lighthouse at dusk", "width": 256, "height": 256, **fields}
-    with capture(execute=True):
-        request = pipeline.submit(GenerationRequest.objects.create(**fields))
-    request.refresh_from_db()
-    return request
+PROMPT = "a lighthouse at dusk"
 
 
 def sent_models(emulator) -> list[tuple[str, str]]:
@@ -53,14 +46,10 @@ def events() -> Iterator[list[tuple[str, dict[str, Any]]]]:
     request_succeeded.disconnect(succeeded)
 
 
-def test_an_unknown_model_falls_back_to_the_next(
-    emulator, django_capture_on_commit_callbacks, events
-):
+def test_an_unknown_model_falls_back_to_the_next(emulator, events):
     emulator.configure(models={"sdxl"})
 
-    request = generate(
-        django_capture_on_commit_callbacks, model_id="no-such-model", fallback_models=["sdxl"]
-    )
+    request = generate(PROMPT, model_id="no-such-model", fallback_models=["sdxl"])
 
     assert request.status == Status.SUCCEEDED, request.error
     assert request.model_id == "no-such-model"  # what was asked stays
@@ -86,13 +75,11 @@ def test_an_unknown_model_falls_back_to_the_next(
     assert [name for name, _kwargs in events] == ["succeeded"]
 
 
-def test_the_fallback_models_setting_applies_when_the_request_lists_none(
-    emulator, django_capture_on_commit_callbacks, settings
-):
+def test_the_fallback_models_setting_applies_when_the_request_lists_none(emulator, settings):
     settings.MODELSLAB = {**settings.MODELSLAB, "FALLBACK_MODELS": ["gone", "sdxl", "flux"]}
     emulator.configure(models={"sdxl", "flux"}, failing_models={"flux": "failed"})
 
-    request = generate(django_capture_on_commit_callbacks)  # model: DEFAULT_MODEL (flux)
+    request = generate(PROMPT)  # model: DEFAULT_MODEL (flux)
 
     assert request.status == Status.SUCCEEDED, request.error
     assert request.produced_by == "sdxl"
@@ -105,12 +92,10 @@ def test_the_fallback_models_setting_applies_when_the_request_lists_none(
     assert [m for m, _track in sent_models(emulator)] == ["flux", "gone", "sdxl"]
 
 
-def test_a_server_error_that_outlasts_the_retries_falls_back(
-    emulator, django_capture_on_commit_callbacks
-):
+def test_a_server_error_that_outlasts_the_retries_falls_back(emulator):
     emulator.configure(failing_models={"flux": 503})
 
-    request = generate(django_capture_on_commit_callbacks, fallback_models=["sdxl"])
+    request = generate(PROMPT, fallback_models=["sdxl"])
 
     assert request.status == Status.SUCCEEDED, request.error
     assert request.produced_by == "sdxl"
@@ -119,10 +104,10 @@ def test_a_server_error_that_outlasts_the_retries_falls_back(
     assert models == ["flux"] * 4 + ["sdxl"]  # the client's MAX_RETRIES=3, then the next model
 
 
-def test_a_refused_api_key_does_not_fall_back(emulator, django_capture_on_commit_callbacks, events):
+def test_a_refused_api_key_does_not_fall_back(emulator, events):
     emulator.configure(api_keys={"another-key"})
 
-    request = generate(django_capture_on_commit_callbacks, fallback_models=["sdxl", "sd3"])
+    request = generate(PROMPT, fallback_models=["sdxl", "sd3"])
 
     assert request.status == Status.FAILED
     assert request.error.startswith("Invalid API key")
@@ -132,24 +117,22 @@ def test_a_refused_api_key_does_not_fall_back(emulator, django_capture_on_commit
     assert [name for name, _kwargs in events] == ["failed"]
 
 
-def test_invalid_parameters_do_not_fall_back(emulator, django_capture_on_commit_callbacks):
-    request = generate(django_capture_on_commit_callbacks, width=2048, fallback_models=["sdxl"])
+def test_invalid_parameters_do_not_fall_back(emulator):
+    request = generate(PROMPT, width=2048, fallback_models=["sdxl"])
 
     assert request.status == Status.FAILED
     assert "width must not be greater than 1024" in request.error
     assert emulator.calls["text2img"] == 1
 
 
-def test_credits_rate_limits_and_lost_answers_do_not_fall_back(
-    emulator, django_capture_on_commit_callbacks, settings
-):
+def test_credits_rate_limits_and_lost_answers_do_not_fall_back(emulator, settings):
     settings.MODELSLAB = {**settings.MODELSLAB, "MAX_RETRIES": 0}
     emulator.add_fault("text2img", Fault.insufficient_credits())
-    out_of_credit = generate(django_capture_on_commit_callbacks, fallback_models=["sdxl"])
+    out_of_credit = generate(PROMPT, fallback_models=["sdxl"])
     emulator.add_fault("text2img", Fault.rate_limit(0.01))
-    limited = generate(django_capture_on_commit_callbacks, fallback_models=["sdxl"])
+    limited = generate(PROMPT, fallback_models=["sdxl"])
     emulator.add_fault("text2img", Fault.http_error(500))  # may have been queued: ambiguous
-    ambiguous = generate(django_capture_on_commit_callbacks, fallback_models=["sdxl"])
+    ambiguous = generate(PROMPT, fallback_models=["sdxl"])
 
     for request in (out_of_credit, limited, ambiguous):
         assert request.status == Status.FAILED
@@ -158,12 +141,10 @@ def test_credits_rate_limits_and_lost_answers_do_not_fall_back(
     assert "may have been queued" in ambiguous.error
 
 
-def test_when_every_model_fails_the_error_lists_each(
-    emulator, django_capture_on_commit_callbacks, events
-):
+def test_when_every_model_fails_the_error_lists_each(emulator, events):
     emulator.configure(models={"flux"}, failing_models={"flux": "failed"})
 
-    request = generate(django_capture_on_commit_callbacks, fallback_models=["sdxl", "sd3"])
+    request = generate(PROMPT, fallback_models=["sdxl", "sd3"])
 
     assert request.status == Status.FAILED
     assert request.error.startswith("No model produced images (3 tried).")
@@ -179,7 +160,7 @@ def test_retrying_after_a_total_failure_starts_from_the_first_model(
     emulator, django_capture_on_commit_callbacks
 ):
     emulator.configure(models=set())
-    request = generate(django_capture_on_commit_callbacks, fallback_models=["sdxl"])
+    request = generate(PROMPT, fallback_models=["sdxl"])
     assert request.status == Status.FAILED
 
     emulator.configure(models=None)
@@ -197,12 +178,10 @@ def test_retrying_after_a_total_failure_starts_from_the_first_model(
     assert request.track_id == f"{request.pk}-2"
 
 
-def test_a_cached_result_reports_the_model_that_made_it(
-    emulator, django_capture_on_commit_callbacks
-):
+def test_a_cached_result_reports_the_model_that_made_it(emulator):
     emulator.configure(models={"sdxl"})
-    first = generate(django_capture_on_commit_callbacks, seed=5, fallback_models=["sdxl"])
-    again = generate(django_capture_on_commit_callbacks, seed=5, fallback_models=["sdxl"])
+    first = generate(PROMPT, seed=5, fallback_models=["sdxl"])
+    again = generate(PROMPT, seed=5, fallback_models=["sdxl"])
 
     assert again.cached_from == first
     assert again.produced_by == "sdxl"
@@ -210,11 +189,9 @@ def test_a_cached_result_reports_the_model_that_made_it(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_fallback_job_finishes_through_its_webhook(webhooks_on, emulator):  # noqa: F811
+def test_a_fallback_job_finishes_through_its_webhook(webhooks_on, emulator):
     emulator.configure(models={"sdxl"})
-    request = GenerationRequest.objects.create(
-        prompt="a harbour at night", width=256, height=256, fallback_models=["sdxl"]
-    )
+    request = new_request("a harbour at night", fallback_models=["sdxl"])
 
     returned = pipeline.run(request.pk)
 
@@ -234,7 +211,7 @@ def test_a_fallback_job_finishes_through_its_webhook(webhooks_on, emulator):  # 
 @pytest.mark.django_db(transaction=True)  # the command runs requests on its own threads
 def test_the_command_can_add_fallbacks_for_its_run(emulator, settings):
     emulator.configure(models={"sdxl"})
-    request = GenerationRequest.objects.create(prompt="a kite", width=256, height=256)
+    request = new_request("a kite")
     pipeline.run(request.pk)
     request.refresh_from_db()
     assert request.status == Status.FAILED
@@ -250,7 +227,7 @@ def test_the_command_can_add_fallbacks_for_its_run(emulator, settings):
 
 def test_the_command_checks_fallback_models(emulator, settings):
     settings.MODELSLAB = {**settings.MODELSLAB, "ALLOWED_MODELS": ["flux"]}
-    GenerationRequest.objects.create(prompt="a kite", width=256, height=256)
+    new_request("a kite")
 
     with pytest.raises(Exception, match="--fallback-model: Unknown model"):
         _command("--fallback-model", "sdxl")
@@ -306,12 +283,10 @@ def test_fallback_settings_are_checked(settings):
     } <= ids
 
 
-def test_seconds_are_measured(emulator, django_capture_on_commit_callbacks):
+def test_seconds_are_measured(emulator):
     emulator.configure(models={"sdxl"}, latency=0.2)
     started = time.monotonic()
-    request = generate(
-        django_capture_on_commit_callbacks, model_id="nope", fallback_models=["sdxl"]
-    )
+    request = generate(PROMPT, model_id="nope", fallback_models=["sdxl"])
     took = time.monotonic() - started
 
     seconds = [e["seconds"] for e in request.model_attempts]
@@ -325,7 +300,7 @@ def test_a_retry_keeps_the_failed_try_and_times_only_itself(
     """A retry that copies the first attempt's outputs again adds its own entry; the failed
     one stays, and neither counts the time the request sat failed in between."""
     emulator.add_fault("download", Fault.corrupt())
-    request = generate(django_capture_on_commit_callbacks, seed=42)
+    request = generate(PROMPT, seed=42)
     assert request.status == Status.FAILED
     job_time = next(iter(emulator.jobs.values())).generation_time
     time.sleep(1.0)  # the request sits failed until someone retries it
@@ -346,12 +321,10 @@ def test_a_retry_keeps_the_failed_try_and_times_only_itself(
     assert second["provider_seconds"] is None  # no new job: ModelsLab reported no new time
 
 
-def test_the_provider_time_of_each_model_is_kept(emulator, django_capture_on_commit_callbacks):
+def test_the_provider_time_of_each_model_is_kept(emulator):
     emulator.configure(models={"sdxl"})
 
-    request = generate(
-        django_capture_on_commit_callbacks, seed=7, model_id="gone", fallback_models=["sdxl"]
-    )
+    request = generate(PROMPT, seed=7, model_id="gone", fallback_models=["sdxl"])
 
     assert request.status == Status.SUCCEEDED, request.error
     (job,) = emulator.jobs.values()

@@ -36,8 +36,11 @@ from django_modelslab.client import _urls
 from django_modelslab.models import GeneratedImage, GenerationRequest, WebhookDelivery
 from django_modelslab.testing import Emulator, Fault
 
+from .helpers import configure, new_request
+
 Status = GenerationRequest.Status
 SECRET = "fault-matrix-webhook-secret-0123456789"
+PROMPT = "a lighthouse in a storm"
 
 
 class Ledger:
@@ -122,15 +125,6 @@ def ledger(emulator: Emulator, record_property, settings) -> Ledger:
     return Ledger(emulator, record_property)
 
 
-def new_request(**fields: Any) -> GenerationRequest:
-    fields.setdefault("prompt", "a lighthouse in a storm")
-    return GenerationRequest.objects.create(width=256, height=256, **fields)
-
-
-def configure(settings, **values: Any) -> None:
-    settings.MODELSLAB = {**settings.MODELSLAB, **values}
-
-
 # --- the provider API ---------------------------------------------------------------------
 
 db = pytest.mark.django_db
@@ -141,7 +135,7 @@ def test_429_with_retry_after_is_waited_out(emulator, ledger):
     """429 with retry_after on generate, twice"""
     emulator.add_fault("text2img", Fault.rate_limit(retry_after=0.05), times=2)
 
-    request = ledger.run(new_request(seed=1), bound=2)
+    request = ledger.run(new_request(PROMPT, seed=1), bound=2)
 
     assert request.status == Status.SUCCEEDED
     assert request.images.count() == 1
@@ -154,7 +148,7 @@ def test_429_that_does_not_clear_fails_and_a_rerun_finishes(emulator, ledger, se
     configure(settings, MAX_RETRIES=2)
     emulator.add_fault("text2img", Fault.rate_limit(retry_after=0.05), times=3)
 
-    request = ledger.run(new_request(seed=2), bound=2)
+    request = ledger.run(new_request(PROMPT, seed=2), bound=2)
 
     assert request.status == Status.FAILED
     assert "Rate limit exceeded" in request.error
@@ -170,7 +164,7 @@ def test_503_burst_on_generate_is_retried(emulator, ledger):
     """503 burst on generate (a gateway: the job was certainly not queued)"""
     emulator.add_fault("text2img", Fault.http_error(503, "Service Unavailable"), times=3)
 
-    request = ledger.run(new_request(seed=3), bound=2)
+    request = ledger.run(new_request(PROMPT, seed=3), bound=2)
 
     assert request.status == Status.SUCCEEDED
     ledger.check(jobs=1, generate_calls=4)
@@ -181,7 +175,7 @@ def test_500_on_generate_is_never_resubmitted(emulator, ledger):
     """500 on generate (the job may have been queued)"""
     emulator.add_fault("text2img", Fault.http_error(500))
 
-    request = ledger.run(new_request(seed=4), bound=2)
+    request = ledger.run(new_request(PROMPT, seed=4), bound=2)
     assert request.status == Status.FAILED
     assert "may have been queued" in request.error
     assert request.provider_responses[-1]["status_code"] == 500
@@ -203,7 +197,7 @@ def test_5xx_burst_on_fetch_is_retried(emulator, ledger):
     emulator.eta = 0
     emulator.add_fault("fetch", Fault.http_error(500), times=3)
 
-    request = ledger.run(new_request(seed=5), bound=3)
+    request = ledger.run(new_request(PROMPT, seed=5), bound=3)
 
     assert request.status == Status.SUCCEEDED
     ledger.check(jobs=1, generate_calls=1)
@@ -214,7 +208,7 @@ def test_error_200_fails_with_the_providers_message_and_a_rerun_finishes(emulato
     """HTTP 200 with status "error" on generate"""
     emulator.add_fault("text2img", Fault.error_200("Server error, please try again."))
 
-    request = ledger.run(new_request(seed=6), bound=2)
+    request = ledger.run(new_request(PROMPT, seed=6), bound=2)
     assert request.status == Status.FAILED
     assert "Server error, please try again." in request.error
     assert request.provider_responses[-1]["body"]["status"] == "error"
@@ -231,7 +225,7 @@ def test_failed_job_reports_the_reason_and_a_rerun_starts_a_new_one(emulator, le
     emulator.eta = 0
     emulator.add_fault("text2img", Fault.failed("NSFW content detected"))
 
-    request = ledger.run(new_request(seed=7), bound=2)
+    request = ledger.run(new_request(PROMPT, seed=7), bound=2)
     assert request.status == Status.FAILED
     assert "NSFW content detected" in request.error
     assert request.provider_responses[-1]["body"]["status"] == "failed"
@@ -267,7 +261,7 @@ def test_connect_timeout_on_generate_is_retried_then_fails_and_a_rerun_finishes(
     """Connect timeout on generate (nothing was sent)"""
     configure(settings, BASE_URL=blackhole, CONNECT_TIMEOUT=0.2, MAX_RETRIES=1)
 
-    request = ledger.run(new_request(seed=8), bound=2)
+    request = ledger.run(new_request(PROMPT, seed=8), bound=2)
     assert request.status == Status.FAILED
     assert "Could not reach ModelsLab" in request.error
     assert "ConnectTimeout" in request.error
@@ -287,7 +281,7 @@ def test_read_timeout_on_fetch_is_retried(emulator, ledger, settings):
     emulator.eta = 0
     emulator.add_fault("fetch", Fault.delay(1.0))
 
-    request = ledger.run(new_request(seed=9), bound=3)
+    request = ledger.run(new_request(PROMPT, seed=9), bound=3)
 
     assert request.status == Status.SUCCEEDED
     ledger.check(jobs=1, generate_calls=1)
@@ -299,7 +293,7 @@ def test_read_timeout_on_generate_is_never_resubmitted(emulator, ledger, setting
     configure(settings, TIMEOUT=0.3)
     emulator.add_fault("text2img", Fault.delay(0.6))
 
-    request = ledger.run(new_request(seed=10), bound=2)
+    request = ledger.run(new_request(PROMPT, seed=10), bound=2)
     assert request.status == Status.FAILED
     assert "may have been queued" in request.error
     assert request.track_id  # what was sent is known
@@ -320,7 +314,7 @@ def test_dropped_connection_on_generate_is_never_resubmitted(emulator, ledger):
     """Connection dropped after sending generate"""
     emulator.add_fault("text2img", Fault.drop_connection())
 
-    request = ledger.run(new_request(seed=11), bound=2)
+    request = ledger.run(new_request(PROMPT, seed=11), bound=2)
     assert request.status == Status.FAILED
     assert "may have been queued" in request.error
 
@@ -336,7 +330,7 @@ def test_dropped_connection_on_fetch_is_retried(emulator, ledger):
     emulator.eta = 0
     emulator.add_fault("fetch", Fault.drop_connection(), times=2)
 
-    request = ledger.run(new_request(seed=12), bound=2)
+    request = ledger.run(new_request(PROMPT, seed=12), bound=2)
 
     assert request.status == Status.SUCCEEDED
     ledger.check(jobs=1, generate_calls=1)
@@ -349,7 +343,7 @@ def test_job_that_never_finishes_stops_at_max_wait_and_a_rerun_polls_it(emulator
     emulator.mode = "processing"
     emulator.add_fault("text2img", Fault.never_finish())
 
-    request = ledger.run(new_request(seed=13), bound=1.5)
+    request = ledger.run(new_request(PROMPT, seed=13), bound=1.5)
     assert request.status == Status.FAILED
     assert "MAX_WAIT" in request.error
     assert request.provider_id
@@ -368,7 +362,7 @@ def download_fault_case(ledger, emulator, settings, fault: Fault, expected: str,
     configure(settings, **limits)
     emulator.add_fault("download", fault)
 
-    request = ledger.run(new_request(seed=20, samples=2), bound=2)
+    request = ledger.run(new_request(PROMPT, seed=20, samples=2), bound=2)
     assert request.status == Status.FAILED
     assert expected in request.error
     assert len(request.output_urls) == 2  # both kept for the retry: the source URLs
@@ -431,7 +425,7 @@ def test_output_gone_for_good_is_not_paid_for_again_automatically(emulator, ledg
     """Outputs deleted by ModelsLab before any copy (url_ttl 0)"""
     emulator.url_ttl = 0
 
-    request = ledger.run(new_request(seed=21), bound=2)
+    request = ledger.run(new_request(PROMPT, seed=21), bound=2)
     assert request.status == Status.FAILED
     assert "expired" in request.error
     request = ledger.run(request, bound=2, how="submit")
@@ -456,7 +450,7 @@ def test_storage_failing_on_put_keeps_the_urls_and_a_rerun_stores(emulator, ledg
         },
     }
 
-    request = ledger.run(new_request(seed=22), bound=2)
+    request = ledger.run(new_request(PROMPT, seed=22), bound=2)
     assert request.status == Status.FAILED
     assert "modelslab/" in request.error  # names the key it could not write
     assert request.output_urls
@@ -471,7 +465,7 @@ def test_storage_failing_on_put_keeps_the_urls_and_a_rerun_stores(emulator, ledg
 
 
 @pytest.fixture
-def webhooks_on(settings, live_server, emulator):
+def webhook_endpoint(settings, live_server, emulator):
     configure(settings, PUBLIC_BASE_URL=live_server.url, WEBHOOK_SECRETS=[SECRET])
     emulator.mode = "processing"
     emulator.webhook_auto_finish = False
@@ -486,7 +480,9 @@ def deliver(ledger: Ledger, url: str, body: dict[str, Any]) -> str:
     return response.json()["outcome"]
 
 
-def wait_for(request: GenerationRequest, status: str, timeout: float = 5.0) -> GenerationRequest:
+def wait_for_status(
+    request: GenerationRequest, status: str, timeout: float = 5.0
+) -> GenerationRequest:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         request.refresh_from_db()
@@ -497,12 +493,12 @@ def wait_for(request: GenerationRequest, status: str, timeout: float = 5.0) -> G
 
 
 @pytest.mark.django_db(transaction=True)
-def test_late_webhook_after_the_request_was_given_up(emulator, ledger, settings, webhooks_on):
+def test_late_webhook_after_the_request_was_given_up(emulator, ledger, settings, webhook_endpoint):
     """Late webhook: arrives after the sweep failed the request (MAX_ATTEMPTS)"""
     configure(settings, MAX_ATTEMPTS=1)
     emulator.eta = 0
     emulator.add_fault("text2img", Fault.never_finish())
-    request = ledger.run(new_request(seed=30), bound=2)
+    request = ledger.run(new_request(PROMPT, seed=30), bound=2)
     assert request.status == Status.PROCESSING  # waiting for the webhook
 
     pipeline.sweep_stale(now=timezone.now() + timedelta(hours=1))
@@ -516,11 +512,11 @@ def test_late_webhook_after_the_request_was_given_up(emulator, ledger, settings,
     job.pending_fetches = 0  # the next fetch finds it done
     outcome = deliver(
         ledger,
-        webhooks_on,
+        webhook_endpoint,
         {"status": "success", "id": job.id, "track_id": request.track_id, "output": []},
     )
     assert outcome == WebhookDelivery.Outcome.ACCEPTED
-    request = wait_for(request, Status.SUCCEEDED)
+    request = wait_for_status(request, Status.SUCCEEDED)
     ledger.note(request, "late webhook")
     assert request.images.count() == 1
     ledger.check(jobs=1, generate_calls=1)
@@ -528,26 +524,26 @@ def test_late_webhook_after_the_request_was_given_up(emulator, ledger, settings,
 
 @pytest.mark.django_db(transaction=True)
 def test_out_of_order_failed_delivery_is_confirmed_not_believed(
-    emulator, ledger, settings, webhooks_on
+    emulator, ledger, settings, webhook_endpoint
 ):
     """Out-of-order webhooks: "failed" before the job is done, then duplicates after"""
     emulator.eta = 0
     emulator.pending_fetches = 5
-    request = ledger.run(new_request(seed=31), bound=2)
+    request = ledger.run(new_request(PROMPT, seed=31), bound=2)
     assert request.status == Status.PROCESSING
     stale = {"status": "failed", "id": request.provider_id, "track_id": request.track_id}
 
-    deliver(ledger, webhooks_on, stale)  # the fetch says "processing": nothing changes
+    deliver(ledger, webhook_endpoint, stale)  # the fetch says "processing": nothing changes
     time.sleep(0.3)
     request.refresh_from_db()
     assert request.status == Status.PROCESSING
 
     emulator.jobs[request.provider_id].pending_fetches = 0  # now the job is done
     success = {**stale, "status": "success"}
-    deliver(ledger, webhooks_on, success)
-    request = wait_for(request, Status.SUCCEEDED)
+    deliver(ledger, webhook_endpoint, success)
+    request = wait_for_status(request, Status.SUCCEEDED)
     ledger.note(request, "webhooks")
-    outcome = deliver(ledger, webhooks_on, stale)  # arriving after the success
+    outcome = deliver(ledger, webhook_endpoint, stale)  # arriving after the success
     assert outcome == WebhookDelivery.Outcome.DUPLICATE
     request.refresh_from_db()
     assert request.status == Status.SUCCEEDED

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import re
 
@@ -15,10 +14,21 @@ from PIL import Image
 from django_modelslab import inputs, kinds, pipeline
 from django_modelslab.client import ModelsLabClient, elide_image_data, fetch_path, generate_path
 from django_modelslab.exceptions import InputMissing, ModelsLabError, ProviderRejected
-from django_modelslab.models import GeneratedImage, GenerationRequest
+from django_modelslab.models import GenerationRequest
 from django_modelslab.testing import Fault
 
 from .conftest import TEST_API_KEY
+from .helpers import (
+    WEBHOOK_SECRET,
+    finished,
+    mask_png,
+    new_kind_request,
+    pixels,
+    png,
+    stored_pixels,
+    submit_and_run,
+    wait_for,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -26,61 +36,12 @@ Kind = GenerationRequest.Kind
 Status = GenerationRequest.Status
 
 
-def png(size: tuple[int, int] = (256, 192), color: tuple[int, int, int] = (20, 140, 220)) -> bytes:
-    """An RGB test picture: a colour with a gradient band, so resizes and blends show."""
-    image = Image.new("RGB", size, color)
-    for x in range(size[0]):
-        image.putpixel((x, size[1] // 2), (x % 256, 255 - x % 256, 7))
-    out = io.BytesIO()
-    image.save(out, "PNG")
-    return out.getvalue()
-
-
-def mask_png(size: tuple[int, int], box: tuple[int, int, int, int]) -> bytes:
-    """Black with a white ``box``: the area inpaint repaints."""
-    mask = Image.new("L", size, 0)
-    mask.paste(255, box)
-    out = io.BytesIO()
-    mask.save(out, "PNG")
-    return out.getvalue()
-
-
-def pixels(data: bytes) -> Image.Image:
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    return image.convert("RGB")
-
-
-def stored_pixels(image: GeneratedImage) -> Image.Image:
-    with image.image.open("rb") as file:
-        return pixels(file.read())
-
-
-def make(kind: str, *, init: bytes | None = None, mask: bytes | None = None, **fields):
-    """A saved request of ``kind`` whose inputs are uploads stored like the faces store them."""
-    fields = {"prompt": "a red fox in snow", "seed": 5, **fields}
-    request = GenerationRequest(kind=kind, **fields)
-    kinds.set_inputs(
-        request,
-        init_file=ContentFile(init, name="init.png") if init is not None else None,
-        mask_file=ContentFile(mask, name="mask.png") if mask is not None else None,
-    )
-    request.save()
-    return request
-
-
 def test_a_missing_input_is_an_error_of_the_one_hierarchy():
-    request = make(Kind.INPAINT, init=png())
+    request = new_kind_request(Kind.INPAINT, init=png())
     with pytest.raises(InputMissing, match="Inpaint needs a mask image") as missing:
         kinds.input_images(request)
     assert isinstance(missing.value, ModelsLabError)
     assert kinds.InputMissing is InputMissing  # the old import path
-
-
-def run(request: GenerationRequest) -> GenerationRequest:
-    pipeline.run(pipeline.submit(request, enqueue=False).pk)
-    request.refresh_from_db()
-    return request
 
 
 # --- the client's routes --------------------------------------------------------------------
@@ -112,9 +73,9 @@ def test_inline_image_data_is_elided_wherever_it_is_kept():
 
 def test_img2img_with_strength_zero_returns_the_input_pixels(emulator):
     init = png()
-    request = make(Kind.IMG2IMG, init=init, strength=0.0)
+    request = new_kind_request(Kind.IMG2IMG, init=init, strength=0.0)
 
-    request = run(request)
+    request = submit_and_run(request)
 
     assert request.status == Status.SUCCEEDED, request.error
     assert (request.width, request.height) == (256, 192)  # the output follows the input
@@ -137,26 +98,26 @@ def test_img2img_with_strength_zero_returns_the_input_pixels(emulator):
 
 def test_img2img_with_strength_one_returns_the_prompt_picture(emulator):
     init = png()
-    request = run(make(Kind.IMG2IMG, init=init, strength=1.0))
+    request = submit_and_run(new_kind_request(Kind.IMG2IMG, init=init, strength=1.0))
 
     out = stored_pixels(request.images.get())
     assert out.size == (256, 192)
     assert out.tobytes() != pixels(init).tobytes()
     # half way: each pixel is between the input's and the full-strength output's
-    half = run(make(Kind.IMG2IMG, init=init, strength=0.5))
+    half = submit_and_run(new_kind_request(Kind.IMG2IMG, init=init, strength=0.5))
     mid = stored_pixels(half.images.get())
     a, b, m = pixels(init).getpixel((3, 3)), out.getpixel((3, 3)), mid.getpixel((3, 3))
     assert all(min(x, y) - 1 <= z <= max(x, y) + 1 for x, y, z in zip(a, b, m, strict=True))
 
 
 def test_a_generated_image_is_the_input_of_another_request(emulator):
-    source = run(make(Kind.TEXT2IMG, width=256, height=256))
+    source = submit_and_run(new_kind_request(Kind.TEXT2IMG, width=256, height=256))
     image = source.images.get()
     request = GenerationRequest(kind=Kind.IMG2IMG, prompt="the same, at night", strength=0.0)
     kinds.set_inputs(request, init_from=image)
     request.save()
 
-    request = run(request)
+    request = submit_and_run(request)
 
     assert request.status == Status.SUCCEEDED, request.error
     assert request.init_from == image
@@ -166,7 +127,7 @@ def test_a_generated_image_is_the_input_of_another_request(emulator):
 
 def test_a_processing_img2img_job_is_polled_on_the_v6_images_fetch_route(emulator):
     emulator.mode = "processing"
-    request = run(make(Kind.IMG2IMG, init=png(), strength=0.0))
+    request = submit_and_run(new_kind_request(Kind.IMG2IMG, init=png(), strength=0.0))
 
     assert request.status == Status.SUCCEEDED, request.error
     assert emulator.calls["fetch"] >= 1
@@ -178,7 +139,9 @@ def test_a_processing_img2img_job_is_polled_on_the_v6_images_fetch_route(emulato
 def test_inpaint_repaints_the_white_of_the_mask_and_keeps_the_rest(emulator):
     init = png((256, 256))
     box = (64, 64, 192, 160)
-    request = run(make(Kind.INPAINT, init=init, mask=mask_png((256, 256), box)))
+    request = submit_and_run(
+        new_kind_request(Kind.INPAINT, init=init, mask=mask_png((256, 256), box))
+    )
 
     assert request.status == Status.SUCCEEDED, request.error
     assert request.mask_image.name.startswith("modelslab/inputs/")
@@ -196,7 +159,7 @@ def test_inpaint_repaints_the_white_of_the_mask_and_keeps_the_rest(emulator):
 def test_upscale_doubles_the_dimensions_on_the_image_editing_routes(emulator):
     emulator.mode = "processing"
     init = png((200, 120))
-    request = run(make(Kind.UPSCALE, init=init, scale=2, prompt=""))
+    request = submit_and_run(new_kind_request(Kind.UPSCALE, init=init, scale=2, prompt=""))
 
     assert request.status == Status.SUCCEEDED, request.error
     assert request.model_id == "realesr-general-x4v3"  # DEFAULT_UPSCALE_MODEL
@@ -216,7 +179,9 @@ def test_upscale_doubles_the_dimensions_on_the_image_editing_routes(emulator):
 
 def test_v7_request_goes_to_the_v7_routes_with_the_key_in_header_and_body(emulator):
     emulator.mode = "processing"
-    request = run(make(Kind.TEXT2IMG, api_version="v7", width=256, height=256))
+    request = submit_and_run(
+        new_kind_request(Kind.TEXT2IMG, api_version="v7", width=256, height=256)
+    )
 
     assert request.status == Status.SUCCEEDED, request.error
     assert request.model_id == "flux-2-pro"  # DEFAULT_V7_MODEL
@@ -230,7 +195,9 @@ def test_v7_request_goes_to_the_v7_routes_with_the_key_in_header_and_body(emulat
 
 def test_v7_image_to_image(emulator):
     init = png()
-    request = run(make(Kind.IMG2IMG, api_version="v7", init=init, strength=0.0))
+    request = submit_and_run(
+        new_kind_request(Kind.IMG2IMG, api_version="v7", init=init, strength=0.0)
+    )
 
     assert request.status == Status.SUCCEEDED, request.error
     assert emulator.calls["v7_img2img"] == 1
@@ -249,10 +216,10 @@ def test_emulator_v7_refuses_a_request_without_any_key(emulator):
 
 
 def test_a_missing_stored_input_fails_the_request_with_a_reason_and_no_call(emulator):
-    request = make(Kind.IMG2IMG, init=png(), strength=0.3)
+    request = new_kind_request(Kind.IMG2IMG, init=png(), strength=0.3)
     GenerationRequest.objects.filter(pk=request.pk).update(init_image="modelslab/inputs/gone.png")
 
-    request = run(request)
+    request = submit_and_run(request)
 
     assert request.status == Status.FAILED
     assert "modelslab/inputs/gone.png" in request.error
@@ -279,7 +246,7 @@ def test_the_emulator_answers_laravel_style_errors_for_missing_inputs(emulator):
 
 def test_url_transport_needs_an_absolute_address(emulator, settings):
     settings.MODELSLAB = {**settings.MODELSLAB, "INPUT_IMAGE_TRANSPORT": "url"}
-    request = run(make(Kind.IMG2IMG, init=png()))
+    request = submit_and_run(new_kind_request(Kind.IMG2IMG, init=png()))
 
     assert request.status == Status.FAILED
     assert "PUBLIC_BASE_URL" in request.error
@@ -305,8 +272,8 @@ def test_uploaded_input_must_be_an_image():
 @pytest.mark.django_db(transaction=True)  # the command runs requests on worker threads
 def test_regenerating_an_img2img_request_sends_its_stored_input_again(emulator, capsys):
     init = png()
-    request = run(make(Kind.IMG2IMG, init=init, strength=0.0))
-    text = run(make(Kind.TEXT2IMG, width=256, height=256))
+    request = submit_and_run(new_kind_request(Kind.IMG2IMG, init=init, strength=0.0))
+    text = submit_and_run(new_kind_request(Kind.TEXT2IMG, width=256, height=256))
     emulator.reset()
 
     call_command("regenerate_images", "--kind", "img2img", "--yes")
@@ -326,7 +293,7 @@ def test_regenerate_images_refuses_an_unknown_kind():
 
 def test_fault_routes_include_the_new_ones(emulator):
     emulator.add_fault("upscale", Fault.rate_limit(retry_after=0))
-    request = run(make(Kind.UPSCALE, init=png((64, 64)), prompt=""))
+    request = submit_and_run(new_kind_request(Kind.UPSCALE, init=png((64, 64)), prompt=""))
 
     assert request.status == Status.SUCCEEDED, request.error
     assert emulator.calls["upscale"] == 2  # the 429 was retried: nothing was queued
@@ -363,15 +330,13 @@ def test_an_img2img_finished_by_webhook_keeps_no_inline_image_in_the_delivery(
 ):
     from django_modelslab.models import WebhookDelivery
 
-    from .test_webhooks import SECRET, finished, wait_for
-
     settings.MODELSLAB = {
         **settings.MODELSLAB,
         "PUBLIC_BASE_URL": live_server.url,
-        "WEBHOOK_SECRETS": [SECRET],
+        "WEBHOOK_SECRETS": [WEBHOOK_SECRET],
     }
     emulator.mode, emulator.eta = "processing", 0.1
-    request = make(Kind.IMG2IMG, init=png((64, 64)), strength=0.0)
+    request = new_kind_request(Kind.IMG2IMG, init=png((64, 64)), strength=0.0)
 
     pipeline.run(pipeline.submit(request, enqueue=False).pk)
 

@@ -6,7 +6,7 @@ import base64
 import html
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from PIL import Image
@@ -14,7 +14,8 @@ from rest_framework.test import APIClient
 
 from django_modelslab.models import GeneratedImage, GenerationRequest
 
-from .test_kinds import mask_png, pixels, png, stored_pixels
+from .helpers import form_data as admin_form
+from .helpers import generated_image, mask_png, pixels, png, stored_pixels
 
 # transaction=True: on_commit callbacks fire at once, as in a project without ATOMIC_REQUESTS.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -23,6 +24,7 @@ ADD = reverse("admin:django_modelslab_generationrequest_add")
 GENERATIONS = reverse("modelslab-api:generation-list")
 Kind = GenerationRequest.Kind
 Status = GenerationRequest.Status
+PROMPT = "a lighthouse"
 
 
 def upload(data: bytes, name: str = "input.png") -> SimpleUploadedFile:
@@ -34,60 +36,14 @@ def data_url(data: bytes) -> str:
 
 
 def form_data(**fields) -> dict:
-    data = {
-        "prompt": "a red kite over hills",
-        "negative_prompt": "",
-        "model_id": "",
-        "width": "512",
-        "height": "512",
-        "samples": "1",
-        "kind": "text2img",
-        "api_version": "v6",
-        "init_from": "",
-        "strength": "",
-        "scale": "",
-        "seed": "7",
-        "steps": "",
-        "guidance": "",
-        "use_cache": "on",
-        "extra": "{}",
-        "images-TOTAL_FORMS": "0",
-        "images-INITIAL_FORMS": "0",
-        "images-MIN_NUM_FORMS": "0",
-        "images-MAX_NUM_FORMS": "1000",
-    }
-    data.update(fields)
-    return data
+    """The admin form's post with the fields of the other kinds, 512 x 512 unless given."""
+    kinds = {"api_version": "v6", "init_from": "", "strength": "", "scale": ""}
+    return admin_form(**{"width": "512", "height": "512", **kinds, **fields})
 
 
 def errors_of(response) -> dict[str, list[str]]:
     form = response.context["adminform"].form
     return {name: [str(e) for e in errs] for name, errs in form.errors.items()}
-
-
-@pytest.fixture
-def editor(client) -> User:
-    user = User.objects.create_user("editor", is_staff=True)
-    codenames = [
-        "view_generationrequest",
-        "view_generatedimage",
-        "add_generationrequest",
-        "change_generationrequest",
-        "generate_images",
-    ]
-    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
-    client.force_login(user)
-    return user
-
-
-def generated_image(emulator, owner: User | None = None, **fields) -> GeneratedImage:
-    from django_modelslab import pipeline
-
-    request = GenerationRequest.objects.create(
-        prompt="a lighthouse", width=256, height=256, seed=3, requested_by=owner, **fields
-    )
-    pipeline.run(pipeline.submit(request, enqueue=False).pk)
-    return request.images.get()
 
 
 # --- admin ---------------------------------------------------------------------------------
@@ -173,7 +129,7 @@ def test_admin_form_errors_for_inputs(client, editor, fields, expected):
 
 
 def test_admin_use_as_input_link_leads_to_an_upscale_of_that_image(client, editor, emulator):
-    image = generated_image(emulator)
+    image = generated_image(PROMPT, seed=3)
     page = client.get(
         reverse("admin:django_modelslab_generatedimage_change", args=[image.pk])
     ).content.decode()
@@ -194,11 +150,6 @@ def test_admin_use_as_input_link_leads_to_an_upscale_of_that_image(client, edito
 
 
 # --- REST API ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def owner() -> User:
-    return User.objects.create_user("owner")
 
 
 @pytest.fixture
@@ -244,8 +195,8 @@ def test_api_upscale_with_a_multipart_upload(api, emulator):
 
 
 def test_api_init_image_id_uses_one_of_your_images_only(api, owner, emulator):
-    mine = generated_image(emulator, owner)
-    theirs = generated_image(emulator, User.objects.create_user("other"))
+    mine = generated_image(PROMPT, seed=3, requested_by=owner)
+    theirs = generated_image(PROMPT, seed=3, requested_by=User.objects.create_user("other"))
 
     ok = api.post(
         GENERATIONS,
@@ -311,7 +262,9 @@ def test_api_input_errors_a_client_can_act_on(api, emulator, body, expected):
     if body.pop("image", False):
         body["init_image"] = data_url(png())
     if "init_image_id" in body:
-        body["init_image_id"] = generated_image(emulator, User.objects.get(username="owner")).pk
+        body["init_image_id"] = generated_image(
+            PROMPT, seed=3, requested_by=User.objects.get(username="owner")
+        ).pk
 
     response = api.post(GENERATIONS, {"prompt": "x", **body}, format="json")
 

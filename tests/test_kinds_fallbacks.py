@@ -11,7 +11,15 @@ from PIL import Image
 from django_modelslab import costs
 from django_modelslab.models import Charge, GenerationRequest
 
-from .test_kinds import make, mask_png, pixels, png, run, stored_pixels
+from .helpers import (
+    mask_png,
+    new_kind_request,
+    pixels,
+    png,
+    sent,
+    stored_pixels,
+    submit_and_run,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -19,18 +27,14 @@ Kind = GenerationRequest.Kind
 Status = GenerationRequest.Status
 
 
-def sent(emulator, route: str) -> list[dict]:
-    return [body for name, body in emulator.requests if name == route]
-
-
 def test_img2img_whose_first_model_is_unknown_falls_back_and_stores_real_pixels(emulator):
     emulator.configure(models={"sdxl"})
     init = png()
-    request = make(
+    request = new_kind_request(
         Kind.IMG2IMG, init=init, strength=0.0, model_id="no-such-model", fallback_models=["sdxl"]
     )
 
-    request = run(request)
+    request = submit_and_run(request)
 
     assert request.status == Status.SUCCEEDED, request.error
     assert request.produced_by == "sdxl"
@@ -54,7 +58,7 @@ def test_img2img_whose_first_model_is_unknown_falls_back_and_stores_real_pixels(
 def test_inpaint_falls_back_from_a_failed_job_and_sends_the_safety_flag(emulator):
     emulator.configure(failing_models={"flux": "failed"})
     init, box = png((256, 256)), (64, 64, 192, 160)
-    request = make(
+    request = new_kind_request(
         Kind.INPAINT,
         init=init,
         mask=mask_png((256, 256), box),
@@ -63,7 +67,7 @@ def test_inpaint_falls_back_from_a_failed_job_and_sends_the_safety_flag(emulator
         safety_checker=False,
     )
 
-    request = run(request)
+    request = submit_and_run(request)
 
     assert request.status == Status.SUCCEEDED, request.error
     assert [b["model_id"] for b in sent(emulator, "inpaint")] == ["flux", "sdxl"]
@@ -77,7 +81,7 @@ def test_upscale_falls_back_through_its_own_upscale_models(emulator, settings):
     settings.MODELSLAB = {**settings.MODELSLAB, "FALLBACK_MODELS": ["sdxl"]}
     emulator.configure(failing_models={"RealESRGAN_x4plus": 503})
     init = png((100, 60))
-    request = make(
+    request = new_kind_request(
         Kind.UPSCALE,
         init=init,
         scale=2,
@@ -86,7 +90,7 @@ def test_upscale_falls_back_through_its_own_upscale_models(emulator, settings):
         fallback_models=["RealESRGAN_x2plus"],
     )
 
-    request = run(request)
+    request = submit_and_run(request)
 
     assert request.status == Status.SUCCEEDED, request.error
     assert request.produced_by == "RealESRGAN_x2plus"
@@ -101,7 +105,7 @@ def test_the_fallback_models_setting_is_not_tried_for_an_upscale(emulator, setti
     settings.MODELSLAB = {**settings.MODELSLAB, "FALLBACK_MODELS": ["sdxl"]}
     emulator.configure(models={"sdxl"})  # the default upscaler is unknown
 
-    request = run(make(Kind.UPSCALE, init=png((64, 64)), prompt=""))
+    request = submit_and_run(new_kind_request(Kind.UPSCALE, init=png((64, 64)), prompt=""))
 
     assert request.status == Status.FAILED
     assert "Model not found: realesr-general-x4v3" in request.error
@@ -113,11 +117,11 @@ def test_an_upscale_is_estimated_and_charged_for_one_image(emulator, settings):
         **settings.MODELSLAB,
         "PRICES": {"realesr-general-x4v3": "0.01", "*": "0.5"},
     }
-    request = make(Kind.UPSCALE, init=png((64, 64)), prompt="", samples=4)
+    request = new_kind_request(Kind.UPSCALE, init=png((64, 64)), prompt="", samples=4)
     assert request.samples == 1  # one output per input
     assert costs.estimate(request) == Decimal("0.01")  # DEFAULT_UPSCALE_MODEL's price, once
 
-    request = run(request)
+    request = submit_and_run(request)
 
     assert request.status == Status.SUCCEEDED, request.error
     charge = Charge.objects.get(request=request)
@@ -133,7 +137,9 @@ def test_a_v7_request_is_estimated_at_the_v7_default_models_price(settings):
 
 
 def test_an_img2img_job_the_safety_checker_blanks_ends_refused(emulator):
-    request = run(make(Kind.IMG2IMG, init=png(), strength=0.0, prompt="emulator-nsfw fox"))
+    request = submit_and_run(
+        new_kind_request(Kind.IMG2IMG, init=png(), strength=0.0, prompt="emulator-nsfw fox")
+    )
 
     assert request.status == Status.REFUSED
     assert "safety checker" in request.error

@@ -6,13 +6,12 @@ import time
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 
-from django_modelslab import kinds, pipeline
+from django_modelslab import pipeline
 from django_modelslab.models import GenerationRequest
 
-from .test_kinds import pixels, png, stored_pixels
+from .helpers import new_kind_request, pixels, png, stored_pixels
 
 pytest.register_assert_rewrite("tests.s3")
 pytest_plugins = ["tests.s3"]
@@ -30,9 +29,7 @@ def test_the_emulator_downloads_the_input_from_a_presigned_url(emulator, s3: S3C
     }
     settings.MODELSLAB = {**settings.MODELSLAB, "INPUT_URL_TTL": 120}
     init = png((128, 96))
-    request = GenerationRequest(kind=Kind.IMG2IMG, prompt="x", seed=1, strength=0.0)
-    kinds.set_inputs(request, init_file=ContentFile(init, name="in.png"))
-    request.save()
+    request = new_kind_request(Kind.IMG2IMG, init=init, prompt="x", seed=1, strength=0.0)
 
     request = pipeline.run(pipeline.submit(request, enqueue=False).pk)
 

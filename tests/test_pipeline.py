@@ -17,6 +17,7 @@ from django_modelslab.models import GeneratedImage, GenerationRequest
 from django_modelslab.testing import Fault
 
 from .conftest import TEST_API_KEY
+from .helpers import api_client, api_url, generate, new_request, sent_seeds
 
 pytestmark = pytest.mark.django_db
 
@@ -27,24 +28,8 @@ def media_path(image: GeneratedImage) -> Path:
     return Path(django_settings.MEDIA_ROOT) / image.image.name
 
 
-def make_request(**fields) -> GenerationRequest:
-    fields.setdefault("prompt", "a red fox in snow")
-    fields.setdefault("width", 256)
-    fields.setdefault("height", 256)
-    return GenerationRequest.objects.create(**fields)
-
-
-def generate(django_capture_on_commit_callbacks, **fields) -> GenerationRequest:
-    with django_capture_on_commit_callbacks(execute=True):
-        request = pipeline.submit(make_request(**fields))
-    request.refresh_from_db()
-    return request
-
-
-def test_prompt_becomes_permanent_content_addressed_images(
-    emulator, django_capture_on_commit_callbacks
-):
-    request = generate(django_capture_on_commit_callbacks, seed=11, samples=2)
+def test_prompt_becomes_permanent_content_addressed_images(emulator):
+    request = generate(seed=11, samples=2)
 
     assert request.status == Status.SUCCEEDED, request.error
     assert request.model_id == "flux"
@@ -72,11 +57,9 @@ def test_prompt_becomes_permanent_content_addressed_images(
     assert emulator.calls["text2img"] == 1
 
 
-def test_each_image_gets_a_small_content_addressed_thumbnail(
-    emulator, django_capture_on_commit_callbacks, settings
-):
+def test_each_image_gets_a_small_content_addressed_thumbnail(emulator, settings):
     settings.MODELSLAB = {**settings.MODELSLAB, "THUMBNAIL_SIZE": 64}
-    request = generate(django_capture_on_commit_callbacks, seed=12, width=512, height=256)
+    request = generate(seed=12, width=512, height=256)
 
     image = request.images.get()
     data = (Path(django_settings.MEDIA_ROOT) / image.thumbnail.name).read_bytes()
@@ -87,8 +70,8 @@ def test_each_image_gets_a_small_content_addressed_thumbnail(
     assert str(image) == f"{image.sha256[:12]}.png 512×256"  # noqa: RUF001 (short, for admin inlines)
 
 
-def test_choose_marks_one_image_per_request(emulator, django_capture_on_commit_callbacks):
-    request = generate(django_capture_on_commit_callbacks, seed=14, samples=3)
+def test_choose_marks_one_image_per_request(emulator):
+    request = generate(seed=14, samples=3)
     first, second, _ = request.images.order_by("position")
 
     pipeline.choose(first)
@@ -97,11 +80,11 @@ def test_choose_marks_one_image_per_request(emulator, django_capture_on_commit_c
     assert list(request.images.filter(chosen=True)) == [second]
 
 
-def test_processing_job_is_polled_until_done(emulator, django_capture_on_commit_callbacks):
+def test_processing_job_is_polled_until_done(emulator):
     emulator.mode = "processing"
     emulator.pending_fetches = 2
 
-    request = generate(django_capture_on_commit_callbacks, seed=3)
+    request = generate(seed=3)
 
     assert request.status == Status.SUCCEEDED, request.error
     assert request.images.count() == 1
@@ -116,7 +99,7 @@ def test_processing_job_is_polled_until_done(emulator, django_capture_on_commit_
 
 def test_an_edit_made_while_the_job_runs_is_not_overwritten(emulator):
     emulator.mode = "processing"
-    request = make_request(seed=4)
+    request = new_request(seed=4)
     pipeline.submit(request, enqueue=False)
 
     def editor_saves_meanwhile(seconds: float) -> None:  # the run is polling its job
@@ -130,13 +113,13 @@ def test_an_edit_made_while_the_job_runs_is_not_overwritten(emulator):
     assert request.images.count() == 1
 
 
-def test_same_bytes_are_stored_once(emulator, django_capture_on_commit_callbacks, settings):
+def test_same_bytes_are_stored_once(emulator, settings):
     settings.MODELSLAB = {**settings.MODELSLAB, "CACHE": False}
-    first = generate(django_capture_on_commit_callbacks, seed=5)
+    first = generate(seed=5)
     stored = media_path(first.images.get())
     inode, mtime = stored.stat().st_ino, stored.stat().st_mtime_ns
 
-    second = generate(django_capture_on_commit_callbacks, seed=5)
+    second = generate(seed=5)
 
     assert emulator.calls["text2img"] == 2  # cache off: the provider was called again
     assert second.images.get().image.name == first.images.get().image.name
@@ -144,11 +127,9 @@ def test_same_bytes_are_stored_once(emulator, django_capture_on_commit_callbacks
     assert len(list(stored.parent.iterdir())) == 1
 
 
-def test_identical_seeded_request_is_never_paid_for_twice(
-    emulator, django_capture_on_commit_callbacks
-):
-    first = generate(django_capture_on_commit_callbacks, seed=21, samples=2)
-    second = generate(django_capture_on_commit_callbacks, seed=21, samples=2)
+def test_identical_seeded_request_is_never_paid_for_twice(emulator):
+    first = generate(seed=21, samples=2)
+    second = generate(seed=21, samples=2)
 
     assert second.status == Status.SUCCEEDED
     assert emulator.calls["text2img"] == 1
@@ -158,12 +139,12 @@ def test_identical_seeded_request_is_never_paid_for_twice(
     )
 
 
-def test_a_cached_source_whose_file_is_gone_is_no_hit(emulator, django_capture_on_commit_callbacks):
-    first = generate(django_capture_on_commit_callbacks, seed=23)
+def test_a_cached_source_whose_file_is_gone_is_no_hit(emulator):
+    first = generate(seed=23)
     lost = media_path(first.images.get())
     lost.unlink()
 
-    second = generate(django_capture_on_commit_callbacks, seed=23)
+    second = generate(seed=23)
 
     assert second.status == Status.SUCCEEDED, second.error
     assert emulator.calls["text2img"] == 2  # the provider was called: a normal miss
@@ -171,14 +152,14 @@ def test_a_cached_source_whose_file_is_gone_is_no_hit(emulator, django_capture_o
     assert second.images.get().image.name == first.images.get().image.name  # same bytes...
     assert lost.exists()  # ...stored again, so the first request's image is back too
 
-    third = generate(django_capture_on_commit_callbacks, seed=23)
+    third = generate(seed=23)
     assert third.cached_from == second  # files present: a hit again
     assert emulator.calls["text2img"] == 2
 
 
-def test_unseeded_requests_are_not_cached(emulator, django_capture_on_commit_callbacks):
-    generate(django_capture_on_commit_callbacks)
-    second = generate(django_capture_on_commit_callbacks)
+def test_unseeded_requests_are_not_cached(emulator):
+    generate()
+    second = generate()
 
     assert emulator.calls["text2img"] == 2
     assert second.cached_from is None
@@ -186,7 +167,7 @@ def test_unseeded_requests_are_not_cached(emulator, django_capture_on_commit_cal
 
 
 def test_run_twice_submits_one_provider_job(emulator):
-    request = make_request(seed=8)
+    request = new_request(seed=8)
 
     pipeline.run(request.pk)
     again = pipeline.run(request.pk)
@@ -198,7 +179,7 @@ def test_run_twice_submits_one_provider_job(emulator):
 
 
 def test_submit_is_idempotent_while_queued(emulator, django_capture_on_commit_callbacks):
-    request = make_request(seed=9)
+    request = new_request(seed=9)
     with django_capture_on_commit_callbacks() as callbacks:
         pipeline.submit(request)
         pipeline.submit(request)
@@ -208,7 +189,7 @@ def test_submit_is_idempotent_while_queued(emulator, django_capture_on_commit_ca
 
 
 def test_regenerate_keeps_history_and_bypasses_cache(emulator, django_capture_on_commit_callbacks):
-    request = generate(django_capture_on_commit_callbacks, seed=13)
+    request = generate(seed=13)
     first_image = request.images.get()
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -225,15 +206,10 @@ def test_regenerate_keeps_history_and_bypasses_cache(emulator, django_capture_on
     assert current.attempt == 2
 
 
-def sent_seeds(emulator) -> list[int | None]:
-    """The seed of every text2img call the emulator received, in order."""
-    return [body.get("seed") for route, body in emulator.requests if route == "text2img"]
-
-
 def test_regenerate_draws_a_new_seed_for_a_new_picture(
     emulator, django_capture_on_commit_callbacks
 ):
-    request = generate(django_capture_on_commit_callbacks, seed=13)
+    request = generate(seed=13)
     first = request.images.get()
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -254,8 +230,8 @@ def test_regenerate_draws_a_new_seed_for_a_new_picture(
 def test_regenerate_keep_seed_repeats_the_job_and_pays_again(
     emulator, django_capture_on_commit_callbacks
 ):
-    request = generate(django_capture_on_commit_callbacks, seed=13)
-    twin = generate(django_capture_on_commit_callbacks, seed=13)
+    request = generate(seed=13)
+    twin = generate(seed=13)
     assert twin.cached_from == request  # identical and seeded: served from the cache
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -274,7 +250,7 @@ def test_regenerate_keep_seed_repeats_the_job_and_pays_again(
 def test_an_unseeded_request_regenerates_with_a_seed_modelslab_picks(
     emulator, django_capture_on_commit_callbacks
 ):
-    request = generate(django_capture_on_commit_callbacks)
+    request = generate()
 
     with django_capture_on_commit_callbacks(execute=True):
         pipeline.regenerate(request, keep_seed=True)  # no seed to keep
@@ -290,13 +266,13 @@ def test_an_unseeded_request_regenerates_with_a_seed_modelslab_picks(
 def test_after_a_regenerate_the_next_ordinary_submit_uses_the_cache(
     emulator, django_capture_on_commit_callbacks
 ):
-    request = generate(django_capture_on_commit_callbacks, seed=21)
+    request = generate(seed=21)
     emulator.add_fault("text2img", Fault.failed("GPU fell over."))
     with django_capture_on_commit_callbacks(execute=True):
         pipeline.regenerate(request)  # bypasses the cache for its own attempt only
     request.refresh_from_db()
     assert request.status == Status.FAILED
-    twin = generate(django_capture_on_commit_callbacks, seed=request.seed)  # the same parameters
+    twin = generate(seed=request.seed)  # the same parameters
     calls = emulator.calls["text2img"]
 
     retried = generate_again(request, django_capture_on_commit_callbacks)
@@ -307,13 +283,11 @@ def test_after_a_regenerate_the_next_ordinary_submit_uses_the_cache(
     assert (retried.use_cache, retried.bypass_cache) == (True, False)
 
 
-def test_the_seed_modelslab_used_is_recorded_when_the_fetch_answer_omits_it(
-    emulator, django_capture_on_commit_callbacks
-):
+def test_the_seed_modelslab_used_is_recorded_when_the_fetch_answer_omits_it(emulator):
     """A real fetch answer may be minimal (no ``meta``): the generate answer said the seed."""
     emulator.configure(mode="processing", minimal_fetch=True)
 
-    request = generate(django_capture_on_commit_callbacks, samples=2)
+    request = generate(samples=2)
 
     assert request.status == Status.SUCCEEDED, request.error
     assert "meta" not in request.provider_responses[-1]["body"]
@@ -323,7 +297,7 @@ def test_the_seed_modelslab_used_is_recorded_when_the_fetch_answer_omits_it(
 
 def test_a_retried_copy_records_the_seed_of_its_job(emulator, django_capture_on_commit_callbacks):
     emulator.add_fault("download", Fault.cut_download(after_bytes=100))
-    request = generate(django_capture_on_commit_callbacks)
+    request = generate()
     assert request.status == Status.FAILED
 
     retried = generate_again(request, django_capture_on_commit_callbacks)
@@ -333,10 +307,10 @@ def test_a_retried_copy_records_the_seed_of_its_job(emulator, django_capture_on_
     assert retried.images.get().seed == emulator.jobs[retried.provider_id].seed
 
 
-def test_provider_error_is_recorded_with_raw_response(emulator, django_capture_on_commit_callbacks):
+def test_provider_error_is_recorded_with_raw_response(emulator):
     emulator.add_fault("text2img", Fault.error_200("Model not found: nope"))
 
-    request = generate(django_capture_on_commit_callbacks, model_id="nope")
+    request = generate(model_id="nope")
 
     assert request.status == Status.FAILED
     assert "Model not found: nope" in request.error
@@ -344,21 +318,21 @@ def test_provider_error_is_recorded_with_raw_response(emulator, django_capture_o
     assert request.images.count() == 0
 
 
-def test_failed_job_reports_the_providers_reason(emulator, django_capture_on_commit_callbacks):
+def test_failed_job_reports_the_providers_reason(emulator):
     emulator.add_fault("text2img", Fault.failed("NSFW content detected"))
 
-    request = generate(django_capture_on_commit_callbacks, seed=1)
+    request = generate(seed=1)
 
     assert request.status == Status.FAILED
     assert "NSFW content detected" in request.error
     assert request.provider_id == ""  # the job is over: a retry starts a new one
 
 
-def test_lost_answer_is_not_resubmitted(emulator, django_capture_on_commit_callbacks, settings):
+def test_lost_answer_is_not_resubmitted(emulator, settings):
     settings.MODELSLAB = {**settings.MODELSLAB, "TIMEOUT": 0.3}
     emulator.add_fault("text2img", Fault.delay(1.0))
 
-    request = generate(django_capture_on_commit_callbacks, seed=2)
+    request = generate(seed=2)
 
     assert request.status == Status.FAILED
     assert "may have" in request.error
@@ -370,7 +344,7 @@ def test_copy_failure_keeps_urls_and_retry_copies_without_a_new_job(
 ):
     emulator.add_fault("download", Fault.cut_download(after_bytes=100))
 
-    request = generate(django_capture_on_commit_callbacks, seed=4)
+    request = generate(seed=4)
 
     assert request.status == Status.FAILED
     assert request.output_urls
@@ -390,7 +364,7 @@ def test_max_wait_fails_with_a_reason_and_retry_polls_the_same_job(
     emulator.mode = "processing"
     emulator.add_fault("text2img", Fault.never_finish())
 
-    request = generate(django_capture_on_commit_callbacks, seed=6)
+    request = generate(seed=6)
 
     assert request.status == Status.FAILED
     assert "MAX_WAIT" in request.error
@@ -401,10 +375,10 @@ def test_max_wait_fails_with_a_reason_and_retry_polls_the_same_job(
     assert emulator.calls["text2img"] == 1  # polled again, never resubmitted
 
 
-def test_api_key_is_never_stored(emulator, django_capture_on_commit_callbacks):
+def test_api_key_is_never_stored(emulator):
     emulator.add_fault("text2img", Fault.http_error(status=401, message="Invalid API key"))
-    failed = generate(django_capture_on_commit_callbacks, seed=30)
-    succeeded = generate(django_capture_on_commit_callbacks, seed=31)
+    failed = generate(seed=30)
+    succeeded = generate(seed=31)
 
     for request in (failed, succeeded):
         assert TEST_API_KEY not in str(request.provider_responses)
@@ -420,7 +394,7 @@ def generate_again(request, django_capture_on_commit_callbacks) -> GenerationReq
 
 
 def test_kind_without_its_input_image_fails_with_a_reason_before_any_call(emulator):
-    request = make_request(kind=GenerationRequest.Kind.UPSCALE)
+    request = new_request(kind=GenerationRequest.Kind.UPSCALE)
 
     pipeline.run(request.pk)
 
@@ -456,11 +430,9 @@ def test_a_figure_no_column_holds_is_unknown_and_the_paid_job_is_stored(
 ):
     """Out-of-range provider numbers: images stored, figure None, warning, raw answer kept,
     and every page that shows the row still answers."""
-    from .test_api import api_client, url
-
     owner = User.objects.create_user("owner")
     emulator.configure(answer_fields=answer)
-    request = make_request(requested_by=owner)  # no seed of its own: the image's is ModelsLab's
+    request = new_request(requested_by=owner)  # no seed of its own: the image's is ModelsLab's
 
     pipeline.run(request.pk)
 
@@ -480,8 +452,8 @@ def test_a_figure_no_column_holds_is_unknown_and_the_paid_job_is_stored(
 
     rest = api_client(owner)
     for page in (
-        rest.get(url("generation-list")),
-        rest.get(url("generation-detail", request.pk)),
+        rest.get(api_url("generation-list")),
+        rest.get(api_url("generation-detail", request.pk)),
         admin_client.get(reverse("admin:django_modelslab_generationrequest_changelist")),
         admin_client.get(
             reverse("admin:django_modelslab_generationrequest_change", args=[request.pk])
@@ -495,13 +467,13 @@ def test_a_price_or_a_running_total_past_the_column_is_unknown(
 ):
     settings.MODELSLAB = {**settings.MODELSLAB, "PRICES": {"*": 5_000_000}}
     # Seeds no other test stores (test_signals counts first uploads of seeds 41 and 42).
-    priced = make_request(seed=6141)
+    priced = new_request(seed=6141)
     pipeline.run(priced.pk)
     priced.refresh_from_db()
     assert (priced.status, priced.cost, priced.charges.count()) == (Status.SUCCEEDED, None, 0)
 
     settings.MODELSLAB = {**settings.MODELSLAB, "PRICES": {"*": 600_000}}
-    request = make_request(seed=6142, use_cache=False)
+    request = new_request(seed=6142, use_cache=False)
     pipeline.run(request.pk)
     request.refresh_from_db()
     assert request.cost == 600_000

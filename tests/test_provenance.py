@@ -15,20 +15,14 @@ from django.conf import settings as django_settings
 from PIL import Image as PILImage
 from PIL import PngImagePlugin
 
-from django_modelslab import pipeline
 from django_modelslab.models import GenerationRequest
 from django_modelslab.provenance import DIGITAL_SOURCE_TYPE, add_provenance
+
+from .helpers import encoded, generate
 
 IPTC = "{http://iptc.org/std/Iptc4xmpExt/2008-02-29/}"
 RDF_DESCRIPTION = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}Description"
 PROMPT = 'a <red> fox & "friends" in snow'
-
-
-def encode(image: PILImage.Image, fmt: str, **options) -> io.BytesIO:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    buffer.seek(0)
-    return buffer
 
 
 def sample(mode: str = "RGB", size: tuple[int, int] = (48, 32)) -> PILImage.Image:
@@ -61,7 +55,7 @@ def jpeg_markers(data: bytes) -> list[bytes]:
 
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "L"])
 def test_png_gets_xmp_after_ihdr_with_the_same_pixels(mode: str) -> None:
-    original = encode(sample(mode), "PNG").getvalue()
+    original = encoded(sample(mode), "PNG").getvalue()
 
     tagged = add_provenance(io.BytesIO(original), model_id="flux")
 
@@ -80,7 +74,7 @@ def test_png_gets_xmp_after_ihdr_with_the_same_pixels(mode: str) -> None:
 
 
 def test_jpeg_gets_an_app1_after_jfif_with_the_same_pixels() -> None:
-    original = encode(sample(), "JPEG", quality=90).getvalue()
+    original = encoded(sample(), "JPEG", quality=90).getvalue()
 
     tagged = add_provenance(io.BytesIO(original), model_id="sdxl", prompt=PROMPT)
 
@@ -100,7 +94,7 @@ def test_jpeg_gets_an_app1_after_jfif_with_the_same_pixels() -> None:
 def test_jpeg_exif_stays_first() -> None:
     exif = PILImage.Exif()
     exif[0x0131] = "camera software"  # Software
-    original = encode(sample(), "JPEG", exif=exif.tobytes()).getvalue()
+    original = encoded(sample(), "JPEG", exif=exif.tobytes()).getvalue()
 
     tagged = add_provenance(io.BytesIO(original), model_id="flux")
 
@@ -119,9 +113,9 @@ def test_an_earlier_xmp_packet_is_replaced(fmt: str) -> None:
         info = PngImagePlugin.PngInfo()
         info.add_itxt("XML:com.adobe.xmp", old.decode())
         info.add_text("Comment", "kept")
-        original = encode(sample(), fmt, pnginfo=info).getvalue()
+        original = encoded(sample(), fmt, pnginfo=info).getvalue()
     else:
-        original = encode(sample(), fmt, xmp=old).getvalue()
+        original = encoded(sample(), fmt, xmp=old).getvalue()
     assert old in original
 
     data = add_provenance(io.BytesIO(original), model_id="flux").file.read()
@@ -136,7 +130,7 @@ def test_an_earlier_xmp_packet_is_replaced(fmt: str) -> None:
 
 @pytest.mark.parametrize("fmt", ["WEBP", "GIF"])
 def test_webp_and_gif_are_left_unchanged(fmt: str) -> None:
-    original = encode(sample(), fmt)
+    original = encoded(sample(), fmt)
 
     assert add_provenance(original, model_id="flux") is None
     assert original.tell() == 0
@@ -169,7 +163,7 @@ class ReadRecorder(io.RawIOBase):
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
 def test_large_files_are_streamed_in_bounded_pieces(fmt: str) -> None:
     options = {"compress_level": 0} if fmt == "PNG" else {"quality": 100}
-    original = encode(sample(size=(1200, 1000)), fmt, **options).getvalue()
+    original = encoded(sample(size=(1200, 1000)), fmt, **options).getvalue()
     assert len(original) > 2 * 1024 * 1024
     source: IO[bytes] = ReadRecorder(original)
 
@@ -185,22 +179,12 @@ def test_large_files_are_streamed_in_bounded_pieces(fmt: str) -> None:
 # -- through the pipeline ----------------------------------------------------------------
 
 
-def generate(capture, **fields) -> GenerationRequest:
-    fields = {"prompt": PROMPT, "width": 256, "height": 256, "seed": 31, **fields}
-    with capture(execute=True):
-        request = pipeline.submit(GenerationRequest.objects.create(**fields))
-    request.refresh_from_db()
-    return request
-
-
 @pytest.mark.django_db
 @pytest.mark.parametrize("image_format", ["png", "jpeg"])
-def test_stored_file_carries_provenance_under_its_own_hash(
-    emulator, django_capture_on_commit_callbacks, image_format: str
-) -> None:
+def test_stored_file_carries_provenance_under_its_own_hash(emulator, image_format: str) -> None:
     emulator.configure(image_format=image_format)
 
-    request = generate(django_capture_on_commit_callbacks, model_id="flux-pro")
+    request = generate(PROMPT, seed=31, model_id="flux-pro")
 
     assert request.status == GenerationRequest.Status.SUCCEEDED, request.error
     image = request.images.get()
@@ -221,12 +205,10 @@ def test_stored_file_carries_provenance_under_its_own_hash(
 
 
 @pytest.mark.django_db
-def test_prompt_is_written_when_the_setting_allows(
-    emulator, django_capture_on_commit_callbacks, settings
-) -> None:
+def test_prompt_is_written_when_the_setting_allows(emulator, settings) -> None:
     settings.MODELSLAB = {**settings.MODELSLAB, "PROVENANCE_INCLUDE_PROMPT": True}
 
-    request = generate(django_capture_on_commit_callbacks)
+    request = generate(PROMPT, seed=31)
 
     stored = (Path(django_settings.MEDIA_ROOT) / request.images.get().image.name).read_bytes()
     _, attributes = xmp_of(stored)
@@ -235,12 +217,10 @@ def test_prompt_is_written_when_the_setting_allows(
 
 
 @pytest.mark.django_db
-def test_provenance_off_stores_the_downloaded_bytes(
-    emulator, django_capture_on_commit_callbacks, settings
-) -> None:
+def test_provenance_off_stores_the_downloaded_bytes(emulator, settings) -> None:
     settings.MODELSLAB = {**settings.MODELSLAB, "PROVENANCE": False}
 
-    request = generate(django_capture_on_commit_callbacks, seed=32)
+    request = generate(PROMPT, seed=32)
 
     image = request.images.get()
     stored = (Path(django_settings.MEDIA_ROOT) / image.image.name).read_bytes()

@@ -21,6 +21,8 @@ from django_modelslab import pipeline
 from django_modelslab.models import GenerationRequest
 from django_modelslab.testing import Fault
 
+from .helpers import new_request, run_new
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,16 +30,8 @@ Status = GenerationRequest.Status
 
 
 def make(n: int = 1, **fields) -> list[GenerationRequest]:
-    fields.setdefault("width", 256)
-    fields.setdefault("height", 256)
-    fields.setdefault("prompt", "a lighthouse")
-    made = []
-    for index in range(n):
-        request = GenerationRequest.objects.create(seed=index, **fields)
-        pipeline.run(request.pk)
-        request.refresh_from_db()
-        made.append(request)
-    return made
+    """``n`` requests run one after the other, seeds 0 to n - 1."""
+    return [run_new("a lighthouse", seed=index, **fields) for index in range(n)]
 
 
 def regenerate_images(*args: str) -> str:
@@ -199,7 +193,7 @@ def test_missing_files_selects_requests_whose_file_is_gone(emulator, settings):
 
 def test_confirmation_is_required_above_the_threshold_without_a_terminal(emulator):
     for _ in range(11):
-        GenerationRequest.objects.create(prompt="x", width=256, height=256)
+        new_request("x")
 
     with pytest.raises(CommandError, match="--yes"):
         regenerate_images()
@@ -243,7 +237,7 @@ def test_stale_requests_are_continued(emulator, settings):
     settings.MODELSLAB = {**settings.MODELSLAB, "STALE_AFTER": 60}
     emulator.mode = "processing"
     emulator.add_fault("text2img", Fault.never_finish())
-    (stuck,) = [GenerationRequest.objects.create(prompt="x", width=256, height=256, seed=1)]
+    (stuck,) = [new_request("x", seed=1)]
     settings.MODELSLAB = {**settings.MODELSLAB, "MAX_WAIT": 0.3}
     pipeline.run(stuck.pk)  # times out: failed, job id kept
     GenerationRequest.objects.filter(pk=stuck.pk).update(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import calendar
-import hashlib
 import io
 import threading
 import time
@@ -28,6 +27,7 @@ from django_modelslab.storage.s3 import s3_transfer_config
 pytest.register_assert_rewrite("tests.s3")
 pytest_plugins = ["tests.s3"]
 
+from .helpers import new_request, sha256_hex  # noqa: E402
 from .s3 import STORAGE_BACKEND, S3Case  # noqa: E402
 
 Status = GenerationRequest.Status
@@ -40,10 +40,6 @@ def image_bytes(fmt: str = "PNG", seed: int = 0, size: tuple[int, int] = (64, 48
     buffer = io.BytesIO()
     image.save(buffer, fmt)
     return buffer.getvalue()
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def use_s3(settings, s3: S3Case, **options: Any) -> Any:
@@ -73,21 +69,13 @@ def object_key(s3: S3Case, name: str) -> str:
     return f"{s3.location}/{name}"
 
 
-def make_request(**fields: Any) -> GenerationRequest:
-    fields.setdefault("prompt", "a red fox in snow")
-    fields.setdefault("width", 256)
-    fields.setdefault("height", 256)
-    fields.setdefault("seed", 7)
-    return GenerationRequest.objects.create(**fields)
-
-
 # --- the pipeline into the bucket -------------------------------------------------------
 
 
 @pytest.mark.django_db
 def test_pipeline_copies_outputs_into_the_bucket(emulator, s3: S3Case, settings) -> None:
     use_s3(settings, s3)
-    request = make_request(samples=2, model_id="flux")
+    request = new_request(seed=7, samples=2, model_id="flux")
 
     request = pipeline.run(request.pk)
 
@@ -99,7 +87,7 @@ def test_pipeline_copies_outputs_into_the_bucket(emulator, s3: S3Case, settings)
         body = s3.client.get_object(Bucket=s3.server.bucket, Key=key)["Body"].read()
         assert b"trainedAlgorithmicMedia" in body  # provenance XMP, inside the hash
         assert len(body) > len(emulator.output_bytes(image.source_url))
-        assert sha(body) == image.sha256
+        assert sha256_hex(body) == image.sha256
         assert image.image.name == f"modelslab/{image.sha256[:2]}/{image.sha256}.png"
         assert image.bytes == len(body)
         head = s3.client.head_object(Bucket=s3.server.bucket, Key=key)
@@ -125,7 +113,7 @@ def test_cache_control_and_prompt_metadata_are_settings(emulator, s3: S3Case, se
         "STORE_PROMPT_METADATA": True,
     }
     prompt = "un renard roux dans la neige — ünïcode"
-    request = pipeline.run(make_request(prompt=prompt).pk)
+    request = pipeline.run(new_request(seed=7, prompt=prompt).pk)
 
     assert request.status == Status.SUCCEEDED, request.error
     image = request.images.get()
@@ -143,7 +131,7 @@ def test_content_type_comes_from_the_bytes(s3: S3Case, settings) -> None:
     assert stored.key.endswith(".jpg")
     head = s3.client.head_object(Bucket=s3.server.bucket, Key=object_key(s3, stored.key))
     assert head["ContentType"] == "image/jpeg"
-    assert head["Metadata"] == {"request-id": "9", "sha256": sha(data)}
+    assert head["Metadata"] == {"request-id": "9", "sha256": sha256_hex(data)}
 
 
 # --- dedup and concurrency --------------------------------------------------------------
@@ -174,11 +162,11 @@ def test_storing_stored_bytes_uploads_nothing(s3: S3Case, settings) -> None:
 @pytest.mark.django_db
 def test_pipeline_skips_s3_for_images_the_database_knows(emulator, s3: S3Case, settings) -> None:
     storage = use_s3(settings, s3)
-    first = pipeline.run(make_request(use_cache=False).pk)
+    first = pipeline.run(new_request(seed=7, use_cache=False).pk)
     assert first.status == Status.SUCCEEDED, first.error
     calls = Calls(storage)
 
-    second = pipeline.run(make_request(use_cache=False).pk)  # same seed: same bytes
+    second = pipeline.run(new_request(seed=7, use_cache=False).pk)  # same seed: same bytes
 
     assert second.status == Status.SUCCEEDED, second.error
     image = second.images.get()
@@ -223,7 +211,9 @@ def test_two_threads_storing_the_same_bytes_leave_one_object(s3: S3Case, setting
     assert puts == {"200": 1, "412": 1}  # the conditional PUT refused the second writer
     key = object_key(s3, results[0].key)
     assert s3.keys() == [key]
-    assert sha(s3.client.get_object(Bucket=s3.server.bucket, Key=key)["Body"].read()) == sha(data)
+    assert sha256_hex(
+        s3.client.get_object(Bucket=s3.server.bucket, Key=key)["Body"].read()
+    ) == sha256_hex(data)
 
 
 def test_large_image_goes_up_in_parts(s3: S3Case, settings) -> None:
@@ -241,8 +231,10 @@ def test_large_image_goes_up_in_parts(s3: S3Case, settings) -> None:
     assert calls.counts["UploadPart"] == 2
     assert calls.counts["CompleteMultipartUpload"] == 1
     key = object_key(s3, stored.key)
-    assert sha(s3.client.get_object(Bucket=s3.server.bucket, Key=key)["Body"].read()) == sha(data)
-    assert storage.digest(stored.key) == (sha(data), len(data))
+    assert sha256_hex(
+        s3.client.get_object(Bucket=s3.server.bucket, Key=key)["Body"].read()
+    ) == sha256_hex(data)
+    assert storage.digest(stored.key) == (sha256_hex(data), len(data))
     # Saved through the Storage API (as a FileField would): the name is kept, nothing sent.
     calls.counts.clear()
     content = VerifiedImage(io.BytesIO(data), stored.info, name="x.png")
@@ -258,7 +250,7 @@ def test_wrong_credentials_fail_the_request_and_a_retry_copies_the_same_urls(
     emulator, s3: S3Case, settings, django_capture_on_commit_callbacks
 ) -> None:
     use_s3(settings, s3, secret_key="not-the-secret-key")
-    request = pipeline.run(make_request().pk)
+    request = pipeline.run(new_request(seed=7).pk)
 
     assert request.status == Status.FAILED
     assert "HeadObject operation: Forbidden" in request.error
@@ -281,7 +273,7 @@ def test_wrong_credentials_fail_the_request_and_a_retry_copies_the_same_urls(
 @pytest.mark.django_db
 def test_missing_bucket_fails_the_request_with_the_reason(emulator, s3: S3Case, settings) -> None:
     use_s3(settings, s3, bucket_name="no-such-bucket-modelslab")
-    request = pipeline.run(make_request().pk)
+    request = pipeline.run(new_request(seed=7).pk)
 
     assert request.status == Status.FAILED
     assert "bucket 'no-such-bucket-modelslab'" in request.error

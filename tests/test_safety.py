@@ -24,13 +24,23 @@ from django_modelslab.models import GeneratedImage, GenerationRequest
 from django_modelslab.signals import request_failed, request_refused, request_succeeded
 from django_modelslab.testing.emulator import NSFW_TRIGGER
 
-from .test_admin import CHANGELIST, change_url, form_data, messages_of, staff
-from .test_api import api_client, url
+from .helpers import (
+    CHANGELIST,
+    api_client,
+    api_url,
+    change_url,
+    form_data,
+    generate,
+    messages_of,
+    new_request,
+    sent,
+)
 
 # transaction=True: on_commit callbacks fire at once, as in a project without ATOMIC_REQUESTS.
 pytestmark = pytest.mark.django_db(transaction=True)
 
 Status = GenerationRequest.Status
+PROMPT = "a lighthouse at dusk"
 FORBIDDEN = "Prompts about dragons are not allowed here."
 HOOK = "tests.test_safety.no_dragons"
 
@@ -68,17 +78,6 @@ def events() -> Iterator[list[tuple[str, dict[str, Any]]]]:
         signal.disconnect(receivers[name])
 
 
-def generate(**fields: Any) -> GenerationRequest:
-    fields = {"prompt": "a lighthouse at dusk", "width": 256, "height": 256, **fields}
-    request = pipeline.submit(GenerationRequest.objects.create(**fields))
-    request.refresh_from_db()
-    return request
-
-
-def sent(emulator) -> list[dict[str, Any]]:
-    return [body for route, body in emulator.requests if route == "text2img"]
-
-
 def pixels(image: GeneratedImage) -> set[tuple[int, ...]]:
     data = (Path(django_settings.MEDIA_ROOT) / image.image.name).read_bytes()
     with Image.open(io.BytesIO(data)) as opened:
@@ -89,12 +88,12 @@ def pixels(image: GeneratedImage) -> set[tuple[int, ...]]:
 
 
 def test_safety_checker_is_sent_only_when_set(emulator, settings):
-    generate(safety_checker=True)
-    generate(safety_checker=False)
-    generate()
+    generate(PROMPT, safety_checker=True)
+    generate(PROMPT, safety_checker=False)
+    generate(PROMPT)
     settings.MODELSLAB = {**settings.MODELSLAB, "SAFETY_CHECKER": False}
-    generate()
-    generate(safety_checker=True)  # the request's choice wins over the setting
+    generate(PROMPT)
+    generate(PROMPT, safety_checker=True)  # the request's choice wins over the setting
 
     assert [body.get("safety_checker") for body in sent(emulator)] == [
         "yes",
@@ -116,7 +115,7 @@ def test_nsfw_flags_are_stored_per_image(emulator):
     assert pixels(flagged) == {(0, 0, 0)}  # ModelsLab's blank placeholder, kept for the record
     assert len(pixels(clean)) > 100
     # Without the trigger the flag is reported false.
-    assert generate(seed=4).images.get().nsfw is False
+    assert generate(PROMPT, seed=4).images.get().nsfw is False
 
 
 @pytest.mark.parametrize(
@@ -233,7 +232,7 @@ def test_moderation_refuses_before_any_call(emulator, moderated, events):
 
 
 def test_moderation_runs_again_when_the_task_runs(emulator, settings):
-    request = GenerationRequest.objects.create(prompt="a dragon", width=256, height=256)
+    request = new_request("a dragon")
     pipeline.submit(request, enqueue=False)  # no hook yet: queued
     settings.MODELSLAB = {**settings.MODELSLAB, "MODERATION_HOOK": HOOK}
 
@@ -260,20 +259,10 @@ def test_regenerating_a_refused_prompt_keeps_the_images(emulator, settings):
 # --- faces ----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def editor(client) -> User:
-    perms = ["view_generationrequest", "view_generatedimage", "add_generationrequest"]
-    user = staff("editor", [*perms, "change_generationrequest", "generate_images"])
-    client.force_login(user)
-    return user
-
-
 def test_admin_shows_refusals_and_models_tried(client, editor, emulator, moderated):
     emulator.configure(models={"sdxl"})
-    refused = GenerationRequest.objects.create(prompt="a dragon", width=256, height=256)
-    fell_back = GenerationRequest.objects.create(
-        prompt="a kite", width=256, height=256, fallback_models=["sdxl"]
-    )
+    refused = new_request("a dragon")
+    fell_back = new_request("a kite", fallback_models=["sdxl"])
 
     response = client.post(
         CHANGELIST,
@@ -333,17 +322,12 @@ def test_admin_image_inline_flags_nsfw(client, editor, emulator):
     assert detail.count('class="modelslab-nsfw"') == 1
 
 
-@pytest.fixture
-def owner(db) -> User:
-    return User.objects.create_user("owner")
-
-
 def test_api_takes_fallbacks_and_shows_outcomes(owner, emulator, settings):
     emulator.configure(models={"sdxl"})
     client = api_client(owner)
 
     response = client.post(
-        url("generation-list"),
+        api_url("generation-list"),
         {"prompt": "a kite", "fallback_models": ["sdxl"], "safety_checker": False},
     )
 
@@ -361,17 +345,17 @@ def test_api_takes_fallbacks_and_shows_outcomes(owner, emulator, settings):
     assert sent(emulator)[-1]["safety_checker"] == "no"
 
     settings.MODELSLAB = {**settings.MODELSLAB, "ALLOWED_MODELS": ["flux"]}
-    bad = client.post(url("generation-list"), {"prompt": "x", "fallback_models": ["sdxl"]})
+    bad = client.post(api_url("generation-list"), {"prompt": "x", "fallback_models": ["sdxl"]})
     assert bad.status_code == 400
     assert "Unknown model(s) sdxl" in json.dumps(bad.json()["fallback_models"])
-    bad = client.post(url("generation-list"), {"prompt": "x", "fallback_models": "flux"})
+    bad = client.post(api_url("generation-list"), {"prompt": "x", "fallback_models": "flux"})
     assert bad.status_code == 400
 
 
 def test_api_shows_a_moderation_refusal_and_regenerates_it(owner, emulator, moderated):
     client = api_client(owner)
 
-    response = client.post(url("generation-list"), {"prompt": "a dragon"})
+    response = client.post(api_url("generation-list"), {"prompt": "a dragon"})
 
     assert response.status_code == 201  # final at once: refused
     body = response.json()
@@ -380,7 +364,7 @@ def test_api_shows_a_moderation_refusal_and_regenerates_it(owner, emulator, mode
     generation = GenerationRequest.objects.get(pk=body["id"])
     generation.prompt = "a kite"
     generation.save()
-    again = client.post(url("generation-regenerate", body["id"]))
+    again = client.post(api_url("generation-regenerate", body["id"]))
     assert again.status_code == 200
     assert again.json()["status"] == "succeeded"
 
@@ -406,11 +390,9 @@ def test_openai_endpoint_answers_content_policy_violation(live_server, emulator,
 
 
 def test_command_counts_refusals_apart_from_failures(emulator, settings):
-    ok = GenerationRequest.objects.create(prompt="a kite", width=256, height=256)
-    blank = GenerationRequest.objects.create(
-        prompt=f"a beach {NSFW_TRIGGER}", width=256, height=256
-    )
-    dragon = GenerationRequest.objects.create(prompt="a dragon", width=256, height=256)
+    ok = new_request("a kite")
+    blank = new_request(f"a beach {NSFW_TRIGGER}")
+    dragon = new_request("a dragon")
     settings.MODELSLAB = {**settings.MODELSLAB, "MODERATION_HOOK": HOOK}
     out = io.StringIO()
 

@@ -18,7 +18,6 @@ Proved elsewhere, not repeated here:
 
 from __future__ import annotations
 
-import io
 import json
 import socket
 import ssl
@@ -37,7 +36,6 @@ import pytest
 from django.conf import settings as django_settings
 from django.urls import reverse
 from django.utils import timezone
-from PIL import Image
 
 from django_modelslab import pipeline
 from django_modelslab.client import MAX_TEXT
@@ -47,20 +45,10 @@ from django_modelslab.exceptions import DownloadError, DownloadRefused, Reserved
 from django_modelslab.models import GenerationRequest, WebhookDelivery
 
 from .conftest import TEST_API_KEY
+from .helpers import noise_png, raw_png, run_new
 
 Status = GenerationRequest.Status
 LIMITS = {"max_bytes": 1024 * 1024, "timeout": 2.0, "connect_timeout": 1.0}
-
-
-def _png(size: int = 32) -> bytes:
-    buffer = io.BytesIO()
-    Image.effect_noise((size, size), 64).convert("RGB").save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    crc = zlib.crc32(kind + data)
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
 
 
 def _bomb(side: int = 8_000) -> bytes:
@@ -69,15 +57,10 @@ def _bomb(side: int = 8_000) -> bytes:
     rows = zlib.compressobj(9)
     row = b"\0" * (1 + side // 8)
     data = b"".join(rows.compress(row) for _ in range(side)) + rows.flush()
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", header)
-        + _png_chunk(b"IDAT", data)
-        + _png_chunk(b"IEND", b"")
-    )
+    return raw_png(header, data)
 
 
-PNG = _png()
+PNG = noise_png(32)
 BOMB = _bomb()
 NO_ANSWER = (404, b"Not Found", "text/plain")
 
@@ -385,19 +368,14 @@ def test_production_hosts_refuse_the_emulator_and_keep_the_request_retriable(
 
 def copy_from(url: str, **fields) -> GenerationRequest:
     """A request whose outputs ModelsLab reported at ``url``; run copies them (no API call)."""
-    request = GenerationRequest.objects.create(
-        prompt="hostile body",
-        width=256,
-        height=256,
+    return run_new(
+        "hostile body",
         status=Status.QUEUED,
         provider_id="4242",
         output_urls=[url],
         outputs_expire_at=timezone.now() + timedelta(hours=1),
         **fields,
     )
-    pipeline.run(request.pk)
-    request.refresh_from_db()
-    return request
 
 
 def stored_files() -> list[Path]:
@@ -497,15 +475,6 @@ def provider(local, settings) -> Iterator[Callable[..., None]]:
     local.answer = NO_ANSWER  # type: ignore[attr-defined]
 
 
-def run_request(**fields) -> GenerationRequest:
-    request = GenerationRequest.objects.create(
-        prompt="a key test", seed=1, width=256, height=256, **fields
-    )
-    pipeline.run(request.pk)
-    request.refresh_from_db()
-    return request
-
-
 def all_text(value: object) -> list[str]:
     """Every string in ``value``, field names included."""
     if isinstance(value, dict):
@@ -523,7 +492,7 @@ def test_a_key_read_with_a_trailing_newline_is_stripped(emulator, settings, api_
     settings.MODELSLAB = {**settings.MODELSLAB, "API_KEY": f"\t{TEST_API_KEY}\n"}
     emulator.configure(api_keys={TEST_API_KEY})  # exactly the key, nothing around it
 
-    request = run_request(api_version=api_version)
+    request = run_new("a key test", seed=1, api_version=api_version)
 
     assert request.status == Status.SUCCEEDED, request.error
     assert request.images.count() == 1
@@ -534,7 +503,7 @@ def test_the_key_as_a_field_name_of_an_answer_is_stored_redacted(provider, admin
     errors = {TEST_API_KEY: ["is not valid"], f"{TEST_API_KEY}.key": ["is too long"]}
     provider(422, json.dumps({"status": "error", "errors": errors}).encode())
 
-    request = run_request()
+    request = run_new("a key test", seed=1)
 
     assert request.status == Status.FAILED
     kept = request.provider_responses[-1]["body"]
@@ -553,7 +522,7 @@ def test_a_key_across_the_truncation_point_of_a_text_answer_leaves_no_prefix(pro
     head = MAX_TEXT - 18  # the cut fell 18 characters into the key
     provider(200, b"x" * head + TEST_API_KEY.encode() + b"y" * 100, "text/plain")
 
-    request = run_request()
+    request = run_new("a key test", seed=1)
 
     assert request.status == Status.FAILED
     kept = request.provider_responses[-1]["body"]
@@ -581,7 +550,7 @@ def test_the_key_is_redacted_in_its_escaped_forms(provider, settings) -> None:
     body = {"status": "error", "message": " ".join(forms.values()), "echo": forms}
     provider(400, json.dumps(body).encode())
 
-    request = run_request()
+    request = run_new("a key test", seed=1)
 
     assert request.status == Status.FAILED
     kept = [*all_text(request.provider_responses), request.error]

@@ -19,6 +19,8 @@ from django_modelslab.signals import (
 )
 from django_modelslab.testing import Fault
 
+from .helpers import generate, new_request
+
 pytestmark = pytest.mark.django_db
 
 Status = GenerationRequest.Status
@@ -48,22 +50,12 @@ def events() -> Iterator[list[tuple[str, Any, dict[str, Any]]]]:
         signal.disconnect(receivers[name])
 
 
-def generate(capture, **fields) -> GenerationRequest:
-    fields = {"prompt": "a red fox in snow", "width": 256, "height": 256, **fields}
-    with capture(execute=True):
-        request = pipeline.submit(GenerationRequest.objects.create(**fields))
-    request.refresh_from_db()
-    return request
-
-
 def names(events) -> list[str]:
     return [name for name, _sender, _kwargs in events]
 
 
-def test_success_sends_submitted_stored_succeeded(
-    emulator, events, django_capture_on_commit_callbacks
-) -> None:
-    request = generate(django_capture_on_commit_callbacks, seed=41, samples=2)
+def test_success_sends_submitted_stored_succeeded(emulator, events) -> None:
+    request = generate(seed=41, samples=2)
 
     assert request.status == Status.SUCCEEDED, request.error
     assert names(events) == ["submitted", "stored", "stored", "succeeded"]
@@ -87,39 +79,33 @@ def test_success_sends_submitted_stored_succeeded(
     assert succeeded["cost"] is None
 
 
-def test_bytes_already_stored_are_reported_as_not_uploaded(
-    emulator, events, django_capture_on_commit_callbacks, settings
-) -> None:
+def test_bytes_already_stored_are_reported_as_not_uploaded(emulator, events, settings) -> None:
     settings.MODELSLAB = {**settings.MODELSLAB, "CACHE": False}
-    generate(django_capture_on_commit_callbacks, seed=42)
+    generate(seed=42)
     events.clear()
 
-    generate(django_capture_on_commit_callbacks, seed=42)
+    generate(seed=42)
 
     assert names(events) == ["submitted", "stored", "succeeded"]
     assert events[1][2]["uploaded"] is False
 
 
-def test_cache_hit_succeeds_without_storing(
-    emulator, events, django_capture_on_commit_callbacks
-) -> None:
-    generate(django_capture_on_commit_callbacks, seed=43)
+def test_cache_hit_succeeds_without_storing(emulator, events) -> None:
+    generate(seed=43)
     events.clear()
 
-    second = generate(django_capture_on_commit_callbacks, seed=43)
+    second = generate(seed=43)
 
     assert second.cached_from is not None
     assert names(events) == ["submitted", "succeeded"]
     assert events[1][2]["images"] == list(second.images.all())
 
 
-def test_failure_sends_failed_with_the_error(
-    emulator, events, django_capture_on_commit_callbacks
-) -> None:
+def test_failure_sends_failed_with_the_error(emulator, events) -> None:
     emulator.configure(mode="processing", eta=0)
     emulator.add_fault("text2img", Fault.failed("NSFW content detected"))
 
-    request = generate(django_capture_on_commit_callbacks, seed=44)
+    request = generate(seed=44)
 
     assert request.status == Status.FAILED
     assert names(events) == ["submitted", "failed"]
@@ -132,7 +118,7 @@ def test_failure_sends_failed_with_the_error(
 
 def test_signals_wait_for_the_commit(emulator, events, django_capture_on_commit_callbacks) -> None:
     """Sent from on_commit callbacks: receivers see committed rows, and nothing before."""
-    request = GenerationRequest.objects.create(prompt="a fox", width=256, height=256, seed=45)
+    request = new_request("a fox", seed=45)
     seen_in_db: list[tuple[str, int]] = []
 
     def check(sender, request, **kwargs) -> None:
@@ -154,7 +140,7 @@ def test_signals_wait_for_the_commit(emulator, events, django_capture_on_commit_
 
 
 def test_regenerate_sends_submitted(emulator, events, django_capture_on_commit_callbacks) -> None:
-    request = generate(django_capture_on_commit_callbacks, seed=46)
+    request = generate(seed=46)
     events.clear()
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -164,9 +150,7 @@ def test_regenerate_sends_submitted(emulator, events, django_capture_on_commit_c
     assert events[0][2]["request"].regeneration_batch == ""
 
 
-def test_a_failing_receiver_never_breaks_the_pipeline(
-    emulator, events, django_capture_on_commit_callbacks, caplog
-) -> None:
+def test_a_failing_receiver_never_breaks_the_pipeline(emulator, events, caplog) -> None:
     def broken(sender, **kwargs) -> None:
         raise RuntimeError("metrics backend down")
 
@@ -174,7 +158,7 @@ def test_a_failing_receiver_never_breaks_the_pipeline(
         signal.connect(broken)
     try:
         with caplog.at_level(logging.ERROR):
-            request = generate(django_capture_on_commit_callbacks, seed=47)
+            request = generate(seed=47)
     finally:
         for signal in SIGNALS.values():
             signal.disconnect(broken)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import struct
@@ -31,7 +30,7 @@ from django_modelslab.storage import (
 from django_modelslab.storage.content import content_key, restore_file, store_file
 from django_modelslab.testing import Emulator, Fault
 
-CAFS = "django_modelslab.storage.ContentAddressedFileSystemStorage"
+from .helpers import CAFS, raw_png, sha256_hex
 
 
 def image_bytes(
@@ -49,33 +48,8 @@ def image_bytes(
 
 def png_header(width: int, height: int) -> bytes:
     """A tiny PNG whose header claims ``width`` x ``height`` (its pixel data is a stub)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
-    )
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture
-def media(settings, tmp_path: Path) -> Path:
-    """MEDIA_ROOT in a fresh directory, with the ``modelslab`` alias content-addressed."""
-    settings.MEDIA_ROOT = str(tmp_path)
-    settings.STORAGES = {
-        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-        "modelslab": {"BACKEND": CAFS},
-    }
-    return tmp_path
+    return raw_png(ihdr, zlib.compress(b"\0" * 64))
 
 
 def files_under(root: Path) -> list[Path]:
@@ -86,7 +60,7 @@ def files_under(root: Path) -> list[Path]:
 
 
 def test_content_key_layout() -> None:
-    digest = sha(b"x")
+    digest = sha256_hex(b"x")
     assert content_key(digest, "png", "modelslab/") == f"modelslab/{digest[:2]}/{digest}.png"
     assert content_key(digest, "jpg", "") == f"{digest[:2]}/{digest}.jpg"
     assert content_key(digest, "png", "assets") == f"assets/{digest[:2]}/{digest}.png"
@@ -96,8 +70,8 @@ def test_content_key_layout() -> None:
 
 def test_store_file_writes_under_the_content_key(media: Path) -> None:
     data = image_bytes("PNG")
-    stored = store_file(io.BytesIO(data), sha256=sha(data), size=len(data))
-    assert stored.key == f"modelslab/{sha(data)[:2]}/{sha(data)}.png"
+    stored = store_file(io.BytesIO(data), sha256=sha256_hex(data), size=len(data))
+    assert stored.key == f"modelslab/{sha256_hex(data)[:2]}/{sha256_hex(data)}.png"
     assert stored.uploaded is True
     assert stored.info == ImageInfo("PNG", "png", "image/png", 32, 24)
     assert (media / stored.key).read_bytes() == data
@@ -108,17 +82,17 @@ def test_store_file_writes_under_the_content_key(media: Path) -> None:
 def test_extension_comes_from_the_bytes_not_the_name(media: Path) -> None:
     data = image_bytes("JPEG")
     stored = store_file(ContentFile(data, name="fake.png"))
-    assert stored.key.endswith(f"/{sha(data)}.jpg")
-    assert stored.sha256 == sha(data)
+    assert stored.key.endswith(f"/{sha256_hex(data)}.jpg")
+    assert stored.sha256 == sha256_hex(data)
     assert stored.size == len(data)
 
 
 def test_storing_the_same_bytes_twice_writes_once(media: Path) -> None:
     data = image_bytes("PNG", seed=1)
-    first = store_file(io.BytesIO(data), sha256=sha(data), size=len(data))
+    first = store_file(io.BytesIO(data), sha256=sha256_hex(data), size=len(data))
     path = media / first.key
     before = os.stat(path)
-    second = store_file(io.BytesIO(data), sha256=sha(data), size=len(data))
+    second = store_file(io.BytesIO(data), sha256=sha256_hex(data), size=len(data))
     after = os.stat(path)
     assert (first.uploaded, second.uploaded) == (True, False)
     assert second.key == first.key
@@ -145,7 +119,9 @@ def test_store_file_works_with_any_storage(tmp_path: Path) -> None:
     second = store_file(io.BytesIO(data), storage=storage, prefix="p/", max_pixels=10_000)
     assert (first.uploaded, second.uploaded) == (True, False)
     assert storage.writes == 1
-    assert files_under(tmp_path) == [tmp_path / "p" / sha(data)[:2] / f"{sha(data)}.png"]
+    assert files_under(tmp_path) == [
+        tmp_path / "p" / sha256_hex(data)[:2] / f"{sha256_hex(data)}.png"
+    ]
 
 
 def test_two_threads_storing_the_same_bytes(media: Path) -> None:
@@ -416,7 +392,7 @@ def test_download_then_store(emulator: Emulator, media: Path) -> None:
     with _fetch(url) as result:
         stored = store_file(result.file, sha256=result.sha256, size=result.size)
     served = emulator.output_bytes(url)
-    assert stored.sha256 == sha(served)
+    assert stored.sha256 == sha256_hex(served)
     assert (stored.info.width, stored.info.height) == (256, 256)
     assert (media / stored.key).read_bytes() == served
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
 import pytest
 from PIL import Image as PILImage
 from PIL import ImageDraw
@@ -11,6 +9,8 @@ from PIL import ImageDraw
 from django_modelslab.imaging import verify
 from django_modelslab.imaging.thumbnails import render_thumbnail
 from django_modelslab.imaging.verify import decode_image
+
+from .helpers import encoded, opened
 
 ORIENTATION = 0x0112
 ROTATED_90_CW = 6  # EXIF: the stored pixels must be turned 90° clockwise to be upright
@@ -20,19 +20,6 @@ def picture(mode: str = "RGB", size: tuple[int, int] = (400, 200)) -> PILImage.I
     """A picture with a bright left half, so that a turned thumbnail shows it."""
     image = PILImage.new(mode, size, "black")
     ImageDraw.Draw(image).rectangle((0, 0, size[0] // 2, size[1]), fill="white")
-    return image
-
-
-def encoded(image: PILImage.Image, fmt: str, **options) -> io.BytesIO:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    buffer.seek(0)
-    return buffer
-
-
-def opened(data: bytes) -> PILImage.Image:
-    image = PILImage.open(io.BytesIO(data))
-    image.load()
     return image
 
 

@@ -5,64 +5,21 @@ from __future__ import annotations
 import hashlib
 import io
 from datetime import timedelta
-from io import StringIO
 from pathlib import Path
 
 import pytest
-from django.core.management import CommandError, call_command
 from django.utils import timezone
-from PIL import Image
 
-from django_modelslab import pipeline
 from django_modelslab.models import GeneratedImage, GenerationRequest
 from django_modelslab.storage import get_image_storage
-from django_modelslab.storage.content import StoredImage, store_file
 
 pytest.register_assert_rewrite("tests.s3")
 pytest_plugins = ["tests.s3"]
 
+from .helpers import generated_image, run_command, stored_image, tiny_png  # noqa: E402
 from .s3 import STORAGE_BACKEND, S3Case  # noqa: E402
 
 pytestmark = pytest.mark.django_db
-
-CAFS = "django_modelslab.storage.ContentAddressedFileSystemStorage"
-
-
-@pytest.fixture
-def media(settings, tmp_path: Path) -> Path:
-    settings.MEDIA_ROOT = str(tmp_path)
-    settings.STORAGES = {**settings.STORAGES, "modelslab": {"BACKEND": CAFS}}
-    return tmp_path
-
-
-def png(seed: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (16, 12), (seed, 40, 90)).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def add_image(request: GenerationRequest, seed: int, position: int = 0) -> GeneratedImage:
-    stored: StoredImage = store_file(io.BytesIO(png(seed)))
-    return GeneratedImage.objects.create(
-        request=request,
-        image=stored.key,
-        sha256=stored.sha256,
-        width=stored.info.width,
-        height=stored.info.height,
-        format=stored.info.format,
-        bytes=stored.size,
-        position=position,
-    )
-
-
-def verify(*args: str) -> tuple[str, str | None]:
-    """Run the command; (stdout, the CommandError's message or None)."""
-    out, err = StringIO(), StringIO()
-    try:
-        call_command("verify_images", *args, stdout=out, stderr=err)
-    except CommandError as exc:
-        return out.getvalue() + err.getvalue(), str(exc)
-    return out.getvalue() + err.getvalue(), None
 
 
 @pytest.fixture
@@ -71,11 +28,11 @@ def request_() -> GenerationRequest:
 
 
 def test_all_good(media: Path, request_: GenerationRequest) -> None:
-    add_image(request_, 1, 0)
-    add_image(request_, 1, 1)  # the same bytes: one object, read once
-    add_image(request_, 2, 2)
+    stored_image(request_, tiny_png(1), 0)
+    stored_image(request_, tiny_png(1), 1)  # the same bytes: one object, read once
+    stored_image(request_, tiny_png(2), 2)
 
-    out, error = verify()
+    out, error = run_command("verify_images")
 
     assert error is None
     assert "Checked 3 image(s), 2 object(s)" in out
@@ -85,13 +42,13 @@ def test_all_good(media: Path, request_: GenerationRequest) -> None:
 def test_missing_and_corrupt_objects_are_reported_not_repaired(
     media: Path, request_: GenerationRequest
 ) -> None:
-    fine = add_image(request_, 1, 0)
-    gone = add_image(request_, 2, 1)
-    bad = add_image(request_, 3, 2)
+    fine = stored_image(request_, tiny_png(1), 0)
+    gone = stored_image(request_, tiny_png(2), 1)
+    bad = stored_image(request_, tiny_png(3), 2)
     (media / gone.image.name).unlink()
     (media / bad.image.name).write_bytes(b"not the bytes it was named after")
 
-    out, error = verify()
+    out, error = run_command("verify_images")
 
     assert error is not None and "1 OK, 2 with problems" in error
     assert f"image {gone.pk} (request {request_.pk}): {gone.image.name}: missing" in out
@@ -103,10 +60,10 @@ def test_missing_and_corrupt_objects_are_reported_not_repaired(
 
 
 def test_row_that_disagrees_with_its_name(media: Path, request_: GenerationRequest) -> None:
-    image = add_image(request_, 1)
+    image = stored_image(request_, tiny_png(1))
     GeneratedImage.objects.filter(pk=image.pk).update(sha256="0" * 64, bytes=1)
 
-    out, error = verify()
+    out, error = run_command("verify_images")
 
     assert error is not None
     assert f"row says {'0' * 64}" in out
@@ -114,17 +71,17 @@ def test_row_that_disagrees_with_its_name(media: Path, request_: GenerationReque
 
 
 def test_id_and_limit(media: Path, request_: GenerationRequest) -> None:
-    first = add_image(request_, 1, 0)
-    second = add_image(request_, 2, 1)
+    first = stored_image(request_, tiny_png(1), 0)
+    second = stored_image(request_, tiny_png(2), 1)
     (media / second.image.name).unlink()
 
-    assert verify("--id", str(first.pk))[1] is None
-    assert verify("--limit", "1")[1] is None  # lowest id first
-    out, error = verify("--id", str(second.pk))
+    assert run_command("verify_images", "--id", str(first.pk))[1] is None
+    assert run_command("verify_images", "--limit", "1")[1] is None  # lowest id first
+    out, error = run_command("verify_images", "--id", str(second.pk))
     assert error is not None and "missing" in out
-    out, error = verify("--id", "999999")
+    out, error = run_command("verify_images", "--id", "999999")
     assert error is not None and "No image with id 999999" in out
-    assert verify("--limit", "0")[1] == "--limit must be at least 1"
+    assert run_command("verify_images", "--limit", "0")[1] == "--limit must be at least 1"
 
 
 def test_s3_objects_are_verified_in_the_bucket(
@@ -134,14 +91,14 @@ def test_s3_objects_are_verified_in_the_bucket(
         **settings.STORAGES,
         "modelslab": {"BACKEND": STORAGE_BACKEND, "OPTIONS": s3.options()},
     }
-    fine = add_image(request_, 1, 0)
-    gone = add_image(request_, 2, 1)
-    bad = add_image(request_, 3, 2)
+    fine = stored_image(request_, tiny_png(1), 0)
+    gone = stored_image(request_, tiny_png(2), 1)
+    bad = stored_image(request_, tiny_png(3), 2)
     bucket = s3.server.bucket
     s3.client.delete_object(Bucket=bucket, Key=f"{s3.location}/{gone.image.name}")
     s3.client.put_object(Bucket=bucket, Key=f"{s3.location}/{bad.image.name}", Body=b"x")
 
-    out, error = verify()
+    out, error = run_command("verify_images")
 
     assert error is not None and "1 OK, 2 with problems" in error
     assert f"{gone.image.name}: missing" in out
@@ -152,21 +109,13 @@ def test_s3_objects_are_verified_in_the_bucket(
         **settings.STORAGES,
         "modelslab": {"BACKEND": STORAGE_BACKEND, "OPTIONS": s3.options(secret_key="wrong")},
     }
-    out, error = verify("--id", str(fine.pk))
+    out, error = run_command("verify_images", "--id", str(fine.pk))
     assert error is not None
     assert f"{fine.image.name}: unreadable" in out
     assert "wrong" not in out.replace(f"{fine.image.name}", "")
 
 
 # --- --repair -----------------------------------------------------------------------------
-
-
-def generated(emulator) -> GeneratedImage:
-    """An image the pipeline copied from the emulator (source URL, provenance, thumbnail)."""
-    request = GenerationRequest.objects.create(prompt="a kite", width=256, height=256, seed=3)
-    request = pipeline.run(pipeline.submit(request, enqueue=False).pk)
-    assert request.status == GenerationRequest.Status.SUCCEEDED, request.error
-    return request.images.get()
 
 
 def stored_sha256(name: str) -> str | None:
@@ -189,9 +138,9 @@ def damage(image: GeneratedImage) -> None:
 def check_repair(image: GeneratedImage) -> None:
     thumbnail_sha256 = stored_sha256(image.thumbnail.name)
     damage(image)
-    assert "1 with problems" in (verify()[1] or "")
+    assert "1 with problems" in (run_command("verify_images")[1] or "")
 
-    out, error = verify("--repair")
+    out, error = run_command("verify_images", "--repair")
 
     assert error is None, out
     assert f"{image.image.name}: corrupt" in out  # reported, then repaired
@@ -200,11 +149,11 @@ def check_repair(image: GeneratedImage) -> None:
     assert "0 OK, 1 repaired, 0 with problems" in out
     assert stored_sha256(image.image.name) == image.sha256
     assert stored_sha256(image.thumbnail.name) == thumbnail_sha256
-    assert verify()[1] is None  # and it stays repaired
+    assert run_command("verify_images")[1] is None  # and it stays repaired
 
 
 def test_repair_puts_good_bytes_back_on_the_filesystem(media: Path, emulator) -> None:
-    image = generated(emulator)
+    image = generated_image("a kite", seed=3)
     assert (media / image.image.name).exists()
 
     check_repair(image)
@@ -215,7 +164,7 @@ def test_repair_puts_good_bytes_back_in_s3(s3: S3Case, settings, emulator) -> No
         **settings.STORAGES,
         "modelslab": {"BACKEND": STORAGE_BACKEND, "OPTIONS": s3.options()},
     }
-    image = generated(emulator)
+    image = generated_image("a kite", seed=3)
     key = f"{s3.location}/{image.image.name}"
     assert s3.client.head_object(Bucket=s3.server.bucket, Key=key)["ContentType"] == "image/png"
 
@@ -227,13 +176,13 @@ def test_repair_puts_good_bytes_back_in_s3(s3: S3Case, settings, emulator) -> No
 
 
 def test_repair_without_good_bytes_reports_and_changes_nothing(media: Path, emulator) -> None:
-    image = generated(emulator)
+    image = generated_image("a kite", seed=3)
     GeneratedImage.objects.filter(pk=image.pk).update(
         source_expires_at=timezone.now() - timedelta(minutes=1)
     )
     (media / image.image.name).write_bytes(b"bit rot")
 
-    out, error = verify("--repair")
+    out, error = run_command("verify_images", "--repair")
 
     assert error is not None and "0 repaired, 1 with problems" in error
     assert f"{image.image.name}: not repaired: its source URL expired at" in out

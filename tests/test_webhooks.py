@@ -4,7 +4,6 @@ confirmed through the fetch endpoint, and idempotent."""
 from __future__ import annotations
 
 import json
-import time
 from datetime import timedelta
 from urllib.parse import quote, quote_plus
 
@@ -20,59 +19,25 @@ from django_modelslab.testing import Fault
 from django_modelslab.webhooks import MAX_RAW_BODY
 
 from .conftest import TEST_API_KEY
+from .helpers import OLD_WEBHOOK_SECRET, WEBHOOK_SECRET, finished, new_request, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-SECRET = "webhook-secret-for-tests-0123456789"
-OLD_SECRET = "an-older-secret-still-accepted-0123456789"
+PROMPT = "a harbour at night"
 Status = GenerationRequest.Status
 Outcome = WebhookDelivery.Outcome
-
-
-@pytest.fixture
-def webhooks_on(settings, live_server, emulator):
-    settings.MODELSLAB = {
-        **settings.MODELSLAB,
-        "PUBLIC_BASE_URL": live_server.url,
-        "WEBHOOK_SECRETS": [SECRET, OLD_SECRET],
-    }
-    emulator.mode = "processing"
-    emulator.eta = 0.1
-    return live_server
-
-
-def wait_for(predicate, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := predicate():
-            return result
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting")
-
-
-def finished(request: GenerationRequest, status: str | None = None) -> GenerationRequest | None:
-    """The request, reloaded, once it has finished (with ``status``, if given)."""
-    request.refresh_from_db()
-    if not request.is_finished or (status is not None and request.status != status):
-        return None
-    return request
-
-
-def new_request(**fields) -> GenerationRequest:
-    fields.setdefault("prompt", "a harbour at night")
-    return GenerationRequest.objects.create(width=256, height=256, **fields)
 
 
 def post(url_or_secret: str, body, client=None) -> httpx.Response:
     return httpx.post(url_or_secret, content=json.dumps(body), timeout=10)
 
 
-def webhook_url(live_server, secret: str = SECRET) -> str:
+def webhook_url(live_server, secret: str = WEBHOOK_SECRET) -> str:
     return live_server.url + reverse("modelslab:webhook", kwargs={"secret": secret})
 
 
 def test_webhook_finishes_the_request_after_confirming_with_fetch(webhooks_on, emulator):
-    request = new_request(seed=1)
+    request = new_request(PROMPT, seed=1)
 
     returned = pipeline.run(request.pk)
 
@@ -90,13 +55,13 @@ def test_webhook_finishes_the_request_after_confirming_with_fetch(webhooks_on, e
     assert (delivery.valid, delivery.outcome, delivery.request) == (True, Outcome.ACCEPTED, done)
     # Neither the API key nor the webhook secret is kept anywhere readable.
     for text in (json.dumps(done.provider_responses), json.dumps(delivery.body)):
-        assert SECRET not in text
+        assert WEBHOOK_SECRET not in text
         assert TEST_API_KEY not in text
 
 
 def test_duplicate_deliveries_change_nothing(webhooks_on, emulator):
     emulator.webhook_duplicates = 2
-    request = new_request(seed=2)
+    request = new_request(PROMPT, seed=2)
 
     pipeline.run(request.pk)
     wait_for(lambda: WebhookDelivery.objects.count() == 3)
@@ -110,7 +75,7 @@ def test_duplicate_deliveries_change_nothing(webhooks_on, emulator):
 
 
 def test_bad_secret_is_refused_and_recorded(webhooks_on):
-    request = new_request()
+    request = new_request(PROMPT)
 
     response = post(webhook_url(webhooks_on, "not-the-secret"), {"id": 1, "status": "success"})
 
@@ -131,7 +96,9 @@ def test_a_rejection_is_a_suspicious_operation_of_the_one_hierarchy(webhooks_on)
 
 
 def test_rotated_secret_is_still_accepted(webhooks_on):
-    response = post(webhook_url(webhooks_on, OLD_SECRET), {"id": 5, "track_id": "none-such"})
+    response = post(
+        webhook_url(webhooks_on, OLD_WEBHOOK_SECRET), {"id": 5, "track_id": "none-such"}
+    )
     assert response.status_code == 200
     assert response.json() == {"outcome": Outcome.UNKNOWN}
 
@@ -179,7 +146,7 @@ def test_body_over_djangos_limit_is_a_400_and_recorded(webhooks_on):
 def test_forged_success_is_not_trusted(webhooks_on, emulator):
     """A delivery claiming success for a job still processing stores nothing."""
     emulator.add_fault("text2img", Fault.never_finish())
-    request = new_request(seed=3)
+    request = new_request(PROMPT, seed=3)
     pipeline.run(request.pk)
     request.refresh_from_db()
 
@@ -201,7 +168,7 @@ def test_forged_success_is_not_trusted(webhooks_on, emulator):
 
 
 def test_delivery_for_an_earlier_attempt_is_ignored(webhooks_on, emulator):
-    request = new_request(seed=4)
+    request = new_request(PROMPT, seed=4)
     pipeline.run(request.pk)
     done = wait_for(lambda: finished(request))
     old_track = done.track_id
@@ -220,7 +187,7 @@ def test_webhook_recovers_a_lost_generate_answer(webhooks_on, emulator, settings
     """The generate call timed out (never resubmitted); the callback names the job."""
     settings.MODELSLAB = {**settings.MODELSLAB, "TIMEOUT": 0.3}
     emulator.add_fault("text2img", Fault.delay(0.6))
-    request = new_request(seed=5)
+    request = new_request(PROMPT, seed=5)
 
     failed = pipeline.run(request.pk)
     assert failed.status == Status.FAILED
@@ -241,7 +208,7 @@ def test_webhook_recovers_a_lost_answer_when_the_fetched_job_echoes_the_request(
         emulator.configure(answer_fields={"meta": {"track_id": None}})
     settings.MODELSLAB = {**settings.MODELSLAB, "TIMEOUT": 0.3}
     emulator.add_fault("text2img", Fault.delay(0.6))
-    request = new_request(seed=6)
+    request = new_request(PROMPT, seed=6)
 
     assert pipeline.run(request.pk).status == Status.FAILED
 
@@ -286,7 +253,7 @@ def test_a_delivery_cannot_give_a_lost_answer_request_another_requests_job(
 
 def test_deliveries_with_an_unknown_secret_are_counted_not_stored_one_by_one(client, settings):
     """1,000 anonymous POSTs store one row a minute, whose count says how many came."""
-    settings.MODELSLAB = {**settings.MODELSLAB, "WEBHOOK_SECRETS": [SECRET]}
+    settings.MODELSLAB = {**settings.MODELSLAB, "WEBHOOK_SECRETS": [WEBHOOK_SECRET]}
     url = reverse("modelslab:webhook", kwargs={"secret": "not-the-secret"})
     earlier = WebhookDelivery.objects.create(outcome=Outcome.REJECTED, error="Unknown secret.")
     WebhookDelivery.objects.filter(pk=earlier.pk).update(
@@ -310,14 +277,14 @@ def test_the_webhook_is_open_under_login_required_middleware(client, settings):
         *settings.MIDDLEWARE,
         "django.contrib.auth.middleware.LoginRequiredMiddleware",
     ]
-    settings.MODELSLAB = {**settings.MODELSLAB, "WEBHOOK_SECRETS": [SECRET]}
+    settings.MODELSLAB = {**settings.MODELSLAB, "WEBHOOK_SECRETS": [WEBHOOK_SECRET]}
 
     def deliver(secret: str) -> int:
         url = reverse("modelslab:webhook", kwargs={"secret": secret})
         body = json.dumps({"id": 1, "track_id": "none-such"})
         return client.post(url, body, content_type="application/json").status_code
 
-    assert deliver(SECRET) == 200
+    assert deliver(WEBHOOK_SECRET) == 200
     assert deliver("not-the-secret") == 400
     assert client.get("/media/none.png").status_code == 302  # a plain view: the middleware is on
 
@@ -339,7 +306,7 @@ def test_deliveries_are_listed_read_only_in_the_admin(webhooks_on, admin_client)
     text = page.content.decode()
     assert "Rejected (bad secret or body)" in text
     assert "No matching request" in text
-    assert SECRET not in text
+    assert WEBHOOK_SECRET not in text
     delivery = WebhookDelivery.objects.get(track_id="9999-1")
     detail = admin_client.get(
         reverse("admin:django_modelslab_webhookdelivery_change", args=[delivery.pk])
@@ -351,14 +318,14 @@ ODD_SECRET = 'rotated"secret\\with/odd+chars é-0123456789'  # JSON, repr and UR
 
 
 def test_secrets_are_redacted_from_field_names_and_escaped_forms(webhooks_on, settings):
-    settings.MODELSLAB = {**settings.MODELSLAB, "WEBHOOK_SECRETS": [SECRET, ODD_SECRET]}
+    settings.MODELSLAB = {**settings.MODELSLAB, "WEBHOOK_SECRETS": [WEBHOOK_SECRET, ODD_SECRET]}
     forms = {
         "url": f"https://site.test/modelslab/webhook/{quote(ODD_SECRET, safe='')}/",
         "form": f"secret={quote_plus(ODD_SECRET)}",
         "json": json.dumps({"secret": ODD_SECRET}),
         "repr": repr(ODD_SECRET.encode()),
     }
-    body = {"id": 5, "track_id": "none-such", SECRET: "named by the secret", **forms}
+    body = {"id": 5, "track_id": "none-such", WEBHOOK_SECRET: "named by the secret", **forms}
     body[TEST_API_KEY] = ["named by the key"]
 
     response = post(webhook_url(webhooks_on), body)
@@ -371,17 +338,17 @@ def test_secrets_are_redacted_from_field_names_and_escaped_forms(webhooks_on, se
     assert kept["form"] == "secret=[redacted]"
     assert kept["json"] == '{"secret": "[redacted]"}'
     assert kept["repr"] == "b'[redacted]'"
-    for secret in (SECRET, TEST_API_KEY, "odd+chars"):
+    for secret in (WEBHOOK_SECRET, TEST_API_KEY, "odd+chars"):
         assert secret not in json.dumps(kept, ensure_ascii=False)
 
 
 def test_an_unreadable_body_is_redacted_before_it_is_cut(webhooks_on):
     head = MAX_RAW_BODY - 14  # the cut falls 14 characters into the secret
-    body = b"x" * head + SECRET.encode() + b"y" * 100
+    body = b"x" * head + WEBHOOK_SECRET.encode() + b"y" * 100
 
     response = httpx.post(webhook_url(webhooks_on), content=body, timeout=10)
 
     assert response.status_code == 400
     kept = WebhookDelivery.objects.get().raw_body
     assert kept == "x" * head + "[redacted]" + "y" * 4
-    assert SECRET[:14] not in kept
+    assert WEBHOOK_SECRET[:14] not in kept

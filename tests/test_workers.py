@@ -22,6 +22,8 @@ from django_modelslab import pipeline
 from django_modelslab.models import GenerationRequest
 from django_modelslab.testing import Fault
 
+from .helpers import new_request
+
 try:
     from django.tasks import Task
 except ImportError:  # Django < 6.0
@@ -67,10 +69,7 @@ def run_worker_until_idle(emulator, settings) -> None:
 @postgres_only
 def test_db_worker_process_generates_what_the_pipeline_enqueued(emulator, settings):
     settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
-    requests = [
-        GenerationRequest.objects.create(prompt=f"worker {n}", seed=n, width=256, height=256)
-        for n in range(3)
-    ]
+    requests = [new_request(f"worker {n}", seed=n) for n in range(3)]
     for request in requests:
         assert pipeline.submit(request).status == Status.QUEUED
     assert emulator.calls["text2img"] == 0  # nothing runs in this process
@@ -99,7 +98,7 @@ def test_db_worker_runs_a_task_stored_under_its_old_path(emulator, settings):
     from django_tasks_db.models import DBTaskResult
 
     settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
-    request = GenerationRequest.objects.create(prompt="old path", seed=4, width=256, height=256)
+    request = new_request("old path", seed=4)
     pipeline.submit(request)
     assert DBTaskResult.objects.update(task_path="django_modelslab.tasks.run_generation") == 1
 
@@ -112,7 +111,7 @@ def test_db_worker_runs_a_task_stored_under_its_old_path(emulator, settings):
 
 def test_two_runs_racing_for_one_request_submit_one_job(emulator):
     emulator.latency = 0.3  # widen the window in which both runs are in flight
-    request = GenerationRequest.objects.create(prompt="race", seed=1, width=256, height=256)
+    request = new_request("race", seed=1)
     barrier = threading.Barrier(2)
     results: list[str] = []
 
@@ -142,7 +141,7 @@ def test_worker_killed_mid_poll_is_picked_up_without_a_second_job(emulator, sett
     settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
     emulator.mode = "processing"
     emulator.add_fault("text2img", Fault.never_finish())
-    request = GenerationRequest.objects.create(prompt="killed", seed=7, width=256, height=256)
+    request = new_request("killed", seed=7)
     pipeline.submit(request)
     worker = subprocess.Popen(DB_WORKER, cwd=ROOT, env=worker_env(emulator, settings))
     try:
@@ -176,7 +175,7 @@ def test_two_worker_processes_on_one_request_submit_one_job(emulator, settings):
 
     settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
     emulator.latency = 0.5  # both workers are in flight together
-    request = GenerationRequest.objects.create(prompt="twice", seed=3, width=256, height=256)
+    request = new_request("twice", seed=3)
     pipeline.submit(request)
     run_generation.enqueue(request.pk)  # a duplicate delivery of the same task
 
@@ -205,10 +204,7 @@ def test_two_worker_processes_on_one_request_submit_one_job(emulator, settings):
 @postgres_only
 def test_regenerate_images_interrupted_then_resumed_submits_each_job_once(emulator, settings):
     emulator.latency = 1.0
-    requests = [
-        GenerationRequest.objects.create(prompt=f"bulk {n}", seed=n, width=256, height=256)
-        for n in range(4)
-    ]
+    requests = [new_request(f"bulk {n}", seed=n) for n in range(4)]
     command = [sys.executable, "-m", "django", "regenerate_images", "--status", "pending"]
     first = subprocess.Popen(
         [*command, "--concurrency", "2", "--yes"],
