@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 Status = GenerationRequest.Status
 
 
-def make(n: int = 1, **fields) -> list[GenerationRequest]:
+def make(n: int = 1, prompt: str = "a lighthouse", **fields) -> list[GenerationRequest]:
     """``n`` requests run one after the other, seeds 0 to n - 1."""
-    return [run_new("a lighthouse", seed=index, **fields) for index in range(n)]
+    return [run_new(prompt, seed=index, **fields) for index in range(n)]
 
 
 def regenerate_images(*args: str) -> str:
