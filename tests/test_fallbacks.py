@@ -132,8 +132,13 @@ def test_a_refused_api_key_does_not_fall_back(emulator, django_capture_on_commit
     assert [name for name, _kwargs in events] == ["failed"]
 
 
-def test_invalid_parameters_do_not_fall_back(emulator, django_capture_on_commit_callbacks):
-    request = generate(django_capture_on_commit_callbacks, width=2048, fallback_models=["sdxl"])
+def test_invalid_parameters_do_not_fall_back(emulator):
+    # A row saved around pipeline.submit (which refuses the width) and run: ModelsLab refuses.
+    request = GenerationRequest.objects.create(
+        prompt="a lighthouse at dusk", width=2048, height=256, fallback_models=["sdxl"]
+    )
+    pipeline.run(request.pk)
+    request.refresh_from_db()
 
     assert request.status == Status.FAILED
     assert "width must not be greater than 1024" in request.error
