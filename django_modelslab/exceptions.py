@@ -136,14 +136,26 @@ class StorageError(ModelsLabError):
         self.status_code = status_code
 
 
-class ReservedParameters(ModelsLabError, ValueError):
+class InvalidParameters(ModelsLabError, ValueError):
+    """A request's parameters are outside ModelsLab's limits (``limits.LIMITS``).
+
+    ``errors`` holds the messages for each field, the admin form's and the API's own;
+    nothing is saved, queued or sent.
+    """
+
+    def __init__(self, message: str, *, errors: dict[str, list[str]]) -> None:
+        super().__init__(message)
+        self.errors = errors
+
+
+class ReservedParameters(InvalidParameters):
     """A request's ``extra`` tries to set payload fields the pipeline sets itself.
 
     ``names`` lists the refused keys as given; nothing is saved, queued or sent.
     """
 
     def __init__(self, message: str, *, names: list[str]) -> None:
-        super().__init__(message)
+        super().__init__(message, errors={"extra": [message]})
         self.names = names
 
 

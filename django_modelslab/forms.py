@@ -1,4 +1,8 @@
-"""Admin forms: the request's parameters are checked here, before anything reaches ModelsLab."""
+"""Admin forms: the request's parameters are checked here, before anything reaches ModelsLab.
+
+ModelsLab's limits (size, samples, steps, guidance, seed) are the model's validators
+(:mod:`.limits`), run by the ModelForm: the same rules and messages as the API's.
+"""
 
 from __future__ import annotations
 
@@ -11,40 +15,11 @@ from django.utils.translation import gettext_lazy as _
 from . import inputs, kinds
 from .exceptions import InvalidImage
 from .fallbacks import clean_model_ids
-from .limits import MAX_SAMPLES, MAX_SIDE, MIN_SAMPLES, MIN_SIDE, SIDE_STEP
+from .limits import LIMITS, MAX_SAMPLES, MAX_SIDE, MIN_SAMPLES, MIN_SIDE, SIDE_STEP
 from .models import GenerationRequest
 
 #: :func:`kinds.input_errors` names -> this form's fields.
 INPUT_FIELDS = {"init_image": "init_upload", "mask_image": "mask_upload"}
-
-
-def validate_size(value: int) -> None:
-    """A side of 256 to 1024 pixels, a multiple of 8."""
-    if value is None:
-        return
-    if not MIN_SIDE <= value <= MAX_SIDE:
-        raise ValidationError(
-            _("Use %(min)s to %(max)s pixels (got %(value)s)."),
-            code="size_range",
-            params={"min": MIN_SIDE, "max": MAX_SIDE, "value": value},
-        )
-    if value % SIDE_STEP:
-        lower = value - value % SIDE_STEP
-        raise ValidationError(
-            _("Use a multiple of %(step)s pixels, e.g. %(lower)s or %(upper)s (got %(value)s)."),
-            code="size_step",
-            params={"step": SIDE_STEP, "lower": lower, "upper": lower + SIDE_STEP, "value": value},
-        )
-
-
-def validate_samples(value: int) -> None:
-    """One to four images per generation."""
-    if value is not None and not MIN_SAMPLES <= value <= MAX_SAMPLES:
-        raise ValidationError(
-            _("Ask for %(min)s to %(max)s images at a time (got %(value)s)."),
-            code="samples_range",
-            params={"min": MIN_SAMPLES, "max": MAX_SAMPLES, "value": value},
-        )
 
 
 class ModelIdsField(forms.CharField):
@@ -147,26 +122,15 @@ class GenerationRequestAdminForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        limits = {
-            "width": (MIN_SIDE, MAX_SIDE, SIDE_STEP),
-            "height": (MIN_SIDE, MAX_SIDE, SIDE_STEP),
-            "samples": (MIN_SAMPLES, MAX_SAMPLES, 1),
-        }
-        for name, (low, high, step) in limits.items():
-            field = self.fields.get(name)
-            if field is not None:
-                field.widget.attrs.update(min=low, max=high, step=step)
-        for name in ("width", "height"):
-            if name in self.fields:
-                self.fields[name].help_text = _(
-                    "%(min)s to %(max)s px, a multiple of %(step)s."
-                ) % {
-                    "min": MIN_SIDE,
-                    "max": MAX_SIDE,
-                    "step": SIDE_STEP,
-                }
         if "api_version" in self.fields:  # forms posted before v7 existed mean v6
             self.fields["api_version"].required = False
+        for name, (low, high, _hint) in LIMITS.items():  # hints: the model's validators decide
+            if name in self.fields:
+                self.fields[name].widget.attrs.update(min=low, max=high)
+        side = {"min": MIN_SIDE, "max": MAX_SIDE, "step": SIDE_STEP}
+        for name in set(self.fields) & {"width", "height"}:
+            self.fields[name].widget.attrs["step"] = SIDE_STEP
+            self.fields[name].help_text = _("%(min)s to %(max)s px, a multiple of %(step)s.") % side
         if "samples" in self.fields:
             self.fields["samples"].help_text = _("Images per generation, %(min)s to %(max)s.") % {
                 "min": MIN_SAMPLES,
@@ -175,22 +139,6 @@ class GenerationRequestAdminForm(forms.ModelForm):
 
     def clean_api_version(self) -> str:
         return self.cleaned_data.get("api_version") or GenerationRequest.ApiVersion.V6
-
-    def _size_from_input(self) -> bool:
-        """True when the kind takes its size from the input image (width/height unchecked)."""
-        return self.data.get(self.add_prefix("kind"), "text2img") in kinds.NEEDS_INIT
-
-    def clean_width(self) -> int:
-        value = self.cleaned_data["width"]
-        if not self._size_from_input():
-            validate_size(value)
-        return value
-
-    def clean_height(self) -> int:
-        value = self.cleaned_data["height"]
-        if not self._size_from_input():
-            validate_size(value)
-        return value
 
     def _clean_upload(self, name: str) -> object:
         upload = self.cleaned_data.get(name)
@@ -250,9 +198,4 @@ class GenerationRequestAdminForm(forms.ModelForm):
         problem = kinds.extra_problem(value)
         if problem is not None:
             raise ValidationError(problem, code="invalid_extra")
-        return value
-
-    def clean_samples(self) -> int:
-        value = self.cleaned_data["samples"]
-        validate_samples(value)
         return value

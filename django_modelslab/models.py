@@ -7,11 +7,13 @@ import json
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 
+from .limits import LIMITS, bounds, check_side
 from .storage import field_storage
 
 #: Parameters that define a generation's output; two seeded requests equal on all of them
@@ -84,12 +86,13 @@ class GenerationRequest(models.Model):
     )
     width = models.PositiveSmallIntegerField(default=512)
     height = models.PositiveSmallIntegerField(default=512)
-    samples = models.PositiveSmallIntegerField(default=1)
-    steps = models.PositiveSmallIntegerField(null=True, blank=True)
-    guidance = models.FloatField(null=True, blank=True)
+    samples = models.PositiveSmallIntegerField(default=1, validators=bounds("samples"))
+    steps = models.PositiveSmallIntegerField(null=True, blank=True, validators=bounds("steps"))
+    guidance = models.FloatField(null=True, blank=True, validators=bounds("guidance"))
     seed = models.BigIntegerField(
         null=True,
         blank=True,
+        validators=bounds("seed"),
         help_text=_(
             "Blank lets ModelsLab pick a random seed (each image records the one used). "
             "Regenerate draws a new seed unless asked to keep it."
@@ -221,6 +224,29 @@ class GenerationRequest(models.Model):
     def prompt_preview(self, length: int = 60) -> str:
         """The prompt for display: at most ``length`` characters, cut with an ellipsis."""
         return Truncator(self.prompt).chars(length)
+
+    def clean(self) -> None:
+        """A text-to-image request's size must be one ModelsLab draws; other kinds take the
+        input's size (an upscale's times its scale), whatever it is."""
+        if self.kind != self.Kind.TEXT2IMG:
+            return
+        errors: dict[str, list[ValidationError]] = {}
+        for name in ("width", "height"):
+            try:
+                check_side(getattr(self, name))
+            except ValidationError as exc:
+                errors[name] = exc.error_list
+        if errors:
+            raise ValidationError(errors)
+
+    def parameter_errors(self) -> dict[str, list[str]]:
+        """The messages for each field outside ModelsLab's limits (:data:`.limits.LIMITS`)."""
+        others = [f.name for f in self._meta.fields if f.name not in LIMITS]
+        try:
+            self.full_clean(exclude=others, validate_unique=False, validate_constraints=False)
+        except ValidationError as exc:
+            return exc.message_dict
+        return {}
 
     def new_track_id(self) -> str:
         """The track id of the current attempt, echoed by ModelsLab in webhooks."""

@@ -28,6 +28,8 @@ from .helpers import (
     CHANGELIST,
     EDIT_PERMS,
     VIEW_PERMS,
+    api_client,
+    api_url,
     change_url,
     form_data,
     messages_of,
@@ -280,6 +282,48 @@ def test_the_form_checks_sizes_and_samples(client, editor, fields, message):
     assert response.status_code == 200
     assert message in response.content.decode()
     assert not GenerationRequest.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("width", 2000),
+        ("width", 250),
+        ("height", 300),
+        ("samples", 5),
+        ("steps", 0),
+        ("steps", 51),
+        ("guidance", 0.5),
+        ("guidance", 21),
+        ("seed", -1),
+        ("seed", 2**32),
+    ],
+)
+def test_the_form_refuses_what_the_api_refuses_with_the_same_messages(
+    client, editor, emulator, field, value
+):
+    api = api_client(editor).post(api_url("generation-list"), {"prompt": "x", field: value})
+    form = client.post(ADD, form_data(_generate="Save and generate", **{field: str(value)}))
+
+    assert api.status_code == 400
+    assert form.status_code == 200
+    assert form.context["adminform"].form.errors[field] == api.json()[field]
+    assert not GenerationRequest.objects.exists()
+    assert emulator.calls["text2img"] == 0
+
+
+def test_an_action_leaves_a_stored_request_outside_the_limits_as_it_was(client, editor, emulator):
+    request = new_request(PROMPT, steps=100)  # saved from code, past every form
+
+    response = run_action(client, "generate", request)
+
+    assert messages_of(response) == [
+        f"1 request not started (#{request.pk}): Request #{request.pk}: steps: Ensure this "
+        "value is less than or equal to 50. Use 1 to 50 steps (got 100)."
+    ]
+    request.refresh_from_db()
+    assert request.status == Status.PENDING
+    assert emulator.calls["text2img"] == 0
 
 
 def test_the_form_refuses_extra_that_sets_what_the_pipeline_owns(client, editor, emulator):

@@ -118,7 +118,12 @@ def test_a_refused_api_key_does_not_fall_back(emulator, events):
 
 
 def test_invalid_parameters_do_not_fall_back(emulator):
-    request = generate(PROMPT, width=2048, fallback_models=["sdxl"])
+    # A row saved around pipeline.submit (which refuses the width) and run: ModelsLab refuses.
+    request = GenerationRequest.objects.create(
+        prompt=PROMPT, width=2048, height=256, fallback_models=["sdxl"]
+    )
+    pipeline.run(request.pk)
+    request.refresh_from_db()
 
     assert request.status == Status.FAILED
     assert "width must not be greater than 1024" in request.error

@@ -13,6 +13,7 @@ from django.urls import reverse
 from PIL import Image as PILImage
 
 from django_modelslab import pipeline
+from django_modelslab.exceptions import InvalidParameters
 from django_modelslab.models import GeneratedImage, GenerationRequest
 from django_modelslab.testing import Fault
 
@@ -403,6 +404,64 @@ def test_kind_without_its_input_image_fails_with_a_reason_before_any_call(emulat
     assert "Upscale needs an input image" in request.error
     assert emulator.calls["upscale"] == 0
     assert request.track_id == ""
+
+
+# --- ModelsLab's limits, from code too ----------------------------------------------------
+
+
+def test_submit_refuses_a_size_modelslab_does_not_draw_before_anything_is_saved(emulator):
+    request = GenerationRequest(prompt="a wide fox", width=2000, height=256)
+
+    with pytest.raises(InvalidParameters) as caught:
+        pipeline.submit(request)
+
+    assert isinstance(caught.value, ValueError)
+    assert caught.value.errors == {
+        "width": [
+            "Ensure this value is less than or equal to 1024. Use 256 to 1024 pixels (got 2000)."
+        ]
+    }
+    assert str(caught.value) == f"width: {caught.value.errors['width'][0]}"
+    assert not GenerationRequest.objects.exists()
+    assert emulator.calls["text2img"] == 0
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"steps": 100}, "steps"),
+        ({"guidance": 0.5}, "guidance"),
+        ({"samples": 9}, "samples"),
+        ({"seed": -1}, "seed"),
+        ({"height": 300}, "height"),
+    ],
+)
+def test_a_stored_request_outside_the_limits_is_neither_queued_nor_regenerated(
+    emulator, fields, field
+):
+    request = generate(seed=7)
+    GenerationRequest.objects.filter(pk=request.pk).update(status=Status.FAILED, **fields)
+    request.refresh_from_db()
+
+    for start in (pipeline.submit, pipeline.regenerate):
+        with pytest.raises(
+            InvalidParameters, match=rf"^Request #{request.pk}: {field}: "
+        ) as caught:
+            start(request)
+        assert list(caught.value.errors) == [field]
+
+    request.refresh_from_db()
+    assert request.status == Status.FAILED
+    assert not request.images.filter(superseded=True).exists()
+    assert emulator.calls["text2img"] == 1
+
+
+def test_kinds_that_take_the_inputs_size_have_no_size_limit(emulator):
+    request = new_request(kind=GenerationRequest.Kind.UPSCALE, width=2400, height=1203, scale=4)
+
+    assert request.parameter_errors() == {}
+    request.kind = GenerationRequest.Kind.TEXT2IMG
+    assert set(request.parameter_errors()) == {"width", "height"}
 
 
 # --- figures a column cannot hold ----------------------------------------------------------

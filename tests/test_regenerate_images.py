@@ -180,6 +180,26 @@ def test_failures_are_summarised_with_reasons_and_exit_non_zero(emulator):
     assert "Insufficient credits." in request.error
 
 
+def test_a_request_outside_modelslabs_limits_is_reported_and_not_sent(emulator):
+    bad, good = make(2)
+    GenerationRequest.objects.filter(pk=bad.pk).update(guidance=50)
+
+    with pytest.raises(CommandError, match="1 request"):
+        out = io.StringIO()
+        try:
+            call_command("regenerate_images", "--yes", stdout=out, stderr=out)
+        finally:
+            output = out.getvalue()
+
+    assert (
+        f"Failed (1): Request #{bad.pk}: guidance: Ensure this value is less than or equal to "
+        f"20.0. Use a guidance of 1.0 to 20.0 (got 50.0). [#{bad.pk}]"
+    ) in output
+    assert emulator.calls["text2img"] == 3  # the two made, and good's regeneration
+    assert bad.images.filter(superseded=True).count() == 0
+    assert good.images.filter(superseded=True).count() == 1
+
+
 def test_missing_files_selects_requests_whose_file_is_gone(emulator, settings):
     kept, lost = make(2)
     lost_image = lost.images.get()

@@ -21,7 +21,7 @@ from django.utils.translation import gettext, ngettext_lazy
 
 from .. import pipeline
 from ..contention import StillLocked, retry_when_locked
-from ..exceptions import BudgetExceeded, ReservedParameters
+from ..exceptions import BudgetExceeded, InvalidParameters
 from ..models import GenerationRequest
 from .html import ACTIVE_STATUSES
 
@@ -171,7 +171,7 @@ def start(
                 outcome = obj.status if finished else "queued"
             except pipeline.GenerationInProgress:
                 outcome = "busy"
-            except (BudgetExceeded, ReservedParameters, StillLocked) as exc:  # not queued
+            except (BudgetExceeded, InvalidParameters, StillLocked) as exc:  # not queued
                 outcome, why = "not_started", str(exc)
         found[outcome][why].append(obj)
     for outcome, (message, level) in REPORTS.items():

@@ -32,7 +32,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from .. import pipeline
 from ..conf import get_setting
-from ..limits import MAX_SAMPLES, MAX_SIDE, MIN_SIDE, SIDE_STEP
+from ..limits import check_side
 from ..models import GeneratedImage, GenerationRequest
 from . import idempotency
 from .auth import api_authenticators
@@ -41,7 +41,7 @@ from .exceptions import IdempotencyKeyReused, OverBudget
 from .parsers import LimitedJSONParser
 from .permissions import CanGenerate
 from .schema import IDEMPOTENCY_HEADER, documented
-from .serializers import NAMESPACE, UNKNOWN_FIELD, StrictSerializer
+from .serializers import NAMESPACE, UNKNOWN_FIELD, StrictSerializer, model_rules
 from .throttling import api_throttles
 
 logger = logging.getLogger("django_modelslab.api")
@@ -80,11 +80,8 @@ def parse_size(value: str | None) -> tuple[int, int]:
     if match is None:
         raise serializers.ValidationError(_('Use "WIDTHxHEIGHT", e.g. "512x512", or "auto".'))
     sides = int(match[1]), int(match[2])
-    if any(not MIN_SIDE <= side <= MAX_SIDE or side % SIDE_STEP for side in sides):
-        raise serializers.ValidationError(
-            _("Each side must be %(lo)d to %(hi)d pixels and a multiple of %(step)d.")
-            % {"lo": MIN_SIDE, "hi": MAX_SIDE, "step": SIDE_STEP}
-        )
+    for side in sides:
+        check_side(side)  # Django's ValidationError: DRF reports its message
     return sides
 
 
@@ -100,7 +97,7 @@ class ImagesGenerateSerializer(StrictSerializer):
         help_text=_("An alias from MODEL_ALIASES or a ModelsLab model id; default DEFAULT_MODEL."),
     )
     n = serializers.IntegerField(
-        required=False, allow_null=True, min_value=1, max_value=MAX_SAMPLES, default=1
+        required=False, allow_null=True, default=1, validators=model_rules("samples")
     )
     size = serializers.CharField(
         required=False,

@@ -17,7 +17,7 @@ from .. import inputs, kinds
 from ..conf import get_setting
 from ..exceptions import InvalidImage
 from ..fallbacks import MAX_FALLBACK_MODELS, clean_model_ids
-from ..limits import MAX_ID, MAX_SAMPLES, MAX_SEED, MAX_SIDE, MAX_STEPS, MIN_SIDE, SIDE_STEP
+from ..limits import MAX_ID, MAX_SIDE, MIN_SIDE, SIDE_STEP, check_side
 from ..models import GeneratedImage, GenerationRequest
 from .permissions import sees_everything, visible_images
 
@@ -76,12 +76,6 @@ class DefaultedBooleanField(serializers.BooleanField):
     default_empty_html = empty
 
 
-def validate_side(value: int) -> int:
-    if value % SIDE_STEP:
-        raise serializers.ValidationError(_("Must be a multiple of 8."))
-    return value
-
-
 def validate_model_id(value: str) -> str:
     """Blank means DEFAULT_MODEL; with ALLOWED_MODELS set, only those ids."""
     allowed = get_setting("ALLOWED_MODELS")
@@ -93,19 +87,20 @@ def validate_model_id(value: str) -> str:
     return value
 
 
+def model_rules(name: str) -> list[Any]:
+    """A ``GenerationRequest`` field's validators (:mod:`..limits`): the API checks what the
+    admin form and the pipeline check, with their messages; the schema shows their range."""
+    return list(GenerationRequest._meta.get_field(name).validators)
+
+
 @extend_schema_field(
     {"type": "integer", "minimum": MIN_SIDE, "maximum": MAX_SIDE, "multipleOf": SIDE_STEP}
 )
 class SideField(serializers.IntegerField):
-    """An image side in pixels: 256 to 1024, a multiple of 8."""
+    """An image side in pixels: 256 to 1024, a multiple of 8 (:func:`..limits.check_side`)."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(
-            min_value=MIN_SIDE,
-            max_value=MAX_SIDE,
-            validators=[validate_side],  # type: ignore[list-item]  # its return value is unused
-            **kwargs,
-        )
+        super().__init__(validators=[check_side], **kwargs)
 
 
 def prompt_field(**kwargs: Any) -> serializers.CharField:
@@ -203,19 +198,18 @@ class GenerationCreateSerializer(StrictSerializer):
     width = SideField(default=512, help_text=_("Pixels: 256 to 1024, a multiple of 8."))
     height = SideField(default=512, help_text=_("Pixels: 256 to 1024, a multiple of 8."))
     samples = serializers.IntegerField(
-        min_value=1, max_value=MAX_SAMPLES, default=1, help_text=_("Images to generate: 1 to 4.")
+        default=1, validators=model_rules("samples"), help_text=_("Images to generate: 1 to 4.")
     )
     steps = serializers.IntegerField(
-        min_value=1, max_value=MAX_STEPS, required=False, allow_null=True
+        required=False, allow_null=True, validators=model_rules("steps")
     )
     guidance = serializers.FloatField(
-        min_value=1.0, max_value=20.0, required=False, allow_null=True
+        required=False, allow_null=True, validators=model_rules("guidance")
     )
     seed = serializers.IntegerField(
-        min_value=0,
-        max_value=MAX_SEED,
         required=False,
         allow_null=True,
+        validators=model_rules("seed"),
         help_text=_("Fixed seed: an identical earlier request's images are reused."),
     )
     use_cache = DefaultedBooleanField(default=True)

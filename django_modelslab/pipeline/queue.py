@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from .. import costs, kinds, safety
 from ..conf import get_setting
-from ..exceptions import GenerationInProgress, GenerationRefused
+from ..exceptions import GenerationInProgress, GenerationRefused, InvalidParameters
 from ..limits import MAX_SEED
 from ..models import GenerationRequest
 from ..signals import request_refused, request_submitted
@@ -37,10 +37,10 @@ def submit(request: GenerationRequest, *, enqueue: bool = True) -> GenerationReq
     Idempotent: a request already queued, processing or succeeded is returned unchanged.
     A failed request is retried: a job the provider may still finish is polled, not resubmitted.
     ``enqueue=False`` only marks it queued, for callers that :func:`~.drivers.run` it themselves.
-    An ``extra`` setting a field the pipeline sets itself raises :class:`ReservedParameters`
-    before anything is saved or queued.
+    Parameters ModelsLab would refuse raise :class:`InvalidParameters` before anything is saved
+    or queued (see :func:`check_parameters`).
     """
-    kinds.check_extra(request)
+    check_parameters(request)
     if request.pk is None:
         request.save()
     refusal = safety.moderation_refusal(request)
@@ -68,10 +68,10 @@ def regenerate(
     ``keep_seed``: then the same job is repeated on purpose, and paid again. The attempt looks
     in no cache; later ones do as ``use_cache`` says. ``batch`` names the
     ``regenerate_images`` run doing it; ``enqueue=False`` as for :func:`submit`. A prompt the
-    MODERATION_HOOK refuses ends ``refused``, images untouched. ``extra`` is checked as by
-    :func:`submit`.
+    MODERATION_HOOK refuses ends ``refused``, images untouched. The parameters are checked as
+    by :func:`submit`.
     """
-    kinds.check_extra(request)
+    check_parameters(request)
     refusal = safety.moderation_refusal(request)
     with transaction.atomic():
         row = GenerationRequest.objects.select_for_update().filter(pk=request.pk)
@@ -109,6 +109,18 @@ def regenerate(
         for name, value in fresh.items():
             setattr(request, name, value)
     return request
+
+
+def check_parameters(request: GenerationRequest) -> None:
+    """Raise :class:`InvalidParameters` for a request ModelsLab must not get: an ``extra``
+    setting a field the pipeline sets (:class:`ReservedParameters`), or a size, samples,
+    steps, guidance or seed outside ModelsLab's limits (the model's validators)."""
+    kinds.check_extra(request)
+    errors = request.parameter_errors()
+    if errors:
+        label = f"Request #{request.pk}: " if request.pk else ""
+        problems = "; ".join(f"{name}: {' '.join(texts)}" for name, texts in errors.items())
+        raise InvalidParameters(label + problems, errors=errors)
 
 
 def new_seed(old: int | None = None) -> int:

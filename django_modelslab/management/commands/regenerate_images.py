@@ -31,7 +31,7 @@ from django_modelslab import costs, pipeline
 from django_modelslab.amounts import format_amount
 from django_modelslab.client import AsyncModelsLabClient
 from django_modelslab.conf import get_setting
-from django_modelslab.exceptions import BudgetExceeded, GenerationInProgress
+from django_modelslab.exceptions import BudgetExceeded, GenerationInProgress, InvalidParameters
 from django_modelslab.fallbacks import clean_model_ids
 from django_modelslab.integrity import requests_with_missing_files
 from django_modelslab.models import Charge, GeneratedImage, GenerationRequest
@@ -409,13 +409,16 @@ class Command(BaseCommand):
     ) -> bool:
         """Queue one request as :meth:`action_for` says; False when it was not started.
 
-        A request a daily budget refuses is left as it was and noted in ``summary.over_budget``.
+        A request a daily budget refuses is left as it was and noted in ``summary.over_budget``;
+        one whose parameters ModelsLab would refuse, in ``summary.failures``.
         """
         try:
             return self._start(request, batch, enqueue=enqueue)
         except BudgetExceeded as exc:
             summary.over_budget[request.pk] = str(exc)
-            return False
+        except InvalidParameters as exc:
+            summary.failures[request.pk] = str(exc)
+        return False
 
     def _start(self, request: GenerationRequest, batch: str, *, enqueue: bool) -> bool:
         action = self.action_for(request, batch if self.resuming else "")
