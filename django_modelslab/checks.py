@@ -28,8 +28,7 @@ from .conf import (
 )
 from .downloads import is_exactly_listed
 from .fallbacks import clean_model_ids
-from .inputs import signs_urls
-from .storage import get_image_storage
+from .storage import get_image_storage, signs_urls
 
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
 MIN_SECRET_LENGTH = 24

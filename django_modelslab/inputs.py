@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import inspect
 import io
 import os
 import re
@@ -24,7 +23,7 @@ from PIL import Image
 from .conf import get_setting
 from .exceptions import InvalidImage, ModelsLabConfigurationError
 from .imaging.verify import FORMATS, ImageInfo, inspect_image
-from .storage import get_image_storage
+from .storage import get_image_storage, signs_urls
 from .storage.content import StoredImage, storage_errors, store_file
 
 #: Sub-folder of UPLOAD_PREFIX for input images.
@@ -100,14 +99,6 @@ def stored_size(name: str, storage: Storage | None = None) -> tuple[int, int]:
 
 
 # --- what ModelsLab gets --------------------------------------------------------------------
-
-
-def signs_urls(storage: Storage) -> bool:
-    """Whether ``storage.url()`` takes ``expire`` (django-storages' S3: presigned links)."""
-    try:
-        return "expire" in inspect.signature(storage.url).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def transport(storage: Storage | None = None) -> str:

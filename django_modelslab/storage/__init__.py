@@ -11,7 +11,7 @@ from typing import Any
 
 from .base import ContentAddressedStorageMixin
 from .filesystem import ContentAddressedFileSystemStorage
-from .selection import field_storage, get_image_storage, image_storage
+from .selection import field_storage, get_image_storage, image_storage, signs_urls
 
 #: Names living in modules that load Pillow or boto3, importable from here as they always
 #: were: each loads its module on first access ("django_modelslab.storage.
@@ -35,6 +35,7 @@ __all__ = [
     "field_storage",
     "get_image_storage",
     "image_storage",
+    "signs_urls",
 ]
 
 
