@@ -59,10 +59,12 @@ $(VENVDEMO)/.synced: $(UV) pyproject.toml uv.lock
 demo: $(VENVDEMO)/.synced
 	$(VENVDEMO)/bin/python -m example_project.demo
 
+# ruff, then the layer and import contracts ([tool.importlinter] in pyproject.toml).
 lint: $(VENV)/.synced
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 
 migrations-check: $(VENV)/.synced $(VENV61)/.synced
 	DJANGO_SETTINGS_MODULE=tests.settings $(VENV)/bin/python -m django makemigrations --check --dry-run django_modelslab

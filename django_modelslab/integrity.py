@@ -1,6 +1,6 @@
 """Is every stored image still there, and still the bytes its name promises?
 
-Pipeline layer: faces (``verify_images``, ``regenerate_images --missing-files``) ask this
+A part: faces (``verify_images``, ``regenerate_images --missing-files``) ask this
 module, which asks the storage. Each key is read (or looked up) once however many rows
 share it. Only :func:`repair` and :func:`copy_file` write: the first puts good bytes back
 where it has them, the second copies objects from the storage a site used before.

@@ -1,6 +1,7 @@
 """Which storage holds the images: ``MODELSLAB["STORAGE"]``, looked up when first used.
 
-The models import this (and nothing heavier): it loads neither Pillow nor boto3.
+The models and the system checks import this (and nothing heavier): it loads neither Pillow
+nor boto3.
 """
 
 from __future__ import annotations
@@ -15,6 +16,14 @@ from django.dispatch import receiver
 from django.utils.functional import LazyObject, empty
 
 from ..conf import get_setting
+
+
+def signs_urls(storage: Storage) -> bool:
+    """Whether ``storage.url()`` takes ``expire`` (django-storages' S3: presigned links)."""
+    try:
+        return "expire" in inspect.signature(storage.url).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def get_image_storage() -> Storage:
@@ -33,14 +42,6 @@ class ImageStorage(LazyObject):  # type: ignore[type-arg]  # not subscriptable a
 
 
 image_storage: Any = ImageStorage()
-
-
-def signs_urls(storage: Storage) -> bool:
-    """Whether ``storage.url()`` takes ``expire`` (django-storages' S3: presigned links)."""
-    try:
-        return "expire" in inspect.signature(storage.url).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def field_storage() -> Storage:
