@@ -15,7 +15,7 @@ import math
 from typing import Any, NamedTuple
 
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import BaseValidator, MaxValueValidator, MinValueValidator
 from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 
@@ -51,7 +51,7 @@ LIMITS: dict[str, Limit] = {
 }
 
 
-class _Bound:
+class _Bound(BaseValidator):
     """One end of a :data:`LIMITS` range. Its message is Django's, then the whole range and
     the value given. It deconstructs to its name alone: a number changed here needs no
     migration. drf-spectacular reads it as a ``minimum`` / ``maximum``."""

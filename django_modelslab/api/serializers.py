@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import models
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field, inline_serializer
@@ -90,7 +91,9 @@ def validate_model_id(value: str) -> str:
 def model_rules(name: str) -> list[Any]:
     """A ``GenerationRequest`` field's validators (:mod:`..limits`): the API checks what the
     admin form and the pipeline check, with their messages; the schema shows their range."""
-    return list(GenerationRequest._meta.get_field(name).validators)
+    field = GenerationRequest._meta.get_field(name)
+    assert isinstance(field, models.Field), name  # a column, not a relation
+    return list(field.validators)
 
 
 @extend_schema_field(
