@@ -12,10 +12,10 @@ from typing import IO, Any, cast
 from django.utils.translation import gettext as _
 
 from . import inputs
-from .client import SECRET_FIELDS
 from .conf import get_setting
 from .exceptions import InputMissing, ReservedParameters
 from .models import GeneratedImage, GenerationRequest
+from .redaction import SECRET_FIELDS
 
 Kind = GenerationRequest.Kind
 ApiVersion = GenerationRequest.ApiVersion

@@ -20,12 +20,12 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
-from .client import elide_image_data, redact
 from .conf import configured_secrets, get_setting
 from .exceptions import WebhookRejected
 from .limits import load_json
 from .models import GenerationRequest, WebhookDelivery, request_id_from_track_id
 from .pipeline import resume_on_commit
+from .redaction import elide_image_data, redact
 
 logger = logging.getLogger("django_modelslab.webhooks")
 

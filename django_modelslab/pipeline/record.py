@@ -18,10 +18,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from .. import costs, fallbacks, safety
-from ..client import ProviderResponse, redact
+from ..client import ProviderResponse
 from ..conf import configured_secrets, get_setting
 from ..exceptions import GenerationRefused, ModelsLabError
 from ..models import GeneratedImage, GenerationRequest
+from ..redaction import redact
 from ..signals import image_stored, request_failed, request_refused, request_succeeded
 from ..storage.content import StoredImage
 
@@ -216,7 +217,7 @@ def _reason(exc: BaseException) -> str:
 
 
 def _redact_secrets(value: Any) -> Any:
-    """``value`` without the API key or a webhook secret (see :func:`client.redact`)."""
+    """``value`` without the API key or a webhook secret (:func:`..redaction.redact`)."""
     return redact(value, configured_secrets())
 
 
