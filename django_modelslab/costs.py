@@ -93,89 +93,89 @@ def price_of(model_id: str) -> Decimal | None:
     return parse_amount(value)
 
 
-def charge_for(request: GenerationRequest, response: ProviderResponse | None) -> JobCost:
-    """The cost of the attempt whose outputs ``request.output_urls`` holds.
+def charge_for(generation: GenerationRequest, response: ProviderResponse | None) -> JobCost:
+    """The cost of the attempt whose outputs ``generation.output_urls`` holds.
 
     ``response`` None means the outputs came from an earlier attempt's answer (its copy
     failed): that answer is read back from ``provider_responses``.
     """
-    reported = response.cost if response is not None else _last_reported_cost(request)
+    reported = response.cost if response is not None else _last_reported_cost(generation)
     if reported is not None:
         return JobCost(reported, Source.PROVIDER)
-    price = price_of(request.produced_by or request.model_id)
+    price = price_of(generation.produced_by or generation.model_id)
     if price is None:
         return JobCost(None)
-    amount = price * len(request.output_urls)
-    if not _fits(request, amount):
+    amount = price * len(generation.output_urls)
+    if not _fits(generation, amount):
         return JobCost(None)
     return JobCost(amount, Source.PRICE_TABLE)
 
 
-def record(request: GenerationRequest, cost: JobCost, *, model_id: str) -> Charge | None:
-    """Add ``cost`` to ``request.cost`` (unsaved) and write the job's ledger row.
+def record(generation: GenerationRequest, cost: JobCost, *, model_id: str) -> Charge | None:
+    """Add ``cost`` to ``generation.cost`` (unsaved) and write the job's ledger row.
 
     Call it inside the transaction that records the job's outcome, so the row and the
     outcome are saved together. An unknown amount changes nothing; a cost without a source
     (the cache) sets ``cost`` but is no charge.
     """
-    if cost.amount is None or not _fits(request, cost.amount):
+    if cost.amount is None or not _fits(generation, cost.amount):
         return None
     amount = cost.amount.quantize(QUANTUM)
-    request.cost = ((request.cost or ZERO) + amount).quantize(QUANTUM)
+    generation.cost = ((generation.cost or ZERO) + amount).quantize(QUANTUM)
     if not cost.source:
         return None
-    request.cost_source = cost.source
+    generation.cost_source = cost.source
     return Charge.objects.create(
-        request=request,
-        user_id=request.requested_by_id,
+        request=generation,
+        user_id=generation.requested_by_id,
         model_id=model_id,
         amount=amount,
         source=cost.source,
-        attempt=request.attempts,
+        attempt=generation.attempts,
     )
 
 
-def record_unpaid_job(request: GenerationRequest, reported: Decimal | None) -> None:
+def record_unpaid_job(generation: GenerationRequest, reported: Decimal | None) -> None:
     """Charge what ModelsLab reported for a job that stored nothing (safety refusal, failure).
 
     Nothing without a reported cost: a refused or failed job is not priced from PRICES.
     Once per job: the job (its ``track_id``) is dropped from the row in the same
     transaction, so a webhook and a poller that both see the answer charge it once.
     """
-    if reported is None or not request.track_id:
+    if reported is None or not generation.track_id:
         return
-    model_id = current_model(request)
+    model_id = current_model(generation)
     with transaction.atomic():
         dropped = GenerationRequest.objects.filter(
-            pk=request.pk, attempts=request.attempts, track_id=request.track_id
+            pk=generation.pk, attempts=generation.attempts, track_id=generation.track_id
         ).update(track_id="", provider_id="")
         if not dropped:
             return
-        record(request, JobCost(reported, Source.PROVIDER), model_id=model_id)
-        request.save(update_fields=["cost", "cost_source", "updated_at"])
+        record(generation, JobCost(reported, Source.PROVIDER), model_id=model_id)
+        generation.save(update_fields=["cost", "cost_source", "updated_at"])
 
 
-def _fits(request: GenerationRequest, amount: Decimal) -> bool:
+def _fits(generation: GenerationRequest, amount: Decimal) -> bool:
     """Whether ``amount``, and the request's total with it, fit the cost columns; else warn.
 
     A cost past :data:`~django_modelslab.amounts.MAX_AMOUNT` is recorded as unknown: stored,
     it would make every page that reads the row fail.
     """
-    if amount <= MAX_AMOUNT and (request.cost or ZERO) + amount <= MAX_AMOUNT:
+    if amount <= MAX_AMOUNT and (generation.cost or ZERO) + amount <= MAX_AMOUNT:
         return True
     logger.warning(
         "Generation #%s: a cost of %s (on a total of %s) is more than the cost columns hold "
         "(%s); recorded as unknown.",
-        request.pk,
+        generation.pk,
         amount,
-        request.cost or ZERO,
+        generation.cost or ZERO,
         MAX_AMOUNT,
     )
     return False
 
 
-def _last_reported_cost(request: GenerationRequest) -> Decimal | None:
-    for entry in reversed(request.provider_responses or []):
+def _last_reported_cost(generation: GenerationRequest) -> Decimal | None:
+    for entry in reversed(generation.provider_responses or []):
         body = entry.get("body") if isinstance(entry, dict) else None
         if isinstance(body, dict) and str(body.get("status", "")).lower() == "success":
             return reported_cost(body)
@@ -230,13 +230,13 @@ def spent_today(user: Any = None, *, now: datetime | None = None) -> Decimal:
 
 def committed(user: Any = None, *, exclude: int | None = None) -> Decimal:
     """The estimated cost of requests queued or running (``user``'s only, when given)."""
-    requests = GenerationRequest.objects.filter(status__in=IN_FLIGHT)
+    generations = GenerationRequest.objects.filter(status__in=IN_FLIGHT)
     if exclude is not None:
-        requests = requests.exclude(pk=exclude)
+        generations = generations.exclude(pk=exclude)
     if user is not None:
-        requests = requests.filter(requested_by=user)
+        generations = generations.filter(requested_by=user)
     rows = (
-        requests.order_by()
+        generations.order_by()
         .values("model_id", "kind", "api_version")
         .annotate(samples=Sum("samples"))
     )
@@ -250,24 +250,24 @@ def _model_of(row: Mapping[str, Any]) -> str:
     return kinds.default_model(GenerationRequest(kind=row["kind"], api_version=row["api_version"]))
 
 
-def estimate(request: GenerationRequest) -> Decimal:
-    """What a new job for ``request`` should cost: price x images (0 without a price).
+def estimate(generation: GenerationRequest) -> Decimal:
+    """What a new job for ``generation`` should cost: price x images (0 without a price).
 
     The images: ``samples``, or one for an upscale; the price: its model's, or its kind's
     default model's. :func:`known_estimate` tells a missing price apart.
     """
-    return known_estimate(request) or ZERO
+    return known_estimate(generation) or ZERO
 
 
-def known_estimate(request: GenerationRequest) -> Decimal | None:
+def known_estimate(generation: GenerationRequest) -> Decimal | None:
     """:func:`estimate`, or None when ``PRICES`` has no price for the request's model."""
-    price = price_of(estimated_model(request))
-    return None if price is None else price * kinds.outputs(request)
+    price = price_of(estimated_model(generation))
+    return None if price is None else price * kinds.outputs(generation)
 
 
-def estimated_model(request: GenerationRequest) -> str:
-    """The model a new job for ``request`` is priced by: its own, or its kind's default."""
-    return request.model_id or kinds.default_model(request)
+def estimated_model(generation: GenerationRequest) -> str:
+    """The model a new job for ``generation`` is priced by: its own, or its kind's default."""
+    return generation.model_id or kinds.default_model(generation)
 
 
 def _estimate(model_id: str, samples: int | None) -> Decimal:
@@ -275,10 +275,10 @@ def _estimate(model_id: str, samples: int | None) -> Decimal:
     return ZERO if price is None else price * (samples or 1)
 
 
-def check_budget(request: GenerationRequest, *, regenerating: bool = False) -> None:
-    """Raise :class:`BudgetExceeded` if a new job for ``request`` would break a daily budget.
+def check_budget(generation: GenerationRequest, *, regenerating: bool = False) -> None:
+    """Raise :class:`BudgetExceeded` if a new job for ``generation`` would break a daily budget.
 
-    The per-user budget counts against ``request.requested_by``. Work that starts no new
+    The per-user budget counts against ``generation.requested_by``. Work that starts no new
     paid job (a cache hit, or a retry that continues an existing job) is never refused.
     Refused: spending so far plus this request's estimate exceeds the budget, or spending
     has already reached it.
@@ -287,15 +287,15 @@ def check_budget(request: GenerationRequest, *, regenerating: bool = False) -> N
     overall = _budget("DAILY_BUDGET")
     if per_user is None and overall is None:
         return
-    if not regenerating and _starts_no_job(request):
+    if not regenerating and _starts_no_job(generation):
         return
-    cost = estimate(request)
-    user = request.requested_by if request.requested_by_id else None
+    cost = estimate(generation)
+    user = generation.requested_by if generation.requested_by_id else None
     if per_user is not None and user is not None:
-        spent = spent_today(user) + committed(user, exclude=request.pk)
+        spent = spent_today(user) + committed(user, exclude=generation.pk)
         _refuse_over(per_user, spent, cost, scope="user", who=f"for {user.get_username()}")
     if overall is not None:
-        spent = spent_today() + committed(exclude=request.pk)
+        spent = spent_today() + committed(exclude=generation.pk)
         _refuse_over(overall, spent, cost, scope="global", who="for everyone")
 
 
@@ -304,15 +304,15 @@ def _budget(name: str) -> Decimal | None:
     return None if value is None else parse_amount(value)
 
 
-def _starts_no_job(request: GenerationRequest) -> bool:
+def _starts_no_job(generation: GenerationRequest) -> bool:
     """A retry that polls or copies an existing job, or a request the cache will serve."""
-    if request.provider_id or (request.output_urls and request.outputs_alive):
+    if generation.provider_id or (generation.output_urls and generation.outputs_alive):
         return True
-    if not (request.use_cache and request.seed is not None and get_setting("CACHE")):
+    if not (generation.use_cache and generation.seed is not None and get_setting("CACHE")):
         return False
-    probe = copy.copy(request)  # unsaved: only its cache key is wanted
+    probe = copy.copy(generation)  # unsaved: only its cache key is wanted
     probe.model_id = probe.model_id or kinds.default_model(probe)
-    return request.cache_source(probe.compute_cache_key()) is not None
+    return generation.cache_source(probe.compute_cache_key()) is not None
 
 
 def _refuse_over(budget: Decimal, spent: Decimal, cost: Decimal, *, scope: str, who: str) -> None:

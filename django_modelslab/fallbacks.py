@@ -54,7 +54,7 @@ MAX_FALLBACK_MODELS = 10
 MAX_MODEL_ID_LENGTH = 200
 
 
-def models_for(request: GenerationRequest) -> list[str]:
+def models_for(generation: GenerationRequest) -> list[str]:
     """The model ids to try, in order, without repeats.
 
     FALLBACK_MODELS lists v6 image models: upscale and v7 requests fall back only to their own
@@ -62,9 +62,9 @@ def models_for(request: GenerationRequest) -> list[str]:
     """
     from . import kinds  # here: kinds needs the models loaded
 
-    first = request.model_id or kinds.default_model(request)
-    fallbacks = request.fallback_models
-    if not fallbacks and kinds.uses_fallback_setting(request):
+    first = generation.model_id or kinds.default_model(generation)
+    fallbacks = generation.fallback_models
+    if not fallbacks and kinds.uses_fallback_setting(generation):
         fallbacks = get_setting("FALLBACK_MODELS") or []
     ordered: list[str] = []
     for model in (first, *fallbacks):
@@ -103,7 +103,7 @@ def clean_model_ids(values: Any) -> list[str]:
     return ids
 
 
-def falls_through(request: GenerationRequest, exc: BaseException) -> bool:
+def falls_through(generation: GenerationRequest, exc: BaseException) -> bool:
     """Whether ``exc``, ending one model's try, lets the next model be tried.
 
     Yes for a model-specific rejection ("Model not found: …", any ``status: "error"`` that
@@ -122,7 +122,7 @@ def falls_through(request: GenerationRequest, exc: BaseException) -> bool:
     if isinstance(exc, GenerationFailed):
         return True
     if isinstance(exc, ProviderUnavailable | ProviderTransportError):
-        return not request.provider_id  # with a job known, it may still finish
+        return not generation.provider_id  # with a job known, it may still finish
     if isinstance(exc, ProviderRejected):
         return is_model_error(exc)
     return False
@@ -134,7 +134,7 @@ def is_model_error(exc: ProviderRejected) -> bool:
 
 
 def try_models(
-    request: GenerationRequest,
+    generation: GenerationRequest,
     attempt: Callable[[], Generator[Any, Any, Any]],
     *,
     forget: Callable[[GenerationRequest], None],
@@ -148,53 +148,53 @@ def try_models(
     (a retry polling it, or copying its outputs) is continued first, with its own model.
     The error of the last model tried is raised; :func:`explain` lists them all.
     """
-    models = models_for(request)
-    in_flight = _entry(request, request.track_id) if request.track_id else None
-    if in_flight is not None and in_flight.get("attempt") != request.attempts:
-        in_flight = _continue(request, in_flight)
+    models = models_for(generation)
+    in_flight = _entry(generation, generation.track_id) if generation.track_id else None
+    if in_flight is not None and in_flight.get("attempt") != generation.attempts:
+        in_flight = _continue(generation, in_flight)
     if in_flight is not None and in_flight["model_id"] in models:
         start = models.index(in_flight["model_id"])
     else:
         start = 0
         if in_flight is None:
-            _begin(request, models[0])
+            _begin(generation, models[0])
     for index in range(start, len(models)):
         if index > start:
-            forget(request)
-            _begin(request, models[index])
+            forget(generation)
+            _begin(generation, models[index])
         try:
             yield from attempt()
             return
         except Exception as exc:
-            if index + 1 == len(models) or not falls_through(request, exc):
+            if index + 1 == len(models) or not falls_through(generation, exc):
                 raise
-            end(request, exc)
-            request.save(update_fields=["model_attempts", "updated_at"])
+            end(generation, exc)
+            generation.save(update_fields=["model_attempts", "updated_at"])
 
 
-def current_model(request: GenerationRequest) -> str:
+def current_model(generation: GenerationRequest) -> str:
     """The model of the job the request is on: the try its track id names, else its own."""
-    found = _entry(request, request.track_id) if request.track_id else None
+    found = _entry(generation, generation.track_id) if generation.track_id else None
     if found is None:
-        found = _open(request)
+        found = _open(generation)
     if found is not None:
         return str(found["model_id"])
     from . import kinds  # here: kinds needs the models loaded
 
-    return request.model_id or kinds.default_model(request)
+    return generation.model_id or kinds.default_model(generation)
 
 
-def track_id(request: GenerationRequest) -> str:
+def track_id(generation: GenerationRequest) -> str:
     """The track id for a new job: the one reserved by the model try in progress."""
-    found = _open(request)
-    return str(found["track_id"]) if found is not None else request.new_track_id()
+    found = _open(generation)
+    return str(found["track_id"]) if found is not None else generation.new_track_id()
 
 
-def end(request: GenerationRequest, exc: BaseException | None = None, reason: str = "") -> None:
+def end(generation: GenerationRequest, exc: BaseException | None = None, reason: str = "") -> None:
     """Close the current try: succeeded (``exc`` None), refused or failed with its reason."""
-    found = _entry(request, request.track_id) if request.track_id else None
+    found = _entry(generation, generation.track_id) if generation.track_id else None
     if found is None:
-        found = _open(request)
+        found = _open(generation)
     if found is None:
         return
     if exc is None:
@@ -206,22 +206,22 @@ def end(request: GenerationRequest, exc: BaseException | None = None, reason: st
         error=reason or ("" if exc is None else str(exc)),
         seconds=_seconds_since(found.get("at")),
     )
-    request.model_attempts = list(request.model_attempts)
+    generation.model_attempts = list(generation.model_attempts)
 
 
-def note_provider_time(request: GenerationRequest, seconds: float | None) -> None:
+def note_provider_time(generation: GenerationRequest, seconds: float | None) -> None:
     """Record on the current try the job's time as ModelsLab reported it (unsaved)."""
-    found = _entry(request, request.track_id) if request.track_id else None
+    found = _entry(generation, generation.track_id) if generation.track_id else None
     if found is None:
-        found = _open(request)
+        found = _open(generation)
     if found is not None and seconds is not None:
         found["provider_seconds"] = seconds
-        request.model_attempts = list(request.model_attempts)
+        generation.model_attempts = list(generation.model_attempts)
 
 
-def explain(request: GenerationRequest, reason: str) -> str:
+def explain(generation: GenerationRequest, reason: str) -> str:
     """``reason``, preceded by the errors of the attempt's earlier models when there were any."""
-    tries = [e for e in request.model_attempts if e.get("attempt") == request.attempts]
+    tries = [e for e in generation.model_attempts if e.get("attempt") == generation.attempts]
     failed = [e for e in tries if e.get("outcome") in (FAILED, REFUSED)]
     if len(failed) < 2:
         return reason
@@ -232,15 +232,15 @@ def explain(request: GenerationRequest, reason: str) -> str:
 # --- entries ----------------------------------------------------------------------------
 
 
-def _begin(request: GenerationRequest, model: str) -> None:
+def _begin(generation: GenerationRequest, model: str) -> None:
     """Record a new try of ``model`` (unsaved: the pipeline saves it with the track id it
     reserves, before the call, so a crash mid-call leaves the evidence)."""
-    entries = list(request.model_attempts)
+    entries = list(generation.model_attempts)
     for entry in entries:
         if entry.get("outcome") == STARTED:
             entry.update(outcome=ABANDONED, seconds=_seconds_since(entry.get("at")))
-    n = sum(1 for entry in entries if entry.get("attempt") == request.attempts)
-    track = request.new_track_id() if n == 0 else f"{request.new_track_id()}.{n}"
+    n = sum(1 for entry in entries if entry.get("attempt") == generation.attempts)
+    track = generation.new_track_id() if n == 0 else f"{generation.new_track_id()}.{n}"
     entries.append(
         {
             "model_id": model,
@@ -249,14 +249,14 @@ def _begin(request: GenerationRequest, model: str) -> None:
             "seconds": None,
             "provider_seconds": None,
             "at": timezone.now().isoformat(),
-            "attempt": request.attempts,
+            "attempt": generation.attempts,
             "track_id": track,
         }
     )
-    request.model_attempts = entries
+    generation.model_attempts = entries
 
 
-def _continue(request: GenerationRequest, earlier: dict[str, Any]) -> dict[str, Any]:
+def _continue(generation: GenerationRequest, earlier: dict[str, Any]) -> dict[str, Any]:
     """A new entry for this attempt, continuing the job of an ``earlier`` one (unsaved).
 
     The earlier entry keeps what it recorded; one a dead worker left ``started`` is closed.
@@ -264,7 +264,7 @@ def _continue(request: GenerationRequest, earlier: dict[str, Any]) -> dict[str, 
     if earlier.get("outcome") == STARTED:
         earlier.update(
             outcome=ABANDONED,
-            error=f"Interrupted; attempt {request.attempts} continued its job.",
+            error=f"Interrupted; attempt {generation.attempts} continued its job.",
         )
     entry = {
         "model_id": earlier["model_id"],
@@ -273,23 +273,23 @@ def _continue(request: GenerationRequest, earlier: dict[str, Any]) -> dict[str, 
         "seconds": None,
         "provider_seconds": None,
         "at": timezone.now().isoformat(),
-        "attempt": request.attempts,
+        "attempt": generation.attempts,
         "track_id": earlier.get("track_id", ""),
         "continued": True,
     }
-    request.model_attempts = [*request.model_attempts, entry]
+    generation.model_attempts = [*generation.model_attempts, entry]
     return entry
 
 
-def _entry(request: GenerationRequest, track: str) -> dict[str, Any] | None:
-    for entry in reversed(request.model_attempts):
+def _entry(generation: GenerationRequest, track: str) -> dict[str, Any] | None:
+    for entry in reversed(generation.model_attempts):
         if entry.get("track_id") == track:
             return entry
     return None
 
 
-def _open(request: GenerationRequest) -> dict[str, Any] | None:
-    for entry in reversed(request.model_attempts):
+def _open(generation: GenerationRequest) -> dict[str, Any] | None:
+    for entry in reversed(generation.model_attempts):
         if entry.get("outcome") == STARTED:
             return entry
     return None

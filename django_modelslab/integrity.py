@@ -137,10 +137,12 @@ def _repair_image(image: GeneratedImage, inspector: Inspector) -> str:
         return f"{name}: not repaired: no source URL is recorded"
     if expires is not None and expires <= timezone.now():
         return f"{name}: not repaired: its source URL expired at {expires:%Y-%m-%d %H:%M} UTC"
-    request = image.request
-    model_id = request.produced_by or request.model_id
+    generation = image.request
+    model_id = generation.produced_by or generation.model_id
     try:
-        with fetch_again(url, request_id=request.pk, model_id=model_id, prompt=request.prompt) as (
+        with fetch_again(
+            url, request_id=generation.pk, model_id=model_id, prompt=generation.prompt
+        ) as (
             file,
             sha256,
             _size,
@@ -148,7 +150,7 @@ def _repair_image(image: GeneratedImage, inspector: Inspector) -> str:
             if sha256 != image.sha256:
                 return f"{name}: not repaired: its source URL now gives other bytes ({sha256})"
             metadata = image_metadata(
-                request_id=request.pk, model_id=model_id, prompt=request.prompt
+                request_id=generation.pk, model_id=model_id, prompt=generation.prompt
             )
             stored = restore_file(file, name, storage=inspector.storage, metadata=metadata)
     except ModelsLabError as exc:
@@ -183,13 +185,13 @@ def check_images(
         yield image, inspector.problems(image)
 
 
-def requests_with_missing_files(requests: QuerySet[GenerationRequest]) -> list[int]:
-    """Ids of ``requests`` with a current image whose file is absent from storage.
+def requests_with_missing_files(generations: QuerySet[GenerationRequest]) -> list[int]:
+    """Ids of ``generations`` with a current image whose file is absent from storage.
 
     Asks the storage once per distinct key (a HEAD request on S3).
     """
     inspector = Inspector()
-    images = GeneratedImage.objects.filter(request__in=requests, superseded=False)
+    images = GeneratedImage.objects.filter(request__in=generations, superseded=False)
     rows = images.values_list("request_id", "image").order_by("request_id")
     return sorted({request_id for request_id, name in rows if not inspector.exists(name)})
 

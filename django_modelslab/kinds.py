@@ -110,87 +110,92 @@ def extra_problem(extra: Any) -> str | None:
     ) % {"names": ", ".join(names)}
 
 
-def check_extra(request: GenerationRequest) -> None:
-    """Raise :class:`ReservedParameters` when ``request.extra`` may not be sent as it is."""
-    problem = extra_problem(request.extra)
+def check_extra(generation: GenerationRequest) -> None:
+    """Raise :class:`ReservedParameters` when ``generation.extra`` may not be sent as it is."""
+    problem = extra_problem(generation.extra)
     if problem is not None:
-        label = f"Request #{request.pk}: " if request.pk else ""
-        raise ReservedParameters(label + problem, names=reserved_params(request.extra))
+        label = f"Request #{generation.pk}: " if generation.pk else ""
+        raise ReservedParameters(label + problem, names=reserved_params(generation.extra))
 
 
 def set_inputs(
-    request: GenerationRequest,
+    generation: GenerationRequest,
     *,
     init_file: IO[bytes] | None = None,
     init_from: GeneratedImage | None = None,
     mask_file: IO[bytes] | None = None,
 ) -> None:
-    """Store uploaded inputs and point ``request`` at them (not saved); size follows the input.
+    """Store uploaded inputs and point ``generation`` at them (not saved); size follows the input.
 
     A text-to-image request keeps no inputs. Uploads must have passed
     :func:`inputs.check_input`; storage errors raise :class:`StorageError`.
     """
-    if request.kind == Kind.TEXT2IMG:
-        request.init_image = request.mask_image = ""
-        request.init_from = None
-        request.strength = request.scale = None
+    if generation.kind == Kind.TEXT2IMG:
+        generation.init_image = generation.mask_image = ""
+        generation.init_from = None
+        generation.strength = generation.scale = None
         return
     if init_from is not None:
-        request.init_from = init_from
-        request.init_image = init_from.image.name
+        generation.init_from = init_from
+        generation.init_image = init_from.image.name
     elif init_file is not None:
-        request.init_from = None
-        request.init_image = inputs.store_input(init_file).key
+        generation.init_from = None
+        generation.init_image = inputs.store_input(init_file).key
     if mask_file is not None:
-        request.mask_image = inputs.store_input(mask_file).key
-    if request.kind != Kind.INPAINT:
-        request.mask_image = ""
-    if request.kind == Kind.UPSCALE:
-        request.scale = request.scale or DEFAULT_SCALE
-        request.samples = 1  # one output per input
-    if request.init_image:
-        width, height = _input_size(request)
-        factor = request.scale if request.kind == Kind.UPSCALE and request.scale else 1
-        request.width, request.height = width * factor, height * factor
+        generation.mask_image = inputs.store_input(mask_file).key
+    if generation.kind != Kind.INPAINT:
+        generation.mask_image = ""
+    if generation.kind == Kind.UPSCALE:
+        generation.scale = generation.scale or DEFAULT_SCALE
+        generation.samples = 1  # one output per input
+    if generation.init_image:
+        width, height = _input_size(generation)
+        factor = generation.scale if generation.kind == Kind.UPSCALE and generation.scale else 1
+        generation.width, generation.height = width * factor, height * factor
 
 
-def _input_size(request: GenerationRequest) -> tuple[int, int]:
-    source, name = request.init_from, cast(str, request.init_image.name)  # set: see the caller
+def _input_size(generation: GenerationRequest) -> tuple[int, int]:
+    source, name = (
+        generation.init_from,
+        cast(str, generation.init_image.name),
+    )  # set: see the caller
     if source is not None and source.image.name == name:
         return source.width, source.height
     return inputs.stored_size(name)
 
 
-def default_model(request: GenerationRequest) -> str:
+def default_model(generation: GenerationRequest) -> str:
     """The model for a request that names none: per kind and API version."""
-    if request.kind == Kind.UPSCALE:
+    if generation.kind == Kind.UPSCALE:
         return get_setting("DEFAULT_UPSCALE_MODEL")
-    if request.api_version == ApiVersion.V7:
+    if generation.api_version == ApiVersion.V7:
         return get_setting("DEFAULT_V7_MODEL")
     return get_setting("DEFAULT_MODEL")
 
 
-def uses_fallback_setting(request: GenerationRequest) -> bool:
+def uses_fallback_setting(generation: GenerationRequest) -> bool:
     """Whether the FALLBACK_MODELS setting applies: it lists v6 image models."""
-    return request.kind != Kind.UPSCALE and request.api_version != ApiVersion.V7
+    return generation.kind != Kind.UPSCALE and generation.api_version != ApiVersion.V7
 
 
-def outputs(request: GenerationRequest) -> int:
-    """How many images a job for ``request`` makes: one per input for upscale, else samples."""
-    return 1 if request.kind == Kind.UPSCALE else request.samples or 1
+def outputs(generation: GenerationRequest) -> int:
+    """How many images a job for ``generation`` makes: one per input for upscale, else samples."""
+    return 1 if generation.kind == Kind.UPSCALE else generation.samples or 1
 
 
-def input_images(request: GenerationRequest) -> dict[str, str]:
+def input_images(generation: GenerationRequest) -> dict[str, str]:
     """The request's input images as ModelsLab takes them (reads storage; may raise)."""
     images: dict[str, str] = {}
-    if request.kind in NEEDS_INIT:
-        if not request.init_image.name:  # (a FieldFile is true when it has a name)
-            raise InputMissing(f"{request.get_kind_display()} needs an input image; none is set.")
-        images["init_image"] = _provider_image(request.init_image.name)
-    if request.kind in NEEDS_MASK:
-        if not request.mask_image.name:
+    if generation.kind in NEEDS_INIT:
+        if not generation.init_image.name:  # (a FieldFile is true when it has a name)
+            raise InputMissing(
+                f"{generation.get_kind_display()} needs an input image; none is set."
+            )
+        images["init_image"] = _provider_image(generation.init_image.name)
+    if generation.kind in NEEDS_MASK:
+        if not generation.mask_image.name:
             raise InputMissing("Inpaint needs a mask image; none is set.")
-        images["mask_image"] = _provider_image(request.mask_image.name)
+        images["mask_image"] = _provider_image(generation.mask_image.name)
     return images
 
 
@@ -201,25 +206,25 @@ def _provider_image(name: str) -> str:
         raise InputMissing(f"The input image {name} cannot be read: {exc}") from exc
 
 
-def extra_params(request: GenerationRequest) -> dict[str, Any]:
-    """``request.extra`` without any :data:`PIPELINE_PARAMS` field (a row saved before they
+def extra_params(generation: GenerationRequest) -> dict[str, Any]:
+    """``generation.extra`` without any :data:`PIPELINE_PARAMS` field (a row saved before they
     were refused is sent without them)."""
-    extra = request.extra if isinstance(request.extra, dict) else {}
+    extra = generation.extra if isinstance(generation.extra, dict) else {}
     return {k: v for k, v in extra.items() if str(k).strip().lower() not in PIPELINE_PARAMS}
 
 
 def provider_params(
-    request: GenerationRequest, params: dict[str, Any], images: dict[str, str]
+    generation: GenerationRequest, params: dict[str, Any], images: dict[str, str]
 ) -> dict[str, Any]:
     """Shape the text2img ``params`` for the request's kind, adding its ``images``."""
-    if request.kind == Kind.TEXT2IMG:
+    if generation.kind == Kind.TEXT2IMG:
         return params
-    if request.kind == Kind.UPSCALE:
-        upscale = extra_params(request)
+    if generation.kind == Kind.UPSCALE:
+        upscale = extra_params(generation)
         upscale.update(
             images,
             model_id=params["model_id"],
-            scale=request.scale or DEFAULT_SCALE,
+            scale=generation.scale or DEFAULT_SCALE,
             track_id=params["track_id"],
         )
         if "webhook" in params:
@@ -228,6 +233,6 @@ def provider_params(
     # The output follows the input's size: width and height are not sent.
     edit = {k: v for k, v in params.items() if k not in ("width", "height")}
     edit.update(images)
-    if request.strength is not None:
-        edit["strength"] = request.strength
+    if generation.strength is not None:
+        edit["strength"] = generation.strength
     return edit

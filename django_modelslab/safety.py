@@ -23,16 +23,16 @@ if TYPE_CHECKING:
 DEFAULT_MODERATION_MESSAGE = "The prompt was refused by moderation."
 
 
-def checker(request: GenerationRequest) -> bool | None:
+def checker(generation: GenerationRequest) -> bool | None:
     """Whether ModelsLab's safety checker is asked for: the request's choice, else the setting."""
-    if request.safety_checker is not None:
-        return request.safety_checker
+    if generation.safety_checker is not None:
+        return generation.safety_checker
     return get_setting("SAFETY_CHECKER")
 
 
-def provider_params(request: GenerationRequest) -> dict[str, str]:
+def provider_params(generation: GenerationRequest) -> dict[str, str]:
     """``{"safety_checker": "yes"|"no"}``, or nothing to leave ModelsLab's default."""
-    on = checker(request)
+    on = checker(generation)
     return {} if on is None else {"safety_checker": "yes" if on else "no"}
 
 
@@ -42,7 +42,7 @@ def nsfw_flag(flags: tuple[bool | None, ...], position: int) -> bool | None:
 
 
 def refusal(
-    request: GenerationRequest, response: ProviderResponse, *, model_id: str
+    generation: GenerationRequest, response: ProviderResponse, *, model_id: str
 ) -> SafetyRefused | None:
     """The refusal to raise when every output was flagged NSFW (and so blanked), else None.
 
@@ -52,7 +52,7 @@ def refusal(
     """
     outputs = len(response.output_urls)
     flags = response.nsfw[:outputs]
-    if not outputs or len(flags) < outputs or not all(flags) or checker(request) is False:
+    if not outputs or len(flags) < outputs or not all(flags) or checker(generation) is False:
         return None
     what = "the image" if outputs == 1 else f"all {outputs} images"
     return SafetyRefused(
@@ -62,8 +62,8 @@ def refusal(
     )
 
 
-def moderation_refusal(request: GenerationRequest) -> PromptRejected | None:
-    """Ask the MODERATION_HOOK about ``request``; the refusal to record, or None to go on.
+def moderation_refusal(generation: GenerationRequest) -> PromptRejected | None:
+    """Ask the MODERATION_HOOK about ``generation``; the refusal to record, or None to go on.
 
     The hook returns None or True to allow, False or a message (shown to the user) to refuse;
     it may also raise :class:`~django_modelslab.exceptions.PromptRejected` itself.
@@ -72,7 +72,7 @@ def moderation_refusal(request: GenerationRequest) -> PromptRejected | None:
     if hook is None:
         return None
     try:
-        verdict = hook(request)
+        verdict = hook(generation)
     except PromptRejected as exc:
         return exc
     if verdict is None or verdict is True:

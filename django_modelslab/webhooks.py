@@ -81,39 +81,39 @@ def _handle(delivery: WebhookDelivery) -> tuple[str, str]:
     (one result is recorded however many confirmations race), and an early or forged delivery
     cannot shadow the real one.
     """
-    request = _find_request(delivery)
-    if request is None:
+    generation = _find_generation(delivery)
+    if generation is None:
         return Outcome.UNKNOWN, "No generation request has this track id or provider id."
-    delivery.request = request
-    if delivery.track_id and delivery.track_id != request.track_id:
+    delivery.request = generation
+    if delivery.track_id and delivery.track_id != generation.track_id:
         return Outcome.DUPLICATE, "For an earlier attempt of this request: ignored."
-    if request.status == GenerationRequest.Status.SUCCEEDED:
+    if generation.status == GenerationRequest.Status.SUCCEEDED:
         return Outcome.DUPLICATE, "The request has already succeeded."
-    if not request.provider_id and delivery.provider_id:
+    if not generation.provider_id and delivery.provider_id:
         # The answer to the generate call was lost. The job the delivery names becomes the
         # request's only once fetching it shows it is (pipeline.resume): a delivery may name
         # anyone's job.
-        resume_on_commit(request.pk, job_id=delivery.provider_id)
+        resume_on_commit(generation.pk, job_id=delivery.provider_id)
         return Outcome.ACCEPTED, ""
-    if not request.provider_id:
+    if not generation.provider_id:
         return Outcome.UNKNOWN, "The delivery names no provider id to confirm."
-    resume_on_commit(request.pk)
+    resume_on_commit(generation.pk)
     return Outcome.ACCEPTED, ""
 
 
-def _find_request(delivery: WebhookDelivery) -> GenerationRequest | None:
+def _find_generation(delivery: WebhookDelivery) -> GenerationRequest | None:
     """By the current track id, else the provider id, else the request a track id names."""
-    requests = GenerationRequest.objects.select_for_update()
+    generations = GenerationRequest.objects.select_for_update()
     if delivery.track_id:
-        found = requests.filter(track_id=delivery.track_id).first()
+        found = generations.filter(track_id=delivery.track_id).first()
         if found is not None:
             return found
     if delivery.provider_id:
-        found = requests.filter(provider_id=delivery.provider_id).first()
+        found = generations.filter(provider_id=delivery.provider_id).first()
         if found is not None:
             return found
     request_id = request_id_from_track_id(delivery.track_id)
-    return requests.filter(pk=request_id).first() if request_id else None
+    return generations.filter(pk=request_id).first() if request_id else None
 
 
 def _count_rejected(delivery: WebhookDelivery) -> None:

@@ -42,7 +42,7 @@ from .queue import (
     sweep_stale,
 )
 from .record import choose
-from .steps import Fetch, Generate, Sleep, Steps, resume_steps, run_steps, webhook_url
+from .steps import Fetch, Generate, OpGenerator, Sleep, resume_steps, run_steps, webhook_url
 
 __all__ = [
     "INLINE_MAX_RETRY_AFTER",
@@ -50,8 +50,8 @@ __all__ = [
     "Fetch",
     "Generate",
     "GenerationInProgress",
+    "OpGenerator",
     "Sleep",
-    "Steps",
     "adrive",
     "aresume",
     "arun",

@@ -31,8 +31,8 @@ Status = GenerationRequest.Status
 SUBMITTABLE = (Status.PENDING, Status.FAILED, Status.REFUSED)
 
 
-def submit(request: GenerationRequest, *, enqueue: bool = True) -> GenerationRequest:
-    """Queue ``request`` (saving it first if new); the task starts once the transaction commits.
+def submit(generation: GenerationRequest, *, enqueue: bool = True) -> GenerationRequest:
+    """Queue ``generation`` (saving it first if new); the task starts once the transaction commits.
 
     Idempotent: a request already queued, processing or succeeded is returned unchanged.
     A failed request is retried: a job the provider may still finish is polled, not resubmitted.
@@ -40,27 +40,27 @@ def submit(request: GenerationRequest, *, enqueue: bool = True) -> GenerationReq
     Parameters ModelsLab would refuse raise :class:`InvalidParameters` before anything is saved
     or queued (see :func:`check_parameters`).
     """
-    check_parameters(request)
-    if request.pk is None:
-        request.save()
-    refusal = safety.moderation_refusal(request)
+    check_parameters(generation)
+    if generation.pk is None:
+        generation.save()
+    refusal = safety.moderation_refusal(generation)
     if refusal is not None:
-        _refuse_on_submit(request, refusal, statuses=SUBMITTABLE)
-        request.refresh_from_db()
-        return request
-    if request.status in SUBMITTABLE:
-        costs.check_budget(request)  # BudgetExceeded: nothing queued, the row is kept
-    queued = GenerationRequest.objects.filter(pk=request.pk, status__in=SUBMITTABLE).update(
+        _refuse_on_submit(generation, refusal, statuses=SUBMITTABLE)
+        generation.refresh_from_db()
+        return generation
+    if generation.status in SUBMITTABLE:
+        costs.check_budget(generation)  # BudgetExceeded: nothing queued, the row is kept
+    queued = GenerationRequest.objects.filter(pk=generation.pk, status__in=SUBMITTABLE).update(
         status=Status.QUEUED, submitted_at=timezone.now(), updated_at=timezone.now()
     )
     if queued:
-        _submitted_on_commit(request.pk, enqueue=enqueue)
-    request.refresh_from_db()
-    return request
+        _submitted_on_commit(generation.pk, enqueue=enqueue)
+    generation.refresh_from_db()
+    return generation
 
 
 def regenerate(
-    request: GenerationRequest, *, keep_seed: bool = False, batch: str = "", enqueue: bool = True
+    generation: GenerationRequest, *, keep_seed: bool = False, batch: str = "", enqueue: bool = True
 ) -> GenerationRequest:
     """Start a fresh provider job: a new picture. Earlier images stay, marked superseded.
 
@@ -71,21 +71,21 @@ def regenerate(
     MODERATION_HOOK refuses ends ``refused``, images untouched. The parameters are checked as
     by :func:`submit`.
     """
-    check_parameters(request)
-    refusal = safety.moderation_refusal(request)
+    check_parameters(generation)
+    refusal = safety.moderation_refusal(generation)
     with transaction.atomic():
-        row = GenerationRequest.objects.select_for_update().filter(pk=request.pk)
+        row = GenerationRequest.objects.select_for_update().filter(pk=generation.pk)
         status, seed = row.values_list("status", "seed").get()  # locked until the commit
         if status in (Status.QUEUED, Status.PROCESSING):
             raise GenerationInProgress(
-                f"Request #{request.pk} is {status}; regenerate it once it has finished."
+                f"Request #{generation.pk} is {status}; regenerate it once it has finished."
             )
         if refusal is not None:
-            _refuse_on_submit(request, refusal, statuses=(status,))
-            request.refresh_from_db()
-            return request
-        costs.check_budget(request, regenerating=True)
-        request.images.filter(superseded=False).update(superseded=True)
+            _refuse_on_submit(generation, refusal, statuses=(status,))
+            generation.refresh_from_db()
+            return generation
+        costs.check_budget(generation, regenerating=True)
+        generation.images.filter(superseded=False).update(superseded=True)
         now = timezone.now()
         # Only what a fresh job resets is written: the rest of the row stays as the lock saw it.
         fresh = {
@@ -99,26 +99,26 @@ def regenerate(
             "submitted_at": now,
             "updated_at": now,
         }
-        if seed is not None and not keep_seed and request.kind != GenerationRequest.Kind.UPSCALE:
+        if seed is not None and not keep_seed and generation.kind != GenerationRequest.Kind.UPSCALE:
             fresh["seed"] = new_seed(seed)  # an upscale sends no seed: the same job again
         row.update(**fresh)
-        _submitted_on_commit(request.pk, enqueue=enqueue)
+        _submitted_on_commit(generation.pk, enqueue=enqueue)
     if enqueue:  # an inline task backend has run it already
-        request.refresh_from_db()
+        generation.refresh_from_db()
     else:
         for name, value in fresh.items():
-            setattr(request, name, value)
-    return request
+            setattr(generation, name, value)
+    return generation
 
 
-def check_parameters(request: GenerationRequest) -> None:
+def check_parameters(generation: GenerationRequest) -> None:
     """Raise :class:`InvalidParameters` for a request ModelsLab must not get: an ``extra``
     setting a field the pipeline sets (:class:`ReservedParameters`), or a size, samples,
     steps, guidance or seed outside ModelsLab's limits (the model's validators)."""
-    kinds.check_extra(request)
-    errors = request.parameter_errors()
+    kinds.check_extra(generation)
+    errors = generation.parameter_errors()
     if errors:
-        label = f"Request #{request.pk}: " if request.pk else ""
+        label = f"Request #{generation.pk}: " if generation.pk else ""
         problems = "; ".join(f"{name}: {' '.join(texts)}" for name, texts in errors.items())
         raise InvalidParameters(label + problems, errors=errors)
 
@@ -142,23 +142,23 @@ def _submitted_on_commit(request_id: int, *, enqueue: bool) -> None:
 
 def _send_submitted(request_id: int) -> None:
     if request_submitted.has_listeners(GenerationRequest):
-        request = GenerationRequest.objects.filter(pk=request_id).first()
-        if request is not None:
-            request_submitted.send_robust(GenerationRequest, request=request)
+        generation = GenerationRequest.objects.filter(pk=request_id).first()
+        if generation is not None:
+            request_submitted.send_robust(GenerationRequest, request=generation)
 
 
 def _refuse_on_submit(
-    request: GenerationRequest, refusal: GenerationRefused, *, statuses: tuple[str, ...]
+    generation: GenerationRequest, refusal: GenerationRefused, *, statuses: tuple[str, ...]
 ) -> None:
-    """Mark ``request`` refused (by the moderation hook) with no provider call."""
+    """Mark ``generation`` refused (by the moderation hook) with no provider call."""
     now = timezone.now()
-    refused = GenerationRequest.objects.filter(pk=request.pk, status__in=statuses).update(
+    refused = GenerationRequest.objects.filter(pk=generation.pk, status__in=statuses).update(
         status=Status.REFUSED, error=str(refusal), finished_at=now, updated_at=now
     )
     if refused:
-        logger.info("Generation #%s refused: %s", request.pk, refusal)
-        request.refresh_from_db()
-        send = partial(request_refused.send_robust, GenerationRequest, request=request)
+        logger.info("Generation #%s refused: %s", generation.pk, refusal)
+        generation.refresh_from_db()
+        send = partial(request_refused.send_robust, GenerationRequest, request=generation)
         transaction.on_commit(partial(send, error=refusal, duration=None))
 
 
@@ -169,7 +169,9 @@ def sweep_stale(*, now: datetime | None = None) -> list[int]:
     died, a task or webhook was lost). Each is queued again (its job is polled, never
     resubmitted) or, after ``MAX_ATTEMPTS`` attempts, failed with the reason.
     """
-    requeued = [request.pk for request in stale_requests(now=now) if pick_up(request, now=now)]
+    requeued = [
+        generation.pk for generation in stale_requests(now=now) if pick_up(generation, now=now)
+    ]
     if requeued:
         logger.warning("Re-queued %s stuck generation request(s): %s", len(requeued), requeued)
     return requeued
@@ -186,42 +188,42 @@ def stale_requests(*, now: datetime | None = None) -> list[GenerationRequest]:
 
 
 def pick_up(
-    request: GenerationRequest, *, enqueue: bool = True, now: datetime | None = None
+    generation: GenerationRequest, *, enqueue: bool = True, now: datetime | None = None
 ) -> bool:
     """Continue a stuck request: re-queue it, or fail it after ``MAX_ATTEMPTS`` attempts.
 
     True when it was queued again.
     """
-    if request.attempts < get_setting("MAX_ATTEMPTS"):
-        return requeue(request, enqueue=enqueue)
+    if generation.attempts < get_setting("MAX_ATTEMPTS"):
+        return requeue(generation, enqueue=enqueue)
     now = now or timezone.now()
     GenerationRequest.objects.filter(
-        pk=request.pk, status=request.status, updated_at=request.updated_at
+        pk=generation.pk, status=generation.status, updated_at=generation.updated_at
     ).update(
         status=Status.FAILED,
         finished_at=now,
         updated_at=now,
-        error=f"Stuck in {request.status} after {request.attempts} attempt(s) (MAX_ATTEMPTS); "
-        f"submit it again to keep polling job {request.provider_id or '(none)'}, or "
-        "regenerate it.",
+        error=f"Stuck in {generation.status} after {generation.attempts} attempt(s) "
+        f"(MAX_ATTEMPTS); submit it again to keep polling job "
+        f"{generation.provider_id or '(none)'}, or regenerate it.",
     )
     return False
 
 
-def requeue(request: GenerationRequest, *, enqueue: bool = True) -> bool:
+def requeue(generation: GenerationRequest, *, enqueue: bool = True) -> bool:
     """Queue a queued or processing request again, if nobody touched it since it was read.
 
     For a request whose worker is gone: the next run polls its job or copies its outputs,
     never submitting a second job for a job that may exist.
     """
     requeued = GenerationRequest.objects.filter(
-        pk=request.pk,
+        pk=generation.pk,
         status__in=(Status.QUEUED, Status.PROCESSING),
-        status=request.status,
-        updated_at=request.updated_at,
+        status=generation.status,
+        updated_at=generation.updated_at,
     ).update(status=Status.QUEUED, updated_at=timezone.now())
     if requeued and enqueue:
-        enqueue_on_commit(run_generation, request.pk)
+        enqueue_on_commit(run_generation, generation.pk)
     return bool(requeued)
 
 

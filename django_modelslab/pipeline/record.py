@@ -60,36 +60,36 @@ STATE_FIELDS = (
 
 
 @contextmanager
-def failures_recorded(request: GenerationRequest) -> Iterator[None]:
+def failures_recorded(generation: GenerationRequest) -> Iterator[None]:
     """Record any failure on the request; unexpected errors are re-raised after that."""
     try:
         yield
     except ModelsLabError as exc:  # provider, download, storage, wait: a reason to show
-        _fail(request, exc)
+        _fail(generation, exc)
     except Exception as exc:
-        _fail(request, exc)
+        _fail(generation, exc)
         raise
 
 
-def _fail(request: GenerationRequest, exc: BaseException) -> None:
+def _fail(generation: GenerationRequest, exc: BaseException) -> None:
     """End the attempt ``failed``, or ``refused`` for a refusal (moderation, safety checker)."""
     reason = _reason(exc)
-    fallbacks.end(request, exc, reason)
-    request.error = fallbacks.explain(request, reason)
+    fallbacks.end(generation, exc, reason)
+    generation.error = fallbacks.explain(generation, reason)
     refused = isinstance(exc, GenerationRefused)
     with transaction.atomic():
-        if not _still_current(request):
-            logger.warning("Generation #%s: attempt already finished: %s", request.pk, reason)
+        if not _still_current(generation):
+            logger.warning("Generation #%s: attempt already finished: %s", generation.pk, reason)
             return
-        _mark(request, Status.REFUSED if refused else Status.FAILED)
+        _mark(generation, Status.REFUSED if refused else Status.FAILED)
         signal = request_refused if refused else request_failed
-        failed = partial(signal.send_robust, GenerationRequest, request=request)
-        transaction.on_commit(partial(failed, error=exc, duration=request.duration))
-    logger.warning("Generation #%s %s: %s", request.pk, request.status, request.error)
+        failed = partial(signal.send_robust, GenerationRequest, request=generation)
+        transaction.on_commit(partial(failed, error=exc, duration=generation.duration))
+    logger.warning("Generation #%s %s: %s", generation.pk, generation.status, generation.error)
 
 
 def finish(
-    request: GenerationRequest,
+    generation: GenerationRequest,
     stored: list[tuple[StoredImage, StoredImage]],
     *,
     seed: int | None,
@@ -98,14 +98,16 @@ def finish(
 ) -> None:
     """Record the images and mark success, unless another run finished this attempt first."""
     with transaction.atomic():
-        if not _still_current(request, allow_failed=True):
-            logger.warning("Generation #%s: attempt already finished; results dropped", request.pk)
+        if not _still_current(generation, allow_failed=True):
+            logger.warning(
+                "Generation #%s: attempt already finished; results dropped", generation.pk
+            )
             return
-        outputs = zip(request.output_urls, stored, strict=True)
+        outputs = zip(generation.output_urls, stored, strict=True)
         rows: list[GeneratedImage] = []
         for position, (url, (image, thumbnail)) in enumerate(outputs):
             row = GeneratedImage.objects.create(
-                request=request,
+                request=generation,
                 image=image.key,
                 thumbnail=thumbnail.key,
                 sha256=image.sha256,
@@ -114,29 +116,29 @@ def finish(
                 format=image.info.format,
                 bytes=image.size,
                 source_url=url,
-                source_expires_at=request.outputs_expire_at,
+                source_expires_at=generation.outputs_expire_at,
                 seed=seed,
-                attempt=request.attempts,
+                attempt=generation.attempts,
                 position=position,
                 nsfw=safety.nsfw_flag(nsfw, position),
             )
             rows.append(row)
-        request.produced_by = fallbacks.current_model(request)
-        fallbacks.end(request)
+        generation.produced_by = fallbacks.current_model(generation)
+        fallbacks.end(generation)
         # Priced by the model that produced them; its ledger row commits with the images.
-        charge = costs.charge_for(request, response)
-        costs.record(request, charge, model_id=request.produced_by)
-        _mark(request, Status.SUCCEEDED)
+        charge = costs.charge_for(generation, response)
+        costs.record(generation, charge, model_id=generation.produced_by)
+        _mark(generation, Status.SUCCEEDED)
         uploads = [image.uploaded for image, _thumbnail in stored]
-        transaction.on_commit(partial(_send_succeeded, request, rows, uploads, charge=charge))
-    logger.info("Generation #%s: stored %s image(s)", request.pk, len(stored))
+        transaction.on_commit(partial(_send_succeeded, generation, rows, uploads, charge=charge))
+    logger.info("Generation #%s: stored %s image(s)", generation.pk, len(stored))
 
 
-def reuse_cached_images(request: GenerationRequest) -> bool:
+def reuse_cached_images(generation: GenerationRequest) -> bool:
     """Copy the image rows of an identical seeded request that succeeded; no API call."""
-    if not request.use_cache or request.bypass_cache or not get_setting("CACHE"):
+    if not generation.use_cache or generation.bypass_cache or not get_setting("CACHE"):
         return False
-    source = request.cache_source()
+    source = generation.cache_source()
     if source is None:
         return False
     images = list(source.images.filter(superseded=False))
@@ -144,7 +146,7 @@ def reuse_cached_images(request: GenerationRequest) -> bool:
     with transaction.atomic():
         for position, image in enumerate(images):
             copy = GeneratedImage.objects.create(
-                request=request,
+                request=generation,
                 image=image.image.name,
                 thumbnail=image.thumbnail.name,
                 sha256=image.sha256,
@@ -155,22 +157,22 @@ def reuse_cached_images(request: GenerationRequest) -> bool:
                 source_url=image.source_url,
                 source_expires_at=image.source_expires_at,
                 seed=image.seed,
-                attempt=request.attempts,
+                attempt=generation.attempts,
                 position=position,
                 nsfw=image.nsfw,
             )
             copies.append(copy)
-        request.cached_from = source
-        request.produced_by = source.produced_by or source.model_id
-        costs.record(request, costs.CACHED, model_id=request.produced_by)  # no charge
-        _mark(request, Status.SUCCEEDED)
-        transaction.on_commit(partial(_send_succeeded, request, copies, charge=costs.CACHED))
-    logger.info("Generation #%s: reused %s image(s) of #%s", request.pk, len(images), source.pk)
+        generation.cached_from = source
+        generation.produced_by = source.produced_by or source.model_id
+        costs.record(generation, costs.CACHED, model_id=generation.produced_by)  # no charge
+        _mark(generation, Status.SUCCEEDED)
+        transaction.on_commit(partial(_send_succeeded, generation, copies, charge=costs.CACHED))
+    logger.info("Generation #%s: reused %s image(s) of #%s", generation.pk, len(images), source.pk)
     return True
 
 
 def _send_succeeded(
-    request: GenerationRequest,
+    generation: GenerationRequest,
     rows: list[GeneratedImage],
     uploads: list[bool] | None = None,
     *,
@@ -181,32 +183,32 @@ def _send_succeeded(
         image_stored.send_robust(GeneratedImage, image=row, uploaded=uploaded, bytes=row.bytes)
     request_succeeded.send_robust(
         GenerationRequest,
-        request=request,
+        request=generation,
         images=rows,
-        duration=request.duration,
+        duration=generation.duration,
         cost=charge.amount,
     )
 
 
-def _still_current(request: GenerationRequest, *, allow_failed: bool = False) -> bool:
+def _still_current(generation: GenerationRequest, *, allow_failed: bool = False) -> bool:
     """Lock the row; True while this attempt is the one in progress.
 
     Images that arrive after the same attempt was failed (say, by MAX_WAIT while a webhook
     was on its way) still count: the failure is replaced by the success.
     """
-    rows = GenerationRequest.objects.select_for_update().filter(pk=request.pk)
+    rows = GenerationRequest.objects.select_for_update().filter(pk=generation.pk)
     status, attempts = rows.values_list("status", "attempts").get()
     statuses = (Status.PROCESSING, Status.FAILED) if allow_failed else (Status.PROCESSING,)
-    return status in statuses and attempts == request.attempts
+    return status in statuses and attempts == generation.attempts
 
 
-def _mark(request: GenerationRequest, status: str) -> None:
-    request.status = status
-    request.bypass_cache = False  # a regenerate's attempt is over: later ones may use the cache
-    request.finished_at = timezone.now()
+def _mark(generation: GenerationRequest, status: str) -> None:
+    generation.status = status
+    generation.bypass_cache = False  # a regenerate's attempt is over: later ones may use the cache
+    generation.finished_at = timezone.now()
     if status == Status.SUCCEEDED:
-        request.error = ""
-    request.save(update_fields=STATE_FIELDS)
+        generation.error = ""
+    generation.save(update_fields=STATE_FIELDS)
 
 
 def _reason(exc: BaseException) -> str:
@@ -222,14 +224,14 @@ def _redact_secrets(value: Any) -> Any:
 
 
 def record_answer(
-    request: GenerationRequest, call: str, body: Any, *, status_code: int | None = None
+    generation: GenerationRequest, call: str, body: Any, *, status_code: int | None = None
 ) -> None:
     """Keep one raw answer of ``call`` on the request (saved with its next state)."""
     body = _redact_secrets(body)  # ModelsLab echoes the webhook URL, secret included
     entry: dict[str, Any] = {"at": timezone.now().isoformat(), "call": call, "body": body}
     if status_code is not None:
         entry["status_code"] = status_code
-    request.provider_responses = [*request.provider_responses, entry]
+    generation.provider_responses = [*generation.provider_responses, entry]
 
 
 def no_provider_job() -> dict[str, Any]:
@@ -243,10 +245,10 @@ def no_provider_job() -> dict[str, Any]:
     }
 
 
-def forget_provider_job(request: GenerationRequest) -> None:
+def forget_provider_job(generation: GenerationRequest) -> None:
     """Blank the request's provider job fields in memory (the caller saves them)."""
     for name, value in no_provider_job().items():
-        setattr(request, name, value)
+        setattr(generation, name, value)
 
 
 def is_recorded(sha256: str, key: str) -> bool:

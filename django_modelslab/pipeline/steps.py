@@ -76,82 +76,88 @@ class Sleep:
 Op = Generate | Fetch | Sleep | CopyOutputs
 T = TypeVar("T")
 #: A piece of the state machine: yields :data:`Op` values, is sent their results.
-Steps = Generator[Op, Any, T]
+OpGenerator = Generator[Op, Any, T]
+#: The former name of :data:`OpGenerator`, kept while :mod:`.drivers` still uses it.
+Steps = OpGenerator[T]
 
 
-def run_steps(request_id: int) -> Steps[GenerationRequest]:
-    """:func:`~django_modelslab.pipeline.run` as :data:`Steps`, for any driver."""
-    request = _claim(request_id)
-    if request is None:
+def run_steps(request_id: int) -> OpGenerator[GenerationRequest]:
+    """:func:`~django_modelslab.pipeline.run` as :data:`OpGenerator`, for any driver."""
+    generation = _claim(request_id)
+    if generation is None:
         return GenerationRequest.objects.get(pk=request_id)
-    logger.info("Generation #%s: attempt %s started", request.pk, request.attempts)
-    with failures_recorded(request):
-        refusal = safety.moderation_refusal(request)
+    logger.info("Generation #%s: attempt %s started", generation.pk, generation.attempts)
+    with failures_recorded(generation):
+        refusal = safety.moderation_refusal(generation)
         if refusal is not None:
             raise refusal
-        if reuse_cached_images(request):
-            return request
-        attempt = partial(_try_model, request)
-        yield from fallbacks.try_models(request, attempt, forget=forget_provider_job)
-    return request
+        if reuse_cached_images(generation):
+            return generation
+        attempt = partial(_try_model, generation)
+        yield from fallbacks.try_models(generation, attempt, forget=forget_provider_job)
+    return generation
 
 
-def _try_model(request: GenerationRequest) -> Steps[None]:
+def _try_model(generation: GenerationRequest) -> OpGenerator[None]:
     """Generate with the current model: submit or continue its job, wait, store the images."""
-    response = yield from _provider_result(request)
+    response = yield from _provider_result(generation)
     if response is not None and response.processing:
         if webhook_url() is not None:
-            logger.info("Generation #%s: waiting for the webhook", request.pk)
+            logger.info("Generation #%s: waiting for the webhook", generation.pk)
             return
-        response = yield from _wait(request, response)
-    yield from _complete(request, response)
+        response = yield from _wait(generation, response)
+    yield from _complete(generation, response)
 
 
-def resume_steps(request_id: int, *, job_id: str | None = None) -> Steps[GenerationRequest]:
-    """:func:`~django_modelslab.pipeline.resume` as :data:`Steps`, for any driver."""
-    request = GenerationRequest.objects.get(pk=request_id)
-    if request.status not in (Status.PROCESSING, Status.FAILED):
-        return request
+def resume_steps(request_id: int, *, job_id: str | None = None) -> OpGenerator[GenerationRequest]:
+    """:func:`~django_modelslab.pipeline.resume` as :data:`OpGenerator`, for any driver."""
+    generation = GenerationRequest.objects.get(pk=request_id)
+    if generation.status not in (Status.PROCESSING, Status.FAILED):
+        return generation
     adopted: ProviderResponse | None = None
-    if not request.provider_id:
-        if not (job_id and request.track_id):
-            return request
-        adopted = yield from _adopt(request, job_id)
+    if not generation.provider_id:
+        if not (job_id and generation.track_id):
+            return generation
+        adopted = yield from _adopt(generation, job_id)
         if adopted is None:
-            return request
-    with failures_recorded(request):
-        response = adopted or (yield from _call(request, "fetch", _fetch(request), keep=False))
+            return generation
+    with failures_recorded(generation):
+        response = adopted or (
+            yield from _call(generation, "fetch", _fetch(generation), keep=False)
+        )
         if response.processing:
-            request.save(update_fields=["updated_at"])
-            return request
-        yield from _complete(request, response)
-    return request
+            generation.save(update_fields=["updated_at"])
+            return generation
+        yield from _complete(generation, response)
+    return generation
 
 
-def _adopt(request: GenerationRequest, job_id: str) -> Steps[ProviderResponse | None]:
-    """Fetch the job a webhook named; make it ``request``'s only if it is (else None)."""
+def _adopt(generation: GenerationRequest, job_id: str) -> OpGenerator[ProviderResponse | None]:
+    """Fetch the job a webhook named; make it ``generation``'s only if it is (else None)."""
     try:
-        response: ProviderResponse = yield Fetch(job_id, request.kind, request.api_version)
+        response: ProviderResponse = yield Fetch(job_id, generation.kind, generation.api_version)
     except (ProviderError, ValueError) as exc:
-        _ignore_job(request, job_id, f"it could not be fetched ({exc})")
+        _ignore_job(generation, job_id, f"it could not be fetched ({exc})")
         return None
-    if not _is_job_of(request, response):
-        _ignore_job(request, job_id, "it echoes another track id, or not this request's parameters")
+    if not _is_job_of(generation, response):
+        _ignore_job(
+            generation, job_id, "it echoes another track id, or not this request's parameters"
+        )
         return None
     adopted = GenerationRequest.objects.filter(
-        pk=request.pk, attempts=request.attempts, track_id=request.track_id, provider_id=""
+        pk=generation.pk, attempts=generation.attempts, track_id=generation.track_id, provider_id=""
     ).update(provider_id=job_id, updated_at=timezone.now())
     if not adopted:  # another delivery adopted it first, or the attempt moved on
         return None
-    request.provider_id = job_id
+    generation.provider_id = job_id
     if not response.processing:
-        record_answer(request, "fetch", response.raw)
-    logger.info("Generation #%s: job %s named by a webhook adopted", request.pk, job_id)
+        record_answer(generation, "fetch", response.raw)
+    logger.info("Generation #%s: job %s named by a webhook adopted", generation.pk, job_id)
     return response
 
 
-def _is_job_of(request: GenerationRequest, response: ProviderResponse) -> bool:
-    """Whether a fetched job is ``request``'s, by what its answer echoes.
+def _is_job_of(generation: GenerationRequest, response: ProviderResponse) -> bool:
+    """Whether a fetched job is ``generation``'s, by what its answer echoes.
 
     Its track id (top level or ``meta``) when it echoes one; else its ``meta`` must echo the
     request's prompt, and its model and seed where it echoes them.
@@ -159,21 +165,21 @@ def _is_job_of(request: GenerationRequest, response: ProviderResponse) -> bool:
     meta = response.meta
     echoed = response.raw.get("track_id") or meta.get("track_id")
     if echoed not in (None, ""):
-        return str(echoed) == request.track_id
-    if not request.prompt or meta.get("prompt") != request.prompt:
+        return str(echoed) == generation.track_id
+    if not generation.prompt or meta.get("prompt") != generation.prompt:
         return False
     model = meta.get("model_id")
-    if model not in (None, "") and str(model) != fallbacks.current_model(request):
+    if model not in (None, "") and str(model) != fallbacks.current_model(generation):
         return False
-    return request.seed is None or response.seed in (None, request.seed)
+    return generation.seed is None or response.seed in (None, generation.seed)
 
 
-def _ignore_job(request: GenerationRequest, job_id: str, why: str) -> None:
+def _ignore_job(generation: GenerationRequest, job_id: str, why: str) -> None:
     """Log and note on the webhook deliveries that named it a job that is not adopted."""
-    reason = f"Job {job_id} is not adopted for request #{request.pk}: {why}."
-    logger.warning("Generation #%s: %s", request.pk, reason)
+    reason = f"Job {job_id} is not adopted for request #{generation.pk}: {why}."
+    logger.warning("Generation #%s: %s", generation.pk, reason)
     WebhookDelivery.objects.filter(
-        request=request, provider_id=job_id, outcome=WebhookDelivery.Outcome.ACCEPTED
+        request=generation, provider_id=job_id, outcome=WebhookDelivery.Outcome.ACCEPTED
     ).update(outcome=WebhookDelivery.Outcome.UNKNOWN, error=reason)
 
 
@@ -187,23 +193,25 @@ def webhook_url() -> str | None:
     return base.rstrip("/") + path
 
 
-def _complete(request: GenerationRequest, response: ProviderResponse | None) -> Steps[None]:
+def _complete(
+    generation: GenerationRequest, response: ProviderResponse | None
+) -> OpGenerator[None]:
     """Copy the outputs into storage and record them (``response`` None: URLs already known)."""
     if response is not None:
         if not response.output_urls:
             raise GenerationFailed(
                 "ModelsLab reported success but returned no output URLs.", response=response.raw
             )
-        refusal = safety.refusal(request, response, model_id=fallbacks.current_model(request))
+        refusal = safety.refusal(generation, response, model_id=fallbacks.current_model(generation))
         if refusal is not None:
-            costs.record_unpaid_job(request, response.cost)  # only what ModelsLab reported
-            forget_provider_job(request)  # blank placeholders: never copied, never reused
+            costs.record_unpaid_job(generation, response.cost)  # only what ModelsLab reported
+            forget_provider_job(generation)  # blank placeholders: never copied, never reused
             raise refusal
-        request.output_urls = list(response.output_urls)
-        fallbacks.note_provider_time(request, response.generation_time)
+        generation.output_urls = list(response.output_urls)
+        fallbacks.note_provider_time(generation, response.generation_time)
         ttl = timedelta(seconds=get_setting("OUTPUT_URL_TTL"))
-        request.outputs_expire_at = timezone.now() + ttl
-        request.save(
+        generation.outputs_expire_at = timezone.now() + ttl
+        generation.save(
             update_fields=[
                 "provider_id",
                 "eta",
@@ -213,14 +221,14 @@ def _complete(request: GenerationRequest, response: ProviderResponse | None) -> 
                 "updated_at",
             ]
         )
-    model_id = fallbacks.current_model(request)
-    copy = CopyOutputs(tuple(request.output_urls), request.pk, model_id, request.prompt)
+    model_id = fallbacks.current_model(generation)
+    copy = CopyOutputs(tuple(generation.output_urls), generation.pk, model_id, generation.prompt)
     stored: list[tuple[StoredImage, StoredImage]] = yield copy
     nsfw = response.nsfw if response else ()
-    finish(request, stored, seed=_job_seed(request, response), response=response, nsfw=nsfw)
+    finish(generation, stored, seed=_job_seed(generation, response), response=response, nsfw=nsfw)
 
 
-def _job_seed(request: GenerationRequest, response: ProviderResponse | None) -> int | None:
+def _job_seed(generation: GenerationRequest, response: ProviderResponse | None) -> int | None:
     """The seed ModelsLab used for the job whose outputs are stored.
 
     Its final answer's ``meta.seed``; else an earlier answer of the same job's (a fetch answer
@@ -229,76 +237,76 @@ def _job_seed(request: GenerationRequest, response: ProviderResponse | None) -> 
     """
     if response is not None and response.seed is not None:
         return response.seed
-    for entry in reversed(request.provider_responses or []):
+    for entry in reversed(generation.provider_responses or []):
         body = entry.get("body") if isinstance(entry, dict) else None
-        if isinstance(body, dict) and _answers_job(request, body):
+        if isinstance(body, dict) and _answers_job(generation, body):
             seed = reported_seed(body)
             if seed is not None:
                 return seed
-    return request.seed
+    return generation.seed
 
 
-def _answers_job(request: GenerationRequest, body: dict[str, Any]) -> bool:
+def _answers_job(generation: GenerationRequest, body: dict[str, Any]) -> bool:
     """Whether a recorded answer is about the request's current job (by job or track id)."""
     meta = body.get("meta")
     track_id = meta.get("track_id") if isinstance(meta, dict) else None
-    if request.provider_id and str(body.get("id", "")).strip() == request.provider_id:
+    if generation.provider_id and str(body.get("id", "")).strip() == generation.provider_id:
         return True
-    return bool(request.track_id) and track_id == request.track_id
+    return bool(generation.track_id) and track_id == generation.track_id
 
 
 def _claim(request_id: int) -> GenerationRequest | None:
     """Compare-and-set ``pending|queued → processing``; None when another run owns it."""
     try:
-        request = GenerationRequest.objects.get(pk=request_id, status__in=CLAIMABLE)
+        generation = GenerationRequest.objects.get(pk=request_id, status__in=CLAIMABLE)
     except GenerationRequest.DoesNotExist:
         return None
     now = timezone.now()
-    request.model_id = request.model_id or kinds.default_model(request)
+    generation.model_id = generation.model_id or kinds.default_model(generation)
     changes = {
         "status": Status.PROCESSING,
-        "attempts": request.attempts + 1,
+        "attempts": generation.attempts + 1,
         "started_at": now,
         "finished_at": None,
         "error": "",
         "updated_at": now,
-        "model_id": request.model_id,
-        "cache_key": request.compute_cache_key(),
+        "model_id": generation.model_id,
+        "cache_key": generation.compute_cache_key(),
     }
     # Compare-and-set on status and attempts: of two runs, one claims this attempt.
     claimed = GenerationRequest.objects.filter(
-        pk=request_id, status=request.status, attempts=request.attempts
+        pk=request_id, status=generation.status, attempts=generation.attempts
     ).update(**changes)
     if not claimed:
         return None
     for name, value in changes.items():
-        setattr(request, name, value)
-    return request
+        setattr(generation, name, value)
+    return generation
 
 
-def _provider_result(request: GenerationRequest) -> Steps[ProviderResponse | None]:
+def _provider_result(generation: GenerationRequest) -> OpGenerator[ProviderResponse | None]:
     """Continue what an earlier attempt left, else submit a new job; None: URLs are known.
 
     This is what keeps a retry from paying twice: output URLs still alive are copied again,
     a job still processing is polled, and a submission whose answer was lost (track id saved,
     no provider id) is never sent again: it fails with the reason until a person regenerates.
     """
-    if request.output_urls and request.outputs_alive:
+    if generation.output_urls and generation.outputs_alive:
         return None
-    if request.provider_id and not request.output_urls:
-        return (yield from _call(request, "fetch", _fetch(request), keep=False))
-    if request.track_id and not request.provider_id:
+    if generation.provider_id and not generation.output_urls:
+        return (yield from _call(generation, "fetch", _fetch(generation), keep=False))
+    if generation.track_id and not generation.provider_id:
         raise AmbiguousSubmission(
-            f"An earlier attempt submitted job {request.track_id!r} and its answer was lost; "
+            f"An earlier attempt submitted job {generation.track_id!r} and its answer was lost; "
             "ModelsLab may have accepted (and billed) it, so it is not sent again. "
             "Regenerate the request to start a new job."
         )
-    images = kinds.input_images(request)  # before the track id: reading them may fail
-    forget_provider_job(request)
+    images = kinds.input_images(generation)  # before the track id: reading them may fail
+    forget_provider_job(generation)
     # Saved before the call, with the model try: if this process dies mid-call, the next
     # attempt knows.
-    request.track_id = fallbacks.track_id(request)
-    request.save(
+    generation.track_id = fallbacks.track_id(generation)
+    generation.save(
         update_fields=[
             "provider_id",
             "track_id",
@@ -309,17 +317,19 @@ def _provider_result(request: GenerationRequest) -> Steps[ProviderResponse | Non
             "updated_at",
         ]
     )
-    params = kinds.provider_params(request, _provider_params(request), images)
-    generate = Generate(request.kind, params, request.api_version)
-    response = yield from _call(request, request.kind, generate)
-    request.provider_id = response.provider_id or ""
-    request.eta = response.eta
+    params = kinds.provider_params(generation, _provider_params(generation), images)
+    generate = Generate(generation.kind, params, generation.api_version)
+    response = yield from _call(generation, generation.kind, generate)
+    generation.provider_id = response.provider_id or ""
+    generation.eta = response.eta
     if response.processing:  # a finished job is saved by _complete, with its output URLs
-        request.save(update_fields=["provider_id", "eta", "provider_responses", "updated_at"])
+        generation.save(update_fields=["provider_id", "eta", "provider_responses", "updated_at"])
     return response
 
 
-def _wait(request: GenerationRequest, response: ProviderResponse) -> Steps[ProviderResponse]:
+def _wait(
+    generation: GenerationRequest, response: ProviderResponse
+) -> OpGenerator[ProviderResponse]:
     """Poll fetch until the job is done, pausing ``eta`` first and backing off up to MAX_WAIT.
 
     Each poll touches ``updated_at``: a request whose poller died stops moving, and
@@ -329,31 +339,31 @@ def _wait(request: GenerationRequest, response: ProviderResponse) -> Steps[Provi
     deadline = time.monotonic() + conf["MAX_WAIT"]
     pause = max(conf["POLL_INTERVAL"], response.eta or 0.0)
     while response.processing:
-        if not request.provider_id:
+        if not generation.provider_id:
             raise GenerationFailed(
                 "ModelsLab said the job is processing but gave no id to fetch it by.",
                 response=response.raw,
             )
         if time.monotonic() + pause > deadline:
             raise WaitTimedOut(
-                f"ModelsLab was still processing job {request.provider_id} after "
+                f"ModelsLab was still processing job {generation.provider_id} after "
                 f"{conf['MAX_WAIT']:g} s (MAX_WAIT). Retrying the request polls the same job."
             )
         yield Sleep(pause)
         # Short "still processing" answers are not kept: only the final one (or an error).
-        response = yield from _call(request, "fetch", _fetch(request), keep=False)
-        request.save(update_fields=["updated_at"])
+        response = yield from _call(generation, "fetch", _fetch(generation), keep=False)
+        generation.save(update_fields=["updated_at"])
         pause = min(conf["POLL_INTERVAL_MAX"], pause * 1.5)
     return response
 
 
 def _call(
-    request: GenerationRequest,
+    generation: GenerationRequest,
     call: str,
     op: Generate | Fetch,
     *,
     keep: bool = True,
-) -> Steps[ProviderResponse]:
+) -> OpGenerator[ProviderResponse]:
     """Make one provider call, keeping its raw answer (or its error's) on the request.
 
     After an error, the job is forgotten (so a retry starts a new one) when it is over or
@@ -362,44 +372,44 @@ def _call(
     try:
         response: ProviderResponse = yield op
     except ProviderError as exc:
-        record_answer(request, call, exc.response, status_code=exc.status_code)
+        record_answer(generation, call, exc.response, status_code=exc.status_code)
         if isinstance(exc, GenerationFailed) and isinstance(exc.response, dict):
-            costs.record_unpaid_job(request, reported_cost(exc.response))
+            costs.record_unpaid_job(generation, reported_cost(exc.response))
         job_over = isinstance(exc, ProviderRejected | GenerationFailed)
         never_started = call != "fetch" and not exc.may_have_been_accepted
         if job_over or never_started:
-            request.provider_id = ""
-            request.track_id = ""
+            generation.provider_id = ""
+            generation.track_id = ""
         raise
     if keep or not response.processing:
-        record_answer(request, call, response.raw)
+        record_answer(generation, call, response.raw)
     return response
 
 
-def _fetch(request: GenerationRequest) -> Fetch:
+def _fetch(generation: GenerationRequest) -> Fetch:
     """Fetch the request's job on the route its kind and API version use."""
-    return Fetch(request.provider_id, request.kind, request.api_version)
+    return Fetch(generation.provider_id, generation.kind, generation.api_version)
 
 
-def _provider_params(request: GenerationRequest) -> dict[str, Any]:
-    params: dict[str, Any] = kinds.extra_params(request)
+def _provider_params(generation: GenerationRequest) -> dict[str, Any]:
+    params: dict[str, Any] = kinds.extra_params(generation)
     params.update(
-        model_id=fallbacks.current_model(request),
-        prompt=request.prompt,
-        width=request.width,
-        height=request.height,
-        samples=request.samples,
-        track_id=request.track_id,
+        model_id=fallbacks.current_model(generation),
+        prompt=generation.prompt,
+        width=generation.width,
+        height=generation.height,
+        samples=generation.samples,
+        track_id=generation.track_id,
     )
     webhook = webhook_url()
     if webhook is not None:
         params["webhook"] = webhook
     optional = {
-        "negative_prompt": request.negative_prompt or None,
-        "num_inference_steps": request.steps,
-        "guidance_scale": request.guidance,
-        "seed": request.seed,
+        "negative_prompt": generation.negative_prompt or None,
+        "num_inference_steps": generation.steps,
+        "guidance_scale": generation.guidance,
+        "seed": generation.seed,
     }
     params.update({key: value for key, value in optional.items() if value is not None})
-    params.update(safety.provider_params(request))
+    params.update(safety.provider_params(generation))
     return params
