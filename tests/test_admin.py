@@ -8,6 +8,7 @@ import re
 import sqlite3
 import threading
 import time
+from decimal import Decimal
 from html.parser import HTMLParser
 
 import httpx
@@ -15,7 +16,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import DEFAULT_DB_ALIAS, connection, connections
-from django.test import Client
+from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
@@ -95,6 +96,26 @@ def test_changelist_falls_back_to_the_image_when_there_is_no_thumbnail(client, e
     changelist = client.get(CHANGELIST).content.decode()
 
     assert f'src="{image.image.url}"' in changelist
+
+
+def test_a_project_overrides_the_list_cells_with_templates(client, editor, tmp_path):
+    """Thumbnails, the cost and the status badge are templates a project may override."""
+    folder = tmp_path / "django_modelslab" / "admin"
+    folder.mkdir(parents=True)
+    for name in ("thumbnail", "cost", "status_badge"):
+        (folder / f"{name}.html").write_text(f'<b class="site-{name}">{name}</b>')
+    generation = new_request(PROMPT, status=Status.FAILED, error="broken", cost=Decimal("0.5"))
+    GeneratedImage.objects.create(
+        request=generation, image="modelslab/ab/abc.png", sha256="a" * 64, width=256,
+        height=256, format="PNG", bytes=1000,
+    )  # fmt: skip
+    templates = [{**settings.TEMPLATES[0], "DIRS": [tmp_path]}]
+
+    with override_settings(TEMPLATES=templates):
+        changelist = client.get(CHANGELIST).content.decode()
+
+    for name in ("thumbnail", "cost", "status_badge"):
+        assert f'<b class="site-{name}">{name}</b>' in changelist
 
 
 def test_the_api_key_appears_on_no_admin_page(client, editor, emulator):

@@ -133,7 +133,7 @@ class StartedSinceShown(Exception):
 def start(
     model_admin: ModelAdmin,
     request: HttpRequest,
-    objs: Iterable[GenerationRequest],
+    generations: Iterable[GenerationRequest],
     *,
     regenerate: bool,
     keep_seed: bool = False,
@@ -142,44 +142,46 @@ def start(
 
     Regenerating draws a new seed for a seeded request unless ``keep_seed``.
     """
-    objs = list(objs)
+    generations = list(generations)
     shown = shown_at(request)
     submitted = dict(
-        GenerationRequest.objects.filter(pk__in=[obj.pk for obj in objs]).values_list(
-            "pk", "submitted_at"
-        )
+        GenerationRequest.objects.filter(
+            pk__in=[generation.pk for generation in generations]
+        ).values_list("pk", "submitted_at")
     )
     # outcome -> why -> requests, for REPORTS
     found: dict[str, dict[str, list[GenerationRequest]]] = defaultdict(lambda: defaultdict(list))
-    for obj in objs:
+    for generation in generations:
         outcome, why = "", ""
-        if started_since(submitted.get(obj.pk), shown):
+        if started_since(submitted.get(generation.pk), shown):
             outcome = "started"
-        elif obj.status in ACTIVE_STATUSES:
+        elif generation.status in ACTIVE_STATUSES:
             outcome = "busy"
-        elif not regenerate and obj.status == Status.SUCCEEDED:
+        elif not regenerate and generation.status == Status.SUCCEEDED:
             outcome = "done"
         else:
             call = (
-                partial(pipeline.regenerate, obj, keep_seed=keep_seed)
+                partial(pipeline.regenerate, generation, keep_seed=keep_seed)
                 if regenerate
-                else partial(pipeline.submit, obj)
+                else partial(pipeline.submit, generation)
             )
             try:
-                obj = retry_when_locked(call)
-                finished = obj.status in (Status.SUCCEEDED, Status.FAILED, Status.REFUSED)
-                outcome = obj.status if finished else "queued"
+                generation = retry_when_locked(call)
+                finished = generation.status in (Status.SUCCEEDED, Status.FAILED, Status.REFUSED)
+                outcome = generation.status if finished else "queued"
             except pipeline.GenerationInProgress:
                 outcome = "busy"
             except (BudgetExceeded, InvalidParameters, StillLocked) as exc:  # not queued
                 outcome, why = "not_started", str(exc)
-        found[outcome][why].append(obj)
+        found[outcome][why].append(generation)
     for outcome, (message, level) in REPORTS.items():
         for why, group in found.get(outcome, {}).items():
             values = {
                 "n": len(group),
-                "ids": ", ".join(f"#{obj.pk}" for obj in group),
-                "errors": "; ".join(f"#{obj.pk}: {obj.error}" for obj in group),
+                "ids": ", ".join(f"#{generation.pk}" for generation in group),
+                "errors": "; ".join(
+                    f"#{generation.pk}: {generation.error}" for generation in group
+                ),
                 "why": why,
             }
             model_admin.message_user(request, message % values, level)

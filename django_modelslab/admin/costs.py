@@ -36,14 +36,14 @@ def costs_page(model_admin: admin.ModelAdmin, request: HttpRequest) -> HttpRespo
         raise PermissionDenied
     since, until = _period(request)  # also takes them out of request.GET for the changelist
     try:
-        requests = model_admin.get_changelist_instance(request).queryset
+        generations = model_admin.get_changelist_instance(request).queryset
     except IncorrectLookupParameters:
         messages.error(request, gettext("Unknown filters were ignored."))
-        requests = model_admin.get_queryset(request)
+        generations = model_admin.get_queryset(request)
     start = None if since is None else costs.midnight(since)
     end = None if until is None else costs.midnight(until + timedelta(days=1))
-    charges = Charge.objects.filter(request__in=requests.order_by().values("pk"))
-    unknown = requests
+    charges = Charge.objects.filter(request__in=generations.order_by().values("pk"))
+    unknown = generations
     if start is not None:
         charges = charges.filter(created_at__gte=start)
         unknown = unknown.filter(finished_at__gte=start)

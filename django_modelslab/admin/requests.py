@@ -17,8 +17,7 @@ from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html, format_html_join
-from django.utils.text import Truncator
+from django.utils.html import format_html
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
@@ -43,9 +42,9 @@ KEEP_SEED_FIELD = "_keep_seed"
 STATUS_BATCH = 200
 
 
-def current_images(request: GenerationRequest) -> list[GeneratedImage]:
+def current_images(generation: GenerationRequest) -> list[GeneratedImage]:
     """The images of the latest attempt, the chosen one first (uses prefetched rows)."""
-    images = [image for image in request.images.all() if not image.superseded]
+    images = [image for image in generation.images.all() if not image.superseded]
     return sorted(images, key=lambda image: (not image.chosen, image.position))
 
 
@@ -394,12 +393,14 @@ class GenerationRequestAdmin(admin.ModelAdmin):
             return super().response_change(request, obj)
         return self._saved(request, obj)
 
-    def _saved(self, request: HttpRequest, obj: GenerationRequest) -> HttpResponse:
+    def _saved(self, request: HttpRequest, generation: GenerationRequest) -> HttpResponse:
         """After Generate / Regenerate: the request's page, where the generation shows."""
-        self.message_user(request, gettext("“%(obj)s” was saved.") % {"obj": obj}, messages.SUCCESS)
+        self.message_user(
+            request, gettext("“%(obj)s” was saved.") % {"obj": generation}, messages.SUCCESS
+        )
         opts = self.model._meta
         return HttpResponseRedirect(
-            reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+            reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[generation.pk])
         )
 
     def render_change_form(
@@ -448,16 +449,16 @@ class GenerationRequestAdmin(admin.ModelAdmin):
             {
                 "requests": [
                     {
-                        "id": obj.pk,
-                        "status": obj.status,
-                        "label": obj.get_status_display(),
-                        "active": obj.status in html.ACTIVE_STATUSES,
-                        "eta": obj.eta,
-                        "eta_label": html.eta_label(obj),
-                        "error": obj.error,
-                        "images": len(current_images(obj)),
+                        "id": generation.pk,
+                        "status": generation.status,
+                        "label": generation.get_status_display(),
+                        "active": generation.status in html.ACTIVE_STATUSES,
+                        "eta": generation.eta,
+                        "eta_label": html.eta_label(generation),
+                        "error": generation.error,
+                        "images": len(current_images(generation)),
                     }
-                    for obj in rows
+                    for generation in rows
                 ]
             }
         )
@@ -469,60 +470,49 @@ class GenerationRequestAdmin(admin.ModelAdmin):
     # --- columns --------------------------------------------------------------------------
 
     @admin.display(description=_("images"))
-    def thumbnails(self, obj: GenerationRequest) -> str:
-        images = current_images(obj)[:4]
-        if not images:
-            return "—"
-        return format_html(
-            '<span class="modelslab-thumbs">{}</span>',
-            format_html_join("", "{}", ((html.thumbnail_html(image, 64),) for image in images)),
-        )
+    def thumbnails(self, generation: GenerationRequest) -> str:
+        return html.thumbnails_html(current_images(generation)[:4])
 
     @admin.display(description=_("prompt"))
-    def short_prompt(self, obj: GenerationRequest) -> str:
-        return obj.prompt_preview(80)
+    def short_prompt(self, generation: GenerationRequest) -> str:
+        return generation.prompt_preview(80)
 
     @admin.display(description=_("status"), ordering="status")
-    def status_display(self, obj: GenerationRequest) -> str:
+    def status_display(self, generation: GenerationRequest) -> str:
         """The badge; in the list, a failed or refused request's error under it."""
-        badge = self._badge(obj)
-        if obj.status in (Status.FAILED, Status.REFUSED) and obj.error:
-            error = Truncator(obj.error).chars(160)
-            return format_html(
-                '{}<div class="modelslab-status-error" title="{}">{}</div>', badge, obj.error, error
-            )
-        return badge
+        return self._badge(generation, error=True)
 
-    def _badge(self, obj: GenerationRequest) -> str:
+    def _badge(self, generation: GenerationRequest, *, error: bool = False) -> str:
         return html.status_badge(
-            obj,
+            generation,
             poll_url=reverse("admin:django_modelslab_generationrequest_status"),
             poll_interval=self.status_poll_interval,
+            error=error,
         )
 
     @admin.display(description=_("count"))
-    def image_count(self, obj: GenerationRequest) -> int:
-        return len(current_images(obj))
+    def image_count(self, generation: GenerationRequest) -> int:
+        return len(current_images(generation))
 
     @admin.display(description=_("stored inputs"))
-    def input_preview(self, obj: GenerationRequest) -> str:
-        return html.input_preview_html(obj)
+    def input_preview(self, generation: GenerationRequest) -> str:
+        return html.input_preview_html(generation)
 
     @admin.display(description=_("cost"), ordering="cost")
-    def cost_display(self, obj: GenerationRequest) -> str:
-        return html.cost_html(obj)
+    def cost_display(self, generation: GenerationRequest) -> str:
+        return html.cost_html(generation)
 
     @admin.display(description=_("charges (one per paid job)"))
-    def charges_table(self, obj: GenerationRequest) -> str:
-        return html.charges_html(obj)
+    def charges_table(self, generation: GenerationRequest) -> str:
+        return html.charges_html(generation)
 
     @admin.display(description=_("model attempts"))
-    def model_attempts_table(self, obj: GenerationRequest) -> str:
-        return html.model_attempts_html(obj)
+    def model_attempts_table(self, generation: GenerationRequest) -> str:
+        return html.model_attempts_html(generation)
 
     @admin.display(description=_("raw responses (API key redacted)"))
-    def raw_responses(self, obj: GenerationRequest) -> str:
-        text = json.dumps(obj.provider_responses, indent=2, sort_keys=True)
+    def raw_responses(self, generation: GenerationRequest) -> str:
+        text = json.dumps(generation.provider_responses, indent=2, sort_keys=True)
         return format_html('<pre class="modelslab-raw">{}</pre>', text)
 
     # --- actions: see actions.py ----------------------------------------------------------
