@@ -113,10 +113,14 @@ class GenerateForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["model_id"].required = False
+        self.fields["model_id"].required = self.fields["samples"].required = False
 
     def clean_model_id(self) -> str:
         return self.cleaned_data.get("model_id") or get_setting("DEFAULT_MODEL")
+
+    def clean_samples(self) -> int:
+        samples = self.cleaned_data.get("samples")
+        return 1 if samples is None else samples
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
