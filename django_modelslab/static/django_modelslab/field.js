@@ -68,6 +68,7 @@
     let page = 1;
     let searchTimer = null;
     let pollTimer = null;
+    let searches = 0; // only the latest search's answer is shown
 
     function open(dialog, button) {
       opener = button;
@@ -140,7 +141,9 @@
       url.searchParams.set("q", query.value.trim());
       url.searchParams.set("page", wanted);
       chooserStatus.textContent = gettext("Loading…");
+      const mine = ++searches;
       const { ok, data } = await getJSON(url);
+      if (mine !== searches) return;
       if (!ok) {
         chooserStatus.textContent = errorText(data, gettext("The images could not be loaded."));
         return;
