@@ -127,8 +127,10 @@ def test_editor_generates_a_hero_then_chooses_an_existing_one(page, live_server,
     shown = hero_on_public_page(page, live_server, article)
     assert shown["width"] > 0 and shown["alt"] == expected_alt(existing)
 
-    # The list page links to both.
-    page.goto(f"{live_server.url}/articles/")
+    # The home page links to the list, which links to both.
+    page.goto(f"{live_server.url}/")
+    page.click("text=Articles")
+    page.wait_for_url(f"{live_server.url}/articles/")
     assert page.locator("ul.articles a").all_inner_texts() == ["Lighthouses", "Trams of the city"]
 
 
