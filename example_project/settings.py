@@ -28,6 +28,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "django_modelslab",
     "example_project",
+    "example_project.articles",
 ]
 
 MIDDLEWARE = [

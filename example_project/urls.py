@@ -2,14 +2,14 @@ from django.conf import settings
 from django.conf.urls.static import static
 from django.contrib import admin
 from django.urls import include, path
-from django.views.generic import RedirectView
 
 from . import views
 
 urlpatterns = [
-    path("", RedirectView.as_view(url="/admin/django_modelslab/generationrequest/")),
+    path("", views.home, name="home"),
     path("admin/", admin.site.urls),
     path("studio/", views.studio, name="studio"),
+    path("articles/", include("example_project.articles.urls")),
     path("api/modelslab/", include("django_modelslab.api.urls")),
     path("modelslab/", include("django_modelslab.urls")),
     *static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT),

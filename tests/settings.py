@@ -22,6 +22,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "django_tasks_db",
     "django_modelslab",
+    # The example's content app: a model using GeneratedImageField (tests/test_field*.py).
+    "example_project.articles",
 ]
 
 MIDDLEWARE = [

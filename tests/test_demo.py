@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,17 @@ def test_demo_generates_images_offline(tmp_path):
     assert "bundled emulator" in out
     assert re.search(r"password '[^']{12,}'", out)
     assert "succeeded (cached)" in out
+    article = re.search(
+        r"Article with a generated hero: http://127\.0\.0\.1:8000/articles/(\d+)/", out
+    )
+    assert article, out
+    with closing(sqlite3.connect(tmp_path / "db.sqlite3")) as db:
+        (hero_file,) = db.execute(
+            "SELECT image.image FROM articles_article article JOIN django_modelslab_generatedimage"
+            " image ON image.id = article.hero_id WHERE article.id = ?",
+            (int(article.group(1)),),
+        ).fetchone()
+    assert (tmp_path / "media" / hero_file).is_file()
     keys = re.findall(r"modelslab/[0-9a-f]{2}/[0-9a-f]{64}\.png", out)
     assert len(keys) >= 4
     for key in keys:

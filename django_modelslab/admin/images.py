@@ -27,7 +27,7 @@ from django.utils.translation import gettext_lazy as _
 from .. import pipeline
 from ..contention import StillLocked, retry_when_locked
 from ..models import GeneratedImage
-from . import html
+from . import html, picker
 from .actions import can_generate
 
 
@@ -83,7 +83,18 @@ class GeneratedImageAdmin(admin.ModelAdmin):
 
     def get_urls(self) -> list:
         opts = self.model._meta
+        name = f"{opts.app_label}_{opts.model_name}_picker"
+        view = self.admin_site.admin_view
         return [
+            # GeneratedImageField's widget (see admin/picker.py): before "<path:object_id>/".
+            path("picker/", view(picker.images_view), name=name),
+            path("picker/config/", view(picker.config_view), name=f"{name}_config"),
+            path("picker/generate/", view(picker.generate_view), name=f"{name}_generate"),
+            path(
+                "picker/generations/<int:generation_id>/",
+                view(picker.generation_view),
+                name=f"{name}_generation",
+            ),
             path(
                 "<path:object_id>/choose/",
                 self.admin_site.admin_view(self.choose_view),
