@@ -33,7 +33,7 @@ def emulator_server() -> Iterator[Emulator]:
 def emulator(emulator_server: Emulator, settings) -> Emulator:
     """A fresh emulator (no jobs, no faults, default knobs) that settings point at."""
     emulator_server.reset()
-    settings.MODELSLAB = {**settings.MODELSLAB, "BASE_URL": emulator_server.base_url}
+    configure(settings, BASE_URL=emulator_server.base_url)
     return emulator_server
 
 

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import struct
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from django.contrib.auth.models import Permission, User
 from django.core.files.base import ContentFile
 from django.core.management import CommandError, call_command
+from django.db import connection
+from django.dispatch import Signal
 from django.test import TestCase
 from django.urls import reverse
 from PIL import Image
@@ -144,6 +148,25 @@ def succeeded_request(user: User | None, *, images: int = 2, **fields: Any) -> G
     return generation
 
 
+@contextmanager
+def signals_sent(signals: dict[str, Signal]) -> Iterator[list[tuple[str, dict[str, Any]]]]:
+    """(name, kwargs) of every send of these signals inside the block, in order."""
+    seen: list[tuple[str, dict[str, Any]]] = []
+    receivers = {}
+    for name, signal in signals.items():
+
+        def receiver(sender: Any, name: str = name, **kwargs: Any) -> None:
+            seen.append((name, kwargs))
+
+        receivers[name] = receiver  # signals hold weak references
+        signal.connect(receiver)
+    try:
+        yield seen
+    finally:
+        for name, signal in signals.items():
+            signal.disconnect(receivers[name])
+
+
 def sent(emulator, route: str = "text2img") -> list[dict[str, Any]]:
     """The body of every ``route`` call the emulator received, in order."""
     return [body for name, body in emulator.requests if name == route]
@@ -152,6 +175,19 @@ def sent(emulator, route: str = "text2img") -> list[dict[str, Any]]:
 def sent_seeds(emulator) -> list[int | None]:
     """The seed of every text2img call the emulator received, in order."""
     return [body.get("seed") for body in sent(emulator)]
+
+
+def process_env(emulator, settings, **extra: str) -> dict[str, str]:
+    """The environment of a ``tests.settings`` process (a worker, ``manage.py``) that uses
+    this test's database, emulator and media directory (see the end of tests/settings.py)."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "MODELSLAB_TEST_DB_NAME": str(connection.settings_dict["NAME"]),
+        "MODELSLAB_TEST_BASE_URL": emulator.base_url,
+        "TEST_MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        **extra,
+    }
 
 
 def run_command(name: str, *args: str) -> tuple[str, str | None]:
@@ -298,6 +334,18 @@ def raw_png(ihdr: bytes, idat: bytes) -> bytes:
         return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
 
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def image_bytes(
+    fmt: str = "PNG", size: tuple[int, int] = (32, 24), seed: int = 0, noise: bool = False
+) -> bytes:
+    """A small picture in ``fmt``, different for each ``seed`` (0-65535); ``noise``: random."""
+    if noise:
+        image = Image.effect_noise(size, 64).convert("RGB")
+    else:
+        image = Image.new("RGB", size, (seed % 256, 80, 160))
+    image.putpixel((0, 0), (seed % 256, seed // 256 % 256, 7))
+    return encoded(image, fmt).getvalue()
 
 
 def noise_png(side: int) -> bytes:

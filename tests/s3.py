@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.files.storage import storages
 
 ACCESS_KEY = "modelslab-test-access"
 SECRET_KEY = "modelslab-test-secret-not-real"
@@ -214,3 +215,12 @@ class S3Case:
 def s3(s3_server: S3Server) -> S3Case:
     """The shared server with a location prefix no other test uses."""
     return S3Case(s3_server, f"t-{uuid.uuid4().hex[:12]}", s3_server.client())
+
+
+def use_s3(settings, s3: S3Case, **options: Any) -> Any:
+    """Point the "modelslab" storage alias at this test's bucket prefix; return that storage."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "modelslab": {"BACKEND": STORAGE_BACKEND, "OPTIONS": s3.options(**options)},
+    }
+    return storages["modelslab"]

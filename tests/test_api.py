@@ -28,7 +28,7 @@ from django_modelslab.models import Charge, GeneratedImage, GenerationRequest, I
 from django_modelslab.testing import Fault
 
 from .conftest import TEST_API_KEY
-from .helpers import api_client, api_url, succeeded_request, with_perms
+from .helpers import api_client, api_url, configure, succeeded_request, with_perms
 
 Status = GenerationRequest.Status
 
@@ -93,7 +93,7 @@ def test_create_generates_and_answers_with_permanent_absolute_urls(owner, emulat
 
 @pytest.mark.django_db(transaction=True)
 def test_a_long_rate_limit_fails_an_inline_run_at_once_saying_when(owner, emulator, settings):
-    settings.MODELSLAB = {**settings.MODELSLAB, "RETRY_BACKOFF_MAX": 30.0, "MAX_RETRIES": 1}
+    configure(settings, RETRY_BACKOFF_MAX=30.0, MAX_RETRIES=1)
     emulator.add_fault("text2img", Fault.rate_limit(retry_after=9999))
     client = api_client(owner)
 
@@ -304,7 +304,7 @@ def test_a_viewer_may_look_but_not_act(owner):
 @pytest.mark.django_db
 def test_generating_can_require_the_permission(owner, settings):
     """API_REQUIRE_GENERATE_PERMISSION: creating and regenerating need generate_images."""
-    settings.MODELSLAB = {**settings.MODELSLAB, "API_REQUIRE_GENERATE_PERMISSION": True}
+    configure(settings, API_REQUIRE_GENERATE_PERMISSION=True)
     generation = succeeded_request(owner)
     client = api_client(owner)
 
@@ -422,7 +422,7 @@ def test_a_body_that_is_not_an_object_is_refused(owner):
 
 @pytest.mark.django_db
 def test_prompt_length_and_models_follow_the_settings(owner, settings):
-    settings.MODELSLAB = {**settings.MODELSLAB, "MAX_PROMPT_LENGTH": 10, "ALLOWED_MODELS": ["sdxl"]}
+    configure(settings, MAX_PROMPT_LENGTH=10, ALLOWED_MODELS=["sdxl"])
     client = api_client(owner)
 
     too_long = client.post(api_url("generation-list"), {"prompt": "x" * 11}, format="json")
@@ -656,10 +656,7 @@ def allow_one_request_each(user, generation):
 
 @pytest.mark.django_db
 def test_budget_hook_refuses_with_429(owner, settings):
-    settings.MODELSLAB = {
-        **settings.MODELSLAB,
-        "BUDGET_HOOK": "tests.test_api.allow_one_request_each",
-    }
+    configure(settings, BUDGET_HOOK="tests.test_api.allow_one_request_each")
     client = api_client(owner)
 
     first = client.post(api_url("generation-list"), {"prompt": "x"})
@@ -685,7 +682,7 @@ def test_a_budget_hook_may_raise_the_apis_429(owner, settings):
     from django_modelslab.api.exceptions import BudgetExceeded, OverBudget
     from django_modelslab.exceptions import BudgetExceeded as PipelineBudgetExceeded
 
-    settings.MODELSLAB = {**settings.MODELSLAB, "BUDGET_HOOK": "tests.test_api.refuse_by_raising"}
+    configure(settings, BUDGET_HOOK="tests.test_api.refuse_by_raising")
 
     answer = api_client(owner).post(api_url("generation-list"), {"prompt": "x"})
 
@@ -714,7 +711,7 @@ def test_a_budget_hook_may_raise_the_apis_429(owner, settings):
 def test_api_settings_are_checked(settings, override, check_id):
     from django_modelslab.checks import check_settings
 
-    settings.MODELSLAB = {**settings.MODELSLAB, **override}
+    configure(settings, **override)
 
     assert check_id in [message.id for message in check_settings()]
 
@@ -722,13 +719,13 @@ def test_api_settings_are_checked(settings, override, check_id):
 def test_valid_api_settings_pass_the_checks(settings):
     from django_modelslab.checks import check_settings
 
-    settings.MODELSLAB = {
-        **settings.MODELSLAB,
-        "ALLOWED_MODELS": ["flux"],
-        "MODEL_ALIASES": {"dall-e-3": "flux"},
-        "BUDGET_HOOK": "tests.test_api.allow_one_request_each",
-        "API_REQUIRE_GENERATE_PERMISSION": True,
-    }
+    configure(
+        settings,
+        ALLOWED_MODELS=["flux"],
+        MODEL_ALIASES={"dall-e-3": "flux"},
+        BUDGET_HOOK="tests.test_api.allow_one_request_each",
+        API_REQUIRE_GENERATE_PERMISSION=True,
+    )
 
     assert check_settings() == []
 
@@ -769,11 +766,7 @@ def wait_for_the_other_call(user, generation):
 )
 @pytest.mark.django_db(transaction=True)
 def test_two_racing_calls_with_one_key_make_one_request(owner, settings):
-    settings.MODELSLAB = {
-        **settings.MODELSLAB,
-        "BUDGET_HOOK": "tests.test_api.wait_for_the_other_call",
-        "TASK_BACKEND": "idle",
-    }
+    configure(settings, BUDGET_HOOK="tests.test_api.wait_for_the_other_call", TASK_BACKEND="idle")
     dummy = settings.TASKS["default"]["BACKEND"].replace("immediate.Immediate", "dummy.Dummy")
     settings.TASKS = {**settings.TASKS, "idle": {"BACKEND": dummy}}
     RACE.reset()
@@ -895,7 +888,7 @@ def test_out_of_range_ids_are_400_in_filters_and_bodies_and_404_in_paths(owner):
 @pytest.mark.django_db
 def test_a_json_body_over_the_limit_is_413_before_it_is_read(owner, settings):
     """Two data: URLs of MAX_IMAGE_BYTES plus room for the text, when over Django's 2.5 MiB."""
-    settings.MODELSLAB = {**settings.MODELSLAB, "MAX_IMAGE_BYTES": 1024 * 1024}
+    configure(settings, MAX_IMAGE_BYTES=1024 * 1024)
     limit = 2 * (4 * -(-1024 * 1024 // 3) + 23) + 2 * 2000 * 12 + 64 * 1024
     assert limit > django_settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     client = api_client(owner)
@@ -955,7 +948,7 @@ def worker(settings) -> None:
     """A worker task backend that has not run yet: a created request stays queued."""
     dummy = settings.TASKS["default"]["BACKEND"].replace("immediate.Immediate", "dummy.Dummy")
     settings.TASKS = {**settings.TASKS, "worker": {"BACKEND": dummy}}
-    settings.MODELSLAB = {**settings.MODELSLAB, "TASK_BACKEND": "worker"}
+    configure(settings, TASK_BACKEND="worker")
 
 
 @pytest.mark.django_db

@@ -23,6 +23,8 @@ from schemathesis import GenerationMode
 from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
+from .helpers import configure
+
 SCHEMA_URL = "/api/modelslab/schema/"
 
 
@@ -99,7 +101,7 @@ def test_every_operation_declares_its_errors(schema):
 
 
 def test_schema_follows_the_prompt_length_setting(settings):
-    settings.MODELSLAB = {**settings.MODELSLAB, "MAX_PROMPT_LENGTH": 77}
+    configure(settings, MAX_PROMPT_LENGTH=77)
 
     request = fetch_schema()["components"]["schemas"]["GenerationCreateRequest"]
 
@@ -176,12 +178,8 @@ def webhook_operation() -> dict[str, Any]:
 def seeded(emulator, transactional_db, settings) -> tuple[str, dict[str, int]]:
     """A staff token, and a finished request so detail and action paths find something."""
     settings.ALLOWED_HOSTS = ["*"]
-    settings.MODELSLAB = {
-        **settings.MODELSLAB,
-        "WEBHOOK_SECRETS": [WEBHOOK_SECRET],
-        # Small, so that the hostile "over every body limit" body stays small too.
-        "MAX_IMAGE_BYTES": 1024 * 1024,
-    }
+    # MAX_IMAGE_BYTES small, so that the hostile "over every body limit" body stays small too.
+    configure(settings, WEBHOOK_SECRETS=[WEBHOOK_SECRET], MAX_IMAGE_BYTES=1024 * 1024)
     user = User.objects.create_user("fuzzer", is_staff=True)
     client = APIClient()
     client.force_authenticate(user)

@@ -25,7 +25,7 @@ from django_modelslab.client import AsyncModelsLabClient
 from django_modelslab.models import GenerationRequest
 from django_modelslab.testing import Fault
 
-from .helpers import new_kind_request, new_request, solid_png
+from .helpers import configure, new_kind_request, new_request, solid_png
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -150,11 +150,9 @@ def test_aresume_finishes_a_job_the_webhook_announced(emulator, settings):
     emulator.mode = "processing"
     emulator.eta = 0.1
     emulator.pending_fetches = 0
-    settings.MODELSLAB = {
-        **settings.MODELSLAB,
-        "PUBLIC_BASE_URL": "http://testserver",
-        "WEBHOOK_SECRETS": ["s3cret-for-async-tests"],
-    }
+    configure(
+        settings, PUBLIC_BASE_URL="http://testserver", WEBHOOK_SECRETS=["s3cret-for-async-tests"]
+    )
     request = arun(queued(seed=4))
     assert request.status == Status.PROCESSING  # left to the webhook
 

@@ -20,7 +20,16 @@ from django_modelslab.exceptions import BudgetExceeded
 from django_modelslab.models import Charge, GenerationRequest
 from django_modelslab.testing.emulator import NSFW_TRIGGER
 
-from .helpers import EDIT_PERMS, api_client, api_url, messages_of, new_request, run_action, staff
+from .helpers import (
+    EDIT_PERMS,
+    api_client,
+    api_url,
+    configure,
+    messages_of,
+    new_request,
+    run_action,
+    staff,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -38,7 +47,7 @@ def budget(settings, emulator):
     """One credit per image, and a helper to set the budgets."""
 
     def set_budgets(**values: Any) -> None:
-        settings.MODELSLAB = {**settings.MODELSLAB, "PRICES": {"*": "1"}, **values}
+        configure(settings, PRICES={"*": "1"}, **values)
 
     set_budgets()
     return set_budgets
@@ -176,7 +185,7 @@ def test_global_budget_counts_everyone(alice, budget, emulator):
 
 
 def test_provider_reported_costs_count_without_prices(alice, settings, emulator):
-    settings.MODELSLAB = {**settings.MODELSLAB, "DAILY_BUDGET_PER_USER": "0.5"}
+    configure(settings, DAILY_BUDGET_PER_USER="0.5")
     emulator.configure(report_cost=0.5)
 
     first = pipeline.submit(new(alice))  # no price: estimated at 0, allowed

@@ -18,6 +18,8 @@ from django_modelslab.models import GenerationRequest
 from django_modelslab.testing import Fault
 from example_project.urls import urlpatterns as example_urlpatterns
 
+from .helpers import configure
+
 urlpatterns = [
     *example_urlpatterns,
     re_path(r"^media/(?P<path>.*)$", serve, {"document_root": django_settings.MEDIA_ROOT}),
@@ -79,7 +81,7 @@ def test_polls_until_a_worker_has_finished(studio, settings, emulator):
     """With a worker task backend the POST answers "queued"; the page polls for the result."""
     dummy = settings.TASKS["default"]["BACKEND"].replace("immediate.Immediate", "dummy.Dummy")
     settings.TASKS = {**settings.TASKS, "worker": {"BACKEND": dummy}}
-    settings.MODELSLAB = {**settings.MODELSLAB, "TASK_BACKEND": "worker"}
+    configure(settings, TASK_BACKEND="worker")
 
     generate_in_page(studio, "a slow kite")
     studio.wait_for_selector("#status:has-text('queued')")

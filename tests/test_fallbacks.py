@@ -16,7 +16,7 @@ from django_modelslab.models import GenerationRequest, request_id_from_track_id
 from django_modelslab.signals import request_failed, request_succeeded
 from django_modelslab.testing import Fault
 
-from .helpers import finished, generate, new_request, wait_for
+from .helpers import configure, finished, generate, new_request, signals_sent, wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -31,19 +31,8 @@ def sent_models(emulator) -> list[tuple[str, str]]:
 
 @pytest.fixture
 def events() -> Iterator[list[tuple[str, dict[str, Any]]]]:
-    seen: list[tuple[str, dict[str, Any]]] = []
-
-    def failed(sender: Any, **kwargs: Any) -> None:
-        seen.append(("failed", kwargs))
-
-    def succeeded(sender: Any, **kwargs: Any) -> None:
-        seen.append(("succeeded", kwargs))
-
-    request_failed.connect(failed)
-    request_succeeded.connect(succeeded)
-    yield seen
-    request_failed.disconnect(failed)
-    request_succeeded.disconnect(succeeded)
+    with signals_sent({"failed": request_failed, "succeeded": request_succeeded}) as seen:
+        yield seen
 
 
 def test_an_unknown_model_falls_back_to_the_next(emulator, events):
@@ -76,7 +65,7 @@ def test_an_unknown_model_falls_back_to_the_next(emulator, events):
 
 
 def test_the_fallback_models_setting_applies_when_the_request_lists_none(emulator, settings):
-    settings.MODELSLAB = {**settings.MODELSLAB, "FALLBACK_MODELS": ["gone", "sdxl", "flux"]}
+    configure(settings, FALLBACK_MODELS=["gone", "sdxl", "flux"])
     emulator.configure(models={"sdxl", "flux"}, failing_models={"flux": "failed"})
 
     request = generate(PROMPT)  # model: DEFAULT_MODEL (flux)
@@ -131,7 +120,7 @@ def test_invalid_parameters_do_not_fall_back(emulator):
 
 
 def test_credits_rate_limits_and_lost_answers_do_not_fall_back(emulator, settings):
-    settings.MODELSLAB = {**settings.MODELSLAB, "MAX_RETRIES": 0}
+    configure(settings, MAX_RETRIES=0)
     emulator.add_fault("text2img", Fault.insufficient_credits())
     out_of_credit = generate(PROMPT, fallback_models=["sdxl"])
     emulator.add_fault("text2img", Fault.rate_limit(0.01))
@@ -231,7 +220,7 @@ def test_the_command_can_add_fallbacks_for_its_run(emulator, settings):
 
 
 def test_the_command_checks_fallback_models(emulator, settings):
-    settings.MODELSLAB = {**settings.MODELSLAB, "ALLOWED_MODELS": ["flux"]}
+    configure(settings, ALLOWED_MODELS=["flux"])
     new_request("a kite")
 
     with pytest.raises(Exception, match="--fallback-model: Unknown model"):
@@ -272,13 +261,13 @@ def test_policy_in_one_place():
 def test_fallback_settings_are_checked(settings):
     from django.core.checks import run_checks
 
-    settings.MODELSLAB = {
-        **settings.MODELSLAB,
-        "FALLBACK_MODELS": "sdxl",
-        "FALLBACK_ON_SAFETY": "yes",
-        "SAFETY_CHECKER": "on",
-        "MODERATION_HOOK": "tests.test_fallbacks.nothing_here",
-    }
+    configure(
+        settings,
+        FALLBACK_MODELS="sdxl",
+        FALLBACK_ON_SAFETY="yes",
+        SAFETY_CHECKER="on",
+        MODERATION_HOOK="tests.test_fallbacks.nothing_here",
+    )
     ids = {message.id for message in run_checks()}
     assert {
         "django_modelslab.E030",

@@ -121,7 +121,7 @@ class Ledger:
 
 @pytest.fixture
 def ledger(emulator: Emulator, record_property, settings) -> Ledger:
-    settings.MODELSLAB = {**settings.MODELSLAB, "DOWNLOAD_TIMEOUT": 2.0, "CACHE": False}
+    configure(settings, DOWNLOAD_TIMEOUT=2.0, CACHE=False)
     return Ledger(emulator, record_property)
 
 

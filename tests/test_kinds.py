@@ -20,6 +20,7 @@ from django_modelslab.testing import Fault
 from .conftest import TEST_API_KEY
 from .helpers import (
     WEBHOOK_SECRET,
+    configure,
     finished,
     mask_png,
     new_kind_request,
@@ -245,13 +246,13 @@ def test_the_emulator_answers_laravel_style_errors_for_missing_inputs(emulator):
 
 
 def test_url_transport_needs_an_absolute_address(emulator, settings):
-    settings.MODELSLAB = {**settings.MODELSLAB, "INPUT_IMAGE_TRANSPORT": "url"}
+    configure(settings, INPUT_IMAGE_TRANSPORT="url")
     request = submit_and_run(new_kind_request(Kind.IMG2IMG, init=png()))
 
     assert request.status == Status.FAILED
     assert "PUBLIC_BASE_URL" in request.error
 
-    settings.MODELSLAB = {**settings.MODELSLAB, "PUBLIC_BASE_URL": "http://127.0.0.1:9"}
+    configure(settings, PUBLIC_BASE_URL="http://127.0.0.1:9")
     assert inputs.provider_image(request.init_image.name) == (
         f"http://127.0.0.1:9/media/{request.init_image.name}"
     )
@@ -320,7 +321,7 @@ def test_fault_routes_include_the_new_ones(emulator):
 def test_kind_settings_are_checked(settings, overrides, expected):
     from django_modelslab.checks import check_settings
 
-    settings.MODELSLAB = {**settings.MODELSLAB, **overrides}
+    configure(settings, **overrides)
     assert [message.id for message in check_settings()] == expected
 
 
@@ -330,11 +331,7 @@ def test_an_img2img_finished_by_webhook_keeps_no_inline_image_in_the_delivery(
 ):
     from django_modelslab.models import WebhookDelivery
 
-    settings.MODELSLAB = {
-        **settings.MODELSLAB,
-        "PUBLIC_BASE_URL": live_server.url,
-        "WEBHOOK_SECRETS": [WEBHOOK_SECRET],
-    }
+    configure(settings, PUBLIC_BASE_URL=live_server.url, WEBHOOK_SECRETS=[WEBHOOK_SECRET])
     emulator.mode, emulator.eta = "processing", 0.1
     request = new_kind_request(Kind.IMG2IMG, init=png((64, 64)), strength=0.0)
 

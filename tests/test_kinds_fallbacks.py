@@ -12,6 +12,7 @@ from django_modelslab import costs
 from django_modelslab.models import Charge, GenerationRequest
 
 from .helpers import (
+    configure,
     mask_png,
     new_kind_request,
     pixels,
@@ -78,7 +79,7 @@ def test_inpaint_falls_back_from_a_failed_job_and_sends_the_safety_flag(emulator
 
 
 def test_upscale_falls_back_through_its_own_upscale_models(emulator, settings):
-    settings.MODELSLAB = {**settings.MODELSLAB, "FALLBACK_MODELS": ["sdxl"]}
+    configure(settings, FALLBACK_MODELS=["sdxl"])
     emulator.configure(failing_models={"RealESRGAN_x4plus": 503})
     init = png((100, 60))
     request = new_kind_request(
@@ -102,7 +103,7 @@ def test_upscale_falls_back_through_its_own_upscale_models(emulator, settings):
 
 
 def test_the_fallback_models_setting_is_not_tried_for_an_upscale(emulator, settings):
-    settings.MODELSLAB = {**settings.MODELSLAB, "FALLBACK_MODELS": ["sdxl"]}
+    configure(settings, FALLBACK_MODELS=["sdxl"])
     emulator.configure(models={"sdxl"})  # the default upscaler is unknown
 
     request = submit_and_run(new_kind_request(Kind.UPSCALE, init=png((64, 64)), prompt=""))
@@ -113,10 +114,7 @@ def test_the_fallback_models_setting_is_not_tried_for_an_upscale(emulator, setti
 
 
 def test_an_upscale_is_estimated_and_charged_for_one_image(emulator, settings):
-    settings.MODELSLAB = {
-        **settings.MODELSLAB,
-        "PRICES": {"realesr-general-x4v3": "0.01", "*": "0.5"},
-    }
+    configure(settings, PRICES={"realesr-general-x4v3": "0.01", "*": "0.5"})
     request = new_kind_request(Kind.UPSCALE, init=png((64, 64)), prompt="", samples=4)
     assert request.samples == 1  # one output per input
     assert costs.estimate(request) == Decimal("0.01")  # DEFAULT_UPSCALE_MODEL's price, once
@@ -130,7 +128,7 @@ def test_an_upscale_is_estimated_and_charged_for_one_image(emulator, settings):
 
 
 def test_a_v7_request_is_estimated_at_the_v7_default_models_price(settings):
-    settings.MODELSLAB = {**settings.MODELSLAB, "PRICES": {"flux-2-pro": "0.05", "*": "0.001"}}
+    configure(settings, PRICES={"flux-2-pro": "0.05", "*": "0.001"})
     request = GenerationRequest(prompt="x", api_version="v7", samples=2)
 
     assert costs.estimate(request) == Decimal("0.10")

@@ -11,23 +11,20 @@ from django.core.files.storage import storages
 from django_modelslab import pipeline
 from django_modelslab.models import GenerationRequest
 
-from .helpers import new_kind_request, pixels, png, stored_pixels
+from .helpers import configure, new_kind_request, pixels, png, stored_pixels
 
 pytest.register_assert_rewrite("tests.s3")
 pytest_plugins = ["tests.s3"]
 
-from .s3 import STORAGE_BACKEND, S3Case  # noqa: E402
+from .s3 import S3Case, use_s3  # noqa: E402
 
 Kind = GenerationRequest.Kind
 
 
 @pytest.mark.django_db
 def test_the_emulator_downloads_the_input_from_a_presigned_url(emulator, s3: S3Case, settings):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "modelslab": {"BACKEND": STORAGE_BACKEND, "OPTIONS": s3.options()},
-    }
-    settings.MODELSLAB = {**settings.MODELSLAB, "INPUT_URL_TTL": 120}
+    use_s3(settings, s3)
+    configure(settings, INPUT_URL_TTL=120)
     init = png((128, 96))
     request = new_kind_request(Kind.IMG2IMG, init=init, prompt="x", seed=1, strength=0.0)
 

@@ -17,6 +17,7 @@ from django_modelslab.models import GenerationRequest
 from django_modelslab.testing import Fault
 
 from .conftest import TEST_API_KEY
+from .helpers import configure
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -83,11 +84,7 @@ def test_b64_json_decodes_to_the_stored_image(sdk, emulator):
 
 
 def test_model_aliases_and_allowed_models(sdk, settings, emulator):
-    settings.MODELSLAB = {
-        **settings.MODELSLAB,
-        "MODEL_ALIASES": {"gpt-image-1": "sdxl"},
-        "ALLOWED_MODELS": ["sdxl"],
-    }
+    configure(settings, MODEL_ALIASES={"gpt-image-1": "sdxl"}, ALLOWED_MODELS=["sdxl"])
 
     sdk.images.generate(prompt="x", model="gpt-image-1", size="256x256")
     with pytest.raises(openai.NotFoundError) as missing:
@@ -154,7 +151,7 @@ def test_provider_failure_is_502_and_not_retried(sdk, emulator):
 
 
 def test_budget_refusal_is_insufficient_quota(sdk, settings, emulator):
-    settings.MODELSLAB = {**settings.MODELSLAB, "BUDGET_HOOK": "tests.test_openai_compat.no_budget"}
+    configure(settings, BUDGET_HOOK="tests.test_openai_compat.no_budget")
 
     with pytest.raises(openai.RateLimitError) as error:
         sdk.with_options(max_retries=0).images.generate(prompt="x")
@@ -171,7 +168,7 @@ def no_budget(user, generation):
 
 def test_generating_can_require_the_permission(sdk, settings, user, emulator):
     """API_REQUIRE_GENERATE_PERMISSION: the OpenAI endpoint needs generate_images too."""
-    settings.MODELSLAB = {**settings.MODELSLAB, "API_REQUIRE_GENERATE_PERMISSION": True}
+    configure(settings, API_REQUIRE_GENERATE_PERMISSION=True)
 
     with pytest.raises(openai.PermissionDeniedError) as error:
         sdk.images.generate(prompt="x", size="256x256")
@@ -207,7 +204,7 @@ def test_still_processing_is_504_pointing_at_the_request(user, settings, emulato
             )
         },
     }
-    settings.MODELSLAB = {**settings.MODELSLAB, "TASK_BACKEND": "idle", "OPENAI_WAIT_TIMEOUT": 0.2}
+    configure(settings, TASK_BACKEND="idle", OPENAI_WAIT_TIMEOUT=0.2)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {Token.objects.create(user=user).key}")
 

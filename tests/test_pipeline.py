@@ -18,7 +18,7 @@ from django_modelslab.models import GeneratedImage, GenerationRequest
 from django_modelslab.testing import Fault
 
 from .conftest import TEST_API_KEY
-from .helpers import api_client, api_url, generate, new_request, sent_seeds
+from .helpers import api_client, api_url, configure, generate, new_request, sent_seeds
 
 pytestmark = pytest.mark.django_db
 
@@ -59,7 +59,7 @@ def test_prompt_becomes_permanent_content_addressed_images(emulator):
 
 
 def test_each_image_gets_a_small_content_addressed_thumbnail(emulator, settings):
-    settings.MODELSLAB = {**settings.MODELSLAB, "THUMBNAIL_SIZE": 64}
+    configure(settings, THUMBNAIL_SIZE=64)
     request = generate(seed=12, width=512, height=256)
 
     image = request.images.get()
@@ -115,7 +115,7 @@ def test_an_edit_made_while_the_job_runs_is_not_overwritten(emulator):
 
 
 def test_same_bytes_are_stored_once(emulator, settings):
-    settings.MODELSLAB = {**settings.MODELSLAB, "CACHE": False}
+    configure(settings, CACHE=False)
     first = generate(seed=5)
     stored = media_path(first.images.get())
     inode, mtime = stored.stat().st_ino, stored.stat().st_mtime_ns
@@ -330,7 +330,7 @@ def test_failed_job_reports_the_providers_reason(emulator):
 
 
 def test_lost_answer_is_not_resubmitted(emulator, settings):
-    settings.MODELSLAB = {**settings.MODELSLAB, "TIMEOUT": 0.3}
+    configure(settings, TIMEOUT=0.3)
     emulator.add_fault("text2img", Fault.delay(1.0))
 
     request = generate(seed=2)
@@ -361,7 +361,7 @@ def test_copy_failure_keeps_urls_and_retry_copies_without_a_new_job(
 def test_max_wait_fails_with_a_reason_and_retry_polls_the_same_job(
     emulator, django_capture_on_commit_callbacks, settings
 ):
-    settings.MODELSLAB = {**settings.MODELSLAB, "MAX_WAIT": 0.5}
+    configure(settings, MAX_WAIT=0.5)
     emulator.mode = "processing"
     emulator.add_fault("text2img", Fault.never_finish())
 
@@ -524,14 +524,14 @@ def test_a_figure_no_column_holds_is_unknown_and_the_paid_job_is_stored(
 def test_a_price_or_a_running_total_past_the_column_is_unknown(
     emulator, settings, caplog, django_capture_on_commit_callbacks
 ):
-    settings.MODELSLAB = {**settings.MODELSLAB, "PRICES": {"*": 5_000_000}}
+    configure(settings, PRICES={"*": 5_000_000})
     # Seeds no other test stores (test_signals counts first uploads of seeds 41 and 42).
     priced = new_request(seed=6141)
     pipeline.run(priced.pk)
     priced.refresh_from_db()
     assert (priced.status, priced.cost, priced.charges.count()) == (Status.SUCCEEDED, None, 0)
 
-    settings.MODELSLAB = {**settings.MODELSLAB, "PRICES": {"*": 600_000}}
+    configure(settings, PRICES={"*": 600_000})
     request = new_request(seed=6142, use_cache=False)
     pipeline.run(request.pk)
     request.refresh_from_db()

@@ -18,7 +18,7 @@ from PIL import PngImagePlugin
 from django_modelslab.models import GenerationRequest
 from django_modelslab.provenance import DIGITAL_SOURCE_TYPE, add_provenance
 
-from .helpers import encoded, generate
+from .helpers import configure, encoded, generate
 
 IPTC = "{http://iptc.org/std/Iptc4xmpExt/2008-02-29/}"
 RDF_DESCRIPTION = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}Description"
@@ -206,7 +206,7 @@ def test_stored_file_carries_provenance_under_its_own_hash(emulator, image_forma
 
 @pytest.mark.django_db
 def test_prompt_is_written_when_the_setting_allows(emulator, settings) -> None:
-    settings.MODELSLAB = {**settings.MODELSLAB, "PROVENANCE_INCLUDE_PROMPT": True}
+    configure(settings, PROVENANCE_INCLUDE_PROMPT=True)
 
     request = generate(PROMPT, seed=31)
 
@@ -218,7 +218,7 @@ def test_prompt_is_written_when_the_setting_allows(emulator, settings) -> None:
 
 @pytest.mark.django_db
 def test_provenance_off_stores_the_downloaded_bytes(emulator, settings) -> None:
-    settings.MODELSLAB = {**settings.MODELSLAB, "PROVENANCE": False}
+    configure(settings, PROVENANCE=False)
 
     request = generate(PROMPT, seed=32)
 

@@ -14,14 +14,13 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
 from django.utils import timezone
 
 from django_modelslab import pipeline
 from django_modelslab.models import GenerationRequest
 from django_modelslab.testing import Fault
 
-from .helpers import new_request, run_new
+from .helpers import configure, new_request, process_env, run_new
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -44,13 +43,7 @@ def manage_py(emulator, settings, *args: str, terminal: bool) -> tuple[int, str]
     """``manage.py regenerate_images`` in its own process on this test's database, emulator
     and media; its output on a pseudo-terminal (``terminal``) or a pipe."""
     command = [sys.executable, "-m", "django", "regenerate_images", *args]
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "MODELSLAB_TEST_DB_NAME": str(connection.settings_dict["NAME"]),
-        "MODELSLAB_TEST_BASE_URL": emulator.base_url,
-        "TEST_MEDIA_ROOT": str(settings.MEDIA_ROOT),
-    }
+    env = process_env(emulator, settings)
     if not terminal:
         done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, timeout=120)
         return done.returncode, (done.stdout + done.stderr).decode()
@@ -254,11 +247,11 @@ def test_resume_with_an_unknown_batch_is_an_error_naming_it(emulator, settings):
 
 
 def test_stale_requests_are_continued(emulator, settings):
-    settings.MODELSLAB = {**settings.MODELSLAB, "STALE_AFTER": 60}
+    configure(settings, STALE_AFTER=60)
     emulator.mode = "processing"
     emulator.add_fault("text2img", Fault.never_finish())
     (stuck,) = [new_request("x", seed=1)]
-    settings.MODELSLAB = {**settings.MODELSLAB, "MAX_WAIT": 0.3}
+    configure(settings, MAX_WAIT=0.3)
     pipeline.run(stuck.pk)  # times out: failed, job id kept
     GenerationRequest.objects.filter(pk=stuck.pk).update(
         status=Status.PROCESSING, updated_at=timezone.now() - timedelta(minutes=5)
@@ -299,7 +292,7 @@ def test_requests_in_flight_with_a_live_worker_are_skipped(emulator):
 
 
 def test_stale_requests_fail_after_max_attempts(emulator, settings):
-    settings.MODELSLAB = {**settings.MODELSLAB, "MAX_ATTEMPTS": 2}
+    configure(settings, MAX_ATTEMPTS=2)
     (request,) = make(1)
     GenerationRequest.objects.filter(pk=request.pk).update(
         status=Status.PROCESSING, attempts=2, updated_at=timezone.now() - timedelta(hours=1)
@@ -357,7 +350,7 @@ def test_a_cost_nobody_knows_is_unknown_not_zero(emulator, settings):
     assert "Cost: unknown (1 job(s) with no cost reported and no price in PRICES)." in out
     assert "0.00" not in out
 
-    settings.MODELSLAB = {**settings.MODELSLAB, "PRICES": {"sdxl": "0.5"}}
+    configure(settings, PRICES={"sdxl": "0.5"})
     make(1, model_id="sdxl")
     out = regenerate_images("--dry-run") + regenerate_images()
 
@@ -370,7 +363,7 @@ def test_a_cost_nobody_knows_is_unknown_not_zero(emulator, settings):
         in out
     )
 
-    settings.MODELSLAB = {**settings.MODELSLAB, "PRICES": {"*": "0.5"}}
+    configure(settings, PRICES={"*": "0.5"})
     out = regenerate_images("--dry-run", "--id", str(flux[0].pk))
     out += regenerate_images("--id", str(flux[0].pk))
 

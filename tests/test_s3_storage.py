@@ -27,28 +27,11 @@ from django_modelslab.storage.s3 import s3_transfer_config
 pytest.register_assert_rewrite("tests.s3")
 pytest_plugins = ["tests.s3"]
 
-from .helpers import new_request, sha256_hex  # noqa: E402
-from .s3 import STORAGE_BACKEND, S3Case  # noqa: E402
+from .helpers import configure, image_bytes, new_request, sha256_hex  # noqa: E402
+from .s3 import S3Case, use_s3  # noqa: E402
 
 Status = GenerationRequest.Status
 CACHE_CONTROL = DEFAULTS["CACHE_CONTROL"]
-
-
-def image_bytes(fmt: str = "PNG", seed: int = 0, size: tuple[int, int] = (64, 48)) -> bytes:
-    image = Image.new("RGB", size, (seed * 37 % 256, seed * 91 % 256, 120))
-    image.putpixel((seed % size[0], 0), (1, 2, 3))
-    buffer = io.BytesIO()
-    image.save(buffer, fmt)
-    return buffer.getvalue()
-
-
-def use_s3(settings, s3: S3Case, **options: Any) -> Any:
-    """Point the "modelslab" storage alias at the bucket; return that storage."""
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "modelslab": {"BACKEND": STORAGE_BACKEND, "OPTIONS": s3.options(**options)},
-    }
-    return storages["modelslab"]
 
 
 class Calls:
@@ -107,11 +90,7 @@ def test_pipeline_copies_outputs_into_the_bucket(emulator, s3: S3Case, settings)
 @pytest.mark.django_db
 def test_cache_control_and_prompt_metadata_are_settings(emulator, s3: S3Case, settings) -> None:
     use_s3(settings, s3)
-    settings.MODELSLAB = {
-        **settings.MODELSLAB,
-        "CACHE_CONTROL": "public, max-age=60",
-        "STORE_PROMPT_METADATA": True,
-    }
+    configure(settings, CACHE_CONTROL="public, max-age=60", STORE_PROMPT_METADATA=True)
     prompt = "un renard roux dans la neige — ünïcode"
     request = pipeline.run(new_request(seed=7, prompt=prompt).pk)
 
@@ -309,7 +288,7 @@ def test_url_is_presigned_by_default_and_plain_with_a_custom_domain(s3: S3Case, 
 def test_presigned_urls_stay_the_same_within_the_signing_window(
     s3: S3Case, settings, monkeypatch
 ) -> None:
-    settings.MODELSLAB = {**settings.MODELSLAB, "URL_SIGNING_WINDOW": 600}
+    configure(settings, URL_SIGNING_WINDOW=600)
     storage = use_s3(settings, s3, querystring_expire=300)
     data = image_bytes(seed=8)
     key = store_file(io.BytesIO(data), storage=storage).key
@@ -338,7 +317,7 @@ def test_presigned_urls_stay_the_same_within_the_signing_window(
 def test_windowed_urls_are_accepted_by_s3_sigv2_and_sigv4(s3: S3Case, settings) -> None:
     from botocore.config import Config
 
-    settings.MODELSLAB = {**settings.MODELSLAB, "URL_SIGNING_WINDOW": 3600}
+    configure(settings, URL_SIGNING_WINDOW=3600)
     data = image_bytes(seed=9)
     for version, marker in ((None, "X-Amz-Signature"), ("s3", "Signature")):
         config = Config(s3={"addressing_style": "path"}, signature_version=version)
@@ -364,11 +343,11 @@ def test_windowed_urls_are_accepted_by_s3_sigv2_and_sigv4(s3: S3Case, settings) 
 def test_explicit_expiry_and_a_zero_window_sign_as_of_now(s3: S3Case, settings) -> None:
     storage = use_s3(settings, s3)
     key = store_file(io.BytesIO(image_bytes(seed=10)), storage=storage).key
-    settings.MODELSLAB = {**settings.MODELSLAB, "URL_SIGNING_WINDOW": 3600}
+    configure(settings, URL_SIGNING_WINDOW=3600)
     expires = int(parse_qs(urlsplit(storage.url(key, expire=120)).query)["Expires"][0])
     assert abs(expires - (time.time() + 120)) < 30  # input images: INPUT_URL_TTL from now
 
-    settings.MODELSLAB = {**settings.MODELSLAB, "URL_SIGNING_WINDOW": 0}
+    configure(settings, URL_SIGNING_WINDOW=0)
     first = storage.url(key)
     time.sleep(1.1)
     assert storage.url(key) != first  # django-storages' own behaviour

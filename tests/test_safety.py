@@ -29,11 +29,13 @@ from .helpers import (
     api_client,
     api_url,
     change_url,
+    configure,
     form_data,
     generate,
     messages_of,
     new_request,
     sent,
+    signals_sent,
 )
 
 # transaction=True: on_commit callbacks fire at once, as in a project without ATOMIC_REQUESTS.
@@ -58,24 +60,14 @@ def no_dragons(request: GenerationRequest) -> bool | str | None:
 
 @pytest.fixture
 def moderated(settings) -> None:
-    settings.MODELSLAB = {**settings.MODELSLAB, "MODERATION_HOOK": HOOK}
+    configure(settings, MODERATION_HOOK=HOOK)
 
 
 @pytest.fixture
 def events() -> Iterator[list[tuple[str, dict[str, Any]]]]:
-    seen: list[tuple[str, dict[str, Any]]] = []
     signals = {"failed": request_failed, "refused": request_refused, "succeeded": request_succeeded}
-    receivers = {}
-    for name, signal in signals.items():
-
-        def receiver(sender: Any, name: str = name, **kwargs: Any) -> None:
-            seen.append((name, kwargs))
-
-        receivers[name] = receiver
-        signal.connect(receiver)
-    yield seen
-    for name, signal in signals.items():
-        signal.disconnect(receivers[name])
+    with signals_sent(signals) as seen:
+        yield seen
 
 
 def pixels(image: GeneratedImage) -> set[tuple[int, ...]]:
@@ -91,7 +83,7 @@ def test_safety_checker_is_sent_only_when_set(emulator, settings):
     generate(PROMPT, safety_checker=True)
     generate(PROMPT, safety_checker=False)
     generate(PROMPT)
-    settings.MODELSLAB = {**settings.MODELSLAB, "SAFETY_CHECKER": False}
+    configure(settings, SAFETY_CHECKER=False)
     generate(PROMPT)
     generate(PROMPT, safety_checker=True)  # the request's choice wins over the setting
 
@@ -186,7 +178,7 @@ def test_a_fully_blanked_job_is_refused_not_failed_and_not_retried(emulator, eve
 
 
 def test_fallback_on_safety_tries_the_next_model(emulator, settings):
-    settings.MODELSLAB = {**settings.MODELSLAB, "FALLBACK_ON_SAFETY": True}
+    configure(settings, FALLBACK_ON_SAFETY=True)
 
     request = generate(prompt=f"a beach {NSFW_TRIGGER}", fallback_models=["sdxl"])
 
@@ -234,7 +226,7 @@ def test_moderation_refuses_before_any_call(emulator, moderated, events):
 def test_moderation_runs_again_when_the_task_runs(emulator, settings):
     request = new_request("a dragon")
     pipeline.submit(request, enqueue=False)  # no hook yet: queued
-    settings.MODELSLAB = {**settings.MODELSLAB, "MODERATION_HOOK": HOOK}
+    configure(settings, MODERATION_HOOK=HOOK)
 
     done = pipeline.run(request.pk)
 
@@ -246,7 +238,7 @@ def test_moderation_runs_again_when_the_task_runs(emulator, settings):
 def test_regenerating_a_refused_prompt_keeps_the_images(emulator, settings):
     request = generate(prompt="a dragon kite")
     assert request.status == Status.SUCCEEDED
-    settings.MODELSLAB = {**settings.MODELSLAB, "MODERATION_HOOK": HOOK}
+    configure(settings, MODERATION_HOOK=HOOK)
 
     again = pipeline.regenerate(request)
 
@@ -288,7 +280,7 @@ def test_admin_shows_refusals_and_models_tried(client, editor, emulator, moderat
 
 
 def test_admin_form_takes_fallbacks_and_the_safety_checker(client, editor, emulator, settings):
-    settings.MODELSLAB = {**settings.MODELSLAB, "ALLOWED_MODELS": ["flux", "sdxl", "sd3"]}
+    configure(settings, ALLOWED_MODELS=["flux", "sdxl", "sd3"])
     data = form_data(fallback_models="sdxl, sd3\nsdxl", safety_checker="true", _save="Save")
 
     response = client.post(reverse_add(), data)
@@ -344,7 +336,7 @@ def test_api_takes_fallbacks_and_shows_outcomes(owner, emulator, settings):
     assert body["images"][0]["nsfw"] is False
     assert sent(emulator)[-1]["safety_checker"] == "no"
 
-    settings.MODELSLAB = {**settings.MODELSLAB, "ALLOWED_MODELS": ["flux"]}
+    configure(settings, ALLOWED_MODELS=["flux"])
     bad = client.post(api_url("generation-list"), {"prompt": "x", "fallback_models": ["sdxl"]})
     assert bad.status_code == 400
     assert "Unknown model(s) sdxl" in json.dumps(bad.json()["fallback_models"])
@@ -393,7 +385,7 @@ def test_command_counts_refusals_apart_from_failures(emulator, settings):
     ok = new_request("a kite")
     blank = new_request(f"a beach {NSFW_TRIGGER}")
     dragon = new_request("a dragon")
-    settings.MODELSLAB = {**settings.MODELSLAB, "MODERATION_HOOK": HOOK}
+    configure(settings, MODERATION_HOOK=HOOK)
     out = io.StringIO()
 
     call_command("regenerate_images", stdout=out, stderr=out)  # exit 0: nothing failed

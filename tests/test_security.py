@@ -45,7 +45,7 @@ from django_modelslab.exceptions import DownloadError, DownloadRefused, Reserved
 from django_modelslab.models import GenerationRequest, WebhookDelivery
 
 from .conftest import TEST_API_KEY
-from .helpers import noise_png, raw_png, run_new
+from .helpers import configure, noise_png, raw_png, run_new
 
 Status = GenerationRequest.Status
 LIMITS = {"max_bytes": 1024 * 1024, "timeout": 2.0, "connect_timeout": 1.0}
@@ -348,10 +348,7 @@ def test_a_connection_verified_for_one_name_never_carries_another(dns, tls_host)
 def test_production_hosts_refuse_the_emulator_and_keep_the_request_retriable(
     emulator, settings
 ) -> None:
-    settings.MODELSLAB = {
-        **settings.MODELSLAB,
-        "ALLOWED_DOWNLOAD_HOSTS": list(DEFAULT_ALLOWED_DOWNLOAD_HOSTS),
-    }
+    configure(settings, ALLOWED_DOWNLOAD_HOSTS=list(DEFAULT_ALLOWED_DOWNLOAD_HOSTS))
     request = GenerationRequest.objects.create(prompt="ssrf", seed=1, width=256, height=256)
 
     pipeline.run(request.pk)
@@ -398,7 +395,7 @@ def test_a_decompression_bomb_is_refused_and_nothing_is_stored(local, emulator) 
 
 @pytest.mark.django_db
 def test_an_oversized_body_is_refused(local, emulator, settings) -> None:
-    settings.MODELSLAB = {**settings.MODELSLAB, "MAX_IMAGE_BYTES": len(PNG) - 1}
+    configure(settings, MAX_IMAGE_BYTES=len(PNG) - 1)
     request = copy_from(f"http://127.0.0.1:{port(local)}/png")
 
     assert request.status == Status.FAILED
@@ -429,7 +426,7 @@ def test_image_and_generic_binary_types_are_accepted(local, emulator, content_ty
 @pytest.mark.django_db
 @pytest.mark.parametrize("secrets", [[], ["the-real-secret-0123456789abcdef"]])
 def test_webhook_without_the_secret_is_refused(client, settings, secrets) -> None:
-    settings.MODELSLAB = {**settings.MODELSLAB, "WEBHOOK_SECRETS": secrets}
+    configure(settings, WEBHOOK_SECRETS=secrets)
     request = GenerationRequest.objects.create(
         prompt="p", width=256, height=256, status=Status.PROCESSING, provider_id="77"
     )
@@ -447,7 +444,7 @@ def test_webhook_without_the_secret_is_refused(client, settings, secrets) -> Non
 
 
 def test_the_client_repr_and_errors_never_show_the_key(settings) -> None:
-    settings.MODELSLAB = {**settings.MODELSLAB, "BASE_URL": "http://127.0.0.1:9/api"}
+    configure(settings, BASE_URL="http://127.0.0.1:9/api")
     client = pipeline.build_client()
     assert TEST_API_KEY not in repr(client)
     with client, pytest.raises(Exception) as caught:  # any error: its text is checked
@@ -462,11 +459,7 @@ def test_the_client_repr_and_errors_never_show_the_key(settings) -> None:
 @pytest.fixture
 def provider(local, settings) -> Iterator[Callable[..., None]]:
     """``BASE_URL`` on ``local``, whose API calls all get the answer set by calling this."""
-    settings.MODELSLAB = {
-        **settings.MODELSLAB,
-        "BASE_URL": f"http://127.0.0.1:{port(local)}/api",
-        "MAX_RETRIES": 0,
-    }
+    configure(settings, BASE_URL=f"http://127.0.0.1:{port(local)}/api", MAX_RETRIES=0)
 
     def answer(status: int, body: bytes, content_type: str = "application/json") -> None:
         local.answer = (status, body, content_type)  # type: ignore[attr-defined]
@@ -489,7 +482,7 @@ def all_text(value: object) -> list[str]:
 def test_a_key_read_with_a_trailing_newline_is_stripped(emulator, settings, api_version) -> None:
     # v7 sends the key as a header too: with the newline, httpx refused it ("Illegal header
     # value b'<key>\\n'") and that text, key included, became the request's error.
-    settings.MODELSLAB = {**settings.MODELSLAB, "API_KEY": f"\t{TEST_API_KEY}\n"}
+    configure(settings, API_KEY=f"\t{TEST_API_KEY}\n")
     emulator.configure(api_keys={TEST_API_KEY})  # exactly the key, nothing around it
 
     request = run_new("a key test", seed=1, api_version=api_version)
@@ -536,7 +529,7 @@ ODD_KEY = 'odd"key\\with/slash+plus&amp=eq é-0123456789'  # JSON, repr and URLs
 
 @pytest.mark.django_db
 def test_the_key_is_redacted_in_its_escaped_forms(provider, settings) -> None:
-    settings.MODELSLAB = {**settings.MODELSLAB, "API_KEY": ODD_KEY}
+    configure(settings, API_KEY=ODD_KEY)
     forms = {
         "repr": repr(ODD_KEY)[1:-1],
         "json": json.dumps(ODD_KEY)[1:-1],

@@ -17,6 +17,8 @@ from django_modelslab.conf import (
 )
 from django_modelslab.models import GenerationRequest
 
+from .helpers import configure
+
 
 def ids(messages) -> list[str]:
     return [message.id for message in messages]
@@ -29,7 +31,7 @@ def test_defaults_fill_what_the_project_leaves_out(settings):
 
 
 def test_override_settings_is_seen_at_call_time(settings):
-    settings.MODELSLAB = {**settings.MODELSLAB, "DEFAULT_MODEL": "sdxl"}
+    configure(settings, DEFAULT_MODEL="sdxl")
     assert get_setting("DEFAULT_MODEL") == "sdxl"
 
 
@@ -60,7 +62,7 @@ def test_every_default_passes_its_own_rules():
 def test_each_rule_of_the_table_is_a_check_naming_the_setting(settings, name):
     """A value no rule accepts gets the setting's first rule, one Error, and no traceback
     from the checks that cross settings (they leave a bad value to the table)."""
-    settings.MODELSLAB = {**settings.MODELSLAB, name: object()}
+    configure(settings, **{name: object()})
     errors = [message for message in check_settings() if isinstance(message, Error)]
     assert ids(errors) == [SETTINGS[name].rules[0].id]
     assert errors[0].msg.startswith(f"MODELSLAB[{name!r}] ")
@@ -69,7 +71,7 @@ def test_each_rule_of_the_table_is_a_check_naming_the_setting(settings, name):
 
 def test_a_rule_added_to_the_table_is_checked_with_the_default_as_hint(settings, monkeypatch):
     monkeypatch.setattr(SETTINGS["DEFAULT_MODEL"], "rules", (MODEL_ID,))
-    settings.MODELSLAB = {**settings.MODELSLAB, "DEFAULT_MODEL": " "}
+    configure(settings, DEFAULT_MODEL=" ")
     [message] = check_settings()
     assert message.id == "django_modelslab.E041"
     assert message.msg == "MODELSLAB['DEFAULT_MODEL'] must be a ModelsLab model id."
@@ -91,12 +93,12 @@ def test_missing_key_is_fine_with_the_emulator(settings, base_url):
 
 def test_surrounding_whitespace_is_stripped_from_the_key_and_the_secrets(settings):
     secret = "a-long-enough-secret-for-the-check"
-    settings.MODELSLAB = {
-        **settings.MODELSLAB,
-        "API_KEY": " the-key-from-a-file\r\n",
-        "PUBLIC_BASE_URL": "https://example.com",
-        "WEBHOOK_SECRETS": (f"{secret}\n", "\tanother-long-enough-secret-0123"),
-    }
+    configure(
+        settings,
+        API_KEY=" the-key-from-a-file\r\n",
+        PUBLIC_BASE_URL="https://example.com",
+        WEBHOOK_SECRETS=(f"{secret}\n", "\tanother-long-enough-secret-0123"),
+    )
     assert get_setting("API_KEY") == "the-key-from-a-file"
     assert get_settings()["API_KEY"] == "the-key-from-a-file"
     expected = [secret, "another-long-enough-secret-0123"]
@@ -110,7 +112,7 @@ INNER = ["the key", "the\nkey", "the\x00key", "the\u200bkey", "the\u00a0key", "t
 
 @pytest.mark.parametrize("key", INNER)
 def test_a_key_with_whitespace_or_a_control_character_inside_is_an_error(settings, key):
-    settings.MODELSLAB = {**settings.MODELSLAB, "API_KEY": f"{key}-0123456789\n"}
+    configure(settings, API_KEY=f"{key}-0123456789\n")
     messages = check_settings()
     assert ids(messages) == ["django_modelslab.E011"]
     assert "at position 4" in messages[0].msg
@@ -120,10 +122,9 @@ def test_a_key_with_whitespace_or_a_control_character_inside_is_an_error(setting
 
 @pytest.mark.parametrize("secret", INNER)
 def test_a_webhook_secret_with_whitespace_inside_is_an_error(settings, secret):
-    settings.MODELSLAB = {
-        **settings.MODELSLAB,
-        "WEBHOOK_SECRETS": ["a-long-enough-secret-0123", f"{secret}-0123456789-abcdefghij"],
-    }
+    configure(
+        settings, WEBHOOK_SECRETS=["a-long-enough-secret-0123", f"{secret}-0123456789-abcdefghij"]
+    )
     messages = check_settings()
     assert ids(messages) == ["django_modelslab.E012"]
     assert "entry 2" in messages[0].msg and "at position 4" in messages[0].msg
@@ -131,7 +132,7 @@ def test_a_webhook_secret_with_whitespace_inside_is_an_error(settings, secret):
 
 
 def test_unknown_storage_alias(settings):
-    settings.MODELSLAB = {**settings.MODELSLAB, "STORAGE": "nowhere"}
+    configure(settings, STORAGE="nowhere")
     messages = check_settings()
     assert ids(messages) == ["django_modelslab.E002"]
     assert "nowhere" in messages[0].msg
@@ -159,7 +160,7 @@ def test_default_storage_alias_may_be_absent(settings):
     ],
 )
 def test_bad_numbers(settings, name, value):
-    settings.MODELSLAB = {**settings.MODELSLAB, name: value}
+    configure(settings, **{name: value})
     messages = check_settings()
     assert ids(messages) == ["django_modelslab.E003"]
     assert name in messages[0].msg
@@ -174,29 +175,29 @@ def test_a_signing_window_must_leave_presigned_urls_within_what_s3_allows(settin
             "OPTIONS": {**options, "querystring_expire": 6 * 24 * 3600},
         },
     }
-    settings.MODELSLAB = {**settings.MODELSLAB, "URL_SIGNING_WINDOW": 2 * 24 * 3600}
+    configure(settings, URL_SIGNING_WINDOW=2 * 24 * 3600)
     messages = check_settings()
     assert ids(messages) == ["django_modelslab.E013"]
     assert "URL_SIGNING_WINDOW" in messages[0].msg and "querystring_expire" in messages[0].msg
 
-    settings.MODELSLAB = {**settings.MODELSLAB, "URL_SIGNING_WINDOW": 24 * 3600}  # 7 days
+    configure(settings, URL_SIGNING_WINDOW=24 * 3600)  # 7 days
     assert check_settings() == []
-    settings.MODELSLAB = {**settings.MODELSLAB, "URL_SIGNING_WINDOW": 0}  # off
+    configure(settings, URL_SIGNING_WINDOW=0)  # off
     assert check_settings() == []
 
 
 def test_bad_base_url(settings):
-    settings.MODELSLAB = {**settings.MODELSLAB, "BASE_URL": "modelslab.com/api"}
+    configure(settings, BASE_URL="modelslab.com/api")
     assert ids(check_settings()) == ["django_modelslab.E004"]
 
 
 def test_allowed_hosts_must_be_a_list(settings):
-    settings.MODELSLAB = {**settings.MODELSLAB, "ALLOWED_DOWNLOAD_HOSTS": "127.0.0.1"}
+    configure(settings, ALLOWED_DOWNLOAD_HOSTS="127.0.0.1")
     assert ids(check_settings()) == ["django_modelslab.E005"]
 
 
 def test_typo_in_a_setting_name_warns(settings):
-    settings.MODELSLAB = {**settings.MODELSLAB, "APIKEY": "x"}
+    configure(settings, APIKEY="x")
     messages = check_settings()
     assert ids(messages) == ["django_modelslab.W001"]
     assert isinstance(messages[0], Warning)
@@ -213,13 +214,13 @@ def test_checks_run_through_manage_py_check(settings):
     from django.core.management import call_command
     from django.core.management.base import SystemCheckError
 
-    settings.MODELSLAB = {**settings.MODELSLAB, "TIMEOUT": -5}
+    configure(settings, TIMEOUT=-5)
     with pytest.raises(SystemCheckError, match=r"django_modelslab\.E003"):
         call_command("check")
 
 
 def test_unknown_task_backend(settings):
-    settings.MODELSLAB = {**settings.MODELSLAB, "TASK_BACKEND": "images"}
+    configure(settings, TASK_BACKEND="images")
     messages = check_settings()
     assert ids(messages) == ["django_modelslab.E009"]
     assert "images" in messages[0].msg
@@ -241,17 +242,17 @@ def test_unknown_task_backend(settings):
     ],
 )
 def test_webhook_and_attempt_settings(settings, overrides, expected):
-    settings.MODELSLAB = {**settings.MODELSLAB, **overrides}
+    configure(settings, **overrides)
     assert ids(check_settings()) == [expected]
 
 
 @pytest.mark.urls("tests.urls_without_webhook")
 def test_webhooks_need_the_url_included(settings):
-    settings.MODELSLAB = {
-        **settings.MODELSLAB,
-        "PUBLIC_BASE_URL": "https://example.com",
-        "WEBHOOK_SECRETS": ["a-long-enough-secret-for-the-check"],
-    }
+    configure(
+        settings,
+        PUBLIC_BASE_URL="https://example.com",
+        WEBHOOK_SECRETS=["a-long-enough-secret-for-the-check"],
+    )
     assert ids(check_settings()) == ["django_modelslab.E008"]
 
 

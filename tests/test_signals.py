@@ -19,7 +19,7 @@ from django_modelslab.signals import (
 )
 from django_modelslab.testing import Fault
 
-from .helpers import generate, new_request
+from .helpers import configure, generate, new_request
 
 pytestmark = pytest.mark.django_db
 
@@ -80,7 +80,7 @@ def test_success_sends_submitted_stored_succeeded(emulator, events) -> None:
 
 
 def test_bytes_already_stored_are_reported_as_not_uploaded(emulator, events, settings) -> None:
-    settings.MODELSLAB = {**settings.MODELSLAB, "CACHE": False}
+    configure(settings, CACHE=False)
     generate(seed=42)
     events.clear()
 

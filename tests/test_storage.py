@@ -30,20 +30,7 @@ from django_modelslab.storage import (
 from django_modelslab.storage.content import content_key, restore_file, store_file
 from django_modelslab.testing import Emulator, Fault
 
-from .helpers import CAFS, raw_png, sha256_hex
-
-
-def image_bytes(
-    fmt: str = "PNG", size: tuple[int, int] = (32, 24), seed: int = 0, noise: bool = False
-) -> bytes:
-    if noise:
-        img = Image.effect_noise(size, 64).convert("RGB")
-    else:
-        img = Image.new("RGB", size, (seed % 256, 80, 160))
-    img.putpixel((0, 0), (seed % 256, seed // 256 % 256, 7))
-    buf = io.BytesIO()
-    img.save(buf, fmt)
-    return buf.getvalue()
+from .helpers import CAFS, configure, image_bytes, raw_png, sha256_hex
 
 
 def png_header(width: int, height: int) -> bytes:
@@ -160,7 +147,7 @@ def test_get_available_name_never_suffixes(media: Path) -> None:
 
 
 def test_upload_prefix_cannot_escape(media: Path, settings) -> None:
-    settings.MODELSLAB = {**settings.MODELSLAB, "UPLOAD_PREFIX": "../outside/"}
+    configure(settings, UPLOAD_PREFIX="../outside/")
     with pytest.raises(SuspiciousFileOperation):
         store_file(io.BytesIO(image_bytes("PNG", seed=5)))
     assert not (media.parent / "outside").exists()
@@ -178,7 +165,7 @@ def test_invalid_image_is_not_stored(media: Path) -> None:
 def test_storage_alias_and_fallback_to_default(media: Path, settings) -> None:
     assert isinstance(get_image_storage(), ContentAddressedFileSystemStorage)
     assert get_image_storage() is storages["modelslab"]
-    settings.MODELSLAB = {**settings.MODELSLAB, "STORAGE": "missing"}
+    configure(settings, STORAGE="missing")
     assert get_image_storage() is storages["default"]
     assert image_storage.location == str(media)  # resolves the lazy object
     assert image_storage._wrapped is storages["default"]

@@ -17,7 +17,7 @@ pytest.register_assert_rewrite("tests.s3")
 pytest_plugins = ["tests.s3"]
 
 from .helpers import generated_image, run_command, stored_image, tiny_png  # noqa: E402
-from .s3 import STORAGE_BACKEND, S3Case  # noqa: E402
+from .s3 import S3Case, use_s3  # noqa: E402
 
 pytestmark = pytest.mark.django_db
 
@@ -87,10 +87,7 @@ def test_id_and_limit(media: Path, request_: GenerationRequest) -> None:
 def test_s3_objects_are_verified_in_the_bucket(
     s3: S3Case, settings, request_: GenerationRequest
 ) -> None:
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "modelslab": {"BACKEND": STORAGE_BACKEND, "OPTIONS": s3.options()},
-    }
+    use_s3(settings, s3)
     fine = stored_image(request_, tiny_png(1), 0)
     gone = stored_image(request_, tiny_png(2), 1)
     bad = stored_image(request_, tiny_png(3), 2)
@@ -105,10 +102,7 @@ def test_s3_objects_are_verified_in_the_bucket(
     assert f"{bad.image.name}: corrupt" in out
     assert f"image {fine.pk} " not in out
 
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "modelslab": {"BACKEND": STORAGE_BACKEND, "OPTIONS": s3.options(secret_key="wrong")},
-    }
+    use_s3(settings, s3, secret_key="wrong")
     out, error = run_command("verify_images", "--id", str(fine.pk))
     assert error is not None
     assert f"{fine.image.name}: unreadable" in out
@@ -160,10 +154,7 @@ def test_repair_puts_good_bytes_back_on_the_filesystem(media: Path, emulator) ->
 
 
 def test_repair_puts_good_bytes_back_in_s3(s3: S3Case, settings, emulator) -> None:
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "modelslab": {"BACKEND": STORAGE_BACKEND, "OPTIONS": s3.options()},
-    }
+    use_s3(settings, s3)
     image = generated_image("a kite", seed=3)
     key = f"{s3.location}/{image.image.name}"
     assert s3.client.head_object(Bucket=s3.server.bucket, Key=key)["ContentType"] == "image/png"

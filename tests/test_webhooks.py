@@ -19,7 +19,7 @@ from django_modelslab.testing import Fault
 from django_modelslab.webhooks import MAX_RAW_BODY
 
 from .conftest import TEST_API_KEY
-from .helpers import OLD_WEBHOOK_SECRET, WEBHOOK_SECRET, finished, new_request, wait_for
+from .helpers import OLD_WEBHOOK_SECRET, WEBHOOK_SECRET, configure, finished, new_request, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -185,7 +185,7 @@ def test_delivery_for_an_earlier_attempt_is_ignored(webhooks_on, emulator):
 
 def test_webhook_recovers_a_lost_generate_answer(webhooks_on, emulator, settings):
     """The generate call timed out (never resubmitted); the callback names the job."""
-    settings.MODELSLAB = {**settings.MODELSLAB, "TIMEOUT": 0.3}
+    configure(settings, TIMEOUT=0.3)
     emulator.add_fault("text2img", Fault.delay(0.6))
     request = new_request(PROMPT, seed=5)
 
@@ -206,7 +206,7 @@ def test_webhook_recovers_a_lost_answer_when_the_fetched_job_echoes_the_request(
     its track id, or (echoing none) by its prompt, model and seed."""
     if not echoes_track_id:
         emulator.configure(answer_fields={"meta": {"track_id": None}})
-    settings.MODELSLAB = {**settings.MODELSLAB, "TIMEOUT": 0.3}
+    configure(settings, TIMEOUT=0.3)
     emulator.add_fault("text2img", Fault.delay(0.6))
     request = new_request(PROMPT, seed=6)
 
@@ -229,7 +229,7 @@ def test_a_delivery_cannot_give_a_lost_answer_request_another_requests_job(
     pipeline.run(alice.pk)
     alice = wait_for(lambda: finished(alice, Status.SUCCEEDED))
     emulator.webhook_auto_finish = False  # bob's own job never calls back
-    settings.MODELSLAB = {**settings.MODELSLAB, "TIMEOUT": 0.3}
+    configure(settings, TIMEOUT=0.3)
     emulator.add_fault("text2img", Fault.delay(0.6))
     bob = new_request(prompt="bob's orchard", seed=8)
     assert pipeline.run(bob.pk).status == Status.FAILED  # the generate answer was lost
@@ -253,7 +253,7 @@ def test_a_delivery_cannot_give_a_lost_answer_request_another_requests_job(
 
 def test_deliveries_with_an_unknown_secret_are_counted_not_stored_one_by_one(client, settings):
     """1,000 anonymous POSTs store one row a minute, whose count says how many came."""
-    settings.MODELSLAB = {**settings.MODELSLAB, "WEBHOOK_SECRETS": [WEBHOOK_SECRET]}
+    configure(settings, WEBHOOK_SECRETS=[WEBHOOK_SECRET])
     url = reverse("modelslab:webhook", kwargs={"secret": "not-the-secret"})
     earlier = WebhookDelivery.objects.create(outcome=Outcome.REJECTED, error="Unknown secret.")
     WebhookDelivery.objects.filter(pk=earlier.pk).update(
@@ -277,7 +277,7 @@ def test_the_webhook_is_open_under_login_required_middleware(client, settings):
         *settings.MIDDLEWARE,
         "django.contrib.auth.middleware.LoginRequiredMiddleware",
     ]
-    settings.MODELSLAB = {**settings.MODELSLAB, "WEBHOOK_SECRETS": [WEBHOOK_SECRET]}
+    configure(settings, WEBHOOK_SECRETS=[WEBHOOK_SECRET])
 
     def deliver(secret: str) -> int:
         url = reverse("modelslab:webhook", kwargs={"secret": secret})
@@ -292,7 +292,7 @@ def test_the_webhook_is_open_under_login_required_middleware(client, settings):
 def test_check_warns_when_webhooks_have_no_secret(settings):
     from django_modelslab.checks import check_settings
 
-    settings.MODELSLAB = {**settings.MODELSLAB, "PUBLIC_BASE_URL": "https://example.com"}
+    configure(settings, PUBLIC_BASE_URL="https://example.com")
     assert [m.id for m in check_settings()] == ["django_modelslab.W002"]
 
 
@@ -318,7 +318,7 @@ ODD_SECRET = 'rotated"secret\\with/odd+chars é-0123456789'  # JSON, repr and UR
 
 
 def test_secrets_are_redacted_from_field_names_and_escaped_forms(webhooks_on, settings):
-    settings.MODELSLAB = {**settings.MODELSLAB, "WEBHOOK_SECRETS": [WEBHOOK_SECRET, ODD_SECRET]}
+    configure(settings, WEBHOOK_SECRETS=[WEBHOOK_SECRET, ODD_SECRET])
     forms = {
         "url": f"https://site.test/modelslab/webhook/{quote(ODD_SECRET, safe='')}/",
         "form": f"secret={quote_plus(ODD_SECRET)}",

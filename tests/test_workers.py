@@ -4,7 +4,6 @@ PostgreSQL, and two runs racing for one request."""
 from __future__ import annotations
 
 import hashlib
-import os
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from django_modelslab import pipeline
 from django_modelslab.models import GenerationRequest
 from django_modelslab.testing import Fault
 
-from .helpers import new_request
+from .helpers import new_request, process_env
 
 try:
     from django.tasks import Task
@@ -42,14 +41,7 @@ postgres_only = pytest.mark.skipif(
 
 def worker_env(emulator, settings) -> dict[str, str]:
     """A worker process on this test's database, emulator and media directory."""
-    return {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "MODELSLAB_TEST_DB_NAME": connection.settings_dict["NAME"],
-        "MODELSLAB_TEST_BASE_URL": emulator.base_url,
-        "MODELSLAB_TEST_TASKS": "db",
-        "TEST_MEDIA_ROOT": str(settings.MEDIA_ROOT),
-    }
+    return process_env(emulator, settings, MODELSLAB_TEST_TASKS="db")
 
 
 def run_worker_until_idle(emulator, settings) -> None:
