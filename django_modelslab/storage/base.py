@@ -11,11 +11,19 @@ from typing import IO
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.files import File
 
+from ..conf import get_setting
+
 #: Files are read, hashed and copied in pieces of this size.
 CHUNK = 64 * 1024
 
 #: ``still_wanted(names)``: which of ``names`` a row references now (they are kept).
 WantedCheck = Callable[[Sequence[str]], Collection[str]]
+
+
+def refresh_age() -> float:
+    """Seconds after which a stored file that a store reuses gets a new modification time:
+    a quarter of ``PRUNE_GRACE``, so that any file old enough for a prune is refreshed."""
+    return float(get_setting("PRUNE_GRACE")) / 4
 
 
 @dataclass(frozen=True)
@@ -85,8 +93,9 @@ class ContentAddressedStorageMixin:
         return True
 
     def refresh(self, name: str) -> bool:
-        """Whether ``name`` is stored; if so, mark it as just used where the backend can
-        (its modification time), so that a prune running now keeps it (docs/deleting.md)."""
+        """Whether ``name`` is stored; if so and older than :func:`refresh_age`, mark it as
+        just used where the backend can (its modification time), so that a prune running
+        now keeps it (docs/deleting.md)."""
         return bool(self.exists(name))  # type: ignore[attr-defined]
 
     def replace(self, name: str, content: File[bytes]) -> None:

@@ -7,12 +7,13 @@ import errno
 import os
 import secrets
 import stat
+import time
 from collections.abc import Iterable, Iterator
 
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage
 
-from .base import ContentAddressedStorageMixin, Deleted, StoredFile, WantedCheck
+from .base import ContentAddressedStorageMixin, Deleted, StoredFile, WantedCheck, refresh_age
 
 #: Names are handed to ``still_wanted`` (one query per file field) this many at a time.
 DELETE_BATCH = 1000
@@ -25,7 +26,7 @@ class ContentAddressedFileSystemStorage(ContentAddressedStorageMixin, FileSystem
     place: readers never see a partial file, and when two writers store the same key at
     once the first link wins and the other simply drops its temporary file.
 
-    Reusing a stored file sets its modification time to now (:meth:`refresh`), and
+    Reusing an older stored file sets its modification time to now (:meth:`refresh`), and
     :meth:`delete_stale` moves a file aside before deciding, so a store racing a prune
     never loses its file (docs/deleting.md).
     """
@@ -56,16 +57,21 @@ class ContentAddressedFileSystemStorage(ContentAddressedStorageMixin, FileSystem
 
     @staticmethod
     def _touch(full_path: str) -> bool:
-        """Whether ``full_path`` exists, its modification time now set to now.
-
-        A file a prune has just moved aside is absent here, so the caller writes it again.
-        """
+        """Whether ``full_path`` exists; its modification time set to now when older than
+        :func:`~.base.refresh_age`. A file a prune has just moved aside is absent here, so
+        the caller writes it again."""
+        try:
+            modified = os.stat(full_path).st_mtime
+        except FileNotFoundError:
+            return False
+        if time.time() - modified < refresh_age():
+            return True
         try:
             os.utime(full_path)
         except FileNotFoundError:
-            return False
-        except PermissionError:  # someone else's file: kept, but not refreshed
-            return os.path.exists(full_path)
+            return False  # moved aside by a prune since the stat
+        except PermissionError:
+            pass  # someone else's file: kept, but not refreshed
         return True
 
     def iter_stored(self, prefix: str) -> Iterator[StoredFile]:

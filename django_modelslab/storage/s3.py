@@ -19,7 +19,15 @@ from storages.backends.s3 import S3Storage
 from storages.utils import clean_name
 
 from ..conf import get_setting
-from .base import CHUNK, ContentAddressedStorageMixin, Deleted, StoredFile, WantedCheck, hash_chunks
+from .base import (
+    CHUNK,
+    ContentAddressedStorageMixin,
+    Deleted,
+    StoredFile,
+    WantedCheck,
+    hash_chunks,
+    refresh_age,
+)
 from .content import VerifiedImage
 
 #: ``delete_objects`` takes at most this many keys per call (S3's limit).
@@ -178,7 +186,7 @@ class ContentAddressedS3Storage(ContentAddressedStorageMixin, S3Storage):
             raise
 
     def refresh(self, name: str) -> bool:
-        """HEAD ``name``; when it is there and older than a quarter of ``PRUNE_GRACE``,
+        """HEAD ``name``; when it is there and older than :func:`~.base.refresh_age`,
         copy it onto itself (new ``LastModified``, same bytes, headers, metadata and ACL)
         so that a prune running now keeps it. An object deleted meanwhile counts as absent:
         the caller uploads it again."""
@@ -190,7 +198,7 @@ class ContentAddressedS3Storage(ContentAddressedStorageMixin, S3Storage):
             if _status(exc) == 404:
                 return False
             raise
-        if time.time() - head["LastModified"].timestamp() < get_setting("PRUNE_GRACE") / 4:
+        if time.time() - head["LastModified"].timestamp() < refresh_age():
             return True
         params: dict[str, Any] = self.get_object_parameters(name)
         params.update({header: head[header] for header in _KEPT_HEADERS if head.get(header)})
