@@ -16,7 +16,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
-from django_modelslab.models import GeneratedImage, GenerationRequest
+from django_modelslab.models import GeneratedImage, GenerationRequest, WebhookDelivery
 from django_modelslab.pruning import delete_orphans, find_orphans, still_referenced
 from django_modelslab.storage import get_image_storage
 from django_modelslab.storage.content import store_file, stored_digest
@@ -330,8 +330,10 @@ def test_deleting_a_users_requests_then_pruning_removes_their_files(emulator, me
     theirs = names_of(hers) | names_of(edit)
     kept = names_of(bobs)
 
-    # Deleting the user alone keeps their requests (requested_by is set to NULL).
-    GenerationRequest.objects.filter(requested_by=alice).delete()
+    # what docs/deleting.md says to run
+    generations = GenerationRequest.objects.filter(requested_by=alice)
+    WebhookDelivery.objects.filter(request__in=generations).delete()
+    generations.delete()
     alice.delete()
     age_files(media)
     out, error = run_command("prune_images", "--yes", "-v", "2")
@@ -339,7 +341,7 @@ def test_deleting_a_users_requests_then_pruning_removes_their_files(emulator, me
     assert error is None, out
     assert listed(out, "deleted") == theirs
     assert on_disk(media) == kept
-    assert not GenerationRequest.objects.filter(prompt__startswith="prune 620: alice's own")
+    assert list(GenerationRequest.objects.all()) == [bobs]
 
 
 def test_deleting_only_the_user_keeps_their_requests_and_files(emulator, media):
