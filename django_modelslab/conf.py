@@ -203,6 +203,9 @@ SETTINGS: dict[str, Setting] = {
     # Presigned S3 URLs are signed as of the start of a window this long (seconds) and stay
     # the same within it, so browsers can cache them; 0 signs each URL as of now.
     "URL_SIGNING_WINDOW": Setting(3600, whole(0)),
+    # prune_images deletes unreferenced files older than this (seconds; its --grace); a
+    # store reusing a file older than a quarter of it refreshes the file's time (S3).
+    "PRUNE_GRACE": Setting(24 * 60 * 60, whole(1)),
     "STORE_PROMPT_METADATA": Setting(False),  # the prompt in object metadata (can be private)
     # Provenance: XMP in stored PNG/JPEG files saying they are AI-generated (docs/provenance.md)
     "PROVENANCE": Setting(True),  # write it (source type and model id)

@@ -3,15 +3,47 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from typing import IO
 
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.files import File
 
+from ..conf import get_setting
+
 #: Files are read, hashed and copied in pieces of this size.
 CHUNK = 64 * 1024
+
+#: ``still_wanted(names)``: which of ``names`` a row references now (they are kept).
+WantedCheck = Callable[[Sequence[str]], Collection[str]]
+
+
+def refresh_age() -> float:
+    """Seconds after which a stored file that a store reuses gets a new modification time:
+    a quarter of ``PRUNE_GRACE``, so that any file old enough for a prune is refreshed."""
+    return float(get_setting("PRUNE_GRACE")) / 4
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """One stored file as a listing sees it: name (as the storage names it), size in bytes,
+    and when it was last written or refreshed (seconds since the epoch)."""
+
+    name: str
+    size: int
+    modified: float
+
+
+@dataclass
+class Deleted:
+    """What :meth:`ContentAddressedStorageMixin.delete_stale` did with the names it got."""
+
+    deleted: list[StoredFile] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # refreshed or referenced meanwhile
+    gone: list[str] = field(default_factory=list)  # already absent
+    errors: dict[str, str] = field(default_factory=dict)  # name -> why it was not deleted
 
 
 def hash_chunks(chunks: Iterable[bytes]) -> tuple[str, int]:
@@ -55,16 +87,33 @@ class ContentAddressedStorageMixin:
 
     def put_if_absent(self, name: str, content: File[bytes]) -> bool:
         """Store ``content`` under ``name`` unless present; True when bytes were written."""
-        if self.exists(name):  # type: ignore[attr-defined]
+        if self.refresh(name):
             return False
         super()._save(name, content)  # type: ignore[misc]
         return True
+
+    def refresh(self, name: str) -> bool:
+        """Whether ``name`` is stored; if so and older than :func:`refresh_age`, mark it as
+        just used where the backend can (its modification time), so that a prune running
+        now keeps it (docs/deleting.md)."""
+        return bool(self.exists(name))  # type: ignore[attr-defined]
 
     def replace(self, name: str, content: File[bytes]) -> None:
         """Store ``content`` under ``name`` even when something is there (a repair)."""
         if self.exists(name):  # type: ignore[attr-defined]
             self.delete(name)  # type: ignore[attr-defined]
         super()._save(name, content)  # type: ignore[misc]
+
+    def iter_stored(self, prefix: str) -> Iterator[StoredFile]:
+        """Every file stored under ``prefix`` (a folder name ending with ``/``)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list its files")
+
+    def delete_stale(
+        self, names: Iterable[str], *, before: float, still_wanted: WantedCheck
+    ) -> Deleted:
+        """Delete those of ``names`` not modified since ``before`` (epoch seconds) and not
+        ``still_wanted``, checked as late as the backend allows (see docs/deleting.md)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot delete stale files")
 
     def digest(self, name: str) -> tuple[str, int]:
         """SHA-256 and size of the stored bytes (``FileNotFoundError`` when absent)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from boto3.s3.transfer import TransferConfig
@@ -18,8 +19,27 @@ from storages.backends.s3 import S3Storage
 from storages.utils import clean_name
 
 from ..conf import get_setting
-from .base import CHUNK, ContentAddressedStorageMixin, hash_chunks
+from .base import (
+    CHUNK,
+    ContentAddressedStorageMixin,
+    Deleted,
+    StoredFile,
+    WantedCheck,
+    hash_chunks,
+    refresh_age,
+)
 from .content import VerifiedImage
+
+#: ``delete_objects`` takes at most this many keys per call (S3's limit).
+DELETE_BATCH = 1000
+#: Headers a copy in place (a refresh) keeps from the object.
+_KEPT_HEADERS = (
+    "ContentType",
+    "CacheControl",
+    "ContentDisposition",
+    "ContentEncoding",
+    "ContentLanguage",
+)
 
 #: Multipart settings for S3 uploads: images up to 64 MB go in one PUT streamed straight
 #: from the spooled file; larger ones go up in 5 MiB parts, one at a time, one read ahead
@@ -165,13 +185,125 @@ class ContentAddressedS3Storage(ContentAddressedStorageMixin, S3Storage):
                 return False
             raise
 
+    def refresh(self, name: str) -> bool:
+        """HEAD ``name``; when it is there and older than :func:`~.base.refresh_age`,
+        copy it onto itself (new ``LastModified``, same bytes, headers, metadata and ACL)
+        so that a prune running now keeps it. An object deleted meanwhile counts as absent:
+        the caller uploads it again."""
+        key = self._normalize_name(clean_name(name))
+        client = self.connection.meta.client
+        try:
+            head = client.head_object(Bucket=self.bucket_name, Key=key)
+        except ClientError as exc:
+            if _status(exc) == 404:
+                return False
+            raise
+        if time.time() - head["LastModified"].timestamp() < refresh_age():
+            return True
+        params: dict[str, Any] = self.get_object_parameters(name)
+        params.update({header: head[header] for header in _KEPT_HEADERS if head.get(header)})
+        params["Metadata"] = head.get("Metadata", {})
+        if "ACL" not in params and self.default_acl:
+            params["ACL"] = self.default_acl
+        try:
+            client.copy_object(
+                Bucket=self.bucket_name,
+                Key=key,
+                CopySource={"Bucket": self.bucket_name, "Key": key},
+                MetadataDirective="REPLACE",
+                **params,
+            )
+        except ClientError as exc:
+            if _status(exc) == 404 or exc.response.get("Error", {}).get("Code") == "NoSuchKey":
+                return False  # pruned between the HEAD and the copy: store it again
+            raise
+        return True
+
+    def _name_of(self, key: str) -> str:
+        location = self.location.strip("/")
+        return key[len(location) + 1 :] if location and key.startswith(f"{location}/") else key
+
+    def iter_stored(self, prefix: str) -> Iterator[StoredFile]:
+        """Every object under ``prefix``: ``list_objects_v2``, a page (1000 keys) at a time."""
+        key_prefix = self._normalize_name(clean_name(prefix))
+        paginator = self.connection.meta.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket_name, Prefix=key_prefix):
+            for entry in page.get("Contents", ()):
+                yield StoredFile(
+                    self._name_of(entry["Key"]), entry["Size"], entry["LastModified"].timestamp()
+                )
+
+    def delete_stale(
+        self, names: Iterable[str], *, before: float, still_wanted: WantedCheck
+    ) -> Deleted:
+        """Delete those of ``names`` modified before ``before`` and not ``still_wanted``.
+
+        In batches of up to 1000: each object is HEADed again (a store reusing it since the
+        listing refreshed its ``LastModified``: kept), then the references are checked, then
+        one ``delete_objects``; S3's per-key errors are reported in ``errors``.
+        """
+        result = Deleted()
+        batch: list[str] = []
+        for name in names:
+            batch.append(name)
+            if len(batch) == DELETE_BATCH:
+                self._delete_batch(batch, before, still_wanted, result)
+                batch = []
+        if batch:
+            self._delete_batch(batch, before, still_wanted, result)
+        return result
+
+    def _delete_batch(
+        self, names: list[str], before: float, still_wanted: WantedCheck, result: Deleted
+    ) -> None:
+        client = self.connection.meta.client
+        stale: dict[str, StoredFile] = {}
+        for name in names:
+            key = self._normalize_name(clean_name(name))
+            try:
+                head = client.head_object(Bucket=self.bucket_name, Key=key)
+            except ClientError as exc:
+                if _status(exc) == 404:
+                    result.gone.append(name)
+                else:
+                    result.errors[name] = str(exc)
+                continue
+            modified = head["LastModified"].timestamp()
+            if modified >= before:
+                result.kept.append(name)
+                continue
+            stale[name] = StoredFile(name, head["ContentLength"], modified)
+        if not stale:
+            return
+        wanted = set(still_wanted(list(stale)))
+        result.kept.extend(name for name in stale if name in wanted)
+        keys = {
+            self._normalize_name(clean_name(name)): name for name in stale if name not in wanted
+        }
+        if not keys:
+            return
+        try:
+            response = client.delete_objects(
+                Bucket=self.bucket_name,
+                Delete={"Objects": [{"Key": key} for key in keys], "Quiet": True},
+            )
+        except ClientError as exc:
+            result.errors.update({name: str(exc) for name in keys.values()})
+            return
+        failed = {}
+        for error in response.get("Errors", ()):
+            name = keys.get(error.get("Key", ""), error.get("Key", ""))
+            failed[name] = f"{error.get('Code', 'Error')}: {error.get('Message', '')}".strip()
+        result.errors.update(failed)
+        result.deleted.extend(stale[name] for name in keys.values() if name not in failed)
+
     def digest(self, name: str) -> tuple[str, int]:
         """Stream the object's body through SHA-256 (never the whole object in memory)."""
         key = self._normalize_name(clean_name(name))
         try:
             response = self.connection.meta.client.get_object(Bucket=self.bucket_name, Key=key)
         except ClientError as exc:
-            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+            if _status(exc) == 404:
                 raise FileNotFoundError(f"No object {key!r} in {self.bucket_name}") from exc
             raise
         body = response["Body"]
@@ -179,3 +311,8 @@ class ContentAddressedS3Storage(ContentAddressedStorageMixin, S3Storage):
             return hash_chunks(body.iter_chunks(CHUNK))
         finally:
             body.close()
+
+
+def _status(exc: ClientError) -> int | None:
+    status: int | None = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return status
