@@ -17,7 +17,7 @@ from typing import Any, cast
 from django.db import transaction
 from django.utils import timezone
 
-from .. import costs, fallbacks, safety
+from .. import alttext, costs, fallbacks, safety
 from ..client import ProviderResponse
 from ..conf import configured_secrets, get_setting
 from ..exceptions import GenerationRefused, ModelsLabError
@@ -96,31 +96,38 @@ def finish(
     response: ProviderResponse | None,
     nsfw: tuple[bool | None, ...] = (),
 ) -> None:
-    """Record the images and mark success, unless another run finished this attempt first."""
+    """Record the images and mark success, unless another run finished this attempt first.
+
+    Alt text (``alttext``: the ALT_TEXT_HOOK, else the prompt) is worked out first, outside
+    the transaction, so a slow hook holds no row lock.
+    """
+    outputs = zip(request.output_urls, stored, strict=True)
+    rows: list[GeneratedImage] = []
+    for position, (url, (image, thumbnail)) in enumerate(outputs):
+        row = GeneratedImage(
+            request=request,
+            image=image.key,
+            thumbnail=thumbnail.key,
+            sha256=image.sha256,
+            width=image.info.width,
+            height=image.info.height,
+            format=image.info.format,
+            bytes=image.size,
+            source_url=url,
+            source_expires_at=request.outputs_expire_at,
+            seed=seed,
+            attempt=request.attempts,
+            position=position,
+            nsfw=safety.nsfw_flag(nsfw, position),
+        )
+        row.alt_text = alttext.alt_text_for(row, request)
+        rows.append(row)
     with transaction.atomic():
         if not _still_current(request, allow_failed=True):
             logger.warning("Generation #%s: attempt already finished; results dropped", request.pk)
             return
-        outputs = zip(request.output_urls, stored, strict=True)
-        rows: list[GeneratedImage] = []
-        for position, (url, (image, thumbnail)) in enumerate(outputs):
-            row = GeneratedImage.objects.create(
-                request=request,
-                image=image.key,
-                thumbnail=thumbnail.key,
-                sha256=image.sha256,
-                width=image.info.width,
-                height=image.info.height,
-                format=image.info.format,
-                bytes=image.size,
-                source_url=url,
-                source_expires_at=request.outputs_expire_at,
-                seed=seed,
-                attempt=request.attempts,
-                position=position,
-                nsfw=safety.nsfw_flag(nsfw, position),
-            )
-            rows.append(row)
+        for row in rows:
+            row.save(force_insert=True)
         request.produced_by = fallbacks.current_model(request)
         fallbacks.end(request)
         # Priced by the model that produced them; its ledger row commits with the images.
@@ -158,6 +165,7 @@ def reuse_cached_images(request: GenerationRequest) -> bool:
                 attempt=request.attempts,
                 position=position,
                 nsfw=image.nsfw,
+                alt_text=image.alt_text or alttext.default_alt_text(request),
             )
             copies.append(copy)
         request.cached_from = source
