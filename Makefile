@@ -14,7 +14,7 @@ VENV61 := .venv-dj61
 # The demo's own environment: the package's runtime dependencies only, as users install it.
 VENVDEMO := .venv-demo
 
-PG_TESTS := tests/test_workers.py tests/test_pipeline.py tests/test_webhooks.py \
+PG_TESTS := tests/test_workers.py tests/test_pipeline.py tests/test_webhooks.py tests/test_renditions.py \
 	tests/test_regenerate_images.py tests/test_api.py tests/test_api_schema.py
 
 .PHONY: help demo test test-dj52 test-dj61 test-pg lint migrations-check docs bench clean \

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
-from django.utils.text import Truncator
 from django.utils.module_loading import import_string
+from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 
 from .limits import LIMITS, bounds, check_side
 from .storage import field_storage
+
+if TYPE_CHECKING:
+    from .specs import Spec
 
 #: Parameters that define a generation's output; two seeded requests equal on all of them
 #: produce the same images, so the second one can reuse the first one's.
@@ -325,8 +328,6 @@ class GeneratedImageQuerySet(models.QuerySet["GeneratedImage"]):
 class GeneratedImage(models.Model):
     """One image, copied out of ModelsLab into permanent storage under its content hash."""
 
-    objects = GeneratedImageQuerySet.as_manager()
-
     request = models.ForeignKey(GenerationRequest, on_delete=models.CASCADE, related_name="images")
     image = models.FileField(storage=field_storage, max_length=300)
     thumbnail = models.FileField(
@@ -366,6 +367,8 @@ class GeneratedImage(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
+    objects = GeneratedImageQuerySet.as_manager()
+
     class Meta:
         ordering = ("request", "attempt", "position")
         verbose_name = _("generated image")
@@ -385,7 +388,7 @@ class GeneratedImage(models.Model):
     def __str__(self) -> str:
         return f"{self.sha256[:12]}.{self.format.lower()} {self.width}×{self.height}"  # noqa: RUF001
 
-    def get_rendition(self, spec: str) -> Rendition:
+    def get_rendition(self, spec: str | Spec) -> Rendition:
         """This image resized by ``spec`` (``"fill-400x300"``, ``"width-640|format-webp"``),
         made and stored on first use, then found again (one row and one file per spec).
 
@@ -393,7 +396,7 @@ class GeneratedImage(models.Model):
         The work is in :func:`django_modelslab.renditions.get_rendition`.
         """
         get_rendition = import_string(GET_RENDITION)
-        return get_rendition(self, spec)  # type: ignore[no-any-return]
+        return get_rendition(self, spec)
 
 
 class Rendition(models.Model):

@@ -52,7 +52,7 @@ def _make(image: GeneratedImage, spec: Spec) -> Rendition:
     fmt = output_format(image.format, spec.format)
     plan = spec.plan(image.width, image.height)
     storage = image.image.storage
-    name = image.image.name
+    name = image.image.name or ""
     with storage_errors(name, storage, "Reading"):
         try:
             source = storage.open(name, "rb")

@@ -54,10 +54,11 @@ def render_rendition(source: IO[bytes], plan: Plan, fmt: str) -> Thumbnail:
         opened.draft(opened.mode, (max(1, round(ow * scale)), max(1, round(oh * scale))))
         factor = ow / opened.size[0]
         opened.load()
-        image = opened
+        image: Image.Image = opened
     box = tuple(edge / factor for edge in plan.box)
     if image.mode not in ("RGB", "RGBA", "L", "LA"):
-        image = image.convert("RGBA" if "transparency" in image.info or "A" in image.mode else "RGB")
+        alpha = "transparency" in image.info or "A" in image.mode
+        image = image.convert("RGBA" if alpha else "RGB")
     if (plan.width, plan.height) != image.size or box != (0, 0, *image.size):
         image = image.resize(
             (plan.width, plan.height),
