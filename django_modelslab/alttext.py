@@ -12,8 +12,6 @@ import re
 import unicodedata
 from typing import TYPE_CHECKING
 
-from django.utils.text import Truncator
-
 from .conf import configured_secrets, load_hook
 from .models import ALT_TEXT_MAX_LENGTH
 from .redaction import redact
@@ -25,11 +23,15 @@ logger = logging.getLogger(__name__)
 
 
 def clean_alt_text(text: str, *, length: int = ALT_TEXT_MAX_LENGTH) -> str:
-    """``text`` on one line: control characters dropped, whitespace collapsed, cut on a word
-    to at most ``length`` characters (an ellipsis marks the cut)."""
+    """``text`` on one line: control characters dropped, whitespace collapsed, cut after a whole
+    word to at most ``length`` characters (an ellipsis marks the cut)."""
     printable = "".join(_printable(char) for char in str(text))
     collapsed = re.sub(r"\s+", " ", printable).strip()
-    return Truncator(collapsed).chars(length, truncate="…")
+    if len(collapsed) <= length:
+        return collapsed
+    head = collapsed[: length - 1]
+    word_end = head.rfind(" ") if collapsed[length - 1] != " " else len(head)
+    return (head[:word_end] if word_end > 0 else head).rstrip() + "…"
 
 
 def _printable(char: str) -> str:

@@ -6,7 +6,6 @@ import unicodedata
 import django.db.models.deletion
 import django_modelslab.storage.selection
 from django.db import migrations, models
-from django.utils.text import Truncator
 
 
 def _printable(char):
@@ -24,7 +23,11 @@ def alt_text_from_prompts(apps, schema_editor):
     batch = []
     for image in images.iterator(chunk_size=500):
         text = re.sub(r"\s+", " ", "".join(map(_printable, image.request.prompt or ""))).strip()
-        image.alt_text = Truncator(text).chars(500, truncate="…")
+        if len(text) > 500:  # cut after a whole word
+            head = text[:499]
+            end = head.rfind(" ") if text[499] != " " else 499
+            text = (head[:end] if end > 0 else head).rstrip() + "…"
+        image.alt_text = text
         batch.append(image)
         if len(batch) >= 500:
             GeneratedImage.objects.bulk_update(batch, ["alt_text"])

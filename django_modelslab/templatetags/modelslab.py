@@ -22,7 +22,7 @@ from django import template
 from django.forms.utils import flatatt
 from django.template.base import FilterExpression, Parser, Token
 from django.template.context import Context
-from django.utils.html import format_html
+from django.utils.html import escape, format_html
 from django.utils.safestring import SafeString
 
 from ..exceptions import StorageError
@@ -69,12 +69,18 @@ class ImageTag:
             "loading": "lazy",
             "decoding": "async",
         }
-        attrs.update(self.attrs)
+        # Every value escaped, template literals too (Django marks those safe).
+        attrs.update({name: _escaped(value) for name, value in self.attrs.items()})
+        attrs["alt"] = _escaped(self.alt)
         shown = {name: value for name, value in attrs.items() if value not in (None, False)}
         return format_html("<img{}>", flatatt(shown))
 
     def __str__(self) -> str:
         return self.__html__()
+
+
+def _escaped(value: Any) -> Any:
+    return value if value is None or isinstance(value, bool) else escape(str(value))
 
 
 def image_tag(image: GeneratedImage, spec: str, **attrs: Any) -> ImageTag:
