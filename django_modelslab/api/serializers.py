@@ -406,6 +406,7 @@ class ImageUpdateSerializer(StrictSerializer):
     """``PATCH images/<id>/``: what an editor may change on a stored image (its alt text)."""
 
     alt_text = serializers.CharField(
+        required=False,
         max_length=ALT_TEXT_MAX_LENGTH,
         allow_blank=True,
         trim_whitespace=True,

@@ -307,8 +307,9 @@ class ImageViewSet(ModelsLabAPIMixin, viewsets.ReadOnlyModelViewSet):
         image = self.get_object()  # the owner, or view + generate_images (as choose)
         body = ImageUpdateSerializer(data=request.data, context={"request": request})
         body.is_valid(raise_exception=True)
-        image.alt_text = body.validated_data["alt_text"]
-        image.save(update_fields=["alt_text"])
+        if "alt_text" in body.validated_data:  # PATCH: what is left out stays
+            image.alt_text = body.validated_data["alt_text"]
+            image.save(update_fields=["alt_text"])
         return Response(self.get_serializer(image).data)
 
     @documented(
