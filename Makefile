@@ -14,7 +14,7 @@ VENV61 := .venv-dj61
 # The demo's own environment: the package's runtime dependencies only, as users install it.
 VENVDEMO := .venv-demo
 
-PG_TESTS := tests/test_workers.py tests/test_pipeline.py tests/test_webhooks.py \
+PG_TESTS := tests/test_workers.py tests/test_pipeline.py tests/test_webhooks.py tests/test_renditions.py \
 	tests/test_regenerate_images.py tests/test_api.py tests/test_api_schema.py
 
 .PHONY: help demo test test-dj52 test-dj61 test-pg lint migrations-check docs bench clean \
@@ -24,7 +24,7 @@ help:
 	@echo "make demo   - set up, generate images offline (bundled emulator), serve the admin"
 	@echo "make test   - set up and run the whole suite on Django 5.2/Py3.11 and 6.1/Py3.12"
 	@echo "make docs   - build the documentation (warnings are errors)"
-	@echo "make bench  - pipeline benchmark against the emulator"
+	@echo "make bench  - pipeline, storage memory and renditions benchmarks"
 	@echo "make package-check - build the sdist and wheel, install it, make a site from the README"
 
 # Debian packages the real-part tests use: headless Chromium and a PostgreSQL server.
@@ -102,6 +102,7 @@ test: lint migrations-check test-dj52 test-dj61 test-pg faults docs
 bench: $(VENV)/.synced
 	$(VENV)/bin/python bench/pipeline.py
 	$(VENV)/bin/python bench/storage_memory.py
+	$(VENV)/bin/python bench/renditions.py
 
 clean:
 	rm -rf $(VENV) $(VENV61) $(VENVDEMO) .tools site dist .demo .pytest_cache .ruff_cache .mypy_cache

@@ -336,6 +336,9 @@ SETTINGS: dict[str, Setting] = {
     "MODERATION_HOOK": Setting(
         None, hook("django_modelslab.E033", "myproject.moderation.check_prompt")
     ),
+    # Dotted path to ``hook(image, generation) -> str``: the alt text of a newly stored image
+    # (default: the prompt, cleaned). One that fails is logged and the default used.
+    "ALT_TEXT_HOOK": Setting(None, hook("django_modelslab.E070", "myproject.images.alt_text")),
 }
 
 #: Every setting's default.

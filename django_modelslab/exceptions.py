@@ -213,3 +213,12 @@ class WebhookRejected(ModelsLabError, SuspiciousOperation):
 
 class StillLocked(ModelsLabError):
     """SQLite stayed locked for ``contention.LOCKED_RETRY_FOR`` seconds; nothing was changed."""
+
+
+class InvalidRenditionSpec(ModelsLabError, ValueError):
+    """A rendition spec (``"fill-400x300|format-webp"``) cannot be read; the message says
+    which part and what is accepted. Nothing is made or stored."""
+
+
+class UnsupportedRenditionFormat(InvalidRenditionSpec):
+    """The spec asks for a format this Pillow cannot write (AVIF without AVIF support)."""

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
+from django.utils.module_loading import import_string
 from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 
 from .limits import LIMITS, bounds, check_side
 from .storage import field_storage
+
+if TYPE_CHECKING:
+    from .specs import Spec
 
 #: Parameters that define a generation's output; two seeded requests equal on all of them
 #: produce the same images, so the second one can reuse the first one's.
@@ -307,6 +311,20 @@ class GenerationRequest(models.Model):
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+#: What ``GeneratedImage.get_rendition`` calls, by name: the models import neither Pillow nor
+#: the module that makes renditions (it imports the models): see docs/architecture.md.
+GET_RENDITION = "django_modelslab.renditions.get_rendition"
+#: Longest alt text kept (the default, from the prompt, is cut on a word to fit).
+ALT_TEXT_MAX_LENGTH = 500
+
+
+class GeneratedImageQuerySet(models.QuerySet["GeneratedImage"]):
+    def prefetch_renditions(self) -> GeneratedImageQuerySet:
+        """Load every image's renditions in one more query: ``get_rendition`` (and the
+        ``modelslab_image`` tag) then finds existing ones without a query per image."""
+        return self.prefetch_related("renditions")
+
+
 class GeneratedImage(models.Model):
     """One image, copied out of ModelsLab into permanent storage under its content hash."""
 
@@ -339,7 +357,17 @@ class GeneratedImage(models.Model):
     nsfw = models.BooleanField(
         null=True, blank=True, help_text=_("ModelsLab flagged it as NSFW; blank: not reported.")
     )
+    alt_text = models.CharField(
+        max_length=ALT_TEXT_MAX_LENGTH,
+        blank=True,
+        help_text=_(
+            "Describes the image for people who cannot see it (the img tag's alt). "
+            "Filled from the prompt, or by ALT_TEXT_HOOK, when the image is stored."
+        ),
+    )
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = GeneratedImageQuerySet.as_manager()
 
     class Meta:
         ordering = ("request", "attempt", "position")
@@ -359,6 +387,45 @@ class GeneratedImage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.sha256[:12]}.{self.format.lower()} {self.width}×{self.height}"  # noqa: RUF001
+
+    def get_rendition(self, spec: str | Spec) -> Rendition:
+        """This image resized by ``spec`` (``"fill-400x300"``, ``"width-640|format-webp"``),
+        made and stored on first use, then found again (one row and one file per spec).
+
+        An invalid spec raises :class:`~django_modelslab.exceptions.InvalidRenditionSpec`.
+        The work is in :func:`django_modelslab.renditions.get_rendition`.
+        """
+        get_rendition = import_string(GET_RENDITION)
+        return get_rendition(self, spec)
+
+
+class Rendition(models.Model):
+    """A resized copy of a generated image for one spec, content-addressed like the image."""
+
+    image = models.ForeignKey(GeneratedImage, on_delete=models.CASCADE, related_name="renditions")
+    spec = models.CharField(max_length=100, help_text=_('Canonical spec, e.g. "fill-400x300".'))
+    file = models.FileField(storage=field_storage, max_length=300)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    format = models.CharField(max_length=10)
+    bytes = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("rendition")
+        verbose_name_plural = _("renditions")
+        constraints = [
+            models.UniqueConstraint(fields=["image", "spec"], name="modelslab_rendition_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.spec} of image #{self.image_id}"
+
+    @property
+    def url(self) -> str:
+        """The stored file's URL."""
+        return self.file.url
 
 
 class Charge(models.Model):

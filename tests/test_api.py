@@ -224,6 +224,9 @@ def _call(client: APIClient, endpoint: str, generation: GenerationRequest):
         "list images": lambda: client.get(api_url("image-list")),
         "get image": lambda: client.get(api_url("image-detail", image.pk)),
         "choose image": lambda: client.post(api_url("image-choose", image.pk)),
+        "edit alt text": lambda: client.patch(
+            api_url("image-detail", image.pk), {"alt_text": "edited"}, format="json"
+        ),
     }
     return calls[endpoint]()
 
@@ -237,6 +240,7 @@ MATRIX = {
     "list images": (401, 200, 200, 200, 200, 200, 200),
     "get image": (401, 200, 404, 404, 200, 200, 200),
     "choose image": (401, 200, 404, 404, 403, 200, 200),
+    "edit alt text": (401, 200, 404, 404, 403, 200, 200),
 }
 #: Who sees the owner's request in the lists.
 SEES_OWNERS = ("owner", "viewer", "generator", "superuser")
@@ -264,6 +268,9 @@ def test_permission_matrix(endpoint, actor, owner, other, staff):
         assert not generation.images.filter(superseded=True).exists()
     if endpoint == "choose image" and response.status_code != 200:
         assert not generation.images.filter(chosen=True).exists()
+    if endpoint == "edit alt text":
+        edited = generation.images.filter(alt_text="edited").exists()
+        assert edited == (response.status_code == 200)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -351,7 +351,7 @@ def test_generated_and_hostile_inputs_get_no_server_error(seeded, record_propert
     record_property("bad_inputs_5xx", server_errors)
     assert failures == [], "\n\n".join(failures)
     assert server_errors == 0
-    assert len(statuses) == 10  # operations, the webhook included
-    assert hostile == 67
+    assert len(statuses) == 11  # operations, the webhook included
+    assert hostile == 79  # 67, plus the rendition parameter and PATCH images/<id>/
     for label, seen in statuses.items():
         assert any(200 <= code < 300 for code in seen), (label, seen)

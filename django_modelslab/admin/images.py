@@ -25,6 +25,7 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from .. import pipeline
+from ..alttext import clean_alt_text
 from ..contention import StillLocked, retry_when_locked
 from ..models import GeneratedImage
 from . import html, picker
@@ -75,8 +76,9 @@ class GeneratedImageAdmin(admin.ModelAdmin):
         "source_expires_at",
         "created_at",
         "use_as_input",
+        "alt_text",
     )
-    readonly_fields = fields
+    readonly_fields = tuple(name for name in fields if name != "alt_text")
 
     class Media:
         css = {"all": (html.STATIC_CSS,)}
@@ -107,10 +109,19 @@ class GeneratedImageAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # images are records of what came back; only "choose" changes them
+        # Images are records of what came back: only their alt text can be edited (and
+        # "choose" changes which one is chosen), with Django's change permission.
+        return super().has_change_permission(request, obj)
 
     def has_generate_permission(self, request: HttpRequest) -> bool:
         return can_generate(request)
+
+    def save_model(
+        self, request: HttpRequest, obj: GeneratedImage, form: Any, change: bool
+    ) -> None:
+        """Only the alt text is saved (cleaned as the pipeline cleans it)."""
+        obj.alt_text = clean_alt_text(obj.alt_text)
+        obj.save(update_fields=["alt_text"])
 
     def render_change_form(
         self,

@@ -13,8 +13,10 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from ..exceptions import InvalidRenditionSpec
 from ..limits import MAX_ID
 from ..models import GeneratedImage, GenerationRequest
+from ..specs import MAX_SPEC_LENGTH, Spec, parse_spec
 
 
 @extend_schema_field(OpenApiTypes.DATETIME)
@@ -91,3 +93,29 @@ def filtered(
     filter_set = filter_class(data=params)
     filter_set.is_valid(raise_exception=True)
     return filter_set.apply(queryset)
+
+
+class RenditionQuery(serializers.Serializer):
+    """``?rendition=fill-400x300``: each image also gets that rendition (made on first use)."""
+
+    rendition = serializers.CharField(
+        required=False,
+        max_length=MAX_SPEC_LENGTH,
+        help_text=_(
+            "A rendition spec (fill-WxH, max-WxH, width-W or height-H, optionally "
+            "|format-webp|avif|jpeg|png): each image then carries that rendition's URL and size."
+        ),
+    )
+
+    def validate_rendition(self, value: str) -> Spec:
+        try:
+            return parse_spec(value)
+        except InvalidRenditionSpec as exc:
+            raise serializers.ValidationError(str(exc)) from exc
+
+
+def rendition_spec(params: Any) -> Spec | None:
+    """The spec ``?rendition=`` asks for (None: none); ValidationError (400) for a bad one."""
+    query = RenditionQuery(data={k: params[k] for k in ("rendition",) if k in params})
+    query.is_valid(raise_exception=True)
+    return query.validated_data.get("rendition")

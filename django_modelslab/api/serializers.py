@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.db import models
@@ -15,12 +16,15 @@ from rest_framework.reverse import reverse
 from rest_framework.serializers import as_serializer_error
 
 from .. import inputs, kinds
+from ..alttext import clean_alt_text
 from ..conf import get_setting
-from ..exceptions import InvalidImage
+from ..exceptions import InvalidImage, StorageError
 from ..fallbacks import MAX_FALLBACK_MODELS, clean_model_ids
 from ..limits import MAX_ID, MAX_SIDE, MIN_SIDE, SIDE_STEP, check_side
-from ..models import GeneratedImage, GenerationRequest
+from ..models import ALT_TEXT_MAX_LENGTH, GeneratedImage, GenerationRequest
 from .permissions import sees_everything, visible_images
+
+logger = logging.getLogger(__name__)
 
 NAMESPACE = "modelslab-api"
 UNKNOWN_FIELD = "unknown_field"
@@ -321,11 +325,21 @@ class ImageLinksSerializer(serializers.Serializer):
     choose = serializers.URLField()
 
 
+class RenditionSerializer(serializers.Serializer):
+    url = serializers.URLField()
+    width = serializers.IntegerField()
+    height = serializers.IntegerField()
+    format = serializers.CharField()
+
+
 class ImageSerializer(serializers.ModelSerializer):
     """One stored image; ``url`` and ``thumbnail_url`` are permanent, absolute storage URLs."""
 
     url = serializers.SerializerMethodField(help_text=_("The stored image (permanent)."))
     thumbnail_url = serializers.SerializerMethodField(help_text=_("A small WebP copy."))
+    rendition = serializers.SerializerMethodField(
+        help_text=_("The rendition ?rendition= asked for (made on first use); else null.")
+    )
     links = serializers.SerializerMethodField()
 
     class Meta:
@@ -346,6 +360,8 @@ class ImageSerializer(serializers.ModelSerializer):
             "chosen",
             "superseded",
             "nsfw",
+            "alt_text",
+            "rendition",
             "created_at",
             "links",
         )
@@ -359,6 +375,23 @@ class ImageSerializer(serializers.ModelSerializer):
     def get_thumbnail_url(self, image: GeneratedImage) -> str | None:
         return _file_url(self.context.get("request"), image.thumbnail)
 
+    @extend_schema_field(RenditionSerializer(allow_null=True))
+    def get_rendition(self, image: GeneratedImage) -> dict[str, Any] | None:
+        spec = self.context.get("rendition")
+        if spec is None:
+            return None
+        try:
+            rendition = image.get_rendition(spec)
+        except StorageError as exc:  # the original is unreadable: say so on this image only
+            logger.warning("No rendition %s of image #%s: %s", spec, image.pk, exc)
+            return None
+        return {
+            "url": _file_url(self.context.get("request"), rendition.file),
+            "width": rendition.width,
+            "height": rendition.height,
+            "format": rendition.format,
+        }
+
     @extend_schema_field(ImageLinksSerializer)
     def get_links(self, image: GeneratedImage) -> dict[str, str]:
         request = self.context.get("request")
@@ -367,6 +400,21 @@ class ImageSerializer(serializers.ModelSerializer):
             "request": _link(request, "generation-detail", image.request_id),
             "choose": _link(request, "image-choose", image.pk),
         }
+
+
+class ImageUpdateSerializer(StrictSerializer):
+    """``PATCH images/<id>/``: what an editor may change on a stored image (its alt text)."""
+
+    alt_text = serializers.CharField(
+        required=False,
+        max_length=ALT_TEXT_MAX_LENGTH,
+        allow_blank=True,
+        trim_whitespace=True,
+        help_text=_("Describes the image for people who cannot see it (blank: decorative)."),
+    )
+
+    def validate_alt_text(self, value: str) -> str:
+        return clean_alt_text(value)
 
 
 @extend_schema_field(

@@ -27,7 +27,7 @@ from . import idempotency
 from .auth import api_authenticators
 from .budget import budget_refusals, check_budget
 from .exceptions import Conflict
-from .filters import GenerationFilter, ImageFilter, filtered
+from .filters import GenerationFilter, ImageFilter, RenditionQuery, filtered, rendition_spec
 from .pagination import ModelsLabPagination
 from .parsers import (
     GenerationJSONParser,
@@ -45,6 +45,7 @@ from .serializers import (
     GenerationCreateSerializer,
     GenerationSerializer,
     ImageSerializer,
+    ImageUpdateSerializer,
     RegenerateSerializer,
 )
 from .throttling import api_throttles
@@ -269,19 +270,47 @@ class ImageViewSet(ModelsLabAPIMixin, viewsets.ReadOnlyModelViewSet):
         queryset = visible_images(self.request.user).select_related("request")
         if self.action == "list":
             queryset = filtered(ImageFilter, self.request.query_params, queryset)
+        if self.request.method == "GET" and "rendition" in self.request.query_params:
+            queryset = queryset.prefetch_related("renditions")  # as prefetch_renditions()
         return queryset.order_by("-created_at", "-pk")
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        context = dict(super().get_serializer_context())
+        if self.request is not None and self.request.method == "GET":
+            context["rendition"] = rendition_spec(self.request.query_params)
+        return context
 
     @documented(
         summary="List images",
-        parameters=[ImageFilter],
+        parameters=[ImageFilter, RenditionQuery],
         responses={200: ImageSerializer(many=True), **BAD_REQUEST, **NO_PAGE, **ERRORS},
     )
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        rendition_spec(request.query_params)  # a bad spec is a 400 before any query
         return super().list(request, *args, **kwargs)
 
-    @documented(summary="Get an image", responses={200: ImageSerializer, **NOT_FOUND, **ERRORS})
+    @documented(
+        summary="Get an image",
+        parameters=[RenditionQuery],
+        responses={200: ImageSerializer, **BAD_REQUEST, **NOT_FOUND, **ERRORS},
+    )
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        rendition_spec(request.query_params)
         return super().retrieve(request, *args, **kwargs)
+
+    @documented(
+        summary="Change an image's alt text",
+        request=ImageUpdateSerializer,
+        responses={200: ImageSerializer, **BAD_BODY, **NOT_FOUND, **ERRORS},
+    )
+    def partial_update(self, request: Request, pk: str | None = None) -> Response:
+        image = self.get_object()  # the owner, or view + generate_images (as choose)
+        body = ImageUpdateSerializer(data=request.data, context={"request": request})
+        body.is_valid(raise_exception=True)
+        if "alt_text" in body.validated_data:  # PATCH: what is left out stays
+            image.alt_text = body.validated_data["alt_text"]
+            image.save(update_fields=["alt_text"])
+        return Response(self.get_serializer(image).data)
 
     @documented(
         summary="Make this the chosen image of its request (and no other)",

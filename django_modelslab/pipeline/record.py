@@ -17,7 +17,7 @@ from typing import Any, cast
 from django.db import transaction
 from django.utils import timezone
 
-from .. import costs, fallbacks, safety
+from .. import alttext, costs, fallbacks, safety
 from ..client import ProviderResponse
 from ..conf import configured_secrets, get_setting
 from ..exceptions import GenerationRefused, ModelsLabError
@@ -96,33 +96,40 @@ def finish(
     response: ProviderResponse | None,
     nsfw: tuple[bool | None, ...] = (),
 ) -> None:
-    """Record the images and mark success, unless another run finished this attempt first."""
+    """Record the images and mark success, unless another run finished this attempt first.
+
+    Alt text (``alttext``: the ALT_TEXT_HOOK, else the prompt) is worked out first, outside
+    the transaction, so a slow hook holds no row lock.
+    """
+    outputs = zip(generation.output_urls, stored, strict=True)
+    rows: list[GeneratedImage] = []
+    for position, (url, (image, thumbnail)) in enumerate(outputs):
+        row = GeneratedImage(
+            request=generation,
+            image=image.key,
+            thumbnail=thumbnail.key,
+            sha256=image.sha256,
+            width=image.info.width,
+            height=image.info.height,
+            format=image.info.format,
+            bytes=image.size,
+            source_url=url,
+            source_expires_at=generation.outputs_expire_at,
+            seed=seed,
+            attempt=generation.attempts,
+            position=position,
+            nsfw=safety.nsfw_flag(nsfw, position),
+        )
+        row.alt_text = alttext.alt_text_for(row, generation)
+        rows.append(row)
     with transaction.atomic():
         if not _still_current(generation, allow_failed=True):
             logger.warning(
                 "Generation #%s: attempt already finished; results dropped", generation.pk
             )
             return
-        outputs = zip(generation.output_urls, stored, strict=True)
-        rows: list[GeneratedImage] = []
-        for position, (url, (image, thumbnail)) in enumerate(outputs):
-            row = GeneratedImage.objects.create(
-                request=generation,
-                image=image.key,
-                thumbnail=thumbnail.key,
-                sha256=image.sha256,
-                width=image.info.width,
-                height=image.info.height,
-                format=image.info.format,
-                bytes=image.size,
-                source_url=url,
-                source_expires_at=generation.outputs_expire_at,
-                seed=seed,
-                attempt=generation.attempts,
-                position=position,
-                nsfw=safety.nsfw_flag(nsfw, position),
-            )
-            rows.append(row)
+        for row in rows:
+            row.save(force_insert=True)
         generation.produced_by = fallbacks.current_model(generation)
         fallbacks.end(generation)
         # Priced by the model that produced them; its ledger row commits with the images.
@@ -160,6 +167,7 @@ def reuse_cached_images(generation: GenerationRequest) -> bool:
                 attempt=generation.attempts,
                 position=position,
                 nsfw=image.nsfw,
+                alt_text=image.alt_text or alttext.default_alt_text(generation),
             )
             copies.append(copy)
         generation.cached_from = source

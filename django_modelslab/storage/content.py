@@ -38,6 +38,8 @@ from .selection import image_storage
 MAX_PROMPT_METADATA = 1024
 #: Thumbnails are stored under ``<UPLOAD_PREFIX>thumbs/``.
 THUMBNAIL_FOLDER = "thumbs/"
+#: Renditions (``GeneratedImage.get_rendition``) are stored under ``<UPLOAD_PREFIX>renditions/``.
+RENDITION_FOLDER = "renditions/"
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
@@ -253,11 +255,16 @@ def stored_digest(storage: Storage, name: str) -> tuple[str, int] | None:
             return None
 
 
-def store_thumbnail(thumbnail: Thumbnail, *, storage: Storage, prefix: str) -> StoredImage:
-    """Store ``thumbnail`` under its own hash, beside the images (stored once)."""
+def store_thumbnail(
+    thumbnail: Thumbnail, *, storage: Storage, prefix: str, folder: str = THUMBNAIL_FOLDER
+) -> StoredImage:
+    """Store ``thumbnail`` under its own hash, beside the images (stored once).
+
+    Renditions are stored the same way, with ``folder=RENDITION_FOLDER``.
+    """
     return store_file(
         thumbnail.file,
         storage=storage,
-        prefix=f"{prefix}{THUMBNAIL_FOLDER}",
+        prefix=f"{prefix}{folder}",
         info=thumbnail.info,  # our own encoder's output: not verified again
     )
