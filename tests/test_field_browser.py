@@ -44,13 +44,16 @@ def hero_on_public_page(page, live_server, article: Article) -> dict:
     page.wait_for_function(HERO_DECODED)
     return page.eval_on_selector(
         "article img",
-        "img => ({src: img.getAttribute('src'), alt: img.alt, width: img.naturalWidth})",
+        "img => ({src: img.getAttribute('src'), alt: img.alt, width: img.naturalWidth,"
+        " height: img.naturalHeight, srcset: img.getAttribute('srcset')})",
     )
 
 
-def expected_alt(image: GeneratedImage) -> str:
-    """The image's alt text (its cleaned prompt) where the field exists, else its prompt."""
-    return getattr(image, "alt_text", "") or image.request.prompt
+def assert_shows_hero(shown: dict, image: GeneratedImage) -> None:
+    """The page shows the image's 480x270 rendition (the template's spec), with its alt text."""
+    rendition = image.renditions.get(spec="fill-480x270")
+    assert (shown["src"], shown["width"], shown["height"]) == (rendition.file.url, 480, 270)
+    assert shown["alt"] == image.alt_text != ""
 
 
 def add_article(page, live_server, title: str) -> None:
@@ -109,12 +112,13 @@ def test_editor_generates_a_hero_then_chooses_an_existing_one(
     assert article.hero == picked
 
     shown = hero_on_public_page(page, live_server, article)
-    assert shown["width"] > 0
-    assert shown["alt"] == expected_alt(picked)
-    assert shown["src"].startswith("/media/")  # a stored file (the image, or a rendition)
+    assert_shows_hero(shown, picked)
+    assert "2x" not in shown["srcset"] and "1.6x" in shown["srcset"]  # 768 px wide: not 960
 
     # Choose an existing image on another article, searching by its prompt.
-    existing = generate("a lighthouse in fog, chosen in the browser", seed=9201).images.get()
+    existing = generate(
+        "a lighthouse in fog, chosen in the browser", seed=9201, width=512, height=384
+    ).images.get()
     add_article(page, live_server, "Lighthouses")
     page.click(".modelslab-field-choose")
     chooser = page.locator(".modelslab-field-choose-dialog")
@@ -130,7 +134,7 @@ def test_editor_generates_a_hero_then_chooses_an_existing_one(
     article = save(page)
     assert article.hero == existing
     shown = hero_on_public_page(page, live_server, article)
-    assert shown["width"] > 0 and shown["alt"] == expected_alt(existing)
+    assert_shows_hero(shown, existing)
 
     # The home page links to the list, which links to both.
     page.goto(f"{live_server.url}/")
