@@ -12,7 +12,6 @@ Inside, each module has one job, each importing only those listed before it:
 
 - :mod:`.record`: what is written on the rows (answers, images, the end of an attempt);
 - :mod:`.steps`: the state machine, sans-IO: generators yielding the calls they need;
-- :mod:`.concurrency`: what async runs on one event loop share;
 - :mod:`.drivers`: perform the steps, blocking (:func:`run`) or awaited (:func:`arun`);
 - :mod:`.tasks`: the Django Tasks entry points, and :func:`~.tasks.enqueue_on_commit`;
 - :mod:`.queue`: putting requests on the queue (submit, regenerate, the stale sweep).

@@ -9,6 +9,7 @@ sync thread and each copy on a worker thread of its own.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +20,6 @@ from ..client import AsyncModelsLabClient, ModelsLabClient, ProviderResponse
 from ..conf import get_settings
 from ..copying import CopyOutputs, copy_outputs
 from ..models import GenerationRequest
-from .concurrency import Priority, Shared
 from .record import is_recorded
 from .steps import Fetch, Generate, Sleep, Steps, T, resume_steps, run_steps
 
@@ -47,13 +47,21 @@ def perform(client: ModelsLabClient, op: Generate | Fetch) -> ProviderResponse:
 
 
 def drive(
-    steps: Steps[T], *, sleep: Callable[[float], None] = time.sleep, inline: bool = False
+    steps: Steps[T],
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    inline: bool = False,
+    jobs: threading.Semaphore | None = None,
 ) -> T:
     """Run ``steps`` to the end, blocking: calls on a client from :func:`build_client`.
 
     An exception of a call (or of ``sleep``) is thrown into ``steps`` where it asked for it.
+    ``jobs``: a place among the jobs at ModelsLab, held by the caller; given back as soon as
+    the job is over there (an answer that is not "processing", or an error), so the images
+    are copied without it, and taken again for a later job (a fallback model's).
     """
     client: ModelsLabClient | None = None
+    held = jobs is not None
     try:
         op = next(steps)
         while True:
@@ -65,7 +73,14 @@ def drive(
                     result = copy_outputs(op, known=is_recorded)
                 else:
                     client = client or build_client(inline=inline)
-                    result = perform(client, op)
+                    if jobs is not None and not held:
+                        held = jobs.acquire()
+                    try:
+                        result = perform(client, op)
+                    finally:
+                        if held and not (result is not None and result.processing):
+                            jobs.release()  # type: ignore[union-attr]
+                            held = False
             except BaseException as exc:  # thrown in: the steps decide, as inline code did
                 op = steps.throw(exc)
             else:
@@ -73,6 +88,8 @@ def drive(
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
     finally:
+        if held:
+            jobs.release()  # type: ignore[union-attr]
         if client is not None:
             client.close()
 
@@ -84,80 +101,38 @@ async def aperform(client: AsyncModelsLabClient, op: Generate | Fetch) -> Provid
     return await client.fetch(op.provider_id, kind=op.kind, api_version=op.api_version)
 
 
-async def adrive(
-    steps: Steps[T],
-    *,
-    client: AsyncModelsLabClient | None = None,
-    shared: Shared | None = None,
-) -> T:
+async def adrive(steps: Steps[T], *, client: AsyncModelsLabClient | None = None) -> T:
     """Run ``steps`` to the end on the event loop: calls and pauses are awaited.
 
     Each step between two calls runs in Django's sync thread (``sync_to_async``,
     thread-sensitive), so the database is used as from a sync view; copies into storage
     (download, checks, thumbnail: no database) run on a worker thread, in parallel. Without
     ``client``, one from :func:`build_async_client` is used and closed afterwards.
-
-    ``shared``: what this run shares with the others on the loop (:mod:`.concurrency`). The
-    caller holds one of its slots when it calls; it is given back as soon as the job is
-    over at ModelsLab, and taken again for a later provider call (a fallback model's job).
-    The first step goes before the other runs' waiting steps (``Priority.START``), and the
-    run counts as starting (copies wait) until its provider call is made.
     """
     advance = sync_to_async(_advance, thread_sensitive=True)
     own = client is None
-    held = shared is not None
-    end_start = shared.start_pending() if shared is not None else lambda: None
-
-    async def step(
-        value: Any, error: BaseException | None, priority: Priority = Priority.LATER
-    ) -> tuple[bool, Any]:
-        if shared is None:
-            return await advance(steps, value, error)
-        async with shared.step(priority):
-            return await advance(steps, value, error)
-
     try:
-        done, value = await step(None, None, Priority.START)
+        done, value = await advance(steps, None, None)
         while not done:
             op = value
-            if not isinstance(op, Generate | Fetch):
-                end_start()  # no provider call to wait for (say, outputs to copy again)
             try:
                 result: Any = None
                 if isinstance(op, Sleep):
                     await asyncio.sleep(op.seconds)
                 elif isinstance(op, CopyOutputs):  # off the sync thread: no database in a copy
-                    if shared is not None:
-                        await shared.quiet()
                     result = await asyncio.to_thread(copy_outputs, op)
                 else:
-                    if shared is not None and not held:
-                        await shared.slots.acquire()
-                        held = True
                     client = client or build_async_client()
-                    response = None
-                    end_start()
-                    try:
-                        response = await aperform(client, op)
-                    finally:
-                        if held and not (response is not None and response.processing):
-                            shared.slots.release()  # type: ignore[union-attr]
-                            held = False
-                    if shared is not None and not held:
-                        await asyncio.sleep(0)  # the run waiting for the slot starts first
-                    result = response
+                    result = await aperform(client, op)
             except Exception as exc:
-                done, value = await step(None, exc)
+                done, value = await advance(steps, None, exc)
             except BaseException:  # cancelled: the request is left as a killed worker leaves it
                 steps.close()
                 raise
             else:
-                done, value = await step(result, None)
+                done, value = await advance(steps, result, None)
         return value  # type: ignore[no-any-return]
     finally:
-        end_start()
-        if held:
-            shared.slots.release()  # type: ignore[union-attr]
         if own and client is not None:
             await client.aclose()
 
@@ -173,7 +148,11 @@ def _advance(steps: Steps[Any], value: Any, error: BaseException | None) -> tupl
 
 
 def run(
-    request_id: int, *, sleep: Callable[[float], None] = time.sleep, inline: bool = False
+    request_id: int,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    inline: bool = False,
+    jobs: threading.Semaphore | None = None,
 ) -> GenerationRequest:
     """Drive one request to ``succeeded``, ``failed`` or ``refused``. Safe to call twice.
 
@@ -182,24 +161,18 @@ def run(
     model fails in a way that lets the next one try, the fallback models are tried in turn
     (:mod:`django_modelslab.fallbacks`). ``inline``: the caller (a web request) waits on this
     run, so a rate limit longer than :data:`INLINE_MAX_RETRY_AFTER` fails it at once, saying
-    when to try again, instead of blocking.
+    when to try again, instead of blocking. ``jobs``: see :func:`drive`.
     """
-    return drive(run_steps(request_id), sleep=sleep, inline=inline)
+    return drive(run_steps(request_id), sleep=sleep, inline=inline, jobs=jobs)
 
 
-async def arun(
-    request_id: int,
-    *,
-    client: AsyncModelsLabClient | None = None,
-    shared: Shared | None = None,
-) -> GenerationRequest:
-    """:func:`run` for async code (ASGI views, the command's concurrency); same guarantees.
+async def arun(request_id: int, *, client: AsyncModelsLabClient | None = None) -> GenerationRequest:
+    """:func:`run` for async code (ASGI views, say); same guarantees.
 
     Provider calls and polling pauses are awaited on ``client`` (default: one from
     :func:`build_async_client`, closed afterwards); the rest runs in Django's sync thread.
-    ``shared``: as for :func:`adrive`.
     """
-    return await adrive(run_steps(request_id), client=client, shared=shared)
+    return await adrive(run_steps(request_id), client=client)
 
 
 def resume(request_id: int, *, job_id: str | None = None) -> GenerationRequest:

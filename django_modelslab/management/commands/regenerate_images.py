@@ -9,18 +9,17 @@ a second provider job for anything the first run already sent.
 
 from __future__ import annotations
 
-import asyncio
 import sys
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, time
 from decimal import Decimal
+from queue import SimpleQueue
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 from django.db.models import QuerySet
@@ -29,13 +28,11 @@ from django.utils.dateparse import parse_date, parse_datetime
 
 from django_modelslab import costs, pipeline
 from django_modelslab.amounts import format_amount
-from django_modelslab.client import AsyncModelsLabClient
 from django_modelslab.conf import get_setting
 from django_modelslab.exceptions import BudgetExceeded, GenerationInProgress, InvalidParameters
 from django_modelslab.fallbacks import clean_model_ids
 from django_modelslab.integrity import requests_with_missing_files
 from django_modelslab.models import Charge, GeneratedImage, GenerationRequest
-from django_modelslab.pipeline.concurrency import Priority, Shared
 
 Status = GenerationRequest.Status
 #: Above this many requests the command asks before spending money (``--yes`` skips it).
@@ -445,74 +442,73 @@ class Command(BaseCommand):
     def run_here(
         self, requests: list[GenerationRequest], batch: str, concurrency: int, summary: Summary
     ) -> None:
-        """Run the requests here on one event loop (pipeline.arun), ``concurrency`` jobs at
-        ModelsLab at once; copying a finished job's images overlaps the next jobs.
+        """Run the requests here with ``pipeline.run``, at most ``concurrency`` jobs at
+        ModelsLab at once: this thread marks them in selection order and hands them to
+        ``2 * concurrency`` threads; a run gives its place back as soon as its job is over at
+        ModelsLab, so the next job starts while its images are copied.
 
-        Ctrl-C stops marking and starting requests (marked ones stay queued for
-        ``--resume``); those already talking to ModelsLab are finished first, so none is left
-        with a job in doubt.
+        Ctrl-C stops handing them out (marked ones stay queued for ``--resume``, unreached
+        ones are left as they were); those already running are finished first, so none is
+        left with a job in doubt. A second Ctrl-C stops at once (the threads are daemons).
         """
-        work = self.run_all(requests, batch, concurrency, summary)
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:  # the usual case (manage.py): the loop runs here, Ctrl-C works
-            asyncio.run(work)
-            return
-        # Called where an event loop already runs (a notebook, Playwright's sync API in tests):
-        # asyncio.run() refuses to start on this thread, so the loop gets one of its own.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pool.submit(asyncio.run, work).result()
-
-    async def run_all(
-        self, requests: list[GenerationRequest], batch: str, concurrency: int, summary: Summary
-    ) -> None:
-        cost_before = {request.pk: request.cost for request in requests}
+        cost_before = {generation.pk: generation.cost for generation in requests}
         progress = Progress(len(requests), self.write_now, self.stdout.isatty())
-        stopping = False
-        # The database work (marking, every step of arun) runs in one thread.
-        start_one = sync_to_async(
-            lambda request: self.start(request, batch, summary, enqueue=False),
-            thread_sensitive=True,
-        )
+        marked: SimpleQueue[GenerationRequest | None] = SimpleQueue()
+        finished: SimpleQueue[GenerationRequest | Exception | None] = SimpleQueue()
+        stopping = threading.Event()
+        jobs = threading.Semaphore(concurrency)
 
-        async def run_one(
-            order: int, request: GenerationRequest, client: AsyncModelsLabClient
-        ) -> GenerationRequest | None:
-            # Marked when the database thread has nothing more urgent, in selection order.
-            async with shared.step(Priority.PREPARE, order):
-                if stopping:
-                    return None  # interrupted before it was reached: left as it was
-                started = await start_one(request)
-            if not started:
-                progress.total -= 1
-                if request.pk not in summary.over_budget:
-                    summary.outcomes["skipped"] += 1
-                return None
-            await shared.slots.acquire()  # given back by arun once the job is over there
-            if stopping:
-                shared.slots.release()
-                return None  # interrupted before it began: left queued
-            return await pipeline.arun(request.pk, client=client, shared=shared)
-
-        shared = Shared(concurrency)
-        async with pipeline.build_async_client() as client:
-            tasks = [
-                asyncio.create_task(run_one(order, request, client))
-                for order, request in enumerate(requests)
-            ]
+        def work() -> None:
             try:
-                for next_done in asyncio.as_completed(tasks):
-                    done = await next_done
-                    if done is not None:
-                        summary.add(done, cost_before=cost_before[done.pk])  # no database
-                        progress.step(done, summary)
-            except asyncio.CancelledError:  # Ctrl-C (asyncio.run makes it KeyboardInterrupt)
-                stopping = True
-                await asyncio.gather(*tasks, return_exceptions=True)
-                raise
+                while (generation := marked.get()) is not None and not stopping.is_set():
+                    jobs.acquire()  # given back by run as soon as the job is over there
+                    if stopping.is_set():
+                        jobs.release()
+                        break
+                    try:
+                        finished.put(pipeline.run(generation.pk, jobs=jobs))
+                    except Exception as exc:  # raised again by collect(), below
+                        finished.put(exc)
             finally:
-                progress.finish()
-                await sync_to_async(close_connection, thread_sensitive=True)()
+                connection.close()
+                finished.put(None)  # this thread is over
+
+        threads = min(2 * concurrency, len(requests))
+        for _ in range(threads):
+            threading.Thread(target=work, daemon=True).start()
+
+        def collect() -> None:
+            nonlocal threads
+            while threads:
+                done = finished.get()
+                if done is None:
+                    threads -= 1
+                elif isinstance(done, Exception):
+                    raise done
+                else:
+                    summary.add(done, cost_before=cost_before[done.pk])  # no database
+                    progress.step(done, summary)
+
+        try:
+            try:
+                for generation in requests:
+                    if self.start(generation, batch, summary, enqueue=False):
+                        marked.put(generation)
+                    else:
+                        progress.total -= 1
+                        if generation.pk not in summary.over_budget:
+                            summary.outcomes["skipped"] += 1
+            finally:
+                for _ in range(threads):
+                    marked.put(None)  # each thread ends at one
+            collect()
+        except KeyboardInterrupt:
+            stopping.set()  # a thread ends instead of starting the next marked request
+            collect()
+            raise
+        finally:
+            stopping.set()
+            progress.finish()
 
     def write_now(self, text: str) -> None:
         """Write ``text`` as is (``OutputWrapper`` would add a newline) and flush it."""
@@ -542,8 +538,3 @@ class Command(BaseCommand):
                 f"Skipped (budget) ({len(summary.over_budget)}): left as they were, nothing sent. "
                 f"{first} [#{skipped}]"
             )
-
-
-def close_connection() -> None:
-    """Close the calling thread's database connection."""
-    connection.close()
