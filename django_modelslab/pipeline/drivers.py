@@ -21,7 +21,7 @@ from ..conf import get_settings
 from ..copying import CopyOutputs, copy_outputs
 from ..models import GenerationRequest
 from .record import is_recorded
-from .steps import Fetch, Generate, Sleep, Steps, T, resume_steps, run_steps
+from .steps import Fetch, Generate, OpGenerator, Sleep, T, resume_steps, run_steps
 
 #: Longest Retry-After an inline run waits for (someone's web request is waiting on it);
 #: a longer one fails the attempt at once, its error saying when to try again.
@@ -47,7 +47,7 @@ def perform(client: ModelsLabClient, op: Generate | Fetch) -> ProviderResponse:
 
 
 def drive(
-    steps: Steps[T],
+    steps: OpGenerator[T],
     *,
     sleep: Callable[[float], None] = time.sleep,
     inline: bool = False,
@@ -101,7 +101,7 @@ async def aperform(client: AsyncModelsLabClient, op: Generate | Fetch) -> Provid
     return await client.fetch(op.provider_id, kind=op.kind, api_version=op.api_version)
 
 
-async def adrive(steps: Steps[T], *, client: AsyncModelsLabClient | None = None) -> T:
+async def adrive(steps: OpGenerator[T], *, client: AsyncModelsLabClient | None = None) -> T:
     """Run ``steps`` to the end on the event loop: calls and pauses are awaited.
 
     Each step between two calls runs in Django's sync thread (``sync_to_async``,
@@ -137,7 +137,7 @@ async def adrive(steps: Steps[T], *, client: AsyncModelsLabClient | None = None)
             await client.aclose()
 
 
-def _advance(steps: Steps[Any], value: Any, error: BaseException | None) -> tuple[bool, Any]:
+def _advance(steps: OpGenerator[Any], value: Any, error: BaseException | None) -> tuple[bool, Any]:
     """One step: (False, the next op) or (True, the result)."""
     try:
         if error is not None:

@@ -77,8 +77,6 @@ Op = Generate | Fetch | Sleep | CopyOutputs
 T = TypeVar("T")
 #: A piece of the state machine: yields :data:`Op` values, is sent their results.
 OpGenerator = Generator[Op, Any, T]
-#: The former name of :data:`OpGenerator`, kept while :mod:`.drivers` still uses it.
-Steps = OpGenerator[T]
 
 
 def run_steps(request_id: int) -> OpGenerator[GenerationRequest]:

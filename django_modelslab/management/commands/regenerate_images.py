@@ -73,20 +73,20 @@ class Summary:
     cost: Decimal = Decimal(0)
     ran: bool = False  # something ran in this process (its cost is known)
 
-    def add(self, request: GenerationRequest, *, cost_before: Decimal | None = None) -> None:
+    def add(self, generation: GenerationRequest, *, cost_before: Decimal | None = None) -> None:
         """Count a finished request (no database: the images are counted by :meth:`stored`)."""
         self.ran = True
-        self.cost += (request.cost or 0) - (cost_before or 0)
-        self.outcomes[request.status] += 1
-        if request.status == Status.FAILED:
-            self.failures[request.pk] = request.error
-        if request.status == Status.REFUSED:
-            self.refusals[request.pk] = request.error
-        if request.status == Status.SUCCEEDED:
-            self.produced_by[request.produced_by or request.model_id] += 1
-            self.succeeded[request.pk] = request.attempts
-            if request.cached_from_id is None:
-                self.new_jobs[request.pk] = request.produced_by or request.model_id
+        self.cost += (generation.cost or 0) - (cost_before or 0)
+        self.outcomes[generation.status] += 1
+        if generation.status == Status.FAILED:
+            self.failures[generation.pk] = generation.error
+        if generation.status == Status.REFUSED:
+            self.refusals[generation.pk] = generation.error
+        if generation.status == Status.SUCCEEDED:
+            self.produced_by[generation.produced_by or generation.model_id] += 1
+            self.succeeded[generation.pk] = generation.attempts
+            if generation.cached_from_id is None:
+                self.new_jobs[generation.pk] = generation.produced_by or generation.model_id
 
     def stored(self) -> tuple[int, int]:
         """Images the succeeded attempts stored, and their bytes (counted once, at the end)."""
@@ -131,12 +131,12 @@ class Progress:
         self.total, self.done, self.write, self.tty = total, 0, write, tty
         self.open = False  # a bar is drawn and its line not ended yet
 
-    def step(self, request: GenerationRequest, summary: Summary) -> None:
+    def step(self, generation: GenerationRequest, summary: Summary) -> None:
         self.done += 1
         if not self.tty:
-            failed = request.status in (Status.FAILED, Status.REFUSED)
-            detail = f": {request.error}" if failed else ""
-            self.write(f"[{self.done}/{self.total}] #{request.pk} {request.status}{detail}\n")
+            failed = generation.status in (Status.FAILED, Status.REFUSED)
+            detail = f": {generation.error}" if failed else ""
+            self.write(f"[{self.done}/{self.total}] #{generation.pk} {generation.status}{detail}\n")
             return
         width = 30
         filled = width * self.done // max(self.total, 1)
@@ -262,30 +262,30 @@ class Command(BaseCommand):
         fallback_models = self.fallback_models(options["fallback_models"])
         if options["resume"]:
             self.check_batch(options["resume"])
-        requests = list(self.select(options))
-        if not requests:
+        generations = list(self.select(options))
+        if not generations:
             self.stdout.write("No generation request matches.")
             return
         self.resuming = bool(options["resume"])
         self.keep_seed = options["keep_seed"]
-        self.stale = {request.pk for request in pipeline.stale_requests()}
+        self.stale = {generation.pk for generation in pipeline.stale_requests()}
         if options["dry_run"]:
-            self.list_plan(requests)
+            self.list_plan(generations)
             return
-        self.confirm(len(requests), options["yes"])
+        self.confirm(len(generations), options["yes"])
         if fallback_models is not None:
-            self.set_fallbacks(requests, fallback_models)
+            self.set_fallbacks(generations, fallback_models)
         batch = options["resume"] or uuid.uuid4().hex[:12]
         self.stdout.write(
-            f"Batch {batch}: {len(requests)} request(s). If interrupted, continue with "
+            f"Batch {batch}: {len(generations)} request(s). If interrupted, continue with "
             f"--resume {batch}"
         )
         summary = Summary()
         try:
             if options["enqueue"]:
-                self.enqueue(requests, batch, summary)
+                self.enqueue(generations, batch, summary)
             else:
-                self.run_here(requests, batch, options["concurrency"], summary)
+                self.run_here(generations, batch, options["concurrency"], summary)
         except KeyboardInterrupt:
             self.stderr.write(f"\nInterrupted. Continue with: --resume {batch}")
             self.report(summary)
@@ -317,58 +317,60 @@ class Command(BaseCommand):
                 returncode=2,
             )
 
-    def set_fallbacks(self, requests: list[GenerationRequest], models: list[str]) -> None:
+    def set_fallbacks(self, generations: list[GenerationRequest], models: list[str]) -> None:
         """Record ``models`` as the fallbacks of the requests this run starts."""
-        ids = [request.pk for request in requests]
+        ids = [generation.pk for generation in generations]
         GenerationRequest.objects.filter(pk__in=ids).update(fallback_models=models)
-        for request in requests:
-            request.fallback_models = models
+        for generation in generations:
+            generation.fallback_models = models
 
     # selection -----------------------------------------------------------------------
 
     def select(self, options: dict[str, Any]) -> Iterable[GenerationRequest]:
-        requests: QuerySet[GenerationRequest] = GenerationRequest.objects.order_by("pk")
+        generations: QuerySet[GenerationRequest] = GenerationRequest.objects.order_by("pk")
         if options["resume"]:
-            requests = requests.filter(regeneration_batch=options["resume"]).exclude(
+            generations = generations.filter(regeneration_batch=options["resume"]).exclude(
                 status__in=(Status.SUCCEEDED, Status.REFUSED)
             )
         if options["ids"]:
-            requests = requests.filter(pk__in=options["ids"])
+            generations = generations.filter(pk__in=options["ids"])
         if options["statuses"]:
-            requests = requests.filter(status__in=options["statuses"])
+            generations = generations.filter(status__in=options["statuses"])
         if options["model"]:
-            requests = requests.filter(model_id=options["model"])
+            generations = generations.filter(model_id=options["model"])
         if options["kinds"]:
-            requests = requests.filter(kind__in=options["kinds"])
+            generations = generations.filter(kind__in=options["kinds"])
         if options["created_before"]:
-            requests = requests.filter(created_at__lt=options["created_before"])
+            generations = generations.filter(created_at__lt=options["created_before"])
         if options["created_after"]:
-            requests = requests.filter(created_at__gte=options["created_after"])
+            generations = generations.filter(created_at__gte=options["created_after"])
         if options["prompt_contains"]:
-            requests = requests.filter(prompt__icontains=options["prompt_contains"])
+            generations = generations.filter(prompt__icontains=options["prompt_contains"])
         if options["stale"]:
-            stale = [request.pk for request in pipeline.stale_requests()]
-            requests = requests.filter(pk__in=stale)
+            stale = [generation.pk for generation in pipeline.stale_requests()]
+            generations = generations.filter(pk__in=stale)
         if options["missing_files"]:
-            requests = requests.filter(pk__in=requests_with_missing_files(requests))
+            generations = generations.filter(pk__in=requests_with_missing_files(generations))
         if options["limit"]:
-            requests = requests[: options["limit"]]
-        return requests
+            generations = generations[: options["limit"]]
+        return generations
 
-    def list_plan(self, requests: list[GenerationRequest]) -> None:
-        self.stdout.write(f"Dry run: {len(requests)} request(s) would run; nothing was called.")
+    def list_plan(self, generations: list[GenerationRequest]) -> None:
+        self.stdout.write(f"Dry run: {len(generations)} request(s) would run; nothing was called.")
         estimate = Decimal(0)
         unpriced: Counter[str] = Counter()  # model -> requests it would run with no price
-        for request in requests:
-            action = self.action_for(request, request.regeneration_batch if self.resuming else "")
+        for generation in generations:
+            action = self.action_for(
+                generation, generation.regeneration_batch if self.resuming else ""
+            )
             if action == "regenerate":
-                known = costs.known_estimate(request)
+                known = costs.known_estimate(generation)
                 if known is None:
-                    unpriced[costs.estimated_model(request)] += 1
+                    unpriced[costs.estimated_model(generation)] += 1
                 estimate += known or 0
             self.stdout.write(
-                f"  #{request.pk:<6} {request.status:<10} {request.model_id or '-':<16} "
-                f"{action:<10} {request.prompt_preview(50)}"
+                f"  #{generation.pk:<6} {generation.status:<10} {generation.model_id or '-':<16} "
+                f"{action:<10} {generation.prompt_preview(50)}"
             )
         models = ", ".join(unpriced)
         what = f"request(s) of a model with no price: {models}"
@@ -386,7 +388,7 @@ class Command(BaseCommand):
 
     # running -------------------------------------------------------------------------
 
-    def action_for(self, request: GenerationRequest, batch: str) -> str:
+    def action_for(self, generation: GenerationRequest, batch: str) -> str:
         """What this run does with ``request``: the dry run prints it, the real run does it.
 
         - "continue": stuck, or left in flight by the interrupted run being resumed: its job is
@@ -395,14 +397,14 @@ class Command(BaseCommand):
         - "retry": failed in the run being resumed: retried the safe way (pipeline.submit);
         - "regenerate": a new provider job; earlier images are kept.
         """
-        if request.status in (Status.QUEUED, Status.PROCESSING):
-            return "continue" if self.resuming or request.pk in self.stale else "skip"
-        if request.status == Status.FAILED and batch and request.regeneration_batch == batch:
+        if generation.status in (Status.QUEUED, Status.PROCESSING):
+            return "continue" if self.resuming or generation.pk in self.stale else "skip"
+        if generation.status == Status.FAILED and batch and generation.regeneration_batch == batch:
             return "retry"
         return "regenerate"
 
     def start(
-        self, request: GenerationRequest, batch: str, summary: Summary, *, enqueue: bool
+        self, generation: GenerationRequest, batch: str, summary: Summary, *, enqueue: bool
     ) -> bool:
         """Queue one request as :meth:`action_for` says; False when it was not started.
 
@@ -410,37 +412,39 @@ class Command(BaseCommand):
         one whose parameters ModelsLab would refuse, in ``summary.failures``.
         """
         try:
-            return self._start(request, batch, enqueue=enqueue)
+            return self._start(generation, batch, enqueue=enqueue)
         except BudgetExceeded as exc:
-            summary.over_budget[request.pk] = str(exc)
+            summary.over_budget[generation.pk] = str(exc)
         except InvalidParameters as exc:
-            summary.failures[request.pk] = str(exc)
+            summary.failures[generation.pk] = str(exc)
         return False
 
-    def _start(self, request: GenerationRequest, batch: str, *, enqueue: bool) -> bool:
-        action = self.action_for(request, batch if self.resuming else "")
+    def _start(self, generation: GenerationRequest, batch: str, *, enqueue: bool) -> bool:
+        action = self.action_for(generation, batch if self.resuming else "")
         if action == "continue":
-            return pipeline.pick_up(request, enqueue=enqueue)
+            return pipeline.pick_up(generation, enqueue=enqueue)
         if action == "retry":
-            pipeline.submit(request, enqueue=enqueue)  # polls or copies when it can
+            pipeline.submit(generation, enqueue=enqueue)  # polls or copies when it can
             return True
         if action == "regenerate":
             try:
-                pipeline.regenerate(request, keep_seed=self.keep_seed, batch=batch, enqueue=enqueue)
+                pipeline.regenerate(
+                    generation, keep_seed=self.keep_seed, batch=batch, enqueue=enqueue
+                )
             except GenerationInProgress:
                 return False
             return True
         return False
 
-    def enqueue(self, requests: list[GenerationRequest], batch: str, summary: Summary) -> None:
-        for request in requests:
-            if self.start(request, batch, summary, enqueue=True):
+    def enqueue(self, generations: list[GenerationRequest], batch: str, summary: Summary) -> None:
+        for generation in generations:
+            if self.start(generation, batch, summary, enqueue=True):
                 summary.outcomes["enqueued"] += 1
-            elif request.pk not in summary.over_budget:
+            elif generation.pk not in summary.over_budget:
                 summary.outcomes["skipped"] += 1
 
     def run_here(
-        self, requests: list[GenerationRequest], batch: str, concurrency: int, summary: Summary
+        self, generations: list[GenerationRequest], batch: str, concurrency: int, summary: Summary
     ) -> None:
         """Run the requests here with ``pipeline.run``, at most ``concurrency`` jobs at
         ModelsLab at once: this thread marks them in selection order and hands them to
@@ -451,8 +455,8 @@ class Command(BaseCommand):
         ones are left as they were); those already running are finished first, so none is
         left with a job in doubt. A second Ctrl-C stops at once (the threads are daemons).
         """
-        cost_before = {generation.pk: generation.cost for generation in requests}
-        progress = Progress(len(requests), self.write_now, self.stdout.isatty())
+        cost_before = {generation.pk: generation.cost for generation in generations}
+        progress = Progress(len(generations), self.write_now, self.stdout.isatty())
         marked: SimpleQueue[GenerationRequest | None] = SimpleQueue()
         finished: SimpleQueue[GenerationRequest | Exception | None] = SimpleQueue()
         stopping = threading.Event()
@@ -473,7 +477,7 @@ class Command(BaseCommand):
                 connection.close()
                 finished.put(None)  # this thread is over
 
-        threads = min(2 * concurrency, len(requests))
+        threads = min(2 * concurrency, len(generations))
         for _ in range(threads):
             threading.Thread(target=work, daemon=True).start()
 
@@ -491,7 +495,7 @@ class Command(BaseCommand):
 
         try:
             try:
-                for generation in requests:
+                for generation in generations:
                     if self.start(generation, batch, summary, enqueue=False):
                         marked.put(generation)
                     else:
