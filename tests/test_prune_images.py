@@ -44,10 +44,11 @@ DAY = 24 * 60 * 60
 
 
 def names_of(generation: GenerationRequest) -> set[str]:
-    """Every file a request's rows reference: inputs, images, thumbnails."""
+    """Every file a request's rows reference: inputs, images, thumbnails, renditions."""
     names = {generation.init_image.name, generation.mask_image.name}
     for image in generation.images.all():
         names |= {image.image.name, image.thumbnail.name}
+        names |= {rendition.file.name for rendition in image.renditions.all()}
     return {name for name in names if name}
 
 
@@ -79,15 +80,17 @@ def record_row(key: str, data: bytes, prompt: str) -> GeneratedImage:
 def build_and_delete(tag: int) -> tuple[set[str], set[str]]:
     """Requests, some deleted: (the files nothing references any more, those still used).
 
-    Kept: a request's files; a cached repeat's (its original deleted: they share files); an
+    Kept: a request's files (a rendition too); a cached repeat's (its original deleted: they share files); an
     image two requests stored (one deleted). Unreferenced: a deleted request's image and
     thumbnail, a deleted img2img request's input image, output and thumbnail.
     """
     kept = generate(f"prune {tag}: a lighthouse that stays", seed=tag)
+    kept.images.get().get_rendition("fill-40x30")
     original = generate(f"prune {tag}: an original and its repeat", seed=tag + 1)
     repeat = generate(f"prune {tag}: an original and its repeat", seed=tag + 1)
     assert repeat.cached_from_id == original.pk and names_of(repeat) == names_of(original)
     owl = generate(f"prune {tag}: an owl that goes", seed=tag + 2)
+    owl.images.get().get_rendition("width-50|format-jpeg")
     edit = submit_and_run(
         new_kind_request(
             Kind.IMG2IMG,
@@ -106,7 +109,7 @@ def build_and_delete(tag: int) -> tuple[set[str], set[str]]:
 
     unreferenced = names_of(owl) | names_of(edit)
     used = names_of(kept) | names_of(repeat) | {twice}
-    assert len(unreferenced) == 5 and not unreferenced & used
+    assert len(unreferenced) == 6 and not unreferenced & used
     for generation in (original, owl, edit, first):
         generation.delete()
     return unreferenced, used
@@ -169,14 +172,14 @@ def test_deletes_exactly_the_unreferenced_files_and_dry_run_deletes_nothing(emul
     assert on_disk(media) == before  # nothing deleted
     assert listed(out, "would delete") == unreferenced
     freed = sum((media / name).stat().st_size for name in unreferenced)
-    assert f"Dry run: 5 file(s) ({freed:,} bytes) would be deleted; nothing deleted." in out
+    assert f"Dry run: 6 file(s) ({freed:,} bytes) would be deleted; nothing deleted." in out
 
     out, error = run_command("prune_images", "--yes", "-v", "2")
 
     assert error is None, out
     assert listed(out, "deleted") == unreferenced  # what the dry run said
     assert on_disk(media) == used | {young}
-    assert f"Deleted 5 file(s), {freed:,} bytes freed; 0 not deleted." in out
+    assert f"Deleted 6 file(s), {freed:,} bytes freed; 0 not deleted." in out
     assert "1 unreferenced but younger, kept" in out
     for image in GeneratedImage.objects.all():  # every row still has its files
         assert stored_digest(get_image_storage(), image.image.name) == (image.sha256, image.bytes)
@@ -396,7 +399,7 @@ def test_s3_deletes_exactly_the_unreferenced_objects(emulator, on_s3: S3Case):
     assert error is None, out
     assert listed(out, "deleted") == unreferenced
     assert in_bucket(on_s3) == used | {young}
-    assert "Deleted 5 file(s)" in out and "ContentAddressedS3Storage" in out
+    assert "Deleted 6 file(s)" in out and "ContentAddressedS3Storage" in out
 
 
 def test_s3_a_store_while_the_prune_waits_keeps_its_object(on_s3: S3Case, terminal: Terminal):
