@@ -74,7 +74,6 @@ TEXT2IMG_PATH: Final = "v6/images/text2img"
 FETCH_PATH: Final = "v6/images/fetch/{id}"
 #: What a request can ask for; :data:`GENERATE_PATHS` says which API version serves which.
 KINDS: Final = ("text2img", "img2img", "inpaint", "upscale")
-API_VERSIONS: Final = ("v6", "v7")
 #: (api_version, kind) -> the generate endpoint, as ModelsLab's API reference names them.
 GENERATE_PATHS: Final = {
     ("v6", "text2img"): TEXT2IMG_PATH,
@@ -673,25 +672,12 @@ class ModelsLabClient(_ClientCore):
         api_key: str,
         base_url: str = DEFAULT_BASE_URL,
         *,
-        timeout: float = 60.0,
-        connect_timeout: float = 10.0,
-        max_retries: int = 3,
-        retry_backoff: float = 1.0,
-        retry_backoff_max: float = 30.0,
-        max_retry_after: float | None = None,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            api_key,
-            base_url,
-            timeout=timeout,
-            connect_timeout=connect_timeout,
-            max_retries=max_retries,
-            retry_backoff=retry_backoff,
-            retry_backoff_max=retry_backoff_max,
-            max_retry_after=max_retry_after,
-        )
+        """``options``: the timeouts and retry settings of :class:`_ClientCore`."""
+        super().__init__(api_key, base_url, **options)
         self._sleep = sleep
         self._http = httpx.Client(transport=transport, **self._client_kwargs())
 
@@ -756,25 +742,12 @@ class AsyncModelsLabClient(_ClientCore):
         api_key: str,
         base_url: str = DEFAULT_BASE_URL,
         *,
-        timeout: float = 60.0,
-        connect_timeout: float = 10.0,
-        max_retries: int = 3,
-        retry_backoff: float = 1.0,
-        retry_backoff_max: float = 30.0,
-        max_retry_after: float | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            api_key,
-            base_url,
-            timeout=timeout,
-            connect_timeout=connect_timeout,
-            max_retries=max_retries,
-            retry_backoff=retry_backoff,
-            retry_backoff_max=retry_backoff_max,
-            max_retry_after=max_retry_after,
-        )
+        """``options``: the timeouts and retry settings of :class:`_ClientCore`."""
+        super().__init__(api_key, base_url, **options)
         self._sleep = sleep
         self._http = httpx.AsyncClient(transport=transport, **self._client_kwargs())
 

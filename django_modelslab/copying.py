@@ -52,14 +52,7 @@ def _copy_output(
     conf = get_settings()
     storage = get_image_storage()
     with (
-        download(
-            url,
-            allowed_hosts=conf["ALLOWED_DOWNLOAD_HOSTS"],
-            max_bytes=conf["MAX_IMAGE_BYTES"],
-            timeout=conf["DOWNLOAD_TIMEOUT"],
-            connect_timeout=conf["CONNECT_TIMEOUT"],
-            client=http,
-        ) as fetched,
+        _download(url, conf, http) as fetched,
         _with_provenance(op, fetched) as (file, sha256, size),
     ):
         info, thumbnail = _verify_with_thumbnail(file, conf)
@@ -88,16 +81,22 @@ def fetch_again(
     conf = get_settings()
     op = CopyOutputs((url,), request_id, model_id, prompt)
     with (
-        download(
-            url,
-            allowed_hosts=conf["ALLOWED_DOWNLOAD_HOSTS"],
-            max_bytes=conf["MAX_IMAGE_BYTES"],
-            timeout=conf["DOWNLOAD_TIMEOUT"],
-            connect_timeout=conf["CONNECT_TIMEOUT"],
-        ) as fetched,
+        _download(url, conf) as fetched,
         _with_provenance(op, fetched) as stored,
     ):
         yield stored
+
+
+def _download(url: str, conf: dict[str, Any], client: httpx.Client | None = None) -> Download:
+    """``url`` downloaded within the download settings of ``conf``."""
+    return download(
+        url,
+        allowed_hosts=conf["ALLOWED_DOWNLOAD_HOSTS"],
+        max_bytes=conf["MAX_IMAGE_BYTES"],
+        timeout=conf["DOWNLOAD_TIMEOUT"],
+        connect_timeout=conf["CONNECT_TIMEOUT"],
+        client=client,
+    )
 
 
 def _verify_with_thumbnail(file: IO[bytes], conf: dict[str, Any]) -> tuple[ImageInfo, Thumbnail]:

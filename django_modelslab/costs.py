@@ -194,19 +194,18 @@ def midnight(day: date) -> datetime:
 
 def today() -> date:
     """Today's date in the project's ``TIME_ZONE``."""
-    now = timezone.now()
-    if not settings.USE_TZ:
-        return now.date()
-    return timezone.localtime(now, timezone.get_default_timezone()).date()
+    return _date_of(timezone.now())
 
 
 def day_start(now: datetime | None = None) -> datetime:
-    """Midnight that began today, in the project's ``TIME_ZONE``."""
-    if now is None:
-        return midnight(today())
+    """Midnight that began today (the day of ``now``), in the project's ``TIME_ZONE``."""
+    return midnight(_date_of(timezone.now() if now is None else now))
+
+
+def _date_of(moment: datetime) -> date:
     if not settings.USE_TZ:
-        return midnight(now.date())
-    return midnight(timezone.localtime(now, timezone.get_default_timezone()).date())
+        return moment.date()
+    return timezone.localtime(moment, timezone.get_default_timezone()).date()
 
 
 def spent(

@@ -241,19 +241,25 @@ def _begin(generation: GenerationRequest, model: str) -> None:
             entry.update(outcome=ABANDONED, seconds=_seconds_since(entry.get("at")))
     n = sum(1 for entry in entries if entry.get("attempt") == generation.attempts)
     track = generation.new_track_id() if n == 0 else f"{generation.new_track_id()}.{n}"
-    entries.append(
-        {
-            "model_id": model,
-            "outcome": STARTED,
-            "error": "",
-            "seconds": None,
-            "provider_seconds": None,
-            "at": timezone.now().isoformat(),
-            "attempt": generation.attempts,
-            "track_id": track,
-        }
-    )
+    entries.append(_new_entry(generation, model, track))
     generation.model_attempts = entries
+
+
+def _new_entry(
+    generation: GenerationRequest, model: str, track: str, **more: Any
+) -> dict[str, Any]:
+    """A ``started`` entry of this attempt for ``model`` under ``track``."""
+    return {
+        "model_id": model,
+        "outcome": STARTED,
+        "error": "",
+        "seconds": None,
+        "provider_seconds": None,
+        "at": timezone.now().isoformat(),
+        "attempt": generation.attempts,
+        "track_id": track,
+        **more,
+    }
 
 
 def _continue(generation: GenerationRequest, earlier: dict[str, Any]) -> dict[str, Any]:
@@ -266,17 +272,7 @@ def _continue(generation: GenerationRequest, earlier: dict[str, Any]) -> dict[st
             outcome=ABANDONED,
             error=f"Interrupted; attempt {generation.attempts} continued its job.",
         )
-    entry = {
-        "model_id": earlier["model_id"],
-        "outcome": STARTED,
-        "error": "",
-        "seconds": None,
-        "provider_seconds": None,
-        "at": timezone.now().isoformat(),
-        "attempt": generation.attempts,
-        "track_id": earlier.get("track_id", ""),
-        "continued": True,
-    }
+    entry = _new_entry(generation, earlier["model_id"], earlier.get("track_id", ""), continued=True)
     generation.model_attempts = [*generation.model_attempts, entry]
     return entry
 

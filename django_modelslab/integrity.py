@@ -269,8 +269,6 @@ def copy_file(
                 except FileNotFoundError:
                     return Copied(name, "missing from the old storage")
                 copied = restore_file(spool, name, storage=target, metadata=metadata)
-    except InvalidImage as exc:
-        return Copied(name, f"not copied: {exc}")
-    except StorageError as exc:
+    except (InvalidImage, StorageError) as exc:
         return Copied(name, f"not copied: {exc}")
     return Copied(name, "copied", copied.size)

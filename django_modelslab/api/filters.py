@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -15,7 +15,7 @@ from rest_framework import serializers
 
 from ..exceptions import InvalidRenditionSpec
 from ..limits import MAX_ID
-from ..models import GeneratedImage, GenerationRequest
+from ..models import GenerationRequest
 from ..specs import MAX_SPEC_LENGTH, Spec, parse_spec
 
 
@@ -48,7 +48,18 @@ class MomentField(serializers.Field):
         return value.isoformat()
 
 
-class GenerationFilter(serializers.Serializer):
+class QueryFilter(serializers.Serializer):
+    """Query parameters as ``filter()`` lookups: each given value (not None), by its field's
+    name or the lookup :attr:`lookups` maps that name to."""
+
+    lookups: ClassVar[dict[str, str]] = {}
+
+    def apply(self, queryset: QuerySet) -> QuerySet:
+        data = self.validated_data.items()
+        return queryset.filter(**{self.lookups.get(k, k): v for k, v in data if v is not None})
+
+
+class GenerationFilter(QueryFilter):
     status = serializers.ChoiceField(
         choices=GenerationRequest.Status.choices, required=False, help_text=_("Only this status.")
     )
@@ -56,39 +67,24 @@ class GenerationFilter(serializers.Serializer):
     created_after = MomentField(required=False, help_text=_("Created at or after (ISO 8601)."))
     created_before = MomentField(required=False, help_text=_("Created before (ISO 8601)."))
 
-    def apply(self, queryset: QuerySet[GenerationRequest]) -> QuerySet[GenerationRequest]:
-        data = self.validated_data
-        if "status" in data:
-            queryset = queryset.filter(status=data["status"])
-        if "model" in data:
-            queryset = queryset.filter(model_id=data["model"])
-        if "created_after" in data:
-            queryset = queryset.filter(created_at__gte=data["created_after"])
-        if "created_before" in data:
-            queryset = queryset.filter(created_at__lt=data["created_before"])
-        return queryset
+    lookups: ClassVar[dict[str, str]] = {
+        "model": "model_id",
+        "created_after": "created_at__gte",
+        "created_before": "created_at__lt",
+    }
 
 
-class ImageFilter(serializers.Serializer):
+class ImageFilter(QueryFilter):
     request = serializers.IntegerField(
         required=False, min_value=1, max_value=MAX_ID, help_text=_("Only this request's images.")
     )
     chosen = serializers.BooleanField(required=False, allow_null=True, default=None)
     superseded = serializers.BooleanField(required=False, allow_null=True, default=None)
 
-    def apply(self, queryset: QuerySet[GeneratedImage]) -> QuerySet[GeneratedImage]:
-        data = self.validated_data
-        if "request" in data:
-            queryset = queryset.filter(request_id=data["request"])
-        for flag in ("chosen", "superseded"):
-            if data.get(flag) is not None:
-                queryset = queryset.filter(**{flag: data[flag]})
-        return queryset
+    lookups: ClassVar[dict[str, str]] = {"request": "request_id"}
 
 
-def filtered(
-    filter_class: type[GenerationFilter] | type[ImageFilter], params: Any, queryset: QuerySet
-) -> QuerySet:
+def filtered(filter_class: type[QueryFilter], params: Any, queryset: QuerySet) -> QuerySet:
     """``queryset`` narrowed by the query string; ValidationError (400) for bad values."""
     filter_set = filter_class(data=params)
     filter_set.is_valid(raise_exception=True)

@@ -41,7 +41,7 @@ from .exceptions import IdempotencyKeyReused, OverBudget
 from .parsers import LimitedJSONParser
 from .permissions import CanGenerate
 from .schema import IDEMPOTENCY_HEADER, documented
-from .serializers import NAMESPACE, UNKNOWN_FIELD, StrictSerializer, model_rules
+from .serializers import NAMESPACE, UNKNOWN_FIELD, StrictSerializer, model_rules, prompt_field
 from .throttling import api_throttles
 
 logger = logging.getLogger("django_modelslab.api")
@@ -115,9 +115,7 @@ class ImagesGenerateSerializer(StrictSerializer):
 
     def get_fields(self) -> dict[str, serializers.Field]:
         fields = super().get_fields()
-        fields["prompt"] = serializers.CharField(
-            max_length=get_setting("MAX_PROMPT_LENGTH"), help_text=_("What to draw.")
-        )
+        fields["prompt"] = prompt_field(help_text=_("What to draw."))
         return fields
 
     def validate_size(self, value: str | None) -> str | None:

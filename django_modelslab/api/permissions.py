@@ -53,13 +53,6 @@ def visible_images(user: Any) -> QuerySet[GeneratedImage]:
     return queryset if sees_everything(user) else queryset.filter(request__requested_by=user)
 
 
-def may_see_request(user: Any, generation_id: int | None) -> bool:
-    """Whether ``user`` may see (and so be told about) request ``generation_id``."""
-    if generation_id is None:
-        return False
-    return sees_everything(user) or visible_requests(user).filter(pk=generation_id).exists()
-
-
 class CanGenerate(BasePermission):
     """View level: the view's generating actions need ``generate_images`` when the
     API_REQUIRE_GENERATE_PERMISSION setting says so (default: any authenticated user)."""

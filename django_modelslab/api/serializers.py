@@ -111,6 +111,7 @@ class SideField(serializers.IntegerField):
 
 
 def prompt_field(**kwargs: Any) -> serializers.CharField:
+    """A prompt: blank or whitespace alone is refused; at most MAX_PROMPT_LENGTH characters."""
     return serializers.CharField(max_length=get_setting("MAX_PROMPT_LENGTH"), **kwargs)
 
 
@@ -244,11 +245,6 @@ class GenerationCreateSerializer(StrictSerializer):
         fields["prompt"] = prompt_field(help_text=_("What to draw."))
         fields["negative_prompt"] = prompt_field(required=False, allow_blank=True)
         return fields
-
-    def validate_prompt(self, value: str) -> str:
-        if not value.strip():
-            raise serializers.ValidationError(_("This field may not be blank."))
-        return value
 
     def validate_fallback_models(self, value: list[str]) -> list[str]:
         try:
@@ -409,7 +405,6 @@ class ImageUpdateSerializer(StrictSerializer):
         required=False,
         max_length=ALT_TEXT_MAX_LENGTH,
         allow_blank=True,
-        trim_whitespace=True,
         help_text=_("Describes the image for people who cannot see it (blank: decorative)."),
     )
 

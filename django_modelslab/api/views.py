@@ -97,13 +97,13 @@ class ModelsLabAPIMixin:
         return api_throttles(super().get_throttles(), generating=generating)  # type: ignore[misc]
 
 
-def _images_in_order() -> Prefetch:
-    return Prefetch("images", queryset=GeneratedImage.objects.order_by("attempt", "position"))
-
-
-def _with_cache_owner(queryset: QuerySet[GenerationRequest]) -> QuerySet[GenerationRequest]:
-    """Who owns each request's cache source: the serializer shows the link only to them."""
-    return queryset.annotate(**{CACHED_FROM_OWNER: F("cached_from__requested_by")})
+def _serialized(queryset: QuerySet[GenerationRequest]) -> QuerySet[GenerationRequest]:
+    """With what the serializer reads: the images in order, and who owns each request's cache
+    source (the serializer shows the link only to them)."""
+    images = GeneratedImage.objects.order_by("attempt", "position")
+    return queryset.annotate(
+        **{CACHED_FROM_OWNER: F("cached_from__requested_by")}
+    ).prefetch_related(Prefetch("images", queryset=images))
 
 
 @documented(tags=["generations"])
@@ -123,16 +123,14 @@ class GenerationViewSet(
     def get_queryset(self) -> QuerySet[GenerationRequest]:
         if getattr(self, "swagger_fake_view", False):  # drf-spectacular inspecting types
             return GenerationRequest.objects.none()
-        queryset = _with_cache_owner(visible_requests(self.request.user))
-        queryset = queryset.prefetch_related(_images_in_order())
+        queryset = _serialized(visible_requests(self.request.user))
         if self.action == "list":
             queryset = filtered(GenerationFilter, self.request.query_params, queryset)
         return queryset.order_by("-created_at", "-pk")
 
     def _fresh(self, generation: GenerationRequest) -> GenerationRequest:
         """Re-read after the pipeline ran (with an inline task backend it may have finished)."""
-        queryset = _with_cache_owner(GenerationRequest.objects.all())
-        return queryset.prefetch_related(_images_in_order()).get(pk=generation.pk)
+        return _serialized(GenerationRequest.objects.all()).get(pk=generation.pk)
 
     @documented(
         summary="List generation requests",

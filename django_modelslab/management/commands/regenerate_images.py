@@ -35,6 +35,16 @@ from django_modelslab.integrity import requests_with_missing_files
 from django_modelslab.models import Charge, GeneratedImage, GenerationRequest
 
 Status = GenerationRequest.Status
+#: The selecting options that are plain lookups: option -> lookup.
+SELECT_LOOKUPS = {
+    "ids": "pk__in",
+    "statuses": "status__in",
+    "model": "model_id",
+    "kinds": "kind__in",
+    "created_before": "created_at__lt",
+    "created_after": "created_at__gte",
+    "prompt_contains": "prompt__icontains",
+}
 #: Above this many requests the command asks before spending money (``--yes`` skips it).
 CONFIRM_ABOVE = 10
 
@@ -332,20 +342,8 @@ class Command(BaseCommand):
             generations = generations.filter(regeneration_batch=options["resume"]).exclude(
                 status__in=(Status.SUCCEEDED, Status.REFUSED)
             )
-        if options["ids"]:
-            generations = generations.filter(pk__in=options["ids"])
-        if options["statuses"]:
-            generations = generations.filter(status__in=options["statuses"])
-        if options["model"]:
-            generations = generations.filter(model_id=options["model"])
-        if options["kinds"]:
-            generations = generations.filter(kind__in=options["kinds"])
-        if options["created_before"]:
-            generations = generations.filter(created_at__lt=options["created_before"])
-        if options["created_after"]:
-            generations = generations.filter(created_at__gte=options["created_after"])
-        if options["prompt_contains"]:
-            generations = generations.filter(prompt__icontains=options["prompt_contains"])
+        lookups = {lookup: options[o] for o, lookup in SELECT_LOOKUPS.items() if options[o]}
+        generations = generations.filter(**lookups)
         if options["stale"]:
             stale = [generation.pk for generation in pipeline.stale_requests()]
             generations = generations.filter(pk__in=stale)
