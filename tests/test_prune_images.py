@@ -80,9 +80,10 @@ def record_row(key: str, data: bytes, prompt: str) -> GeneratedImage:
 def build_and_delete(tag: int) -> tuple[set[str], set[str]]:
     """Requests, some deleted: (the files nothing references any more, those still used).
 
-    Kept: a request's files (a rendition too); a cached repeat's (its original deleted: they share files); an
-    image two requests stored (one deleted). Unreferenced: a deleted request's image and
-    thumbnail, a deleted img2img request's input image, output and thumbnail.
+    Kept: a request's files (a rendition too); a cached repeat's (its original deleted: they
+    share files); an image two requests stored (one deleted). Unreferenced: a deleted
+    request's image, thumbnail and rendition; a deleted img2img request's input image, output
+    and thumbnail.
     """
     kept = generate(f"prune {tag}: a lighthouse that stays", seed=tag)
     kept.images.get().get_rendition("fill-40x30")
