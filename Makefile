@@ -69,15 +69,26 @@ lint: $(VENV)/.synced
 migrations-check: $(VENV)/.synced $(VENV61)/.synced
 	DJANGO_SETTINGS_MODULE=tests.settings $(VENV)/bin/python -m django makemigrations --check --dry-run django_modelslab
 	DJANGO_SETTINGS_MODULE=tests.settings $(VENV61)/bin/python -m django makemigrations --check --dry-run django_modelslab
+	DJANGO_SETTINGS_MODULE=tests.settings_wagtail $(VENV)/bin/python -m django makemigrations --check --dry-run modelslab_wagtail
+	DJANGO_SETTINGS_MODULE=tests.settings_wagtail $(VENV61)/bin/python -m django makemigrations --check --dry-run modelslab_wagtail
 
 # The suite runs with a sentinel API key (tests/sentinel.py): any test fails where the key
 # shows up in a log record, an exception, an HTTP response or a database row. On Django 6.1
 # the key is configured with a trailing newline, as read from a secrets file (it is stripped).
+# tests/wagtail/ runs on its own with Wagtail's apps installed, with Wagtail's image model
+# and then with a custom one (WAGTAILIMAGES_IMAGE_MODEL: only the library tests care).
+WAGTAIL_TESTS := pytest -q --ds=tests.settings_wagtail tests/wagtail
+WAGTAIL_CUSTOM_TESTS := pytest -q --ds=tests.settings_wagtail_custom tests/wagtail/test_library.py
+
 test-dj52: system-deps $(VENV)/.synced
 	MODELSLAB_SENTINEL_KEY=1 $(VENV)/bin/python -m pytest
+	MODELSLAB_SENTINEL_KEY=1 $(VENV)/bin/python -m $(WAGTAIL_TESTS)
+	MODELSLAB_SENTINEL_KEY=1 $(VENV)/bin/python -m $(WAGTAIL_CUSTOM_TESTS)
 
 test-dj61: system-deps $(VENV61)/.synced
 	MODELSLAB_SENTINEL_KEY=newline $(VENV61)/bin/python -m pytest
+	MODELSLAB_SENTINEL_KEY=newline $(VENV61)/bin/python -m $(WAGTAIL_TESTS)
+	MODELSLAB_SENTINEL_KEY=newline $(VENV61)/bin/python -m $(WAGTAIL_CUSTOM_TESTS)
 
 # Locking, workers and webhooks again on PostgreSQL (a throwaway cluster per stack).
 test-pg: system-deps $(VENV)/.synced $(VENV61)/.synced
