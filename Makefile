@@ -13,15 +13,18 @@ VENV := .venv
 VENV61 := .venv-dj61
 # The demo's own environment: the package's runtime dependencies only, as users install it.
 VENVDEMO := .venv-demo
+# The Wagtail demo's: the same plus the wagtail extra.
+VENVWAGTAIL := .venv-demo-wagtail
 
 PG_TESTS := tests/test_workers.py tests/test_pipeline.py tests/test_webhooks.py tests/test_renditions.py \
 	tests/test_regenerate_images.py tests/test_api.py tests/test_api_schema.py
 
-.PHONY: help demo test test-dj52 test-dj61 test-pg lint migrations-check docs bench clean \
+.PHONY: help demo demo-wagtail test test-dj52 test-dj61 test-pg lint migrations-check docs bench clean \
 	system-deps faults package-check
 
 help:
 	@echo "make demo   - set up, generate images offline (bundled emulator), serve the admin"
+	@echo "make demo-wagtail - the same as a small Wagtail site (home page, admin at /cms/)"
 	@echo "make test   - set up and run the whole suite on Django 5.2/Py3.11 and 6.1/Py3.12"
 	@echo "make docs   - build the documentation (warnings are errors)"
 	@echo "make bench  - pipeline, storage memory and renditions benchmarks"
@@ -58,6 +61,14 @@ $(VENVDEMO)/.synced: $(UV) pyproject.toml uv.lock
 
 demo: $(VENVDEMO)/.synced
 	$(VENVDEMO)/bin/python -m example_project.demo
+
+$(VENVWAGTAIL)/.synced: $(UV) pyproject.toml uv.lock
+	UV_PROJECT_ENVIRONMENT=$(VENVWAGTAIL) $(UV) sync --frozen --no-default-groups --group django52 \
+		--extra wagtail --python "$(PYTHON311)"
+	@touch $@
+
+demo-wagtail: $(VENVWAGTAIL)/.synced
+	$(VENVWAGTAIL)/bin/python -m example_project.wagtail_demo
 
 # ruff, then the layer and import contracts ([tool.importlinter] in pyproject.toml).
 lint: $(VENV)/.synced
@@ -116,4 +127,4 @@ bench: $(VENV)/.synced
 	$(VENV)/bin/python bench/renditions.py
 
 clean:
-	rm -rf $(VENV) $(VENV61) $(VENVDEMO) .tools site dist .demo .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(VENV61) $(VENVDEMO) $(VENVWAGTAIL) .tools site dist .demo .pytest_cache .ruff_cache .mypy_cache
