@@ -27,7 +27,7 @@ help:
 	@echo "make demo-wagtail - the same as a small Wagtail site (home page, admin at /cms/)"
 	@echo "make test   - set up and run the whole suite on Django 5.2/Py3.11 and 6.1/Py3.12"
 	@echo "make docs   - build the documentation (warnings are errors)"
-	@echo "make bench  - pipeline, storage memory and renditions benchmarks"
+	@echo "make bench  - pipeline, storage memory and renditions (also in Wagtail) benchmarks"
 	@echo "make package-check - build the sdist and wheel, install it, make a site from the README"
 
 # Debian packages the real-part tests use: headless Chromium and a PostgreSQL server.
@@ -125,6 +125,7 @@ bench: $(VENV)/.synced
 	$(VENV)/bin/python bench/pipeline.py
 	$(VENV)/bin/python bench/storage_memory.py
 	$(VENV)/bin/python bench/renditions.py
+	$(VENV)/bin/python bench/wagtail_renditions.py
 
 clean:
 	rm -rf $(VENV) $(VENV61) $(VENVDEMO) $(VENVWAGTAIL) .tools site dist .demo .pytest_cache .ruff_cache .mypy_cache
