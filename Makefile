@@ -13,18 +13,21 @@ VENV := .venv
 VENV61 := .venv-dj61
 # The demo's own environment: the package's runtime dependencies only, as users install it.
 VENVDEMO := .venv-demo
+# The Wagtail demo's: the same plus the wagtail extra.
+VENVWAGTAIL := .venv-demo-wagtail
 
 PG_TESTS := tests/test_workers.py tests/test_pipeline.py tests/test_webhooks.py tests/test_renditions.py \
 	tests/test_regenerate_images.py tests/test_api.py tests/test_api_schema.py
 
-.PHONY: help demo test test-dj52 test-dj61 test-pg lint migrations-check docs bench clean \
+.PHONY: help demo demo-wagtail test test-dj52 test-dj61 test-pg lint migrations-check docs bench clean \
 	system-deps faults package-check
 
 help:
 	@echo "make demo   - set up, generate images offline (bundled emulator), serve the admin"
+	@echo "make demo-wagtail - the same as a small Wagtail site (home page, admin at /cms/)"
 	@echo "make test   - set up and run the whole suite on Django 5.2/Py3.11 and 6.1/Py3.12"
 	@echo "make docs   - build the documentation (warnings are errors)"
-	@echo "make bench  - pipeline, storage memory and renditions benchmarks"
+	@echo "make bench  - pipeline, storage memory and renditions (also in Wagtail) benchmarks"
 	@echo "make package-check - build the sdist and wheel, install it, make a site from the README"
 
 # Debian packages the real-part tests use: headless Chromium and a PostgreSQL server.
@@ -59,6 +62,14 @@ $(VENVDEMO)/.synced: $(UV) pyproject.toml uv.lock
 demo: $(VENVDEMO)/.synced
 	$(VENVDEMO)/bin/python -m example_project.demo
 
+$(VENVWAGTAIL)/.synced: $(UV) pyproject.toml uv.lock
+	UV_PROJECT_ENVIRONMENT=$(VENVWAGTAIL) $(UV) sync --frozen --no-default-groups --group django52 \
+		--extra wagtail --python "$(PYTHON311)"
+	@touch $@
+
+demo-wagtail: $(VENVWAGTAIL)/.synced
+	$(VENVWAGTAIL)/bin/python -m example_project.wagtail_demo
+
 # ruff, then the layer and import contracts ([tool.importlinter] in pyproject.toml).
 lint: $(VENV)/.synced
 	$(VENV)/bin/ruff check .
@@ -69,15 +80,26 @@ lint: $(VENV)/.synced
 migrations-check: $(VENV)/.synced $(VENV61)/.synced
 	DJANGO_SETTINGS_MODULE=tests.settings $(VENV)/bin/python -m django makemigrations --check --dry-run django_modelslab
 	DJANGO_SETTINGS_MODULE=tests.settings $(VENV61)/bin/python -m django makemigrations --check --dry-run django_modelslab
+	DJANGO_SETTINGS_MODULE=tests.settings_wagtail $(VENV)/bin/python -m django makemigrations --check --dry-run modelslab_wagtail
+	DJANGO_SETTINGS_MODULE=tests.settings_wagtail $(VENV61)/bin/python -m django makemigrations --check --dry-run modelslab_wagtail
 
 # The suite runs with a sentinel API key (tests/sentinel.py): any test fails where the key
 # shows up in a log record, an exception, an HTTP response or a database row. On Django 6.1
 # the key is configured with a trailing newline, as read from a secrets file (it is stripped).
+# tests/wagtail/ runs on its own with Wagtail's apps installed, with Wagtail's image model
+# and then with a custom one (WAGTAILIMAGES_IMAGE_MODEL: only the library tests care).
+WAGTAIL_TESTS := pytest -q --ds=tests.settings_wagtail tests/wagtail
+WAGTAIL_CUSTOM_TESTS := pytest -q --ds=tests.settings_wagtail_custom tests/wagtail/test_library.py
+
 test-dj52: system-deps $(VENV)/.synced
 	MODELSLAB_SENTINEL_KEY=1 $(VENV)/bin/python -m pytest
+	MODELSLAB_SENTINEL_KEY=1 $(VENV)/bin/python -m $(WAGTAIL_TESTS)
+	MODELSLAB_SENTINEL_KEY=1 $(VENV)/bin/python -m $(WAGTAIL_CUSTOM_TESTS)
 
 test-dj61: system-deps $(VENV61)/.synced
 	MODELSLAB_SENTINEL_KEY=newline $(VENV61)/bin/python -m pytest
+	MODELSLAB_SENTINEL_KEY=newline $(VENV61)/bin/python -m $(WAGTAIL_TESTS)
+	MODELSLAB_SENTINEL_KEY=newline $(VENV61)/bin/python -m $(WAGTAIL_CUSTOM_TESTS)
 
 # Locking, workers and webhooks again on PostgreSQL (a throwaway cluster per stack).
 test-pg: system-deps $(VENV)/.synced $(VENV61)/.synced
@@ -103,6 +125,7 @@ bench: $(VENV)/.synced
 	$(VENV)/bin/python bench/pipeline.py
 	$(VENV)/bin/python bench/storage_memory.py
 	$(VENV)/bin/python bench/renditions.py
+	$(VENV)/bin/python bench/wagtail_renditions.py
 
 clean:
-	rm -rf $(VENV) $(VENV61) $(VENVDEMO) .tools site dist .demo .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(VENV61) $(VENVDEMO) $(VENVWAGTAIL) .tools site dist .demo .pytest_cache .ruff_cache .mypy_cache

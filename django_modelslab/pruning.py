@@ -3,7 +3,9 @@
 A part: ``manage.py prune_images`` (a face) asks this module, which asks the storage
 (:meth:`~.storage.base.ContentAddressedStorageMixin.iter_stored` and ``delete_stale``).
 References are every ``FileField`` of every model of this app, whatever they are called
-(images, thumbnails, input images, renditions...).
+(images, thumbnails, input images, renditions...), and the fields other apps name through
+their config's ``modelslab_file_fields()`` (the Wagtail integration: library images that
+share our files).
 
 The protocol (docs/deleting.md): list the files first, then read the references, so a file
 stored after the listing is not a candidate and a row made before the references were read
@@ -27,7 +29,8 @@ APP_LABEL = "django_modelslab"
 
 
 def file_fields() -> Iterator[tuple[type[models.Model], str]]:
-    """``(model, field name)`` for every file field of this app's models.
+    """``(model, field name)`` for every file field of this app's models, then those an
+    installed app declares with a ``modelslab_file_fields()`` method on its config.
 
     All of them count, whatever storage they name: a name kept by mistake costs a file,
     a name missed would cost an image.
@@ -38,6 +41,10 @@ def file_fields() -> Iterator[tuple[type[models.Model], str]]:
         for field in model._meta.concrete_fields:
             if isinstance(field, models.FileField):
                 yield model, field.name
+    for config in apps.get_app_configs():
+        declared = getattr(config, "modelslab_file_fields", None)
+        if declared is not None:
+            yield from declared()
 
 
 def referenced_names() -> set[str]:

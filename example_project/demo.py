@@ -10,6 +10,7 @@ import os
 import secrets
 import sys
 import time
+from collections.abc import Callable
 
 SAMPLE_PROMPTS = [
     ("a red fox in fresh snow, morning light", 42),
@@ -20,7 +21,9 @@ SAMPLE_PROMPTS = [
 ]
 
 
-def main() -> int:
+def main(after_generate: Callable[[str], None] | None = None) -> int:
+    """Generate the samples, then serve; ``after_generate(address)`` adds to the site (the
+    Wagtail demo publishes a page with it)."""
     emulator = None
     if not os.environ.get("MODELSLAB_API_KEY"):
         from django_modelslab.testing import Emulator
@@ -46,6 +49,8 @@ def main() -> int:
     article = create_article()
     if article is not None:
         print(f"Article with a generated hero: http://{address}{article.get_absolute_url()}")
+    if after_generate is not None:
+        after_generate(address)
     print_admin_credentials()
     if os.environ.get("DEMO_SERVE", "1") != "0":
         print(f"Serving http://{address}/admin/  (Ctrl-C to stop)")

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.conf import settings as django_settings
 from django.contrib.auth.models import User
 
 from django_modelslab.testing import Emulator
@@ -17,6 +18,12 @@ from .browser import browser, page  # noqa: F401  (fixtures)
 from .helpers import CAFS, EDIT_PERMS, OLD_WEBHOOK_SECRET, WEBHOOK_SECRET, configure, staff
 
 pytest_plugins = ["tests.sentinel"]
+
+# tests/wagtail/ needs Wagtail's apps: `make test` runs it on its own with
+# --ds=tests.settings_wagtail (and tests.settings_wagtail_custom).
+collect_ignore = (
+    [] if "django_modelslab.contrib.wagtail" in django_settings.INSTALLED_APPS else ["wagtail"]
+)
 
 #: The key the test settings use; tests grep logs and errors for it.
 TEST_API_KEY = "test-key-5e1f0c9a-never-a-real-one"

@@ -118,7 +118,16 @@ def dists(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def venv_python(dists, tmp_path_factory) -> Path:
     """A fresh virtualenv holding the wheel and this stack's Django, nothing of the checkout."""
-    root = tmp_path_factory.mktemp("venv")
+    return make_venv(dists["wheel"], tmp_path_factory.mktemp("venv"))
+
+
+@pytest.fixture(scope="module")
+def wagtail_venv_python(dists, tmp_path_factory) -> Path:
+    """The same with the ``wagtail`` extra installed."""
+    return make_venv(f"{dists['wheel']}[wagtail]", tmp_path_factory.mktemp("venv-wagtail"))
+
+
+def make_venv(wheel: Path | str, root: Path) -> Path:
     locked = sorted(
         f"{dist.metadata['Name']}=={dist.version}"
         for dist in importlib.metadata.distributions()
@@ -131,7 +140,7 @@ def venv_python(dists, tmp_path_factory) -> Path:
     python = root / "venv" / "bin" / "python"
     run(
         [uv, "pip", "install", "--quiet", "--python", python, "--constraint", constraints,
-         dists["wheel"], f"django=={django.get_version()}"],
+         wheel, f"django=={django.get_version()}"],
         cwd=root,
     )  # fmt: skip
     return python
@@ -178,17 +187,26 @@ def test_the_sdist_carries_the_tests_and_docs_but_not_the_benchmarks(dists):
 
 
 IMPORT_EVERY_MODULE = """
-import importlib, pkgutil
+import importlib, pkgutil, sys
 import django
 from django.conf import settings
 
+# With "wagtail" as argument, Wagtail's apps and the integration are installed too; without,
+# the integration's modules are left out (Wagtail is an extra).
+WAGTAIL = sys.argv[1:] == ["wagtail"]
+INTEGRATION = "django_modelslab.contrib.wagtail."
+wagtail_apps = [
+    "wagtail.images", "wagtail", "modelcluster", "taggit", "django_modelslab.contrib.wagtail",
+]
 settings.configure(
     INSTALLED_APPS=[
         "django.contrib.admin", "django.contrib.auth", "django.contrib.contenttypes",
         "django.contrib.sessions", "django.contrib.messages", "django.contrib.staticfiles",
         "rest_framework", "rest_framework.authtoken", "drf_spectacular", "django_modelslab",
+        *(wagtail_apps if WAGTAIL else []),
     ],
     DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+    STATIC_URL="/static/",
 )
 django.setup()
 import django_modelslab
@@ -197,10 +215,21 @@ def fail(name):
     raise ImportError(name)
 
 for info in pkgutil.walk_packages(django_modelslab.__path__, "django_modelslab.", onerror=fail):
+    if info.name.startswith(INTEGRATION) and not WAGTAIL:
+        continue
     importlib.import_module(info.name)
     print(info.name)
 print(django_modelslab.__file__)
 """
+
+
+def package_modules() -> set[str]:
+    package = ROOT / "django_modelslab"
+    return {
+        ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for path in package.rglob("*.py")
+        if path != package / "__init__.py"
+    }
 
 
 @pytest.mark.slow
@@ -208,13 +237,21 @@ def test_every_module_imports_from_the_installed_wheel(venv_python, tmp_path):
     result = run([venv_python, "-c", IMPORT_EVERY_MODULE], cwd=tmp_path)
     *imported, location = result.stdout.split()
     assert Path(location).is_relative_to(venv_python.parent.parent), location
-    package = ROOT / "django_modelslab"
-    expected = {
-        ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
-        for path in package.rglob("*.py")
-        if path != package / "__init__.py"
+    integration = {
+        m for m in package_modules() if m.startswith("django_modelslab.contrib.wagtail.")
     }
-    assert set(imported) == expected
+    assert integration  # left out here: Wagtail is not installed
+    assert set(imported) == package_modules() - integration
+    missing = run([venv_python, "-c", "import wagtail"], cwd=tmp_path, check=False)
+    assert "No module named 'wagtail'" in missing.stderr
+
+
+@pytest.mark.slow
+def test_the_wagtail_integration_imports_with_the_wagtail_extra(wagtail_venv_python, tmp_path):
+    result = run([wagtail_venv_python, "-c", IMPORT_EVERY_MODULE, "wagtail"], cwd=tmp_path)
+    *imported, location = result.stdout.split()
+    assert Path(location).is_relative_to(wagtail_venv_python.parent.parent), location
+    assert set(imported) == package_modules()
 
 
 def start_emulator(python: Path, site: Path) -> tuple[subprocess.Popen, str]:

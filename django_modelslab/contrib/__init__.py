@@ -1,0 +1,1 @@
+"""Optional integrations with other Django applications (each installed on its own)."""
