@@ -3,7 +3,6 @@ manifest (a throwaway CA and an ES256 leaf made here), read back with ``c2pa.Rea
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import io
 import json
@@ -13,10 +12,6 @@ from typing import Any
 
 import c2pa
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from django.conf import settings as django_settings
 from django.core.checks import Error
 
@@ -25,6 +20,7 @@ from django_modelslab.checks import check_settings
 from django_modelslab.models import GeneratedImage, GenerationRequest
 from django_modelslab.provenance import DIGITAL_SOURCE_TYPE
 
+from .c2pa_identity import make_credentials
 from .helpers import (
     configure,
     generate,
@@ -45,78 +41,10 @@ EXTENSION = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 UNTRUSTED = ["signingCredential.untrusted"]
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "django-modelslab tests"),
-        ]
-    )
-
-
-def _usage(*, sign_certificates: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True, content_commitment=False, key_encipherment=False,
-        data_encipherment=False, key_agreement=False, key_cert_sign=sign_certificates,
-        crl_sign=sign_certificates, encipher_only=False, decipher_only=False,
-    )  # fmt: skip
-
-
-def _pem(value: Any) -> bytes:
-    if isinstance(value, x509.Certificate):
-        return value.public_bytes(serialization.Encoding.PEM)
-    return value.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
 @pytest.fixture(scope="session")
 def credentials(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A throwaway CA, an ES256 signing certificate it issued (chain.pem: leaf, then CA),
-    the leaf's key, and another key that is not the leaf's."""
-    folder = tmp_path_factory.mktemp("c2pa")
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(_name("Test CA"))
-        .issuer_name(_name("Test CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(_usage(sign_certificates=True), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(_name("Test signer"))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_usage(sign_certificates=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    files = {
-        "chain": folder / "chain.pem",
-        "key": folder / "key.pem",
-        "other_key": folder / "other.pem",
-    }
-    files["chain"].write_bytes(_pem(leaf) + _pem(ca))
-    files["key"].write_bytes(_pem(key))
-    files["other_key"].write_bytes(_pem(ec.generate_private_key(ec.SECP256R1())))
-    return files
+    """A throwaway CA's ES256 signing certificate, chain and key, and another key."""
+    return make_credentials(tmp_path_factory.mktemp("c2pa"))
 
 
 @pytest.fixture
