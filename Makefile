@@ -47,11 +47,11 @@ $(UV):
 	.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
 
 $(VENV)/.synced: $(UV) pyproject.toml uv.lock
-	$(UV) sync --frozen --group django52 --python "$(PYTHON311)"
+	$(UV) sync --frozen --extra c2pa --group django52 --python "$(PYTHON311)"
 	@touch $@
 
 $(VENV61)/.synced: $(UV) pyproject.toml uv.lock
-	UV_PROJECT_ENVIRONMENT=$(VENV61) $(UV) sync --frozen --group django61 --python "$(PYTHON312)"
+	UV_PROJECT_ENVIRONMENT=$(VENV61) $(UV) sync --frozen --extra c2pa --group django61 --python "$(PYTHON312)"
 	@touch $@
 
 $(VENVDEMO)/.synced: $(UV) pyproject.toml uv.lock

@@ -71,6 +71,7 @@ def check_settings(app_configs: Iterable[Any] | None = None, **kwargs: Any) -> l
         *_check_input_links(conf),
         *_check_fallbacks(conf),
         *_check_budgets(conf),
+        *_check_c2pa(conf),
     ]
 
 
@@ -272,6 +273,27 @@ def _check_budgets(conf: dict[str, Any]) -> list[CheckMessage]:
             "so a budget refuses work only once recorded spending has reached it.",
             hint="Add the price per image of the models you use to PRICES.",
             id="django_modelslab.W050",
+        )
+    ]
+
+
+def _check_c2pa(conf: dict[str, Any]) -> list[CheckMessage]:
+    """C2PA signing as configured works: the extra, the files, the key, the algorithm."""
+    if not conf["C2PA"] or not _valid(conf, "C2PA"):
+        return []  # off, or a malformed dict (E080)
+    from .imaging.credentials import configuration_problem  # only when C2PA is set
+
+    problem = configuration_problem(conf["C2PA"])
+    if not problem:
+        return []
+    return [
+        Error(
+            problem,
+            hint=(
+                "Every image would fail to be stored. Fix the files (see docs/provenance.md), "
+                "or set MODELSLAB['C2PA'] to None to store images unsigned."
+            ),
+            id="django_modelslab.E081",
         )
     ]
 

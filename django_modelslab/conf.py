@@ -10,6 +10,7 @@ silently using a default. Hook settings are import strings, imported by :func:`l
 
 from __future__ import annotations
 
+import os
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -93,6 +94,46 @@ def hook_problem(path: Any) -> str:
 
 
 E003 = "django_modelslab.E003"
+
+#: ``MODELSLAB["C2PA"]``'s keys and their defaults (CERT_CHAIN and PRIVATE_KEY: required).
+C2PA_KEYS: dict[str, Any] = {
+    "CERT_CHAIN": None,  # the signing certificate, then its issuers: a PEM file's path or text
+    "PRIVATE_KEY": None,  # the signing certificate's key: a PEM file's path or text
+    "ALGORITHM": "es256",
+    "TSA_URL": None,  # an RFC 3161 time-stamp authority, or None
+    "INCLUDE_PROMPT": False,  # the prompt in the manifest (prompts can be private)
+}
+#: The signing algorithms C2PA allows (``MODELSLAB["C2PA"]["ALGORITHM"]``).
+C2PA_ALGORITHMS = ("es256", "es384", "es512", "ps256", "ps384", "ps512", "ed25519")
+C2PA_HINT = (
+    'e.g. {"CERT_CHAIN": "/etc/c2pa/chain.pem", "PRIVATE_KEY": "/etc/c2pa/key.pem"}; '
+    "None (the default) signs nothing."
+)
+
+
+def c2pa_problem(value: Any) -> str:
+    """What is wrong with the shape of ``MODELSLAB["C2PA"]`` ("" when None or well formed).
+
+    Whether the files can be read and the key signs is checked by ``checks`` (E081)."""
+    if value is None:
+        return ""
+    if not isinstance(value, dict):
+        return f"must be None or a dict, got {type(value).__name__}"
+    unknown = sorted(set(value) - set(C2PA_KEYS))
+    if unknown:
+        return f"has unknown key(s) {', '.join(map(repr, unknown))} (known: {', '.join(C2PA_KEYS)})"
+    for name in ("CERT_CHAIN", "PRIVATE_KEY"):
+        if not isinstance(value.get(name), str | os.PathLike) or not str(value[name]).strip():
+            return f"needs {name!r}: a PEM file's path or PEM text"
+    algorithm = value.get("ALGORITHM", "es256")
+    if not isinstance(algorithm, str) or algorithm.lower() not in C2PA_ALGORITHMS:
+        return f"['ALGORITHM'] must be one of {', '.join(C2PA_ALGORITHMS)}, got {algorithm!r}"
+    tsa = value.get("TSA_URL")
+    if tsa is not None and not is_http_url(tsa):
+        return f"['TSA_URL'] must be None or an http(s) URL, got {tsa!r}"
+    if not isinstance(value.get("INCLUDE_PROMPT", False), bool):
+        return "['INCLUDE_PROMPT'] must be True or False"
+    return ""
 
 
 def _odd_key(key: str) -> str:
@@ -210,6 +251,9 @@ SETTINGS: dict[str, Setting] = {
     # Provenance: XMP in stored PNG/JPEG files saying they are AI-generated (docs/provenance.md)
     "PROVENANCE": Setting(True),  # write it (source type and model id)
     "PROVENANCE_INCLUDE_PROMPT": Setting(False),  # add the prompt too (prompts can be private)
+    # Content Credentials: a signed C2PA manifest in every stored image (None: off); a dict
+    # of C2PA_KEYS (docs/provenance.md). Needs the extra django-modelslab[c2pa].
+    "C2PA": Setting(None, Rule("django_modelslab.E080", lambda v: c2pa_problem(v), C2PA_HINT)),
     # Kinds other than text2img, and v7 (docs/kinds.md)
     "DEFAULT_UPSCALE_MODEL": Setting("realesr-general-x4v3", MODEL_ID),  # upscales, no model id
     "DEFAULT_V7_MODEL": Setting("flux-2-pro", MODEL_ID),  # v7 requests with no model id

@@ -11,6 +11,7 @@ from __future__ import annotations
 import posixpath
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -19,9 +20,10 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from .conf import get_setting
-from .copying import fetch_again
+from .copying import fetch_again, sign_thumbnail
 from .exceptions import InvalidImage, ModelsLabError, StorageError
-from .imaging.thumbnails import render_thumbnail
+from .imaging.credentials import ManifestCheck, check_manifest, load_credentials
+from .imaging.thumbnails import Thumbnail, render_thumbnail
 from .models import GeneratedImage, GenerationRequest
 from .storage import get_image_storage
 from .storage.base import CHUNK, hash_file
@@ -57,6 +59,24 @@ class Inspector:
 
     storage: Storage = field(default_factory=get_image_storage)
     seen: dict[str, Stored] = field(default_factory=dict)
+    #: Validate C2PA manifests too (by default when ``MODELSLAB["C2PA"]`` is set).
+    manifests: bool = field(default_factory=lambda: bool(get_setting("C2PA")))
+    manifest_seen: dict[str, str] = field(default_factory=dict)
+
+    def manifest(self, name: str) -> str:
+        """What is wrong with the C2PA manifest of the (intact) file ``name``; "" if nothing."""
+        if name not in self.manifest_seen:
+            try:
+                with (
+                    storage_errors(name, self.storage, "Reading"),
+                    self.storage.open(name, "rb") as stored,
+                ):
+                    check = check_manifest(stored)
+            except (StorageError, FileNotFoundError) as exc:
+                self.manifest_seen[name] = f"unreadable: {exc}"
+            else:
+                self.manifest_seen[name] = _manifest_problem(check)
+        return self.manifest_seen[name]
 
     def read(self, name: str) -> Stored:
         if name not in self.seen:
@@ -88,6 +108,8 @@ class Inspector:
                 problems.append(f"{name}: corrupt: bytes hash to {stored.sha256}")
             if stored.size != image.bytes:
                 problems.append(f"{name}: size {stored.size} bytes, row says {image.bytes}")
+            if self.manifests and (problem := self.manifest(name)):
+                problems.append(f"{name}: {problem}")
         thumbnail = image.thumbnail.name
         if thumbnail:
             thumb = self.read(thumbnail)
@@ -95,7 +117,19 @@ class Inspector:
                 problems.append(f"thumbnail {thumbnail}: {thumb.problem}")
             elif thumb.sha256 != name_digest(thumbnail):
                 problems.append(f"thumbnail {thumbnail}: corrupt: bytes hash to {thumb.sha256}")
+            elif self.manifests and (problem := self.manifest(thumbnail)):
+                problems.append(f"thumbnail {thumbnail}: {problem}")
         return problems
+
+
+def _manifest_problem(check: ManifestCheck) -> str:
+    if check.state == "missing":
+        return "C2PA manifest missing"
+    if check.state == "invalid":
+        mismatch = "assertion.dataHash.mismatch" in check.problems
+        what = "no longer matches the bytes" if mismatch else "is invalid"
+        return f"C2PA manifest {what} ({', '.join(check.problems)})"
+    return ""
 
 
 def _name(image: GeneratedImage) -> str:
@@ -161,16 +195,28 @@ def _repair_image(image: GeneratedImage, inspector: Inspector) -> str:
 
 def _repair_thumbnail(image: GeneratedImage, inspector: Inspector) -> str:
     name, storage = image.thumbnail.name or "", inspector.storage  # set: see repair()
+    credentials = load_credentials(get_setting("C2PA"))
     try:
-        with storage.open(_name(image), "rb") as source:
+        with ExitStack() as stack:
+            source = stack.enter_context(storage.open(_name(image), "rb"))
             thumbnail = render_thumbnail(source, size=get_setting("THUMBNAIL_SIZE"))
-        if name_digest(name) == hash_file(thumbnail.file)[0]:
-            stored = restore_file(thumbnail.file, name, storage=storage)
-            inspector.seen[name] = Stored(stored.sha256, stored.size)
-            return f"thumbnail {name}: repaired (rendered again)"
-        stored = store_thumbnail(thumbnail, storage=storage, prefix=get_setting("UPLOAD_PREFIX"))
+            if credentials is not None:  # signed as the pipeline signs thumbnails
+                thumbnail = sign_thumbnail(thumbnail, source, credentials, stack)
+            return _store_thumbnail(image, name, thumbnail, inspector)
     except (ModelsLabError, OSError) as exc:
         return f"thumbnail {name}: not repaired: {exc}"
+
+
+def _store_thumbnail(
+    image: GeneratedImage, name: str, thumbnail: Thumbnail, inspector: Inspector
+) -> str:
+    """Put a thumbnail rendered again back under ``name``, or under its new key."""
+    storage = inspector.storage
+    if name_digest(name) == hash_file(thumbnail.file)[0]:
+        stored = restore_file(thumbnail.file, name, storage=storage)
+        inspector.seen[name] = Stored(stored.sha256, stored.size)
+        return f"thumbnail {name}: repaired (rendered again)"
+    stored = store_thumbnail(thumbnail, storage=storage, prefix=get_setting("UPLOAD_PREFIX"))
     GeneratedImage.objects.filter(thumbnail=name).update(thumbnail=stored.key)
     image.thumbnail.name = stored.key
     return f"thumbnail {name}: rendered again as {stored.key} (the rows now point there)"

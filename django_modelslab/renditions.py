@@ -12,8 +12,11 @@ the row; the other gets it.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 from .conf import get_setting
 from .exceptions import StorageError
+from .imaging.credentials import Ingredient, load_credentials, sign_derived
 from .imaging.renditions import output_format, render_rendition
 from .models import GeneratedImage, Rendition
 from .specs import Spec, parse_spec
@@ -53,16 +56,25 @@ def _make(image: GeneratedImage, spec: Spec) -> Rendition:
     plan = spec.plan(image.width, image.height)
     storage = image.image.storage
     name = image.image.name or ""
-    with storage_errors(name, storage, "Reading"):
-        try:
-            source = storage.open(name, "rb")
-        except FileNotFoundError as exc:
-            raise StorageError(f"Reading {name} failed: it is not stored", key=name) from exc
-        with source:
+    credentials = load_credentials(get_setting("C2PA"))
+    with ExitStack() as stack:
+        with storage_errors(name, storage, "Reading"):
+            try:
+                source = stack.enter_context(storage.open(name, "rb"))
+            except FileNotFoundError as exc:
+                raise StorageError(f"Reading {name} failed: it is not stored", key=name) from exc
             made = render_rendition(source, plan, fmt)
-    stored = store_thumbnail(
-        made, storage=storage, prefix=get_setting("UPLOAD_PREFIX"), folder=RENDITION_FOLDER
-    )
+            if credentials is not None:  # C2PA: resized (converted) from the original
+                source.seek(0)
+                title = f"{name.rsplit('/', 1)[-1]} {spec}"
+                parent = Ingredient(source, title=name.rsplit("/", 1)[-1])
+                signed = stack.enter_context(
+                    sign_derived(made.file, credentials, title=title, parent=parent)
+                )
+                made = type(made)(signed.file, made.info)
+        stored = store_thumbnail(
+            made, storage=storage, prefix=get_setting("UPLOAD_PREFIX"), folder=RENDITION_FOLDER
+        )
     defaults = {
         "file": stored.key,
         "width": stored.info.width,

@@ -220,7 +220,13 @@ def _complete(
             ]
         )
     model_id = fallbacks.current_model(generation)
-    copy = CopyOutputs(tuple(generation.output_urls), generation.pk, model_id, generation.prompt)
+    copy = CopyOutputs(
+        tuple(generation.output_urls),
+        generation.pk,
+        model_id,
+        generation.prompt,
+        input_name=generation.init_image.name or "",
+    )
     stored: list[tuple[StoredImage, StoredImage]] = yield copy
     nsfw = response.nsfw if response else ()
     finish(generation, stored, seed=_job_seed(generation, response), response=response, nsfw=nsfw)

@@ -23,7 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--pending-fetches", type=int, default=1)
     parser.add_argument("--ttl", type=float, default=86400.0, help="output URL lifetime (s)")
     parser.add_argument("--latency", type=float, default=0.0, help="sleep per generate call")
-    parser.add_argument("--image-format", choices=("png", "jpeg"), default="png")
+    parser.add_argument("--image-format", choices=("png", "jpeg", "webp"), default="png")
     parser.add_argument(
         "--api-key",
         action="append",

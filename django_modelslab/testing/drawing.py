@@ -15,19 +15,21 @@ from functools import lru_cache
 
 from PIL import Image, ImageDraw, ImageFont
 
-FORMATS = {"png": "image/png", "jpeg": "image/jpeg"}
-EXTENSIONS = {"png": "png", "jpeg": "jpg"}
+FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+_SAVE = {"png": ("PNG", {"compress_level": 1}), "jpeg": ("JPEG", {"quality": 85}),
+         "webp": ("WEBP", {"quality": 85})}  # fmt: skip
 
 _MAX_TEXT_LINES = 6
 
 
 def normalize_format(fmt: str) -> str:
-    """``"png"`` or ``"jpeg"`` (``"jpg"`` accepted); anything else is a ValueError."""
+    """``"png"``, ``"jpeg"`` (``"jpg"`` accepted) or ``"webp"``; else a ValueError."""
     fmt = fmt.lower()
     if fmt == "jpg":
         fmt = "jpeg"
     if fmt not in FORMATS:
-        raise ValueError(f"image format must be 'png' or 'jpeg', not {fmt!r}")
+        raise ValueError(f"image format must be 'png', 'jpeg' or 'webp', not {fmt!r}")
     return fmt
 
 
@@ -93,7 +95,7 @@ def _caption(draw: ImageDraw.ImageDraw, prompt: str, seed: int, width: int, heig
 
 
 def draw_image(prompt: str, seed: int, width: int, height: int, fmt: str = "png") -> bytes:
-    """Encoded image bytes (``fmt`` ``"png"`` or ``"jpeg"``) for one emulated sample."""
+    """Encoded image bytes (``fmt`` ``"png"``, ``"jpeg"`` or ``"webp"``) for one emulated sample."""
     fmt = normalize_format(fmt)
     digest = hashlib.sha256(f"{seed}\x00{width}x{height}\x00{prompt}".encode()).digest()
     rng = random.Random(digest)  # pictures, not secrets
@@ -102,10 +104,8 @@ def draw_image(prompt: str, seed: int, width: int, height: int, fmt: str = "png"
     _shapes(draw, rng, width, height)
     _caption(draw, prompt, seed, width, height)
     out = io.BytesIO()
-    if fmt == "png":
-        image.save(out, format="PNG", compress_level=1)
-    else:
-        image.save(out, format="JPEG", quality=85)
+    name, options = _SAVE[fmt]
+    image.save(out, format=name, **options)
     return out.getvalue()
 
 
@@ -123,13 +123,11 @@ def open_rgb(data: bytes) -> Image.Image:
 
 
 def encode(image: Image.Image, fmt: str = "png") -> bytes:
-    """``image`` as PNG or JPEG bytes."""
+    """``image`` as PNG, JPEG or WebP bytes."""
     fmt = normalize_format(fmt)
     out = io.BytesIO()
-    if fmt == "png":
-        image.save(out, format="PNG", compress_level=1)
-    else:
-        image.save(out, format="JPEG", quality=85)
+    name, options = _SAVE[fmt]
+    image.save(out, format=name, **options)
     return out.getvalue()
 
 
