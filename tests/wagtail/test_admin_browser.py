@@ -23,7 +23,7 @@ from tests.wagtail_pages.models import HeroPage
 from .editors import editor
 
 pytestmark = [
-    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("emulator", "media"),
 ]
 
