@@ -1,8 +1,8 @@
 """tests/wagtail/: Wagtail's initial tree for every database test.
 
-Wagtail's migrations create the default locale, the root collection, the root page, a home page and the default
-site; a transactional test's flush deletes them (permissions and content types come back with
-``post_migrate``, these do not), so each database test gets them back when they are gone.
+Wagtail's migrations create the default locale, the root collection, the root page, a home
+page and the default site; a transactional test's flush deletes them (permissions and content
+types come back with ``post_migrate``, these do not), so each database test gets them back.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 
 def ensure_initial_tree() -> None:
-    """What Wagtail's migrations create: the default locale, the root collection, the page tree and its site."""
+    """What Wagtail's migrations create: a locale, the root collection, the page tree, a site."""
     from wagtail.models import Collection, Locale, Page, Site
 
     if not Locale.objects.exists():
