@@ -20,6 +20,8 @@ INSTALLED_APPS = [
     "django_modelslab.contrib.wagtail",
     # A custom image model (tests/settings_wagtail_custom.py makes it the image model).
     "tests.wagtail_images",
+    # A page with an image field (the chooser's Chromium test).
+    "tests.wagtail_pages",
 ]
 ROOT_URLCONF = "tests.urls_wagtail"
 WAGTAIL_SITE_NAME = "django-modelslab tests"
