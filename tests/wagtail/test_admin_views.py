@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client, TestCase
 from django.urls import reverse
 from wagtail.images import get_image_model
@@ -18,7 +19,7 @@ from wagtail.models import Collection
 
 from django_modelslab.contrib.wagtail import add_to_library
 from django_modelslab.models import GenerationRequest
-from tests.helpers import generated_image
+from tests.helpers import generated_image, png
 
 from .editors import editor
 
@@ -240,3 +241,39 @@ def test_add_permission_is_per_collection(root, generated):
     assert get_image_model().objects.get().collection == generated
     form = client.get(GENERATE).content.decode()
     assert json.dumps(generated.name)[1:-1] in form and ">Root<" not in form
+
+
+def replace_file(client: Client, image, data: bytes) -> None:
+    """Upload a new file for ``image`` on Wagtail's edit page, as an editor does."""
+    upload = SimpleUploadedFile("replacement.png", data, content_type="image/png")
+    edit = reverse("wagtailimages:edit", args=(image.pk,))
+    fields = {"title": image.title, "collection": str(image.collection_id), "file": upload}
+    response = client.post(edit, fields)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    image.refresh_from_db()
+
+
+def test_replacing_the_file_keeps_the_file_a_generation_uses(root):
+    user = editor("ed")
+    client = client_for(user)
+    generated = generated_image("a harbour crane replaced in the edit form", seed=4501)
+    library = add_to_library(generated, collection=root, user=user)
+    shared = library.file.name
+    assert shared == generated.image.name
+
+    replace_file(client, library, png((40, 30), (10, 200, 30)))
+    assert library.file.name != shared
+    assert library.file.storage.exists(shared)  # the generated image still has its file
+    assert generated.image.storage.exists(generated.image.name)
+
+
+def test_replacing_a_file_nothing_else_uses_deletes_it_as_wagtail_does(root):
+    user = editor("ed")
+    client = client_for(user)
+    generated = generated_image("a harbour crane whose generation is gone", seed=4502)
+    library = add_to_library(generated, collection=root, user=user)
+    shared = library.file.name
+    generated.request.delete()  # the library image is the file's last user
+
+    replace_file(client, library, png((40, 30), (200, 10, 30)))
+    assert not library.file.storage.exists(shared)

@@ -108,10 +108,14 @@ def same_storage(a: Storage, b: Storage) -> bool:
     return type(a) is type(b) and a.deconstruct() == b.deconstruct()  # type: ignore[attr-defined]
 
 
-def file_in_use(name: str, storage: Storage) -> bool:
-    """Whether a generation row, or a library image, names the file ``name`` of ``storage``."""
+def file_in_use(name: str, storage: Storage, *, besides: Any = None) -> bool:
+    """Whether a generation row, or a library image (other than ``besides``), names the file
+    ``name`` of ``storage``."""
     image_model = get_image_model()
-    if image_model._default_manager.filter(file=name).exists():
+    images = image_model._default_manager.filter(file=name)
+    if besides is not None:
+        images = images.exclude(pk=besides.pk)
+    if images.exists():
         return True
     ours = GeneratedImage._meta.get_field("image").storage
     if not same_storage(storage, ours):

@@ -44,7 +44,7 @@ from django_modelslab.contention import StillLocked, retry_when_locked
 from django_modelslab.exceptions import ModelsLabError
 from django_modelslab.models import GeneratedImage, GenerationRequest
 
-from .library import add_to_library
+from .library import add_to_library, file_in_use
 from .models import LibraryImage
 from .permissions import add_collections, may_generate
 
@@ -269,6 +269,16 @@ class GenerateEditView(EditView):
             url = reverse("modelslab_wagtail:regenerate", args=(self.object.pk,))
             buttons.append(HeaderButton(gettext("Regenerate"), url=url, icon_name="rotate"))
         return buttons
+
+    def save_instance(self) -> Any:
+        """Save; a replaced file that a generation (or another library image) still names is
+        kept. Wagtail's image form deletes the replaced file itself (``BaseImageForm.save``,
+        not through the delete signal), so it is told there is no original to delete."""
+        original = self.form.original_file
+        replaced = original and "file" in self.form.changed_data
+        if replaced and file_in_use(original.name, original.storage, besides=self.object):
+            self.form.original_file = None
+        return super().save_instance()
 
 
 class RegenerateView(WagtailAdminTemplateMixin, TemplateView):
