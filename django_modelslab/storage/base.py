@@ -16,6 +16,10 @@ from ..conf import get_setting
 #: Files are read, hashed and copied in pieces of this size.
 CHUNK = 64 * 1024
 
+#: Files deleted per batch: S3's ``delete_objects`` takes at most 1000 keys, and names are
+#: handed to ``still_wanted`` (one query per file field) this many at a time.
+DELETE_BATCH = 1000
+
 #: ``still_wanted(names)``: which of ``names`` a row references now (they are kept).
 WantedCheck = Callable[[Sequence[str]], Collection[str]]
 
@@ -112,7 +116,23 @@ class ContentAddressedStorageMixin:
         self, names: Iterable[str], *, before: float, still_wanted: WantedCheck
     ) -> Deleted:
         """Delete those of ``names`` not modified since ``before`` (epoch seconds) and not
-        ``still_wanted``, checked as late as the backend allows (see docs/deleting.md)."""
+        ``still_wanted``, checked as late as the backend allows (see docs/deleting.md), in
+        batches of :data:`DELETE_BATCH`."""
+        result = Deleted()
+        batch: list[str] = []
+        for name in names:
+            batch.append(name)
+            if len(batch) == DELETE_BATCH:
+                self._delete_batch(batch, before, still_wanted, result)
+                batch = []
+        if batch:
+            self._delete_batch(batch, before, still_wanted, result)
+        return result
+
+    def _delete_batch(
+        self, names: list[str], before: float, still_wanted: WantedCheck, result: Deleted
+    ) -> None:
+        """Delete one batch of :meth:`delete_stale`, adding what happened to ``result``."""
         raise NotImplementedError(f"{type(self).__name__} cannot delete stale files")
 
     def digest(self, name: str) -> tuple[str, int]:

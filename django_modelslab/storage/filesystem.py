@@ -8,15 +8,12 @@ import os
 import secrets
 import stat
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage
 
 from .base import ContentAddressedStorageMixin, Deleted, StoredFile, WantedCheck, refresh_age
-
-#: Names are handed to ``still_wanted`` (one query per file field) this many at a time.
-DELETE_BATCH = 1000
 
 
 class ContentAddressedFileSystemStorage(ContentAddressedStorageMixin, FileSystemStorage):
@@ -87,29 +84,15 @@ class ContentAddressedFileSystemStorage(ContentAddressedStorageMixin, FileSystem
                     name = os.path.relpath(full_path, self.location).replace(os.sep, "/")
                     yield StoredFile(name, info.st_size, info.st_mtime)
 
-    def delete_stale(
-        self, names: Iterable[str], *, before: float, still_wanted: WantedCheck
-    ) -> Deleted:
-        """Delete those of ``names`` modified before ``before`` and not ``still_wanted``.
+    def _delete_batch(
+        self, names: list[str], before: float, still_wanted: WantedCheck, result: Deleted
+    ) -> None:
+        """One batch of :meth:`delete_stale`.
 
         Each file is first renamed aside (atomic): from then on a store reusing it finds
         nothing and writes it again. The aside file's modification time and then the
         references are checked; a file refreshed or referenced meanwhile is put back.
         """
-        result = Deleted()
-        batch: list[str] = []
-        for name in names:
-            batch.append(name)
-            if len(batch) == DELETE_BATCH:
-                self._delete_batch(batch, before, still_wanted, result)
-                batch = []
-        if batch:
-            self._delete_batch(batch, before, still_wanted, result)
-        return result
-
-    def _delete_batch(
-        self, names: list[str], before: float, still_wanted: WantedCheck, result: Deleted
-    ) -> None:
         aside: dict[str, tuple[str, StoredFile]] = {}
         try:
             for name in names:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from boto3.s3.transfer import TransferConfig
@@ -30,8 +30,6 @@ from .base import (
 )
 from .content import VerifiedImage
 
-#: ``delete_objects`` takes at most this many keys per call (S3's limit).
-DELETE_BATCH = 1000
 #: Headers a copy in place (a refresh) keeps from the object.
 _KEPT_HEADERS = (
     "ContentType",
@@ -233,29 +231,15 @@ class ContentAddressedS3Storage(ContentAddressedStorageMixin, S3Storage):
                     self._name_of(entry["Key"]), entry["Size"], entry["LastModified"].timestamp()
                 )
 
-    def delete_stale(
-        self, names: Iterable[str], *, before: float, still_wanted: WantedCheck
-    ) -> Deleted:
-        """Delete those of ``names`` modified before ``before`` and not ``still_wanted``.
+    def _delete_batch(
+        self, names: list[str], before: float, still_wanted: WantedCheck, result: Deleted
+    ) -> None:
+        """One batch of :meth:`delete_stale`.
 
         In batches of up to 1000: each object is HEADed again (a store reusing it since the
         listing refreshed its ``LastModified``: kept), then the references are checked, then
         one ``delete_objects``; S3's per-key errors are reported in ``errors``.
         """
-        result = Deleted()
-        batch: list[str] = []
-        for name in names:
-            batch.append(name)
-            if len(batch) == DELETE_BATCH:
-                self._delete_batch(batch, before, still_wanted, result)
-                batch = []
-        if batch:
-            self._delete_batch(batch, before, still_wanted, result)
-        return result
-
-    def _delete_batch(
-        self, names: list[str], before: float, still_wanted: WantedCheck, result: Deleted
-    ) -> None:
         client = self.connection.meta.client
         stale: dict[str, StoredFile] = {}
         for name in names:
