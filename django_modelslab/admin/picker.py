@@ -136,10 +136,15 @@ def generate_view(request: HttpRequest) -> JsonResponse:
     """``POST picker/generate/``: save a request and start it through the pipeline."""
     if not can_generate(request):
         return forbidden()
-    form = GenerateForm(request.POST)
+    return submit_form(request, GenerateForm(request.POST))
+
+
+def submit_form(request: HttpRequest, form: forms.ModelForm[GenerationRequest]) -> JsonResponse:
+    """Save ``form``'s request for the signed-in user and submit it: 201 with its progress,
+    or 400 with the form's (or the pipeline's) errors."""
     if not form.is_valid():
         return JsonResponse({"errors": form.errors.get_json_data()}, status=400)
-    generation: GenerationRequest = form.save(commit=False)
+    generation = form.save(commit=False)
     generation.requested_by = request.user  # type: ignore[assignment]  # signed in: the admin
     try:
         generation = retry_when_locked(partial(pipeline.submit, generation))

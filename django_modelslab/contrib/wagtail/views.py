@@ -156,15 +156,7 @@ def start_view(request: HttpRequest) -> JsonResponse:
         return JsonResponse(
             {"detail": gettext("You may not generate images into this collection.")}, status=403
         )
-    if not form.is_valid():
-        return JsonResponse({"errors": form.errors.get_json_data()}, status=400)
-    generation: GenerationRequest = form.save(commit=False)
-    generation.requested_by = request.user  # type: ignore[assignment]  # signed in: the admin
-    try:
-        generation = retry_when_locked(partial(pipeline.submit, generation))
-    except (ModelsLabError, StillLocked) as exc:
-        return JsonResponse({"errors": {"__all__": [{"message": str(exc)}]}}, status=400)
-    return JsonResponse(picker.generation_json(generation), status=201)
+    return picker.submit_form(request, form)
 
 
 @require_GET
