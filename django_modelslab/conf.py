@@ -341,7 +341,7 @@ SETTINGS: dict[str, Setting] = {
     # admin's (and, with API_ESTIMATED_COUNT, the API's) page counts are that estimate
     # instead of a COUNT(*); None: always count.
     "ESTIMATED_COUNT_ABOVE": Setting(
-        100_000,
+        10_000,
         rule(
             "django_modelslab.E024",
             lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0),

@@ -30,13 +30,14 @@ from ..contention import StillLocked, retry_when_locked
 from ..models import GeneratedImage
 from . import html, picker
 from .actions import can_generate
-from .scale import ModelIdFilter, ScaleMixin
+from .scale import FormatFilter, ModelIdFilter, ScaleMixin
 
 
 class GeneratedImageAdmin(ScaleMixin, admin.ModelAdmin):
     """A gallery of every stored image: previews, filters, search by prompt, choose."""
 
     change_form_template = "django_modelslab/admin/generatedimage/change_form.html"
+    change_list_template = "django_modelslab/admin/generatedimage/change_list.html"
     list_display = (
         "preview",
         "id",
@@ -54,7 +55,7 @@ class GeneratedImageAdmin(ScaleMixin, admin.ModelAdmin):
     list_display_links = ("preview", "id")
     list_filter = (
         ("request__model_id", ModelIdFilter),
-        "format",
+        ("format", FormatFilter),
         "created_at",
         "chosen",
         "superseded",

@@ -157,6 +157,7 @@ class GenerationRequestAdmin(ScaleMixin, admin.ModelAdmin):
     list_filter = ("status", "kind", "api_version", ("model_id", ModelIdFilter), "created_at")
     search_fields = ("prompt", "negative_prompt", "provider_id", "track_id")
     date_hierarchy = "created_at"
+    list_per_page = 50  # as the images' list: each row renders a badge, thumbnails and a cost
     actions = ("generate", "regenerate", "regenerate_keep_seed")
     inlines = (GeneratedImageInline,)
     raw_id_fields = ("init_from",)

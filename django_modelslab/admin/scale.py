@@ -9,6 +9,7 @@ from django.contrib import admin
 from django.db import connection
 
 from ..counts import EstimatedCountPaginator
+from ..imaging.verify import FORMATS
 from ..models import GenerationRequest
 
 #: PostgreSQL: the distinct model ids by a loose index scan on modelslab_req_model_new (one
@@ -41,6 +42,15 @@ class ModelIdFilter(admin.AllValuesFieldListFilter):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.lookup_choices = model_ids()  # type: ignore[assignment]  # a list is iterated alike
+
+
+class FormatFilter(admin.AllValuesFieldListFilter):
+    """An image's ``format``: the choices are the formats the pipeline stores, not a
+    ``DISTINCT`` over every image."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lookup_choices = sorted(FORMATS)  # type: ignore[assignment]
 
 
 class ScaleMixin:
