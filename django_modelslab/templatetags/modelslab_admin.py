@@ -90,4 +90,4 @@ class _ChangeList:
 @register.inclusion_tag("admin/date_hierarchy.html")
 def modelslab_date_hierarchy(cl: Any) -> dict[str, Any] | None:
     """Django's ``date_hierarchy``, its periods from the table's first and last date."""
-    return date_hierarchy(_ChangeList(cl))
+    return date_hierarchy(_ChangeList(cl))  # type: ignore[arg-type]  # the attributes it reads
