@@ -121,10 +121,11 @@ def insert(requests: int) -> None:
                 30, 7.5, (i::bigint * 7919) % 4294967295, '{{}}', CASE WHEN r.v < 0.9 THEN 'v6'
                 ELSE 'v7' END, '', '', '[]',
                 {first_user} + floor(power(r.u, 3) * {USERS})::int,
-                CASE WHEN i > {requests} - 200 AND r.s < 0.5 THEN 'processing'
-                     WHEN r.s < 0.85 THEN 'succeeded' WHEN r.s < 0.93 THEN 'failed'
-                     WHEN r.s < 0.97 THEN 'refused' WHEN r.s < 0.985 THEN 'pending'
-                     ELSE 'queued' END,
+                CASE WHEN i > {requests} - 2000 AND r.s < 0.05 THEN 'pending'
+                     WHEN i > {requests} - 2000 AND r.s < 0.10 THEN 'queued'
+                     WHEN i > {requests} - 2000 AND r.s < 0.15 THEN 'processing'
+                     WHEN r.s < 0.88 THEN 'succeeded' WHEN r.s < 0.96 THEN 'failed'
+                     ELSE 'refused' END,
                 '', 1, 'p' || i, 't' || i, '[]', '[]', true, false, '', '[]',
                 0.0047, 'provider', md5(i::text), '', t.at, t.at + interval '20 seconds',
                 t.at, t.at + interval '1 second', t.at + interval '20 seconds'
