@@ -17,7 +17,8 @@ VENVDEMO := .venv-demo
 VENVWAGTAIL := .venv-demo-wagtail
 
 PG_TESTS := tests/test_workers.py tests/test_pipeline.py tests/test_webhooks.py tests/test_renditions.py \
-	tests/test_regenerate_images.py tests/test_api.py tests/test_api_schema.py
+	tests/test_regenerate_images.py tests/test_api.py tests/test_api_schema.py \
+	tests/test_scale.py
 
 .PHONY: help demo demo-wagtail test test-dj52 test-dj61 test-pg lint migrations-check docs bench clean \
 	system-deps faults package-check

@@ -337,6 +337,24 @@ SETTINGS: dict[str, Setting] = {
             "False (the default): any authenticated user may generate through the API.",
         ),
     ),
+    # Lists at scale (docs/scaling.md): above this many rows by PostgreSQL's estimate, the
+    # admin's (and, with API_ESTIMATED_COUNT, the API's) page counts are that estimate
+    # instead of a COUNT(*); None: always count.
+    "ESTIMATED_COUNT_ABOVE": Setting(
+        10_000,
+        rule(
+            "django_modelslab.E024",
+            lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+            "must be a whole number >= 0 or None, got {value!r}",
+        ),
+    ),
+    "API_ESTIMATED_COUNT": Setting(
+        False,
+        flag(
+            "django_modelslab.E025",
+            "False (the default): the API's count is exact; True: estimated on large tables.",
+        ),
+    ),
     # Dotted path to ``hook(user, generation) -> None | bool | str``; False or a message
     # refuses the generation with HTTP 429 (see docs/api.md).
     "BUDGET_HOOK": Setting(

@@ -219,6 +219,10 @@ class GenerationRequest(models.Model):
             models.Index(fields=["track_id"], name="modelslab_req_track_id"),
             models.Index(fields=["regeneration_batch"], name="modelslab_req_batch"),
             models.Index(fields=["requested_by", "created_at"], name="modelslab_req_user_day"),
+            # Lists at scale (docs/scaling.md): newest first, whole or by status or model.
+            models.Index(fields=["-created_at", "-id"], name="modelslab_req_new"),
+            models.Index(fields=["status", "-created_at", "-id"], name="modelslab_req_status_new"),
+            models.Index(fields=["model_id", "-created_at", "-id"], name="modelslab_req_model_new"),
         ]
         permissions = [("generate_images", _("Can generate and regenerate images"))]
 
@@ -373,7 +377,11 @@ class GeneratedImage(models.Model):
         ordering = ("request", "attempt", "position")
         verbose_name = _("generated image")
         verbose_name_plural = _("generated images")
-        indexes = [models.Index(fields=["sha256"], name="modelslab_img_sha256")]
+        indexes = [
+            models.Index(fields=["sha256"], name="modelslab_img_sha256"),
+            # The admin's and the API's image lists: newest first (docs/scaling.md).
+            models.Index(fields=["-created_at", "-id"], name="modelslab_img_new"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["request", "attempt", "position"], name="modelslab_img_unique_output"

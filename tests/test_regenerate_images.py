@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from django_modelslab import pipeline
@@ -144,6 +146,28 @@ def test_dry_run_cuts_long_prompts_with_an_ellipsis(emulator):
     make(1, prompt=prompt)
 
     assert f" {prompt[:49]}…\n" in regenerate_images("--dry-run")
+
+
+def test_limit_takes_the_oldest_by_date_and_the_stale_check_reads_only_the_selection(
+    emulator, settings
+):
+    first, second = make(2)
+    # Ids and dates disagree (an import, a restored backup): the date decides.
+    GenerationRequest.objects.filter(pk=second.pk).update(
+        created_at=timezone.now() - timedelta(days=3)
+    )
+    stuck = make(1)[0]
+    GenerationRequest.objects.filter(pk=stuck.pk).update(
+        status=GenerationRequest.Status.QUEUED, updated_at=timezone.now() - timedelta(days=1)
+    )
+
+    with CaptureQueriesContext(connection) as queries:
+        out = regenerate_images("--dry-run", "--limit", "1")
+
+    assert f"#{second.pk} " in out and f"#{first.pk} " not in out
+    stale_checks = [q["sql"] for q in queries.captured_queries if "'queued'" in q["sql"]]
+    # The stale check asks about the selected request only, not the site's stuck one.
+    assert stale_checks and all(f'"id" IN ({second.pk})' in sql for sql in stale_checks)
 
 
 def test_filters(emulator):

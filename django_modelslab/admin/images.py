@@ -30,12 +30,14 @@ from ..contention import StillLocked, retry_when_locked
 from ..models import GeneratedImage
 from . import html, picker
 from .actions import can_generate
+from .scale import FormatFilter, ModelIdFilter, ScaleMixin
 
 
-class GeneratedImageAdmin(admin.ModelAdmin):
+class GeneratedImageAdmin(ScaleMixin, admin.ModelAdmin):
     """A gallery of every stored image: previews, filters, search by prompt, choose."""
 
     change_form_template = "django_modelslab/admin/generatedimage/change_form.html"
+    change_list_template = "django_modelslab/admin/generatedimage/change_list.html"
     list_display = (
         "preview",
         "id",
@@ -51,10 +53,20 @@ class GeneratedImageAdmin(admin.ModelAdmin):
         "created_at",
     )
     list_display_links = ("preview", "id")
-    list_filter = ("request__model_id", "format", "created_at", "chosen", "superseded", "nsfw")
+    list_filter = (
+        ("request__model_id", ModelIdFilter),
+        ("format", FormatFilter),
+        "created_at",
+        "chosen",
+        "superseded",
+        "nsfw",
+    )
     search_fields = ("request__prompt",)
     list_select_related = ("request",)
     list_per_page = 50
+    #: Newest first, by the image's own date (the model's order follows the request's and
+    #: sorts every row of a large table through a join).
+    ordering = ("-created_at", "-pk")
     date_hierarchy = "created_at"
     actions = ("choose",)
     fields = (

@@ -28,6 +28,7 @@ from ..models import GeneratedImage, GenerationRequest
 from . import html
 from .actions import SHOWN_FIELD, StartedSinceShown, can_generate, shown_at, start, started_since
 from .costs import costs_page
+from .scale import ModelIdFilter, ScaleMixin
 
 if TYPE_CHECKING:
     from django.contrib.admin.options import _FieldsetSpec
@@ -138,7 +139,7 @@ class GeneratedImageInline(admin.TabularInline):
         )
 
 
-class GenerationRequestAdmin(admin.ModelAdmin):
+class GenerationRequestAdmin(ScaleMixin, admin.ModelAdmin):
     form = GenerationRequestAdminForm
     change_form_template = "django_modelslab/admin/generationrequest/change_form.html"
     change_list_template = "django_modelslab/admin/generationrequest/change_list.html"
@@ -153,9 +154,10 @@ class GenerationRequestAdmin(admin.ModelAdmin):
         "created_at",
     )
     list_display_links = ("id", "short_prompt")
-    list_filter = ("status", "kind", "api_version", "model_id", "created_at")
+    list_filter = ("status", "kind", "api_version", ("model_id", ModelIdFilter), "created_at")
     search_fields = ("prompt", "negative_prompt", "provider_id", "track_id")
     date_hierarchy = "created_at"
+    list_per_page = 50  # as the images' list: each row renders a badge, thumbnails and a cost
     actions = ("generate", "regenerate", "regenerate_keep_seed")
     inlines = (GeneratedImageInline,)
     raw_id_fields = ("init_from",)

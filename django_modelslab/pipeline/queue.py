@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from functools import partial
 
@@ -177,13 +178,18 @@ def sweep_stale(*, now: datetime | None = None) -> list[int]:
     return requeued
 
 
-def stale_requests(*, now: datetime | None = None) -> list[GenerationRequest]:
-    """Requests queued or processing with no progress for STALE_AFTER s past their eta."""
+def stale_requests(
+    *, now: datetime | None = None, among: Collection[int] | None = None
+) -> list[GenerationRequest]:
+    """Requests queued or processing with no progress for STALE_AFTER s past their eta
+    (``among``: only those of these ids)."""
     now = now or timezone.now()
     limit = now - timedelta(seconds=get_setting("STALE_AFTER"))
     candidates = GenerationRequest.objects.filter(
         status__in=(Status.QUEUED, Status.PROCESSING), updated_at__lt=limit
     )
+    if among is not None:
+        candidates = candidates.filter(pk__in=among)
     return [r for r in candidates if r.updated_at + timedelta(seconds=r.eta or 0) < limit]
 
 
