@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .faults import Fault
-from .routes import match_route
+from .routes import Route, match_route
 from .validation import ValidationError, blank, load_inputs
 
 logger = logging.getLogger("django_modelslab.testing")
@@ -168,6 +168,23 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(404, {"status": "error", "message": "Not found."})
         route, match = found
         fault = self.emu._begin(route.name, route.kind, body, self.headers)
+        if route.kind == "generate" and fault is None:
+            fault = self.emu._admit()  # max_queued_jobs: 429 when the account's queue is full
+            if fault is None:
+                try:
+                    return self._answer(route, match, body, problem, fault)
+                finally:
+                    self.emu._leave()
+        return self._answer(route, match, body, problem, fault)
+
+    def _answer(
+        self,
+        route: Route,
+        match: re.Match[str],
+        body: dict[str, Any] | None,
+        problem: str | None,
+        fault: Fault | None,
+    ) -> None:
         if route.kind == "generate" and self.emu.latency > 0:
             if fault is None:  # the job's own work (drawing its images) is part of the latency
                 self._answer_at = time.monotonic() + float(self.emu.latency)
