@@ -24,6 +24,7 @@ from django_modelslab.models import GenerationRequest, ProviderSlot
 from django_modelslab.pipeline.slots import SiteSlots
 
 from .helpers import configure, new_request, process_env
+from .test_async_pipeline import arun
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -117,6 +118,23 @@ def test_a_slot_wait_that_times_out_fails_the_attempt_without_sending_it(emulato
     assert emulator.calls["text2img"] == 0
     assert request.track_id == ""  # nothing sent: submitting it again is safe
     assert pipeline.run(pipeline.submit(request).pk).status == Status.SUCCEEDED
+
+
+def test_arun_waits_for_a_site_slot_too(emulator, settings):
+    configure(settings, MAX_CONCURRENT_JOBS=1, SLOT_WAIT_TIMEOUT=0.3)
+    other = SiteSlots(1)
+    other.acquire()
+    try:
+        request = arun(pipeline.submit(new_request(PROMPT, seed=3), enqueue=False))
+    finally:
+        other.release()
+    assert request.status == Status.FAILED
+    assert "SLOT_WAIT_TIMEOUT" in request.error
+    assert emulator.calls["text2img"] == 0
+
+    request = arun(pipeline.submit(request, enqueue=False))
+    assert request.status == Status.SUCCEEDED, request.error
+    assert not ProviderSlot.objects.exists()
 
 
 @postgres_only

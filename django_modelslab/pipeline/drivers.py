@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.db import connection
 
 from ..client import AsyncModelsLabClient, ModelsLabClient, ProviderResponse
 from ..conf import get_settings
@@ -123,6 +124,8 @@ async def adrive(steps: OpGenerator[T], *, client: AsyncModelsLabClient | None =
     """
     advance = sync_to_async(_advance, thread_sensitive=True)
     own = client is None
+    site = await sync_to_async(site_slots, thread_sensitive=True)()
+    site_held = False
     try:
         done, value = await advance(steps, None, None)
         while not done:
@@ -135,7 +138,14 @@ async def adrive(steps: OpGenerator[T], *, client: AsyncModelsLabClient | None =
                     result = await asyncio.to_thread(copy_outputs, op)
                 else:
                     client = client or build_async_client()
-                    result = await aperform(client, op)
+                    if site is not None and not site_held and isinstance(op, Generate):
+                        site_held = await asyncio.to_thread(_closing, site.acquire)
+                    try:
+                        result = await aperform(client, op)
+                    finally:
+                        if site_held and not (result is not None and result.processing):
+                            await asyncio.to_thread(_closing, site.release)
+                            site_held = False
             except Exception as exc:
                 done, value = await advance(steps, None, exc)
             except BaseException:  # cancelled: the request is left as a killed worker leaves it
@@ -145,8 +155,18 @@ async def adrive(steps: OpGenerator[T], *, client: AsyncModelsLabClient | None =
                 done, value = await advance(steps, result, None)
         return value  # type: ignore[no-any-return]
     finally:
+        if site_held:
+            await asyncio.to_thread(_closing, site.release)  # type: ignore[union-attr]
         if own and client is not None:
             await client.aclose()
+
+
+def _closing(call: Callable[[], Any]) -> Any:
+    """``call()`` on a thread of its own (a site slot's look), closing its connection after."""
+    try:
+        return call()
+    finally:
+        connection.close()
 
 
 def _advance(steps: OpGenerator[Any], value: Any, error: BaseException | None) -> tuple[bool, Any]:
