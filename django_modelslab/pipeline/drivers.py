@@ -144,7 +144,7 @@ async def adrive(steps: OpGenerator[T], *, client: AsyncModelsLabClient | None =
                         result = await aperform(client, op)
                     finally:
                         if site_held and not (result is not None and result.processing):
-                            await asyncio.to_thread(_closing, site.release)
+                            await asyncio.to_thread(_closing, site.release)  # type: ignore[union-attr]
                             site_held = False
             except Exception as exc:
                 done, value = await advance(steps, None, exc)

@@ -115,8 +115,8 @@ class SiteSlots:
             if connection.vendor == "postgresql":
                 with connection.cursor() as cursor:
                     cursor.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
-            mine = ProviderSlot.objects.filter(pk=self.slot_id, held=False)
-            if self.slot_id is None or not mine.update(
+            waiting = ProviderSlot.objects.filter(held=False)
+            if self.slot_id is None or not waiting.filter(pk=self.slot_id).update(
                 expires_at=now + timedelta(seconds=WAITER_EXPIRY)
             ):  # new in line, or out of it after a pause longer than WAITER_EXPIRY: (re)join
                 self.slot_id = ProviderSlot.objects.create(
@@ -139,10 +139,13 @@ class SiteSlots:
 
     def _renew(self) -> None:
         """Extend the lease every third of it until released (a thread of its own)."""
+        held = ProviderSlot.objects.filter(held=True)
+        slot_id = self.slot_id
+        assert slot_id is not None
         try:
             while not self._stop.wait(self.lease / 3):
                 try:
-                    ProviderSlot.objects.filter(pk=self.slot_id, held=True).update(
+                    held.filter(pk=slot_id).update(
                         expires_at=timezone.now() + timedelta(seconds=self.lease)
                     )
                 except DatabaseError:

@@ -205,9 +205,9 @@ class Handler(BaseHTTPRequestHandler):
                 inputs = load_inputs(params, self.emu.input_hosts)
             except ValidationError as exc:
                 return self._error(400, str(exc))
-            problem = self.emu._model_problem(params)
-            if problem is not None:
-                code, message = problem
+            refusal = self.emu._model_problem(params)
+            if refusal is not None:
+                code, message = refusal
                 if code >= 500:
                     return self._json(code, {"status": "error", "message": message})
                 return self._error(code, message)
