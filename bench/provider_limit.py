@@ -69,6 +69,25 @@ def create_database() -> None:
         conn.execute(f"CREATE DATABASE {DB_NAME}")
 
 
+def bare_calls(base_url: str) -> float:
+    """The baseline: N bare generate calls, LIMIT threads at once, nothing else (no Django
+    work, no database, no copies): what the emulator and client alone take on this machine."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django_modelslab.client import ModelsLabClient
+
+    def call(n: int) -> None:
+        params = {"model_id": "flux", "prompt": f"bare {n}", "width": 256, "height": 256}
+        with ModelsLabClient(api_key="bench", base_url=base_url) as client:
+            client.generate("text2img", {**params, "seed": n}, api_version="v6")
+
+    httpx.post(control(base_url, "reset"), json={}, timeout=5).raise_for_status()
+    with ThreadPoolExecutor(min(LIMIT, WORKERS)) as pool:
+        started = time.perf_counter()
+        list(pool.map(call, range(N)))
+        return time.perf_counter() - started
+
+
 def wait_for_workers(tag: str) -> None:
     """Warm up: 2 x WORKERS requests, until every worker has taken one and all are done."""
     from django_tasks_db.models import DBTaskResult
@@ -182,6 +201,7 @@ def main() -> int:
                 f"{N} requests, {WORKERS} db_worker processes, the emulator taking {LIMIT} jobs "
                 f"at once, {LATENCY} s each (python {sys.version.split()[0]}, PostgreSQL)"
             )
+            bare = bare_calls(base_url)
             with_limit = run(base_url, env, LIMIT)
             without = run(base_url, env, None)
     finally:
@@ -189,6 +209,10 @@ def main() -> int:
         emulator.wait(timeout=10)
     ideal = with_limit["ideal"]
     print(f"ideal = {N} / min({LIMIT}, {WORKERS}) x {LATENCY} s = {ideal:.1f} s")
+    print(
+        f"  baseline, bare generate calls ({min(LIMIT, WORKERS)} threads): {bare:.1f} s = "
+        f"{bare / ideal:.3f}x ideal"
+    )
     for name, figures in (
         (f"MAX_CONCURRENT_JOBS = {LIMIT}", with_limit),
         ("no limit (comparison)", without),
@@ -196,7 +220,8 @@ def main() -> int:
         print(
             f"  {name}: {figures['wall']:.1f} s = {figures['wall'] / ideal:.3f}x ideal, "
             f"{figures['queue_full']} answers 429, {figures['calls']} generate calls, "
-            f"{figures['succeeded']}/{N} succeeded, {figures['failed']} failed"
+            f"{figures['succeeded']}/{N} succeeded, {figures['failed']} failed; "
+            f"{figures['wall'] / bare:.3f}x the baseline"
         )
     ratio = with_limit["wall"] / ideal
     met = ratio <= TARGET and with_limit["queue_full"] == 0 and with_limit["failed"] == 0
