@@ -22,6 +22,7 @@ from django_modelslab import pipeline
 from django_modelslab.exceptions import SlotWaitTimedOut
 from django_modelslab.models import GenerationRequest, ProviderSlot
 from django_modelslab.pipeline.slots import SiteSlots
+from django_modelslab.testing import Fault
 
 from .helpers import configure, new_request, process_env
 from .test_async_pipeline import arun
@@ -45,30 +46,24 @@ def text2img(emulator, seed: int) -> int:
 
 
 def test_emulator_answers_429_past_its_queued_job_limit(emulator):
-    emulator.configure(max_queued_jobs=2, latency=0.5)
-    answers: list[int] = []
-    threads = [
-        threading.Thread(target=lambda n=n: answers.append(text2img(emulator, n))) for n in range(4)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    emulator.configure(max_queued_jobs=2, mode="processing")
+    emulator.add_fault("text2img", Fault.never_finish(), times=2)  # two jobs stay queued
+    assert [text2img(emulator, n) for n in range(2)] == [200, 200]
 
-    assert sorted(answers) == [200, 200, 429, 429]
-    assert emulator.calls["queue_full"] == 2
-    assert text2img(emulator, 9) == 200  # the two jobs are over: room again
+    assert text2img(emulator, 3) == 429  # the account's queue is full
+    assert emulator.calls["queue_full"] == 1
+    for job in emulator.jobs.values():
+        job.succeed()  # ModelsLab finishes them
+    assert text2img(emulator, 4) == 200
     assert emulator.config()["max_queued_jobs"] == 2
 
 
 def test_emulator_429_has_modelslabs_shape(emulator):
-    emulator.configure(max_queued_jobs=1, latency=0.5)
-    first = threading.Thread(target=text2img, args=(emulator, 1))
-    first.start()
-    time.sleep(0.2)
+    emulator.configure(max_queued_jobs=1, mode="processing")
+    emulator.add_fault("text2img", Fault.never_finish())
+    assert text2img(emulator, 1) == 200
     body = {"key": "k", "prompt": PROMPT, "model_id": "flux", "width": 256, "height": 256}
     answer = httpx.post(f"{emulator.base_url}/v6/images/text2img", json=body, timeout=10)
-    first.join()
     assert answer.status_code == 429
     assert answer.json() == {
         "status": "error",
@@ -230,6 +225,7 @@ HOLD_A_SLOT = """
 import django, sys, time
 django.setup()
 from django_modelslab.pipeline.slots import SiteSlots
+from django_modelslab.testing import Fault
 SiteSlots(1, lease=2).acquire()
 print("held", flush=True)
 time.sleep(600)

@@ -370,9 +370,10 @@ class Emulator:
         """A generate call's place in the account's queue, or the 429 ModelsLab answers when
         ``max_queued_jobs`` jobs are already queued (calls being answered, and jobs still
         processing within their ``eta``); counted as ``calls["queue_full"]``."""
-        if self.max_queued_jobs is None:
-            return None
         with self._lock:
+            if self.max_queued_jobs is None:
+                self._in_flight += 1
+                return None
             now = time.monotonic()
             processing = sum(
                 1

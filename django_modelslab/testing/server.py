@@ -58,6 +58,12 @@ class Handler(BaseHTTPRequestHandler):
     timeout = 60  # idle keep-alive connections give their thread back
     server: Server
     _answer_at: float | None = None
+    _admitted = False  # a generate call holding a place in the account's queue
+
+    def _over(self) -> None:
+        if self._admitted:
+            self._admitted = False
+            self.emu._leave()
 
     # plumbing
     def setup(self) -> None:
@@ -82,6 +88,7 @@ class Handler(BaseHTTPRequestHandler):
         if self._answer_at is not None:  # --latency: answer no sooner than that after the call
             time.sleep(max(0.0, self._answer_at - time.monotonic()))
             self._answer_at = None
+        self._over()  # the job leaves the account's queue as the answer goes out
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
@@ -171,10 +178,11 @@ class Handler(BaseHTTPRequestHandler):
         if route.kind == "generate" and fault is None:
             fault = self.emu._admit()  # max_queued_jobs: 429 when the account's queue is full
             if fault is None:
+                self._admitted = True
                 try:
                     return self._answer(route, match, body, problem, fault)
                 finally:
-                    self.emu._leave()
+                    self._over()
         return self._answer(route, match, body, problem, fault)
 
     def _answer(
