@@ -43,7 +43,7 @@ from ..models import ProviderSlot
 logger = logging.getLogger(__name__)
 
 #: Seconds between two looks of a process waiting for a place.
-POLL = 0.05
+POLL = 0.02
 #: Seconds after which a waiter that stopped looking (its process died) loses its place.
 WAITER_EXPIRY = 5.0
 #: The PostgreSQL advisory lock that serialises the looks ("mlsl").
