@@ -16,8 +16,8 @@ VENVDEMO := .venv-demo
 # The Wagtail demo's: the same plus the wagtail extra.
 VENVWAGTAIL := .venv-demo-wagtail
 
-PG_TESTS := tests/test_workers.py tests/test_pipeline.py tests/test_webhooks.py tests/test_renditions.py \
-	tests/test_regenerate_images.py tests/test_api.py tests/test_api_schema.py \
+PG_TESTS := tests/test_workers.py tests/test_provider_slots.py tests/test_pipeline.py tests/test_webhooks.py \
+	tests/test_renditions.py tests/test_regenerate_images.py tests/test_api.py tests/test_api_schema.py \
 	tests/test_scale.py
 
 .PHONY: help demo demo-wagtail test test-dj52 test-dj61 test-pg lint migrations-check docs bench clean \

@@ -274,6 +274,19 @@ SETTINGS: dict[str, Setting] = {
     "TASK_BACKEND": Setting("default"),  # alias in settings.TASKS
     "STALE_AFTER": Setting(300.0, POSITIVE),  # seconds without progress before one is stuck
     "MAX_ATTEMPTS": Setting(5, whole(1)),  # a stuck request picked up this often fails
+    # The account's limit of jobs at ModelsLab, shared by every process using this database
+    # (pipeline/slots.py); None: no limit here (each 429 is retried).
+    "MAX_CONCURRENT_JOBS": Setting(
+        None,
+        rule(
+            "django_modelslab.E053",
+            lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+            "must be None or a whole number >= 1, got {value!r}",
+            "Your ModelsLab plan's queued-request limit: 5, 10 or 15; None means no limit.",
+        ),
+    ),
+    "SLOT_LEASE": Setting(60.0, POSITIVE),  # seconds a dead process's slot stays taken
+    "SLOT_WAIT_TIMEOUT": Setting(600.0, POSITIVE),  # waiting longer fails the attempt
     # Webhooks: on when both are set. ModelsLab POSTs to
     # PUBLIC_BASE_URL + reverse("modelslab:webhook", secret=WEBHOOK_SECRETS[0]).
     "PUBLIC_BASE_URL": Setting(  # e.g. "https://www.example.com"

@@ -77,6 +77,13 @@ class RateLimited(ProviderError):
         self.retry_after = retry_after
 
 
+class SlotWaitTimedOut(ProviderError):
+    """No place among the account's jobs (``MAX_CONCURRENT_JOBS``) came free within
+    ``SLOT_WAIT_TIMEOUT``; nothing was sent, so the request can simply be submitted again."""
+
+    retriable = True
+
+
 class ProviderUnavailable(ProviderError):
     """A server error (5xx) that did not clear up within the retries."""
 

@@ -551,3 +551,23 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.received_at:%Y-%m-%d %H:%M:%S} {self.outcome} {self.track_id}"
+
+
+class ProviderSlot(models.Model):
+    """A place among the account's jobs at ModelsLab (``MAX_CONCURRENT_JOBS``), leased.
+
+    One row per process holding a place (``held``) or waiting for one, oldest first; a row
+    whose ``expires_at`` has passed (its process died) is deleted by the next one to look.
+    See :mod:`django_modelslab.pipeline.slots`.
+    """
+
+    holder = models.CharField(max_length=100)  # host, pid and a random part, for people
+    held = models.BooleanField(default=False)
+    expires_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "provider slot"
+
+    def __str__(self) -> str:
+        return f"{'held' if self.held else 'waiting'} by {self.holder}"

@@ -130,5 +130,7 @@ if os.environ.get("MODELSLAB_TEST_POSTGRES"):
 # emulator and media directory through these.
 if os.environ.get("MODELSLAB_TEST_BASE_URL"):
     MODELSLAB["BASE_URL"] = os.environ["MODELSLAB_TEST_BASE_URL"]
+if os.environ.get("MODELSLAB_TEST_MAX_CONCURRENT_JOBS"):
+    MODELSLAB["MAX_CONCURRENT_JOBS"] = int(os.environ["MODELSLAB_TEST_MAX_CONCURRENT_JOBS"])
 if os.environ.get("MODELSLAB_TEST_TASKS") == "db":
     TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}

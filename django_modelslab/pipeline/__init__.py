@@ -12,6 +12,7 @@ Inside, each module has one job, each importing only those listed before it:
 
 - :mod:`.record`: what is written on the rows (answers, images, the end of an attempt);
 - :mod:`.steps`: the state machine, sans-IO: generators yielding the calls they need;
+- :mod:`.slots`: places among the jobs at ModelsLab (``MAX_CONCURRENT_JOBS``, site-wide);
 - :mod:`.drivers`: perform the steps, blocking (:func:`run`) or awaited (:func:`arun`);
 - :mod:`.tasks`: the Django Tasks entry points, and :func:`~.tasks.enqueue_on_commit`;
 - :mod:`.queue`: putting requests on the queue (submit, regenerate, the stale sweep).

@@ -9,18 +9,19 @@ sync thread and each copy on a worker thread of its own.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.db import connection
 
 from ..client import AsyncModelsLabClient, ModelsLabClient, ProviderResponse
 from ..conf import get_settings
 from ..copying import CopyOutputs, copy_outputs
 from ..models import GenerationRequest
 from .record import is_recorded
+from .slots import JobSlots, site_slots
 from .steps import Fetch, Generate, OpGenerator, Sleep, T, resume_steps, run_steps
 
 #: Longest Retry-After an inline run waits for (someone's web request is waiting on it);
@@ -51,17 +52,21 @@ def drive(
     *,
     sleep: Callable[[float], None] = time.sleep,
     inline: bool = False,
-    jobs: threading.Semaphore | None = None,
+    jobs: JobSlots | None = None,
 ) -> T:
     """Run ``steps`` to the end, blocking: calls on a client from :func:`build_client`.
 
     An exception of a call (or of ``sleep``) is thrown into ``steps`` where it asked for it.
     ``jobs``: a place among the jobs at ModelsLab, held by the caller; given back as soon as
     the job is over there (an answer that is not "processing", or an error), so the images
-    are copied without it, and taken again for a later job (a fallback model's).
+    are copied without it, and taken again for a later job (a fallback model's). With
+    ``MAX_CONCURRENT_JOBS`` set, a place among the whole site's jobs (:mod:`.slots`) is taken
+    before a generate call (after ``jobs``) and given back at the same point.
     """
     client: ModelsLabClient | None = None
     held = jobs is not None
+    site = site_slots()
+    site_held = False
     try:
         op = next(steps)
         while True:
@@ -75,12 +80,18 @@ def drive(
                     client = client or build_client(inline=inline)
                     if jobs is not None and not held:
                         held = jobs.acquire()
+                    if site is not None and not site_held and isinstance(op, Generate):
+                        site_held = site.acquire()
                     try:
                         result = perform(client, op)
                     finally:
-                        if held and not (result is not None and result.processing):
-                            jobs.release()  # type: ignore[union-attr]
-                            held = False
+                        if not (result is not None and result.processing):
+                            if site_held:
+                                site.release()  # type: ignore[union-attr]
+                                site_held = False
+                            if held:
+                                jobs.release()  # type: ignore[union-attr]
+                                held = False
             except BaseException as exc:  # thrown in: the steps decide, as inline code did
                 op = steps.throw(exc)
             else:
@@ -88,6 +99,8 @@ def drive(
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
     finally:
+        if site_held:
+            site.release()  # type: ignore[union-attr]
         if held:
             jobs.release()  # type: ignore[union-attr]
         if client is not None:
@@ -111,6 +124,8 @@ async def adrive(steps: OpGenerator[T], *, client: AsyncModelsLabClient | None =
     """
     advance = sync_to_async(_advance, thread_sensitive=True)
     own = client is None
+    site = await sync_to_async(site_slots, thread_sensitive=True)()
+    site_held = False
     try:
         done, value = await advance(steps, None, None)
         while not done:
@@ -123,7 +138,14 @@ async def adrive(steps: OpGenerator[T], *, client: AsyncModelsLabClient | None =
                     result = await asyncio.to_thread(copy_outputs, op)
                 else:
                     client = client or build_async_client()
-                    result = await aperform(client, op)
+                    if site is not None and not site_held and isinstance(op, Generate):
+                        site_held = await asyncio.to_thread(_closing, site.acquire)
+                    try:
+                        result = await aperform(client, op)
+                    finally:
+                        if site_held and not (result is not None and result.processing):
+                            await asyncio.to_thread(_closing, site.release)  # type: ignore[union-attr]
+                            site_held = False
             except Exception as exc:
                 done, value = await advance(steps, None, exc)
             except BaseException:  # cancelled: the request is left as a killed worker leaves it
@@ -133,8 +155,18 @@ async def adrive(steps: OpGenerator[T], *, client: AsyncModelsLabClient | None =
                 done, value = await advance(steps, result, None)
         return value  # type: ignore[no-any-return]
     finally:
+        if site_held:
+            await asyncio.to_thread(_closing, site.release)  # type: ignore[union-attr]
         if own and client is not None:
             await client.aclose()
+
+
+def _closing(call: Callable[[], Any]) -> Any:
+    """``call()`` on a thread of its own (a site slot's look), closing its connection after."""
+    try:
+        return call()
+    finally:
+        connection.close()
 
 
 def _advance(steps: OpGenerator[Any], value: Any, error: BaseException | None) -> tuple[bool, Any]:
@@ -152,7 +184,7 @@ def run(
     *,
     sleep: Callable[[float], None] = time.sleep,
     inline: bool = False,
-    jobs: threading.Semaphore | None = None,
+    jobs: JobSlots | None = None,
 ) -> GenerationRequest:
     """Drive one request to ``succeeded``, ``failed`` or ``refused``. Safe to call twice.
 

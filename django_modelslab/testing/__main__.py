@@ -30,6 +30,12 @@ def _parser() -> argparse.ArgumentParser:
         dest="api_keys",
         help="accept only this key (repeatable); default: any key",
     )
+    parser.add_argument(
+        "--max-queued-jobs",
+        type=int,
+        default=None,
+        help="answer 429 past this many jobs at once, as ModelsLab's plans do (5, 10, 15)",
+    )
     parser.add_argument("--errors-as-200", action="store_true")
     parser.add_argument("--webhook-duplicates", type=int, default=0)
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
@@ -54,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         image_format=args.image_format,
         errors_as_200=args.errors_as_200,
         webhook_duplicates=args.webhook_duplicates,
+        max_queued_jobs=args.max_queued_jobs,
     )
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())

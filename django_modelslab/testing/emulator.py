@@ -55,8 +55,8 @@ class Emulator:
     seconds have passed), ``eta``, ``pending_fetches``, ``url_ttl``, ``api_keys``,
     ``latency``, ``image_format``, ``errors_as_200``, ``webhook_duplicates``,
     ``webhook_auto_finish``, ``report_cost``, ``answer_fields``, ``minimal_fetch``,
-    ``models``, ``failing_models``, ``nsfw_outputs`` (a prompt containing ``NSFW_TRIGGER``
-    is flagged) and ``input_hosts``.
+    ``models``, ``failing_models``, ``max_queued_jobs``, ``nsfw_outputs`` (a prompt containing
+    ``NSFW_TRIGGER`` is flagged) and ``input_hosts``.
 
     Inspect ``calls`` (Counter by route name: text2img, fetch, img2img, upscale, v7_fetch …,
     download, webhook), ``jobs`` (by provider id as a string), ``requests`` (API calls as
@@ -86,6 +86,7 @@ class Emulator:
         failing_models: dict[str, str | int] | None = None,
         nsfw_outputs: Iterable[int] | None = None,
         input_hosts: Iterable[str] = INPUT_HOSTS,
+        max_queued_jobs: int | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -107,6 +108,8 @@ class Emulator:
         self.models: set[str] | None = None
         self.failing_models: dict[str, str | int] = {}
         self.nsfw_outputs: list[int] | None = None
+        self.max_queued_jobs: int | None = None
+        self._in_flight = 0  # generate calls being answered (max_queued_jobs counts them)
         self.configure(
             api_keys=api_keys,
             mode=mode,
@@ -116,6 +119,7 @@ class Emulator:
             models=models,
             failing_models=failing_models or {},
             nsfw_outputs=nsfw_outputs,
+            max_queued_jobs=max_queued_jobs,
         )
         self._defaults = self._knobs()
 
@@ -202,6 +206,7 @@ class Emulator:
             "models": None if self.models is None else set(self.models),
             "failing_models": dict(self.failing_models),
             "nsfw_outputs": None if self.nsfw_outputs is None else list(self.nsfw_outputs),
+            "max_queued_jobs": self.max_queued_jobs,
         }
 
     def config(self) -> dict[str, Any]:
@@ -245,6 +250,10 @@ class Emulator:
                 value = {str(v) for v in value} if name == "models" else [int(v) for v in value]
             if name == "failing_models":
                 value = _failing_models(value)
+            if name == "max_queued_jobs" and value is not None:
+                if isinstance(value, bool) or int(value) < 1:
+                    raise ValueError("max_queued_jobs must be None or a whole number >= 1")
+                value = int(value)
             if name == "answer_fields":
                 value = _answer_fields(value)
             setattr(self, name, value)
@@ -355,6 +364,35 @@ class Emulator:
             if time.monotonic() - job._finished >= float(self.url_ttl):
                 return None
         return self._image(name, job, index), FORMATS[job.image_format]
+
+    # the account's queue
+    def _admit(self) -> Fault | None:
+        """A generate call's place in the account's queue, or the 429 ModelsLab answers when
+        ``max_queued_jobs`` jobs are already queued (calls being answered, and jobs still
+        processing within their ``eta``); counted as ``calls["queue_full"]``."""
+        with self._lock:
+            if self.max_queued_jobs is None:
+                self._in_flight += 1
+                return None
+            now = time.monotonic()
+            processing = sum(
+                1
+                for job in self.jobs.values()
+                if job.status == "processing" and (job.never_finish or now - job._created < job.eta)
+            )
+            if self._in_flight + processing >= self.max_queued_jobs:
+                self.calls["queue_full"] += 1
+                message = (
+                    f"Rate limit exceeded. Maximum {self.max_queued_jobs} queued requests allowed."
+                )
+                return Fault("rate_limit", status=429, message=message, retry_after=1)
+            self._in_flight += 1
+            return None
+
+    def _leave(self) -> None:
+        """A generate call admitted by :meth:`_admit` has been answered."""
+        with self._lock:
+            self._in_flight -= 1
 
     # jobs
     def _create_job(

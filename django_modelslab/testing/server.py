@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .faults import Fault
-from .routes import match_route
+from .routes import Route, match_route
 from .validation import ValidationError, blank, load_inputs
 
 logger = logging.getLogger("django_modelslab.testing")
@@ -58,6 +58,12 @@ class Handler(BaseHTTPRequestHandler):
     timeout = 60  # idle keep-alive connections give their thread back
     server: Server
     _answer_at: float | None = None
+    _admitted = False  # a generate call holding a place in the account's queue
+
+    def _over(self) -> None:
+        if self._admitted:
+            self._admitted = False
+            self.emu._leave()
 
     # plumbing
     def setup(self) -> None:
@@ -82,6 +88,7 @@ class Handler(BaseHTTPRequestHandler):
         if self._answer_at is not None:  # --latency: answer no sooner than that after the call
             time.sleep(max(0.0, self._answer_at - time.monotonic()))
             self._answer_at = None
+        self._over()  # the job leaves the account's queue as the answer goes out
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
@@ -168,6 +175,24 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(404, {"status": "error", "message": "Not found."})
         route, match = found
         fault = self.emu._begin(route.name, route.kind, body, self.headers)
+        if route.kind == "generate" and fault is None:
+            fault = self.emu._admit()  # max_queued_jobs: 429 when the account's queue is full
+            if fault is None:
+                self._admitted = True
+                try:
+                    return self._answer(route, match, body, problem, fault)
+                finally:
+                    self._over()
+        return self._answer(route, match, body, problem, fault)
+
+    def _answer(
+        self,
+        route: Route,
+        match: re.Match[str],
+        body: dict[str, Any] | None,
+        problem: str | None,
+        fault: Fault | None,
+    ) -> None:
         if route.kind == "generate" and self.emu.latency > 0:
             if fault is None:  # the job's own work (drawing its images) is part of the latency
                 self._answer_at = time.monotonic() + float(self.emu.latency)
@@ -188,9 +213,9 @@ class Handler(BaseHTTPRequestHandler):
                 inputs = load_inputs(params, self.emu.input_hosts)
             except ValidationError as exc:
                 return self._error(400, str(exc))
-            problem = self.emu._model_problem(params)
-            if problem is not None:
-                code, message = problem
+            refusal = self.emu._model_problem(params)
+            if refusal is not None:
+                code, message = refusal
                 if code >= 500:
                     return self._json(code, {"status": "error", "message": message})
                 return self._error(code, message)
