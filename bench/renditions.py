@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -29,7 +30,9 @@ TARGET = 1.3
 RUNS = 3
 
 
-def setup(workdir: Path) -> None:
+def setup(workdir: Path, apps: tuple[str, ...] = (), **more: Any) -> None:
+    """Configure Django for a bench in ``workdir`` (plus ``apps`` and ``more`` settings),
+    then migrate."""
     import django
     from django.conf import settings
 
@@ -38,6 +41,7 @@ def setup(workdir: Path) -> None:
             "django.contrib.auth",
             "django.contrib.contenttypes",
             "django_modelslab",
+            *apps,
         ],
         DATABASES={
             "default": {
@@ -50,14 +54,17 @@ def setup(workdir: Path) -> None:
         USE_TZ=True,
         MEDIA_ROOT=str(workdir / "media"),
         MEDIA_URL="/media/",
+        STATIC_URL="/static/",
         STORAGES={
             "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+            "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
             "modelslab": {"BACKEND": "django_modelslab.storage.ContentAddressedFileSystemStorage"},
         },
         TEMPLATES=[
             {"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True}
         ],
         DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
+        **more,
     )
     django.setup()
     from django.core.management import call_command

@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from renditions import IMAGES, SIDE, originals, store  # noqa: E402  (after sys.path)
+from renditions import setup as renditions_setup  # noqa: E402
 
 SPEC = "fill-240x180|format-webp"
 WAGTAIL_SPEC = "fill-{240x180,480x360} format-webp"
@@ -34,14 +35,11 @@ RUNS = 3
 
 
 def setup(workdir: Path) -> None:
-    import django
-    from django.conf import settings
-
-    settings.configure(
-        INSTALLED_APPS=[
-            "django.contrib.auth",
-            "django.contrib.contenttypes",
-            "django_modelslab",
+    renditions_setup(
+        workdir,
+        apps=(
+            # The app's Wagtail views share the Django admin widget's (django_modelslab.admin).
+            "django.contrib.admin",
             "wagtail.images",
             "wagtail.search",
             "wagtail.admin",
@@ -49,33 +47,9 @@ def setup(workdir: Path) -> None:
             "taggit",
             "modelcluster",
             "django_modelslab.contrib.wagtail",
-        ],
-        DATABASES={
-            "default": {
-                "ENGINE": "django.db.backends.sqlite3",
-                "NAME": str(workdir / "db"),
-                "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL"},
-            }
-        },
-        USE_TZ=True,
-        MEDIA_ROOT=str(workdir / "media"),
-        MEDIA_URL="/media/",
-        STATIC_URL="/static/",
-        STORAGES={
-            "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-            "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-            "modelslab": {"BACKEND": "django_modelslab.storage.ContentAddressedFileSystemStorage"},
-        },
-        TEMPLATES=[
-            {"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True}
-        ],
-        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
+        ),
         WAGTAILSEARCH_BACKENDS={"default": {"BACKEND": "wagtail.search.backends.database"}},
     )
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
 
 
 def main() -> int:
