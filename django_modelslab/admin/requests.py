@@ -155,7 +155,10 @@ class GenerationRequestAdmin(ScaleMixin, admin.ModelAdmin):
     )
     list_display_links = ("id", "short_prompt")
     list_filter = ("status", "kind", "api_version", ("model_id", ModelIdFilter), "created_at")
-    search_fields = ("prompt", "negative_prompt", "provider_id", "track_id")
+    #: Words in the prompts (PostgreSQL: the trigram indexes of migration 0012); a job or
+    #: track id is pasted whole, so it matches exactly (its B-tree index): a contains-search
+    #: on it would read every row and, in the OR, make the prompts' indexes useless.
+    search_fields = ("prompt", "negative_prompt", "provider_id__exact", "track_id__exact")
     date_hierarchy = "created_at"
     list_per_page = 50  # as the images' list: each row renders a badge, thumbnails and a cost
     actions = ("generate", "regenerate", "regenerate_keep_seed")
