@@ -44,6 +44,9 @@ MODELS = [
     "kandinsky-3",
     "rare-model",
 ]
+#: Prompt searches: in the prompts of about 300 requests in a million ("... request 4242",
+#: "... request 14242", ...), and of one request in ten ("a red lighthouse at dusk ...").
+RARE_WORD, COMMON_WORD = "4242", "lighthouse"
 
 
 def options() -> argparse.Namespace:
@@ -273,6 +276,8 @@ def main() -> int:
             page(admin, req + f"?created_at__year={a_year}"),
         ),
         ("admin requests ?p=200", page(admin, req + "?p=200")),
+        (f"admin requests ?q={RARE_WORD} (rare)", page(admin, req + f"?q={RARE_WORD}")),
+        (f"admin requests ?q={COMMON_WORD} (common)", page(admin, req + f"?q={COMMON_WORD}")),
         ("admin images", page(admin, img)),
         (
             f"admin images ?request__model_id={rare}",
@@ -283,6 +288,8 @@ def main() -> int:
         ("admin images ?chosen=1", page(admin, img + "?chosen__exact=1")),
         ("admin images ?superseded=1", page(admin, img + "?superseded__exact=1")),
         ("admin images ?nsfw=1", page(admin, img + "?nsfw__exact=1")),
+        (f"admin images ?q={RARE_WORD} (rare)", page(admin, img + f"?q={RARE_WORD}")),
+        (f"admin images ?q={COMMON_WORD} (common)", page(admin, img + f"?q={COMMON_WORD}")),
         ("api generations (superuser)", page(admin, api + "generations/")),
         ("api generations ?status=failed", page(admin, api + "generations/?status=failed")),
         ("api generations ?status=queued", page(admin, api + "generations/?status=queued")),
@@ -310,7 +317,11 @@ def main() -> int:
         ("  --kind upscale", dry_run("--kind", "upscale")),
         ("  --created-after", dry_run("--created-after", since)),
         ("  --created-before", dry_run("--created-before", f"{a_year}-06-01")),
-        ("  --prompt-contains lighthouse", dry_run("--prompt-contains", "lighthouse")),
+        (f"  --prompt-contains {RARE_WORD} (rare)", dry_run("--prompt-contains", RARE_WORD)),
+        (
+            f"  --prompt-contains {COMMON_WORD} (common)",
+            dry_run("--prompt-contains", COMMON_WORD),
+        ),
         ("  --stale", dry_run("--stale")),
     ]
     misses = []
@@ -350,6 +361,13 @@ def main() -> int:
             )[:20]
         ),
     )
+    for word, why in ((RARE_WORD, "rare: trigram index"), (COMMON_WORD, "common: newest first")):
+        explain(
+            f"requests whose prompt contains {word!r}, oldest first ({why})",
+            GenerationRequest.objects.filter(prompt__icontains=word).order_by("created_at", "pk")[
+                :50
+            ],
+        )
     if misses:
         print(f"\nMISSED p95 <= {args.target_ms} ms: {', '.join(misses)}")
         return 1
