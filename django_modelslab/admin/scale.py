@@ -6,7 +6,12 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from django.contrib import admin
+from django.contrib.admin import helpers
 from django.db import connection
+from django.db.models import Model
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext
 
 from ..counts import EstimatedCountPaginator
 from ..imaging.verify import FORMATS
@@ -54,7 +59,19 @@ class FormatFilter(admin.AllValuesFieldListFilter):
 
 
 class ScaleMixin:
-    """No full-table count on the changelist; the page count is estimated on large tables."""
+    """No full-table count on the changelist; the page count is estimated on large tables;
+    the rows' checkboxes without the form renderer."""
 
     show_full_result_count = False
     paginator: ClassVar[type] = EstimatedCountPaginator
+
+    def action_checkbox(self, obj: Model) -> SafeString:
+        """Django's own checkbox, the same HTML (tests/test_admin.py compares them), without
+        rendering a widget's three templates on every row (about 0.1 ms a row)."""
+        label = format_html(gettext("Select this object for an action - {}"), str(obj))
+        return format_html(
+            '<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="{}">',
+            helpers.ACTION_CHECKBOX_NAME,
+            str(obj.pk),
+            label,
+        )
