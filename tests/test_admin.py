@@ -811,3 +811,114 @@ def test_models_tried_lists_every_try_of_every_attempt_with_the_providers_time(
     assert "Model not found: gone" in rows[0][5]
     assert "Not a PNG, JPEG" in rows[1][5]
     assert float(rows[2][4].removesuffix(" s")) < 1.0  # not the time it sat failed
+
+
+# --- the list's cells, built in Python while the package's templates are in use ---------------
+
+
+def _cells() -> tuple[list[GenerationRequest], list[GeneratedImage]]:
+    """Requests and images covering each branch of status_badge, thumbnail(s) and cost."""
+    long_error = 'it said <b>"no"</b> & left ' + "x" * 200
+    generations = [
+        new_request(prompt='a "quoted" <prompt> & more', status=Status.PENDING),
+        new_request(prompt="failed", status=Status.FAILED, error=long_error),
+        new_request(prompt="refused", status=Status.REFUSED, error="unsafe prompt"),
+        new_request(prompt="queued", status=Status.QUEUED, eta=12.4),
+        new_request(prompt="paid", status=Status.SUCCEEDED, cost=Decimal("0.0047"),
+                    cost_source="provider"),
+        new_request(prompt="no source", status=Status.SUCCEEDED, cost=Decimal("4.2")),
+    ]  # fmt: skip
+    generations.append(
+        new_request(prompt="cached", status=Status.SUCCEEDED, cost=Decimal("0"),
+                    cached_from=generations[4])
+    )  # fmt: skip
+    # An id the thousand separator would change: the templates show it unlocalized.
+    GenerationRequest.objects.filter(pk=generations[0].pk).update(id=123456)
+    generations[0] = GenerationRequest.objects.get(pk=123456)
+    images = [
+        GeneratedImage.objects.create(
+            request=generations[0],
+            image=f"modelslab/{n}.png",
+            thumbnail=f"modelslab/thumbs/{n}.webp" if n else "",
+            sha256=f"{n:064d}",
+            width=1024 + n,
+            height=768,
+            format="PNG",
+            bytes=10,
+            position=n,
+        )
+        for n in range(3)
+    ]
+    images.append(GeneratedImage(request=generations[0], image="", width=1, height=1, pk=999999))
+    return generations, images
+
+
+@override_settings(USE_THOUSAND_SEPARATOR=True)
+def test_the_list_cells_built_in_python_are_the_templates_html():
+    from django_modelslab.admin import html as cells
+
+    generations, images = _cells()
+    for generation in generations:
+        for error in (True, False):
+            context = {"poll_url": "/status/?a=1&b=2", "poll_interval": 2.5}
+            built = cells.status_badge(generation, error=error, **context)
+            shown = error and generation.status in (Status.FAILED, Status.REFUSED)
+            rendered = cells.render(
+                "status_badge", generation=generation, eta=cells.eta_label(generation),
+                poll_url=context["poll_url"], poll=2.5, error=generation.error if shown else "",
+            )  # fmt: skip
+            assert built == rendered
+        amount = None if generation.cost is None else cells.format_amount(generation.cost)
+        rendered = cells.render("cost", generation=generation, amount=amount, unit="credits")
+        assert cells.cost_html(generation) == rendered
+    for image in images:
+        for size, link in ((64, True), (128, False), (256, True)):
+            rendered = cells.render(
+                "thumbnail", image=image, size=size, link=link, dimensions=cells.dimensions(image)
+            )
+            assert cells.thumbnail_html(image, size, link=link) == rendered
+    for shown in ([], images[:1], images):
+        rendered = cells.render("thumbnails", images=[(i, cells.dimensions(i)) for i in shown])
+        assert cells.thumbnails_html(shown) == rendered
+    assert "of request 123456" in cells.thumbnail_html(images[0])
+    assert 'data-modelslab-id="123456"' in cells.status_badge(generations[0], **context)
+
+
+@pytest.mark.parametrize("url", [CHANGELIST, IMAGES])
+def test_the_changelists_render_no_template_per_row(client, editor, url):
+    """The badge, thumbnails, cost and checkbox of 50 rows come from Python, not from
+    ~200 template renders (most of a page's time): the templates a page renders do not
+    grow with its rows."""
+    _rows(50)
+    page = client.get(url)
+    names = [template.name for template in page.templates]
+    for name in (
+        "django_modelslab/admin/status_badge.html",
+        "django_modelslab/admin/thumbnails.html",
+        "django_modelslab/admin/thumbnail.html",
+        "django_modelslab/admin/cost.html",
+        "django/forms/widgets/checkbox.html",
+    ):
+        assert name not in names
+    assert page.content.decode().count('class="action-select"') == 50
+
+
+@pytest.mark.parametrize("name", ["status_badge", "thumbnail", "thumbnails", "cost"])
+def test_a_projects_own_list_template_is_rendered(client, editor, settings, tmp_path, name):
+    folder = tmp_path / "django_modelslab" / "admin"
+    folder.mkdir(parents=True)
+    (folder / f"{name}.html").write_text(f"<i>project's {name}</i>")
+    settings.TEMPLATES = [{**settings.TEMPLATES[0], "DIRS": [tmp_path]}]
+    _cells()
+    page = client.get(CHANGELIST).content.decode()
+    assert f"<i>project's {name}</i>" in page
+
+
+def test_the_rows_checkbox_is_djangos():
+    from django.contrib import admin
+
+    generations, _images = _cells()
+    model_admin = admin.site._registry[GenerationRequest]
+    for generation in generations:
+        django_own = admin.ModelAdmin.action_checkbox(model_admin, generation)
+        assert model_admin.action_checkbox(generation) == django_own
