@@ -76,15 +76,21 @@ DASH = SafeString("\u2014\n")
 
 def _unlocalized(value: Any) -> str:
     """A value as ``{% localize off %}{{ value }}`` shows it (before escaping)."""
+    if type(value) is int:  # what localize() gives an int, without its lookups
+        return str(value)
     return str(localize(value, use_l10n=False))
 
 
-def _blocktranslate(message: str, **values: Any) -> SafeString:
-    """``{% blocktranslate with name=value %}`` in a ``{% localize off %}`` block: the
-    translated message with each value escaped (the message itself is not)."""
+def _blocktranslate(translated: str, **values: Any) -> SafeString:
+    """``{% blocktranslate with name=value %}`` in a ``{% localize off %}`` block, given
+    the message's translation: each value escaped (the translation is not, as the tag)."""
     values = {k: conditional_escape(_unlocalized(v)) for k, v in values.items()}
-    # As the template tag: the translation is trusted, the values are escaped.
-    return mark_safe(gettext(message) % values)  # noqa: S308
+    return mark_safe(translated % values)  # noqa: S308  # the values are escaped
+
+
+#: thumbnail.html's messages (msgids, translated where used).
+THUMBNAIL_ALT = "Image %(pk)s of request %(request)s"
+THUMBNAIL_TITLE = "Open the full image (%(size)s)"
 
 
 def thumbnail_html(image: GeneratedImage, size: int = 96, *, link: bool = True) -> SafeString:
@@ -96,27 +102,27 @@ def thumbnail_html(image: GeneratedImage, size: int = 96, *, link: bool = True) 
     """
     if overridden("thumbnail"):
         return render("thumbnail", image=image, size=size, link=link, dimensions=dimensions(image))
-    return _thumbnail(image, size, link)
+    return _thumbnail(image, size, link, gettext(THUMBNAIL_ALT), gettext(THUMBNAIL_TITLE))
 
 
-def _thumbnail(image: GeneratedImage, size: int, link: bool) -> SafeString:
-    """``thumbnail.html``, in Python (as each of these, ending with the file's newline)."""
+def _thumbnail(image: GeneratedImage, size: int, link: bool, alt: str, title: str) -> SafeString:
+    """``thumbnail.html``, in Python (as each of these, ending with the file's newline);
+    ``alt`` and ``title``: its messages, translated once for a row's thumbnails."""
     if not image.image:
         return DASH
     full = image.image.url
-    picture = format_html(
-        '<img class="modelslab-thumb--{}" src="{}" alt="{}" loading="lazy">',
-        _unlocalized(size),
-        image.thumbnail.url if image.thumbnail else full,
-        _blocktranslate(
-            "Image %(pk)s of request %(request)s", pk=image.pk, request=image.request_id
-        ),
-    )
+    values = {
+        "full": full,
+        "size": _unlocalized(size),
+        "src": image.thumbnail.url if image.thumbnail else full,
+        "alt": _blocktranslate(alt, pk=image.pk, request=image.request_id),
+    }
+    picture = '<img class="modelslab-thumb--{size}" src="{src}" alt="{alt}" loading="lazy">'
     if not link:
-        return format_html('<span class="modelslab-thumb">{}</span>', picture) + NEWLINE
-    title = _blocktranslate("Open the full image (%(size)s)", size=dimensions(image))
-    link_html = '<a class="modelslab-thumb" href="{}" title="{}">{}</a>'
-    return format_html(link_html, full, title, picture) + NEWLINE
+        return format_html(f'<span class="modelslab-thumb">{picture}</span>\n', **values)
+    title = _blocktranslate(title, size=dimensions(image))
+    html = f'<a class="modelslab-thumb" href="{{full}}" title="{{title}}">{picture}</a>\n'
+    return format_html(html, title=title, **values)
 
 
 def thumbnails_html(images: list[GeneratedImage]) -> SafeString:
@@ -125,7 +131,10 @@ def thumbnails_html(images: list[GeneratedImage]) -> SafeString:
         return render("thumbnails", images=[(image, dimensions(image)) for image in images])
     if not images:
         return DASH
-    thumbnails = format_html_join("", "{}", ((_thumbnail(image, 64, True),) for image in images))
+    alt, title = gettext(THUMBNAIL_ALT), gettext(THUMBNAIL_TITLE)
+    thumbnails = format_html_join(
+        "", "{}", ((_thumbnail(image, 64, True, alt, title),) for image in images)
+    )
     return format_html('<span class="modelslab-thumbs">{}</span>', thumbnails) + NEWLINE
 
 
