@@ -81,7 +81,7 @@ def fill(requests: int) -> None:
     with connection.cursor() as cursor:
         for model in (GenerationRequest, GeneratedImage):
             cursor.execute(f"VACUUM ANALYZE {model._meta.db_table}")
-    print(f"filled in {time.perf_counter() - started:.0f} s")
+    print(f"filled in {time.perf_counter() - started:.0f} s (at {time.strftime('%H:%M:%S')})")
 
 
 def insert(requests: int) -> None:
@@ -161,20 +161,31 @@ def insert(requests: int) -> None:
         cursor.execute("SET session_replication_role = origin")
 
 
-def timed(call: Callable[[], object], repeat: int) -> tuple[float, float, float]:
-    """p50 and p95 of the whole call, and p95 of its time in the database (ms)."""
+#: A query slower than this (s) during a timed run is printed under its view, with the time.
+SLOW_QUERY = 0.05
+
+
+def timed(call: Callable[[], object], repeat: int) -> tuple[float, float, float, list[str]]:
+    """p50 and p95 of the whole call, p95 of its time in the database (ms), and the slow
+    queries met (when, how long, what)."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     call()  # warm: the first run pays for caches and compiled templates
-    times, in_db = [], []
-    for _ in range(repeat):
+    times, in_db, slow = [], [], []
+    for run in range(repeat):
         with CaptureQueriesContext(connection) as queries:
             started = time.perf_counter()
             call()
             times.append((time.perf_counter() - started) * 1000)
         in_db.append(sum(float(q["time"]) for q in queries.captured_queries) * 1000)
-    return percentile(times, 50), percentile(times, 95), percentile(in_db, 95)
+        slow += [
+            f"run {run + 1} at {time.strftime('%H:%M:%S')}: {float(q['time']) * 1000:.0f} ms "
+            f"{q['sql'][:140]}"
+            for q in queries.captured_queries
+            if float(q["time"]) > SLOW_QUERY
+        ]
+    return percentile(times, 50), percentile(times, 95), percentile(in_db, 95), slow
 
 
 def percentile(values: list[float], p: int) -> float:
@@ -329,11 +340,13 @@ def main() -> int:
     print(f"\nload average {load:.1f} on {os.cpu_count()} cores; db = time in SQL (p95)")
     print(f"{'view':<48} {'p50 ms':>8} {'p95 ms':>8} {'db ms':>8}")
     for label, call in views:
-        p50, p95, db = timed(call, args.repeat)
+        p50, p95, db, slow = timed(call, args.repeat)
         flag = "" if p95 <= args.target_ms else "  MISS"
         if flag:
             misses.append(label)
         print(f"{label:<48} {p50:8.1f} {p95:8.1f} {db:8.1f}{flag}")
+        for line in slow:
+            print(f"    slow query, {line}")
 
     print("\nPlans the migration's indexes serve:")
     requests_qs = GenerationRequest.objects.order_by("-created_at", "-pk")
