@@ -55,12 +55,29 @@ def count_of(queryset: Any) -> int:
     return len(queryset) if not isinstance(queryset, QuerySet) else queryset.count()
 
 
+#: From this offset on, an admin page reads its rows' keys first (``EstimatedCountPaginator``).
+KEYS_FIRST_OFFSET = 1000
+
+
 class EstimatedCountPaginator(Paginator):
-    """A ``Paginator`` whose count is PostgreSQL's estimate on large tables (see above)."""
+    """A ``Paginator`` whose count is PostgreSQL's estimate on large tables (see above).
+
+    A deep page (its offset at least ``KEYS_FIRST_OFFSET``) skips its offset over the keys
+    alone: ``SELECT id ... ORDER BY created_at DESC, id DESC LIMIT 50 OFFSET 9950``, which
+    an index holding the order's columns and the key (``modelslab_req_new``...) answers
+    without reading the table, then reads the page's 50 rows by key, in the list's order.
+    Skipping the offset over whole rows read each of them from the table.
+    """
 
     @cached_property
     def count(self) -> int:
         return count_of(self.object_list)
+
+    def _get_page(self, object_list: Any, number: int, paginator: Paginator) -> Any:
+        if isinstance(object_list, QuerySet) and object_list.query.low_mark >= KEYS_FIRST_OFFSET:
+            keys = list(object_list.values_list("pk", flat=True))
+            object_list = self.object_list.filter(pk__in=keys)
+        return super()._get_page(object_list, number, paginator)
 
 
 class APIPaginator(Paginator):
