@@ -268,3 +268,24 @@ def test_the_migration_does_nothing_on_other_databases():
             connection.cursor(), GenerationRequest._meta.db_table
         )
     )
+
+
+@pytest.mark.parametrize("url", [CHANGELIST, IMAGES])
+def test_a_deep_admin_page_skips_its_offset_over_the_keys_only(client, editor, monkeypatch, url):
+    """Past KEYS_FIRST_OFFSET, the offset is skipped by ``SELECT id ... OFFSET n`` (an
+    index-only scan on PostgreSQL), then the page's rows are read by key: the same rows in
+    the same order."""
+    from django.contrib import admin
+
+    from django_modelslab import counts
+
+    for model in (GenerationRequest, GeneratedImage):
+        monkeypatch.setattr(admin.site._registry[model], "list_per_page", 5)
+    rows(30)
+    shown = [row.pk for row in client.get(url, {"p": 3}).context["cl"].result_list]
+    monkeypatch.setattr(counts, "KEYS_FIRST_OFFSET", 10)
+    with CaptureQueriesContext(connection) as queries:
+        page = client.get(url, {"p": 3})
+    assert [row.pk for row in page.context["cl"].result_list] == shown
+    (keys,) = [q["sql"] for q in queries.captured_queries if "OFFSET" in q["sql"]]
+    assert keys.startswith(f'SELECT "{page.context["cl"].model._meta.db_table}"."id" AS "pk" FROM')
