@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.paginator import Paginator
+from django.core.paginator import Page, Paginator
 from django.db import connections
 from django.db.models import QuerySet
 from django.utils.functional import cached_property
@@ -73,11 +73,17 @@ class EstimatedCountPaginator(Paginator):
     def count(self) -> int:
         return count_of(self.object_list)
 
-    def _get_page(self, object_list: Any, number: int, paginator: Paginator) -> Any:
-        if isinstance(object_list, QuerySet) and object_list.query.low_mark >= KEYS_FIRST_OFFSET:
-            keys = list(object_list.values_list("pk", flat=True))
-            object_list = self.object_list.filter(pk__in=keys)
-        return super()._get_page(object_list, number, paginator)
+    def page(self, number: int | str) -> Page:
+        page = super().page(number)
+        rows, whole = page.object_list, self.object_list
+        if (
+            isinstance(rows, QuerySet)
+            and isinstance(whole, QuerySet)
+            and rows.query.low_mark >= KEYS_FIRST_OFFSET
+        ):
+            keys = list(rows.values_list("pk", flat=True))
+            page.object_list = whole.filter(pk__in=keys)  # in the list's order
+        return page
 
 
 class APIPaginator(Paginator):

@@ -63,10 +63,11 @@ def overridden(*names: str) -> bool:
     """Whether any of the templates ``django_modelslab/admin/<name>.html`` in use is a
     project's own (found before this package's). Asked on every call (the template loaders
     cache the lookup): a template added while the server runs is picked up as before."""
-    return not all(
-        _own_file(str(get_template(f"django_modelslab/admin/{name}.html").origin.name))
-        for name in names
-    )
+    for name in names:
+        origin = getattr(get_template(f"django_modelslab/admin/{name}.html"), "origin", None)
+        if origin is None or not _own_file(str(origin.name)):
+            return True
+    return False
 
 
 #: The end of each template's file, which its output keeps; a dash, for a cell with nothing.
@@ -164,16 +165,17 @@ def status_badge(
     ``error``: a failed or refused request's error under the badge (cut to 160 characters).
     """
     shown_error = error and generation.status in (Status.FAILED, Status.REFUSED)
-    context = {
-        "generation": generation,
-        "eta": eta_label(generation),
-        "poll_url": poll_url,
-        "poll": poll_interval,
-        "error": generation.error if shown_error else "",
-    }
+    eta, shown = eta_label(generation), generation.error if shown_error else ""
     if overridden("status_badge"):
-        return render("status_badge", **context)
-    return _status_badge(**context)
+        return render(
+            "status_badge",
+            generation=generation,
+            eta=eta,
+            poll_url=poll_url,
+            poll=poll_interval,
+            error=shown,
+        )
+    return _status_badge(generation, eta, poll_url, poll_interval, shown)
 
 
 def _status_badge(
