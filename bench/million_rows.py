@@ -345,8 +345,10 @@ def main() -> int:
         if flag:
             misses.append(label)
         print(f"{label:<48} {p50:8.1f} {p95:8.1f} {db:8.1f}{flag}")
-        for line in slow:
+        for line in slow[:3]:
             print(f"    slow query, {line}")
+        if len(slow) > 3:
+            print(f"    ... and {len(slow) - 3} more slow queries")
 
     print("\nPlans the migration's indexes serve:")
     requests_qs = GenerationRequest.objects.order_by("-created_at", "-pk")
