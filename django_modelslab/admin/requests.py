@@ -8,6 +8,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
 from django.contrib.messages.storage import default_storage
 from django.core.exceptions import PermissionDenied
 from django.db import router, transaction
@@ -137,6 +138,14 @@ class GeneratedImageInline(admin.TabularInline):
             reverse("admin:django_modelslab_generatedimage_choose", args=[image.pk]),
             gettext("Mark as chosen"),
         )
+
+
+class GenerationRequestChangeList(ChangeList):
+    """The list shows neither who asked nor a cache hit's source (only whether there is
+    one): it joins neither (the change form's queryset does)."""
+
+    def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet:
+        return super().get_queryset(request, exclude_parameters).select_related(None)
 
 
 class GenerationRequestAdmin(ScaleMixin, admin.ModelAdmin):
@@ -272,6 +281,9 @@ class GenerationRequestAdmin(ScaleMixin, admin.ModelAdmin):
             .select_related("requested_by", "cached_from")
             .prefetch_related(Prefetch("images", queryset=GeneratedImage.objects.order_by()))
         )
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return GenerationRequestChangeList
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> _FieldsetSpec:
         """Fold the inputs section away for text to image; open it for the other kinds and
