@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from django.db import models
 from django.template.loader import get_template, render_to_string
 from django.utils.formats import localize
 from django.utils.html import conditional_escape, format_html, format_html_join
@@ -73,6 +74,15 @@ def overridden(*names: str) -> bool:
 #: The end of each template's file, which its output keeps; a dash, for a cell with nothing.
 NEWLINE = SafeString("\n")
 DASH = SafeString("\u2014\n")
+
+
+def _label(choices: type[models.TextChoices], value: str) -> str:
+    """``get_<field>_display()`` for a field with these choices, without rebuilding the
+    field's choices dict on every call (a third of a badge's time)."""
+    try:
+        return str(choices(value).label)
+    except ValueError:
+        return value
 
 
 def _unlocalized(value: Any) -> str:
@@ -193,7 +203,7 @@ def _status_badge(
         url=poll_url,
         poll=_unlocalized(poll),
         finished=gettext("Generation finished. Save or reload the page to see the result."),
-        label=generation.get_status_display(),
+        label=_label(Status, generation.status),
         eta=eta,
     )
     if error:
@@ -230,7 +240,7 @@ def cost_html(generation: GenerationRequest) -> SafeString:
     if amount is None:
         return DASH
     if generation.cost_source:
-        title = generation.get_cost_source_display()
+        title = _label(GenerationRequest.CostSource, generation.cost_source)
     elif generation.cached_from_id:
         title = gettext("Reused from the cache")
     else:
