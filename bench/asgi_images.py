@@ -7,9 +7,12 @@ task backend: each call runs its own generation) in one process. N calls of
 its own prompt; the wall time runs from the first call to the last answer.
 
 Ideal = LATENCY (every call waits on ModelsLab at the same time). Target, for uvicorn:
-every call succeeds, wall <= 1.25 x LATENCY. The same load on a threaded WSGI server
-(gunicorn, one process, N threads) is printed for comparison, with the peak memory (VmHWM)
-of each server process.
+every call succeeds, wall <= 1.25 x LATENCY. The baseline, in the same run: N bare
+generate calls and downloads of their images at once from one async client (no Django, no
+database, no storage), what the emulator and this machine take without the package. The
+same load on a threaded WSGI server (gunicorn, one process, N threads) is printed for
+comparison, with the peak memory (VmHWM) of each server process and the CPU time per call
+of the server, PostgreSQL, the emulator and the calling process.
 
 Usage: python bench/asgi_images.py [N] [LATENCY]
 Without ``MODELSLAB_TEST_POSTGRES`` it starts a throwaway cluster (tests/pgcluster.py).
@@ -107,6 +110,29 @@ async def calls(key: str, tag: str) -> tuple[float, int, list[str]]:
         started = time.perf_counter()
         errors = [e for e in await asyncio.gather(*(one(n) for n in range(N))) if e]
         return time.perf_counter() - started, N - len(errors), errors[:3]
+
+
+async def bare_calls(base_url: str) -> float:
+    """The baseline: N generate calls and image downloads at once, nothing else."""
+    from django_modelslab.client import AsyncModelsLabClient
+
+    limits = httpx.Limits(max_connections=N, max_keepalive_connections=N)
+    async with (
+        AsyncModelsLabClient(
+            api_key="bench", base_url=base_url, transport=httpx.AsyncHTTPTransport(limits=limits)
+        ) as client,
+        httpx.AsyncClient(limits=limits) as downloads,
+    ):
+
+        async def one(n: int) -> None:
+            params = {"model_id": "flux", "prompt": f"bare {n}", "width": 256, "height": 256}
+            answer = await client.generate("text2img", params)
+            for url in answer.output_urls:
+                (await downloads.get(url)).raise_for_status()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(n) for n in range(N)))
+        return time.perf_counter() - started
 
 
 def serve(name: str, command: list[str], env: dict[str, str], key: str) -> dict[str, object]:
@@ -211,15 +237,18 @@ def main() -> int:
                 f"{N} concurrent images.generate calls (256x256, one image each), the emulator "
                 f"answering after {LATENCY} s (python {sys.version.split()[0]}, PostgreSQL)"
             )
+            bare = asyncio.run(bare_calls(base_url))
             results = {name: serve(name, command, env, key) for name, command in SERVERS.items()}
     finally:
         emulator.terminate()
         emulator.wait(timeout=10)
+    print(f"  baseline, bare calls: {bare:.2f} s = {bare / LATENCY:.2f}x the latency")
     for name, result in results.items():
         wall = float(result["wall"])  # type: ignore[arg-type]
         print(
             f"  {name}: {wall:.2f} s = {wall / LATENCY:.2f}x the latency, "
-            f"{result['succeeded']}/{N} succeeded, peak memory {result['memory']:.0f} MB"
+            f"{wall / bare:.2f}x the baseline, {result['succeeded']}/{N} succeeded, "
+            f"peak memory {result['memory']:.0f} MB"
         )
         for error in result["errors"]:  # type: ignore[attr-defined]
             print(f"    e.g. {error}")

@@ -37,13 +37,13 @@ class AsyncDispatchMixin:
             returning = view
 
             async def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-                return await returning(request, *args, **kwargs)  # type: ignore[no-any-return]
+                return await returning(request, *args, **kwargs)
 
             update_wrapper(view, returning)
         # Whatever ATOMIC_REQUESTS says: a run commits as it goes, and an async view may not
         # be wrapped in a transaction.
-        view._non_atomic_requests = set(connections)  # type: ignore[attr-defined]
-        return view  # type: ignore[no-any-return]
+        view._non_atomic_requests = set(connections)
+        return view
 
     async def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         """:meth:`APIView.dispatch`, with coroutine handlers awaited."""

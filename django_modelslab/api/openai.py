@@ -215,7 +215,7 @@ def _validation_error(exc: serializers.ValidationError) -> OpenAIError:
 # --- the view -----------------------------------------------------------------------------
 
 
-class ImagesGenerationsView(AsyncDispatchMixin, APIView):
+class ImagesGenerationsView(AsyncDispatchMixin, APIView):  # type: ignore[misc]  # as views.py
     """OpenAI-compatible image generation; under ASGI its wait holds no thread."""
 
     permission_classes = (IsAuthenticated, CanGenerate)

@@ -109,7 +109,7 @@ def _serialized(queryset: QuerySet[GenerationRequest]) -> QuerySet[GenerationReq
 
 
 @documented(tags=["generations"])
-class GenerationViewSet(
+class GenerationViewSet(  # type: ignore[misc]  # an async dispatch in place of DRF's
     AsyncDispatchMixin,
     ModelsLabAPIMixin,
     mixins.ListModelMixin,
@@ -236,7 +236,7 @@ class GenerationViewSet(
             data, status=code, headers={"Location": data["links"]["self"], **(headers or {})}
         )
 
-    @documented(
+    @documented(  # type: ignore[type-var]  # DRF's stubs type actions as sync
         summary="Generate again: a new seed, unless kept (earlier images stay, superseded)",
         description="The request's own parameters are used again; the body may only say "
         "whether to keep the seed (any other field is refused: to change the prompt, size or "
