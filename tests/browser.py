@@ -30,7 +30,10 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+# One per module, not per session: while it runs, Playwright's event loop is running in this
+# thread, and Django's test client cannot call an async view (the API's generating views)
+# from a thread with a running loop.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 SECRET_KEY = "tests-only-not-secret"
 DEBUG = False
+# Servers a test starts in their own process (uvicorn in tests/test_asgi.py) answer here.
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 USE_TZ = True
 ROOT_URLCONF = "tests.urls"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -8,14 +8,14 @@ storage URLs (or the stored bytes, base64), never ModelsLab's temporary ones.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import re
 import time
 from typing import Any
 
-from django.db import transaction
-from django.utils.decorators import method_decorator
+from asgiref.sync import sync_to_async
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse
@@ -37,6 +37,7 @@ from ..models import GeneratedImage, GenerationRequest
 from . import idempotency
 from .auth import api_authenticators
 from .budget import budget_refusals, check_budget
+from .dispatch import AsyncDispatchMixin
 from .exceptions import IdempotencyKeyReused, OverBudget
 from .parsers import LimitedJSONParser
 from .permissions import CanGenerate
@@ -214,9 +215,8 @@ def _validation_error(exc: serializers.ValidationError) -> OpenAIError:
 # --- the view -----------------------------------------------------------------------------
 
 
-@method_decorator(transaction.non_atomic_requests, name="dispatch")
-class ImagesGenerationsView(APIView):
-    """OpenAI-compatible image generation."""
+class ImagesGenerationsView(AsyncDispatchMixin, APIView):  # type: ignore[misc]  # as views.py
+    """OpenAI-compatible image generation; under ASGI its wait holds no thread."""
 
     permission_classes = (IsAuthenticated, CanGenerate)
     schema = AutoSchema()  # whatever the project's DEFAULT_SCHEMA_CLASS
@@ -252,7 +252,17 @@ class ImagesGenerationsView(APIView):
             504: _error("Still generating after OPENAI_WAIT_TIMEOUT (code timeout)."),
         },
     )
-    def post(self, request: Request) -> Response:
+    async def post(self, request: Request) -> Response:
+        generation, response_format, run_here = await sync_to_async(self._start)(request)
+        if run_here:  # an inline task backend: this call runs the generation, awaiting ModelsLab
+            generation = await pipeline.arun(generation.pk, inline=True)
+        else:
+            generation = await _wait(generation)
+        return await sync_to_async(self._answer)(generation, response_format)
+
+    def _start(self, request: Request) -> tuple[GenerationRequest, str, bool]:
+        """The request this call answers with, its response format, and whether this call
+        runs it (True with an inline task backend; it is then queued, not yet run)."""
         key = idempotency.header_key(request)
         digest = idempotency.body_hash(request.data)
         if key is not None and (
@@ -260,7 +270,7 @@ class ImagesGenerationsView(APIView):
                 request.user, key, digest, endpoint=idempotency.OPENAI_IMAGES
             )
         ):
-            return self._answer(earlier, _response_format(request.data))
+            return earlier, _response_format(request.data), False
         body = ImagesGenerateSerializer(data=request.data)
         try:
             body.is_valid(raise_exception=True)
@@ -277,18 +287,19 @@ class ImagesGenerationsView(APIView):
             samples=params.get("n") or 1,
         )
         check_budget(request.user, generation)
+        inline = pipeline.runs_inline()
         with budget_refusals():
-            generation, _replayed = idempotency.create_once(
+            generation, replayed = idempotency.create_once(
                 request.user,
                 key,
                 digest,
-                lambda: pipeline.submit(generation),
+                lambda: pipeline.submit(generation, enqueue=not inline),
                 endpoint=idempotency.OPENAI_IMAGES,
             )
-        return self._answer(generation, params.get("response_format") or "url")
+        run_here = inline and not replayed and generation.status == GenerationRequest.Status.QUEUED
+        return generation, params.get("response_format") or "url", run_here
 
     def _answer(self, generation: GenerationRequest, response_format: str) -> Response:
-        generation = _wait(generation)
         link = reverse(f"{NAMESPACE}:generation-detail", args=[generation.pk], request=self.request)
         # A retry would pay for the same images again: tell OpenAI's SDKs not to.
         no_retry = {"x-should-retry": "false", "Location": link}
@@ -350,12 +361,13 @@ def _model_id(model: str | None) -> str:
     return model_id
 
 
-def _wait(generation: GenerationRequest) -> GenerationRequest:
+async def _wait(generation: GenerationRequest) -> GenerationRequest:
     """Re-read the request until it has finished or OPENAI_WAIT_TIMEOUT has passed."""
     deadline = time.monotonic() + get_setting("OPENAI_WAIT_TIMEOUT")
     pause = min(get_setting("POLL_INTERVAL"), 1.0)
-    generation.refresh_from_db()
+    refresh = sync_to_async(generation.refresh_from_db)
+    await refresh()
     while not generation.is_finished and time.monotonic() + pause <= deadline:
-        time.sleep(pause)
-        generation.refresh_from_db()
+        await asyncio.sleep(pause)
+        await refresh()
     return generation

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from asgiref.sync import sync_to_async
 from django.db.models import F, Prefetch, QuerySet
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
@@ -26,6 +27,7 @@ from ..models import GeneratedImage, GenerationRequest
 from . import idempotency
 from .auth import api_authenticators
 from .budget import budget_refusals, check_budget
+from .dispatch import AsyncDispatchMixin
 from .exceptions import Conflict
 from .filters import GenerationFilter, ImageFilter, RenditionQuery, filtered, rendition_spec
 from .pagination import ModelsLabPagination
@@ -107,13 +109,17 @@ def _serialized(queryset: QuerySet[GenerationRequest]) -> QuerySet[GenerationReq
 
 
 @documented(tags=["generations"])
-class GenerationViewSet(
+class GenerationViewSet(  # type: ignore[misc]  # an async dispatch in place of DRF's
+    AsyncDispatchMixin,
     ModelsLabAPIMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     viewsets.GenericViewSet,
 ):
-    """Generation requests: create, list (newest first), retrieve, regenerate."""
+    """Generation requests: create, list (newest first), retrieve, regenerate.
+
+    Async (see :mod:`.dispatch`): under ASGI a create or regenerate that runs its generation
+    (an inline task backend) awaits ModelsLab without holding a thread."""
 
     serializer_class = GenerationSerializer
     generating_actions = ("create", "regenerate")
@@ -166,7 +172,17 @@ class GenerationViewSet(
             ),
         },
     )
-    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+    async def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        generation, run_here, answer = await sync_to_async(self._start)(request)
+        if answer is not None:
+            return answer
+        if run_here:  # an inline task backend: this call runs it, awaiting ModelsLab
+            await pipeline.arun(generation.pk, inline=True)
+        return await sync_to_async(self._created)(request, generation)
+
+    def _start(self, request: Request) -> tuple[GenerationRequest, bool, Response | None]:
+        """Validate and submit: the request, whether this call runs it (an inline task
+        backend; it is queued, not yet run), and the answer to a replayed key, if any."""
         key = idempotency.header_key(request)
         digest = idempotency.body_hash(request.data)
         if key is not None:
@@ -174,23 +190,28 @@ class GenerationViewSet(
                 request.user, key, digest, endpoint=idempotency.GENERATIONS
             )
             if earlier is not None:
-                return self._replay(earlier, key)
+                return earlier, False, self._replay(earlier, key)
         serializer = GenerationCreateSerializer(data=request.data, context={"request": request})
         serializer.is_valid(raise_exception=True)
         generation = serializer.build(requested_by=request.user)
         check_budget(request.user, generation)
+        inline = pipeline.runs_inline()
         with budget_refusals():
             generation, replayed = idempotency.create_once(
                 request.user,
                 key,
                 digest,
-                lambda: pipeline.submit(generation),
+                lambda: pipeline.submit(generation, enqueue=not inline),
                 endpoint=idempotency.GENERATIONS,
             )
         if replayed:  # another call with this key won the race
-            return self._replay(generation, key)
+            return generation, False, self._replay(generation, key)
+        return generation, inline and generation.status == GenerationRequest.Status.QUEUED, None
+
+    def _created(self, request: Request, generation: GenerationRequest) -> Response:
         fresh = self._fresh(generation)
         code = status.HTTP_201_CREATED if fresh.is_finished else status.HTTP_202_ACCEPTED
+        key = idempotency.header_key(request)
         if key is not None:
             idempotency.record_status(request.user, key, code, endpoint=idempotency.GENERATIONS)
         return self._answer(fresh, code)
@@ -215,7 +236,7 @@ class GenerationViewSet(
             data, status=code, headers={"Location": data["links"]["self"], **(headers or {})}
         )
 
-    @documented(
+    @documented(  # type: ignore[type-var]  # DRF's stubs type actions as sync
         summary="Generate again: a new seed, unless kept (earlier images stay, superseded)",
         description="The request's own parameters are used again; the body may only say "
         "whether to keep the seed (any other field is refused: to change the prompt, size or "
@@ -239,21 +260,28 @@ class GenerationViewSet(
         methods=["post"],
         parser_classes=(LimitedJSONParser, LimitedFormParser, LimitedMultiPartParser),
     )
-    def regenerate(self, request: Request, pk: str | None = None) -> Response:
+    async def regenerate(self, request: Request, pk: str | None = None) -> Response:
+        generation, run_here = await sync_to_async(self._regenerate)(request)
+        if run_here:  # an inline task backend: this call runs it, awaiting ModelsLab
+            await pipeline.arun(generation.pk, inline=True)
+        fresh = await sync_to_async(self._fresh)(generation)
+        code = status.HTTP_200_OK if fresh.is_finished else status.HTTP_202_ACCEPTED
+        return await sync_to_async(self._answer)(fresh, code)
+
+    def _regenerate(self, request: Request) -> tuple[GenerationRequest, bool]:
         generation = self.get_object()
         body = RegenerateSerializer(data=request.data, context={"request": request})
         body.is_valid(raise_exception=True)
         check_budget(request.user, generation, regenerating=True)
+        inline = pipeline.runs_inline()
         try:
             with budget_refusals():
                 generation = pipeline.regenerate(
-                    generation, keep_seed=body.validated_data["keep_seed"]
+                    generation, keep_seed=body.validated_data["keep_seed"], enqueue=not inline
                 )
         except pipeline.GenerationInProgress as exc:
             raise Conflict(str(exc)) from exc
-        fresh = self._fresh(generation)
-        code = status.HTTP_200_OK if fresh.is_finished else status.HTTP_202_ACCEPTED
-        return self._answer(fresh, code)
+        return generation, inline and generation.status == GenerationRequest.Status.QUEUED
 
 
 @documented(tags=["images"])

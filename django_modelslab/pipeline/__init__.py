@@ -43,6 +43,7 @@ from .queue import (
 )
 from .record import choose
 from .steps import Fetch, Generate, OpGenerator, Sleep, resume_steps, run_steps, webhook_url
+from .tasks import runs_inline
 
 __all__ = [
     "INLINE_MAX_RETRY_AFTER",
@@ -68,6 +69,7 @@ __all__ = [
     "resume_steps",
     "run",
     "run_steps",
+    "runs_inline",
     "stale_requests",
     "submit",
     "sweep_stale",

@@ -35,9 +35,10 @@ def build_client(*, inline: bool = False) -> ModelsLabClient:
     return ModelsLabClient.from_settings(get_settings(), max_retry_after=limit)
 
 
-def build_async_client() -> AsyncModelsLabClient:
+def build_async_client(*, inline: bool = False) -> AsyncModelsLabClient:
     """An :class:`~django_modelslab.client.AsyncModelsLabClient` configured the same way."""
-    return AsyncModelsLabClient.from_settings(get_settings())
+    limit = INLINE_MAX_RETRY_AFTER if inline else None
+    return AsyncModelsLabClient.from_settings(get_settings(), max_retry_after=limit)
 
 
 def perform(client: ModelsLabClient, op: Generate | Fetch) -> ProviderResponse:
@@ -114,13 +115,17 @@ async def aperform(client: AsyncModelsLabClient, op: Generate | Fetch) -> Provid
     return await client.fetch(op.provider_id, kind=op.kind, api_version=op.api_version)
 
 
-async def adrive(steps: OpGenerator[T], *, client: AsyncModelsLabClient | None = None) -> T:
+async def adrive(
+    steps: OpGenerator[T], *, client: AsyncModelsLabClient | None = None, inline: bool = False
+) -> T:
     """Run ``steps`` to the end on the event loop: calls and pauses are awaited.
 
     Each step between two calls runs in Django's sync thread (``sync_to_async``,
-    thread-sensitive), so the database is used as from a sync view; copies into storage
+    thread-sensitive), so the database is used as from a sync view, and gives its
+    connection back before a wait (see :func:`_advance`); copies into storage
     (download, checks, thumbnail: no database) run on a worker thread, in parallel. Without
-    ``client``, one from :func:`build_async_client` is used and closed afterwards.
+    ``client``, one from :func:`build_async_client` (``inline``: see :func:`run`) is used and
+    closed afterwards.
     """
     advance = sync_to_async(_advance, thread_sensitive=True)
     own = client is None
@@ -137,7 +142,7 @@ async def adrive(steps: OpGenerator[T], *, client: AsyncModelsLabClient | None =
                 elif isinstance(op, CopyOutputs):  # off the sync thread: no database in a copy
                     result = await asyncio.to_thread(copy_outputs, op)
                 else:
-                    client = client or build_async_client()
+                    client = client or build_async_client(inline=inline)
                     if site is not None and not site_held and isinstance(op, Generate):
                         site_held = await asyncio.to_thread(_closing, site.acquire)
                     try:
@@ -170,13 +175,20 @@ def _closing(call: Callable[[], Any]) -> Any:
 
 
 def _advance(steps: OpGenerator[Any], value: Any, error: BaseException | None) -> tuple[bool, Any]:
-    """One step: (False, the next op) or (True, the result)."""
+    """One step: (False, the next op) or (True, the result).
+
+    Before a provider call or a pause the thread's database connection is closed (given back
+    to the pool, with Django's ``"pool"`` option), unless a transaction is open: the caller
+    waits for seconds, and an ASGI process serving many such callers would otherwise hold a
+    connection for each.
+    """
     try:
-        if error is not None:
-            return False, steps.throw(error)
-        return False, steps.send(value)
+        op = steps.throw(error) if error is not None else steps.send(value)
     except StopIteration as stop:
         return True, stop.value
+    if isinstance(op, Generate | Fetch | Sleep) and not connection.in_atomic_block:
+        connection.close()
+    return False, op
 
 
 def run(
@@ -198,13 +210,16 @@ def run(
     return drive(run_steps(request_id), sleep=sleep, inline=inline, jobs=jobs)
 
 
-async def arun(request_id: int, *, client: AsyncModelsLabClient | None = None) -> GenerationRequest:
+async def arun(
+    request_id: int, *, client: AsyncModelsLabClient | None = None, inline: bool = False
+) -> GenerationRequest:
     """:func:`run` for async code (ASGI views, say); same guarantees.
 
     Provider calls and polling pauses are awaited on ``client`` (default: one from
     :func:`build_async_client`, closed afterwards); the rest runs in Django's sync thread.
+    ``inline``: as for :func:`run`.
     """
-    return await adrive(run_steps(request_id), client=client)
+    return await adrive(run_steps(request_id), client=client, inline=inline)
 
 
 def resume(request_id: int, *, job_id: str | None = None) -> GenerationRequest:

@@ -22,7 +22,7 @@ except ImportError:  # Django < 6.0: the backport, same API (type-checked as dja
     from django_tasks.backends.immediate import ImmediateBackend  # type: ignore[assignment]
     from django_tasks.base import Task  # type: ignore[assignment]
 
-__all__ = ["enqueue_on_commit", "resume_generation", "run_generation", "task"]
+__all__ = ["enqueue_on_commit", "resume_generation", "run_generation", "runs_inline", "task"]
 
 
 @task(takes_context=True)
@@ -43,6 +43,16 @@ def resume_generation(request_id: int, job_id: str | None = None) -> str:
     ``job_id``: the job the webhook named, for a request whose generate answer was lost.
     """
     return resume(request_id, job_id=job_id).status
+
+
+def runs_inline() -> bool:
+    """Whether a generation submitted now would run at once, inside ``enqueue()``: the
+    immediate task backend, outside a transaction (inside one it runs at the commit). An
+    async caller may then submit it with ``enqueue=False`` and :func:`~.drivers.arun` it."""
+    backend = run_generation.using(backend=get_setting("TASK_BACKEND")).get_backend()
+    return (
+        isinstance(backend, ImmediateBackend) and not transaction.get_connection().in_atomic_block
+    )
 
 
 def enqueue_on_commit(

@@ -110,6 +110,7 @@ class Emulator:
         self.nsfw_outputs: list[int] | None = None
         self.max_queued_jobs: int | None = None
         self._in_flight = 0  # generate calls being answered (max_queued_jobs counts them)
+        self.peak_in_flight = 0  # the most generate calls ever being answered at once
         self.configure(
             api_keys=api_keys,
             mode=mode,
@@ -265,6 +266,7 @@ class Emulator:
             self._epoch += 1
             self.calls.clear()
             self.jobs.clear()
+            self.peak_in_flight = 0
             self.requests.clear()
             self.request_headers.clear()
             self.webhook_deliveries.clear()
@@ -372,7 +374,7 @@ class Emulator:
         processing within their ``eta``); counted as ``calls["queue_full"]``."""
         with self._lock:
             if self.max_queued_jobs is None:
-                self._in_flight += 1
+                self._enter()
                 return None
             now = time.monotonic()
             processing = sum(
@@ -386,8 +388,12 @@ class Emulator:
                     f"Rate limit exceeded. Maximum {self.max_queued_jobs} queued requests allowed."
                 )
                 return Fault("rate_limit", status=429, message=message, retry_after=1)
-            self._in_flight += 1
+            self._enter()
             return None
+
+    def _enter(self) -> None:
+        self._in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
 
     def _leave(self) -> None:
         """A generate call admitted by :meth:`_admit` has been answered."""
@@ -563,6 +569,8 @@ class Emulator:
                 "jobs_by_status": dict(Counter(job.status for job in self.jobs.values())),
                 "faults": self.faults.pending(),
                 "webhooks": len(self.webhook_deliveries),
+                "in_flight": self._in_flight,
+                "peak_in_flight": self.peak_in_flight,
                 "config": self.config(),
             }
 

@@ -34,8 +34,8 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     # socketserver's default listen backlog is 5: a burst of concurrent clients (the
-    # regenerate_images --concurrency benchmark) would see dropped SYNs and 1 s retries.
-    request_queue_size = 128
+    # benchmarks' hundreds of calls at once) would see dropped SYNs and 1 s retries.
+    request_queue_size = 1024
     emulator: Any  # the Emulator it serves (emulator.py imports this module)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
