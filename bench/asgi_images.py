@@ -33,15 +33,15 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import ROOT, beside_a_cluster, create_database, start_emulator
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 200
 LATENCY = float(sys.argv[2]) if len(sys.argv) > 2 else 2.0
 TARGET = 1.25
 DB_NAME = "modelslab_bench"
 SETTINGS = "bench.asgi_images_settings"
-EMULATOR = [sys.executable, "-m", "django_modelslab.testing", "--port", "0"]
 PORT = 18931
 SERVERS = {
     "uvicorn (ASGI)": [
@@ -55,28 +55,6 @@ SERVERS = {
         "--backlog", "4096", "--log-level", "warning", "--timeout", "120",
     ],
 }  # fmt: skip
-
-
-def start_emulator() -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen(
-        [*EMULATOR, "--latency", str(LATENCY)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert process.stdout is not None
-    base_url = process.stdout.readline().strip()
-    return process, base_url
-
-
-def create_database() -> None:
-    import psycopg
-
-    host, port = os.environ["MODELSLAB_TEST_POSTGRES"].rsplit(":", 1)
-    with psycopg.connect(host=host, port=port, user="postgres", dbname="postgres") as conn:
-        conn.autocommit = True
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME}")
-        conn.execute(f"CREATE DATABASE {DB_NAME}")
 
 
 def peak_memory_mb(pid: int) -> float:
@@ -216,15 +194,13 @@ def _worker_pid(pid: int) -> int:
 
 
 def main() -> int:
-    if not os.environ.get("MODELSLAB_TEST_POSTGRES"):
-        return subprocess.call(
-            [sys.executable, "-m", "tests.pgcluster", "--", sys.executable, *sys.argv],
-            cwd=ROOT,
-        )
-    emulator, base_url = start_emulator()
+    status = beside_a_cluster()
+    if status is not None:
+        return status
+    emulator, base_url = start_emulator("--latency", str(LATENCY))
     try:
         with tempfile.TemporaryDirectory(prefix="modelslab-bench-") as media:
-            create_database()
+            create_database(DB_NAME)
             env = {
                 **os.environ,
                 "DJANGO_SETTINGS_MODULE": SETTINGS,

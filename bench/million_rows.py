@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -28,6 +27,9 @@ from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.common import beside_a_cluster, create_database  # noqa: E402
+
 DB_NAME = "modelslab_bench"
 USERS = 2000
 MODELS = [
@@ -55,16 +57,6 @@ def options() -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--target-ms", type=float, default=100.0)
     return parser.parse_args()
-
-
-def create_database(address: str) -> None:
-    import psycopg
-
-    host, port = address.rsplit(":", 1)
-    with psycopg.connect(host=host, port=port, user="postgres", dbname="postgres") as conn:
-        conn.autocommit = True
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB_NAME]).fetchone():
-            conn.execute(f"CREATE DATABASE {DB_NAME}")
 
 
 def fill(requests: int) -> None:
@@ -223,11 +215,10 @@ def explain(label: str, queryset) -> None:
 
 def main() -> int:
     args = options()
-    address = os.environ.get("MODELSLAB_TEST_POSTGRES")
-    if not address:  # beside a throwaway cluster, as the PostgreSQL test pass runs
-        command = [sys.executable, "-m", "tests.pgcluster", "--", sys.executable, *sys.argv]
-        return subprocess.call(command, cwd=ROOT)
-    create_database(address)
+    status = beside_a_cluster()  # as the PostgreSQL test pass runs
+    if status is not None:
+        return status
+    create_database(DB_NAME, fresh=False)
     os.environ["MODELSLAB_TEST_DB_NAME"] = DB_NAME
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
     import django

@@ -31,6 +31,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import beside_a_cluster, control, create_database, start_emulator  # noqa: E402
+
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 200
 WORKERS = int(sys.argv[2]) if len(sys.argv) > 2 else 8
 LIMIT = int(sys.argv[3]) if len(sys.argv) > 3 else 5
@@ -38,35 +40,7 @@ LATENCY = float(sys.argv[4]) if len(sys.argv) > 4 else 1.0
 TARGET = 1.1
 DB_NAME = "modelslab_bench"
 SETTINGS = "bench.provider_limit_settings"
-EMULATOR = [sys.executable, "-m", "django_modelslab.testing", "--port", "0"]
 DB_WORKER = [sys.executable, "-m", "django", "db_worker", "--no-startup-delay"]
-
-
-def start_emulator() -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen(
-        [*EMULATOR, "--latency", str(LATENCY), "--max-queued-jobs", str(LIMIT)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert process.stdout is not None
-    base_url = process.stdout.readline().strip()
-    httpx.get(control(base_url, "stats"), timeout=5).raise_for_status()
-    return process, base_url
-
-
-def control(base_url: str, what: str) -> str:
-    return base_url.rsplit("/api", 1)[0] + f"/_emulator/{what}"
-
-
-def create_database() -> None:
-    import psycopg
-
-    host, port = os.environ["MODELSLAB_TEST_POSTGRES"].rsplit(":", 1)
-    with psycopg.connect(host=host, port=port, user="postgres", dbname="postgres") as conn:
-        conn.autocommit = True
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME}")
-        conn.execute(f"CREATE DATABASE {DB_NAME}")
 
 
 def bare_calls(base_url: str) -> float:
@@ -175,14 +149,13 @@ def run(base_url: str, env: dict[str, str], limit: int | None) -> dict[str, floa
 
 
 def main() -> int:
-    if not os.environ.get("MODELSLAB_TEST_POSTGRES"):
-        return subprocess.call(
-            [sys.executable, "-m", "tests.pgcluster", "--", sys.executable, *sys.argv], cwd=ROOT
-        )
-    emulator, base_url = start_emulator()
+    status = beside_a_cluster()
+    if status is not None:
+        return status
+    emulator, base_url = start_emulator("--latency", str(LATENCY), "--max-queued-jobs", str(LIMIT))
     try:
         with tempfile.TemporaryDirectory(prefix="modelslab-bench-") as media:
-            create_database()
+            create_database(DB_NAME)
             env = {
                 **os.environ,
                 "DJANGO_SETTINGS_MODULE": SETTINGS,

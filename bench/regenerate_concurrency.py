@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import math
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +27,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import control, start_emulator  # noqa: E402
+
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 128
 CONCURRENCY = int(sys.argv[2]) if len(sys.argv) > 2 else 16
 TARGETS = {0.5: 1.15, 3.0: 1.03}  # latency (s) -> the median's ratio to the ideal
@@ -38,20 +39,8 @@ REPEATS = 3  # the median counts: one run on a shared 2-core VM swings by severa
 SIZE = 256
 
 
-def start_emulator() -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "django_modelslab.testing", "--port", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    base_url = process.stdout.readline().strip()
-    httpx.get(base_url.rsplit("/api", 1)[0] + "/_emulator/stats", timeout=5).raise_for_status()
-    return process, base_url
-
-
 def set_latency(base_url: str, latency: float) -> None:
-    control = base_url.rsplit("/api", 1)[0] + "/_emulator/config"
-    httpx.post(control, json={"latency": latency}, timeout=5).raise_for_status()
+    httpx.post(control(base_url, "config"), json={"latency": latency}, timeout=5).raise_for_status()
 
 
 def bare_calls(base_url: str) -> float:
