@@ -27,7 +27,7 @@ from rest_framework.authtoken.models import Token
 
 from django_modelslab.models import GenerationRequest
 
-from .helpers import process_env, wait_for
+from .helpers import finished, process_env, wait_for
 from .pgcluster import free_port
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -146,3 +146,23 @@ def test_an_error_is_answered_in_openais_shape_under_asgi(asgi_server):
 
     assert answer.status_code == 401
     assert answer.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_a_caller_that_hangs_up_does_not_stop_its_generation(asgi_server, key, emulator, media):
+    emulator.latency = 1.5
+    database = str(connection.settings_dict["NAME"])
+
+    with pytest.raises(httpx.ReadTimeout):  # the caller gives up while ModelsLab works
+        httpx.post(
+            f"{asgi_server.url}/api/modelslab/v1/images/generations",
+            json={"prompt": "a lighthouse", "size": "256x256"},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=httpx.Timeout(10, read=0.5),
+        )
+
+    generation = wait_for(lambda: finished(GenerationRequest.objects.get()), timeout=20)
+    assert generation.status == "succeeded"
+    (image,) = generation.images.all()
+    assert (media / image.image.name).read_bytes()
+    assert emulator.stats()["calls"]["text2img"] == 1
+    wait_for(lambda: asgi_server.database_connections(database) == 0)

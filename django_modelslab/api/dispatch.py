@@ -10,14 +10,21 @@ event loop of its own per request: it works there too, without the gain.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from functools import update_wrapper
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, sync_to_async
-from django.db import connections
+from asgiref.sync import ThreadSensitiveContext, iscoroutinefunction, sync_to_async
+from django.db import connection, connections
 from django.http import HttpRequest, HttpResponseBase
 from rest_framework.views import APIView
+
+from .. import pipeline
+from ..models import GenerationRequest
+
+#: Generations whose caller went away: kept here until they end (the loop holds tasks weakly).
+_running: set[asyncio.Task[GenerationRequest]] = set()
 
 
 class AsyncDispatchMixin:
@@ -68,3 +75,33 @@ class AsyncDispatchMixin:
             response = await sync_to_async(view.handle_exception)(exc)
         view.response = view.finalize_response(drf_request, response, *args, **kwargs)
         return view.response
+
+
+async def run_to_the_end(request_id: int) -> GenerationRequest:
+    """Run a request this call submitted (:func:`pipeline.arun`, ``inline``), to the end even
+    if the caller goes away.
+
+    Django cancels an async view whose client disconnects; a generation cancelled midway
+    would stay ``processing``, its job perhaps paid for, until a stale sweep. So it runs as
+    a task of its own (with its own thread for the database work, and its connection closed
+    at the end), which the view awaits without passing a cancellation on. The view's own
+    connection is closed first: while the generation runs, the call holds none.
+    """
+    await sync_to_async(_close_connection)()
+    task = asyncio.create_task(_run(request_id))
+    _running.add(task)
+    task.add_done_callback(_running.discard)
+    return await asyncio.shield(task)
+
+
+async def _run(request_id: int) -> GenerationRequest:
+    async with ThreadSensitiveContext():
+        try:
+            return await pipeline.arun(request_id, inline=True)
+        finally:
+            await sync_to_async(_close_connection)()
+
+
+def _close_connection() -> None:
+    if not connection.in_atomic_block:
+        connection.close()

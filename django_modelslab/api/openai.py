@@ -37,7 +37,7 @@ from ..models import GeneratedImage, GenerationRequest
 from . import idempotency
 from .auth import api_authenticators
 from .budget import budget_refusals, check_budget
-from .dispatch import AsyncDispatchMixin
+from .dispatch import AsyncDispatchMixin, run_to_the_end
 from .exceptions import IdempotencyKeyReused, OverBudget
 from .parsers import LimitedJSONParser
 from .permissions import CanGenerate
@@ -255,7 +255,7 @@ class ImagesGenerationsView(AsyncDispatchMixin, APIView):  # type: ignore[misc] 
     async def post(self, request: Request) -> Response:
         generation, response_format, run_here = await sync_to_async(self._start)(request)
         if run_here:  # an inline task backend: this call runs the generation, awaiting ModelsLab
-            generation = await pipeline.arun(generation.pk, inline=True)
+            generation = await run_to_the_end(generation.pk)
         else:
             generation = await _wait(generation)
         return await sync_to_async(self._answer)(generation, response_format)
