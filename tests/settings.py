@@ -134,5 +134,8 @@ if os.environ.get("MODELSLAB_TEST_BASE_URL"):
     MODELSLAB["BASE_URL"] = os.environ["MODELSLAB_TEST_BASE_URL"]
 if os.environ.get("MODELSLAB_TEST_MAX_CONCURRENT_JOBS"):
     MODELSLAB["MAX_CONCURRENT_JOBS"] = int(os.environ["MODELSLAB_TEST_MAX_CONCURRENT_JOBS"])
+if os.environ.get("MODELSLAB_TEST_OPENAI_WAIT"):  # "POLL_INTERVAL,OPENAI_WAIT_TIMEOUT"
+    _poll, _wait = os.environ["MODELSLAB_TEST_OPENAI_WAIT"].split(",")
+    MODELSLAB.update(POLL_INTERVAL=float(_poll), OPENAI_WAIT_TIMEOUT=float(_wait))
 if os.environ.get("MODELSLAB_TEST_TASKS") == "db":
     TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}

@@ -57,13 +57,19 @@ def _target(fd: Path) -> str | None:
 
 
 @pytest.fixture
-def asgi_server(emulator, settings, media) -> Iterator[Server]:
+def server_env() -> dict[str, str]:
+    """More environment for the server (tests/settings.py reads it)."""
+    return {}
+
+
+@pytest.fixture
+def asgi_server(emulator, settings, media, server_env) -> Iterator[Server]:
     """uvicorn serving the test site."""
     port = free_port()
     server = subprocess.Popen(
         [*UVICORN, "--port", str(port)],
         cwd=ROOT,
-        env=process_env(emulator, settings),
+        env=process_env(emulator, settings, **server_env),
     )
     base_url = f"http://127.0.0.1:{port}"
     try:
@@ -166,3 +172,29 @@ def test_a_caller_that_hangs_up_does_not_stop_its_generation(asgi_server, key, e
     assert (media / image.image.name).read_bytes()
     assert emulator.stats()["calls"]["text2img"] == 1
     wait_for(lambda: asgi_server.database_connections(database) == 0)
+
+
+@pytest.mark.parametrize(
+    "server_env", [{"MODELSLAB_TEST_TASKS": "db", "MODELSLAB_TEST_OPENAI_WAIT": "0.5,3"}]
+)
+def test_a_call_polling_a_worker_holds_no_connection_between_looks(asgi_server, key):
+    database = str(connection.settings_dict["NAME"])  # no worker runs: the request stays queued
+
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(
+            httpx.post,
+            f"{asgi_server.url}/api/modelslab/v1/images/generations",
+            json={"prompt": "a lighthouse"},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+        )
+        wait_for(lambda: GenerationRequest.objects.filter(status="queued").exists())
+        held = []
+        for _ in range(5):
+            time.sleep(0.2)
+            held.append(asgi_server.database_connections(database))
+        answer = answer.result()
+
+    assert sum(held) <= 1  # a look (every 0.5 s) takes a millisecond; a held one would be 5
+    assert answer.status_code == 504
+    assert answer.json()["error"]["code"] == "timeout"

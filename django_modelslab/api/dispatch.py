@@ -11,20 +11,20 @@ event loop of its own per request: it works there too, without the gain.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from functools import update_wrapper
-from typing import Any
+from typing import Any, TypeVar
 
 from asgiref.sync import ThreadSensitiveContext, iscoroutinefunction, sync_to_async
+from django.core.handlers.asgi import ASGIRequest
 from django.db import connection, connections
 from django.http import HttpRequest, HttpResponseBase
 from rest_framework.views import APIView
 
-from .. import pipeline
-from ..models import GenerationRequest
+T = TypeVar("T")
 
-#: Generations whose caller went away: kept here until they end (the loop holds tasks weakly).
-_running: set[asyncio.Task[GenerationRequest]] = set()
+#: Calls running under ASGI, kept until they end (the loop holds its tasks weakly).
+_running: set[asyncio.Task[Any]] = set()
 
 
 class AsyncDispatchMixin:
@@ -53,7 +53,24 @@ class AsyncDispatchMixin:
         return view
 
     async def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        """:meth:`APIView.dispatch`, with coroutine handlers awaited."""
+        """:meth:`APIView.dispatch`, with coroutine handlers awaited; under ASGI, to the end
+        even if the caller goes away.
+
+        Django cancels an async view whose client disconnects. A generation stopped midway
+        would stay ``processing`` (its job perhaps paid for) until a stale sweep, so under
+        ASGI the call runs as a task of its own, with its own database thread, that a
+        cancellation does not reach. (Under WSGI nothing is cancelled, and the database
+        work stays in the request's thread, inside the test case's transaction in tests.)
+        """
+        work = self._dispatch(request, *args, **kwargs)
+        if not isinstance(request, ASGIRequest):
+            return await work
+        task = asyncio.create_task(_in_own_thread(work))
+        _running.add(task)
+        task.add_done_callback(_running.discard)
+        return await asyncio.shield(task)
+
+    async def _dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         view: APIView = self  # type: ignore[assignment]
         view.args, view.kwargs = args, kwargs
         drf_request = view.initialize_request(request, *args, **kwargs)
@@ -77,31 +94,17 @@ class AsyncDispatchMixin:
         return view.response
 
 
-async def run_to_the_end(request_id: int) -> GenerationRequest:
-    """Run a request this call submitted (:func:`pipeline.arun`, ``inline``), to the end even
-    if the caller goes away.
-
-    Django cancels an async view whose client disconnects; a generation cancelled midway
-    would stay ``processing``, its job perhaps paid for, until a stale sweep. So it runs as
-    a task of its own (with its own thread for the database work, and its connection closed
-    at the end), which the view awaits without passing a cancellation on. The view's own
-    connection is closed first: while the generation runs, the call holds none.
-    """
-    await sync_to_async(_close_connection)()
-    task = asyncio.create_task(_run(request_id))
-    _running.add(task)
-    task.add_done_callback(_running.discard)
-    return await asyncio.shield(task)
-
-
-async def _run(request_id: int) -> GenerationRequest:
+async def _in_own_thread(work: Coroutine[Any, Any, T]) -> T:
+    """``work`` with a database thread of its own, whose connection is closed at the end."""
     async with ThreadSensitiveContext():
         try:
-            return await pipeline.arun(request_id, inline=True)
+            return await work
         finally:
-            await sync_to_async(_close_connection)()
+            await sync_to_async(close_connection)()
 
 
-def _close_connection() -> None:
+def close_connection() -> None:
+    """Close this thread's database connection (back to the pool, with Django's ``"pool"``
+    option) unless a transaction is open: a call about to wait holds none."""
     if not connection.in_atomic_block:
         connection.close()

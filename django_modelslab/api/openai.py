@@ -37,7 +37,7 @@ from ..models import GeneratedImage, GenerationRequest
 from . import idempotency
 from .auth import api_authenticators
 from .budget import budget_refusals, check_budget
-from .dispatch import AsyncDispatchMixin, run_to_the_end
+from .dispatch import AsyncDispatchMixin, close_connection
 from .exceptions import IdempotencyKeyReused, OverBudget
 from .parsers import LimitedJSONParser
 from .permissions import CanGenerate
@@ -255,7 +255,7 @@ class ImagesGenerationsView(AsyncDispatchMixin, APIView):  # type: ignore[misc] 
     async def post(self, request: Request) -> Response:
         generation, response_format, run_here = await sync_to_async(self._start)(request)
         if run_here:  # an inline task backend: this call runs the generation, awaiting ModelsLab
-            generation = await run_to_the_end(generation.pk)
+            generation = await pipeline.arun(generation.pk, inline=True)
         else:
             generation = await _wait(generation)
         return await sync_to_async(self._answer)(generation, response_format)
@@ -365,9 +365,15 @@ async def _wait(generation: GenerationRequest) -> GenerationRequest:
     """Re-read the request until it has finished or OPENAI_WAIT_TIMEOUT has passed."""
     deadline = time.monotonic() + get_setting("OPENAI_WAIT_TIMEOUT")
     pause = min(get_setting("POLL_INTERVAL"), 1.0)
-    refresh = sync_to_async(generation.refresh_from_db)
-    await refresh()
+    reread = sync_to_async(_reread)
+    await reread(generation)
     while not generation.is_finished and time.monotonic() + pause <= deadline:
         await asyncio.sleep(pause)
-        await refresh()
+        await reread(generation)
     return generation
+
+
+def _reread(generation: GenerationRequest) -> None:
+    """Refresh ``generation``; hold no database connection while waiting for the next look."""
+    generation.refresh_from_db()
+    close_connection()

@@ -27,7 +27,7 @@ from ..models import GeneratedImage, GenerationRequest
 from . import idempotency
 from .auth import api_authenticators
 from .budget import budget_refusals, check_budget
-from .dispatch import AsyncDispatchMixin, run_to_the_end
+from .dispatch import AsyncDispatchMixin
 from .exceptions import Conflict
 from .filters import GenerationFilter, ImageFilter, RenditionQuery, filtered, rendition_spec
 from .pagination import ModelsLabPagination
@@ -177,7 +177,7 @@ class GenerationViewSet(  # type: ignore[misc]  # an async dispatch in place of 
         if answer is not None:
             return answer
         if run_here:  # an inline task backend: this call runs it, awaiting ModelsLab
-            await run_to_the_end(generation.pk)
+            await pipeline.arun(generation.pk, inline=True)
         return await sync_to_async(self._created)(request, generation)
 
     def _start(self, request: Request) -> tuple[GenerationRequest, bool, Response | None]:
@@ -263,7 +263,7 @@ class GenerationViewSet(  # type: ignore[misc]  # an async dispatch in place of 
     async def regenerate(self, request: Request, pk: str | None = None) -> Response:
         generation, run_here = await sync_to_async(self._regenerate)(request)
         if run_here:  # an inline task backend: this call runs it, awaiting ModelsLab
-            await run_to_the_end(generation.pk)
+            await pipeline.arun(generation.pk, inline=True)
         fresh = await sync_to_async(self._fresh)(generation)
         code = status.HTTP_200_OK if fresh.is_finished else status.HTTP_202_ACCEPTED
         return await sync_to_async(self._answer)(fresh, code)
