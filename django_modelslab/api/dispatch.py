@@ -17,9 +17,11 @@ from typing import Any, TypeVar
 
 from asgiref.sync import ThreadSensitiveContext, iscoroutinefunction, sync_to_async
 from django.core.handlers.asgi import ASGIRequest
-from django.db import connection, connections
+from django.db import connections
 from django.http import HttpRequest, HttpResponseBase
 from rest_framework.views import APIView
+
+from .. import pipeline
 
 T = TypeVar("T")
 
@@ -100,11 +102,4 @@ async def _in_own_thread(work: Coroutine[Any, Any, T]) -> T:
         try:
             return await work
         finally:
-            await sync_to_async(close_connection)()
-
-
-def close_connection() -> None:
-    """Close this thread's database connection (back to the pool, with Django's ``"pool"``
-    option) unless a transaction is open: a call about to wait holds none."""
-    if not connection.in_atomic_block:
-        connection.close()
+            await sync_to_async(pipeline.release_connection)()

@@ -37,7 +37,7 @@ from ..models import GeneratedImage, GenerationRequest
 from . import idempotency
 from .auth import api_authenticators
 from .budget import budget_refusals, check_budget
-from .dispatch import AsyncDispatchMixin, close_connection
+from .dispatch import AsyncDispatchMixin
 from .exceptions import IdempotencyKeyReused, OverBudget
 from .parsers import LimitedJSONParser
 from .permissions import CanGenerate
@@ -376,4 +376,4 @@ async def _wait(generation: GenerationRequest) -> GenerationRequest:
 def _reread(generation: GenerationRequest) -> None:
     """Refresh ``generation``; hold no database connection while waiting for the next look."""
     generation.refresh_from_db()
-    close_connection()
+    pipeline.release_connection()

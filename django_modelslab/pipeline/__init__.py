@@ -27,6 +27,7 @@ from .drivers import (
     build_async_client,
     build_client,
     drive,
+    release_connection,
     resume,
     run,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "new_seed",
     "pick_up",
     "regenerate",
+    "release_connection",
     "requeue",
     "resume",
     "resume_on_commit",

@@ -186,9 +186,16 @@ def _advance(steps: OpGenerator[Any], value: Any, error: BaseException | None) -
         op = steps.throw(error) if error is not None else steps.send(value)
     except StopIteration as stop:
         return True, stop.value
-    if isinstance(op, Generate | Fetch | Sleep) and not connection.in_atomic_block:
-        connection.close()
+    if isinstance(op, Generate | Fetch | Sleep):
+        release_connection()
     return False, op
+
+
+def release_connection() -> None:
+    """Close this thread's database connection (back to the pool, with Django's ``"pool"``
+    option) unless a transaction is open: code about to wait holds none."""
+    if not connection.in_atomic_block:
+        connection.close()
 
 
 def run(
